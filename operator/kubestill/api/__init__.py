@@ -1,0 +1,1 @@
+"""The typed API of kubestill: pydantic models from which the CRDs are generated."""

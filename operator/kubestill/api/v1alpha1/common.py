@@ -1,0 +1,133 @@
+"""Types shared by more than one kind: scheduling, serving and resources."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from pydantic import Field
+
+from ._base import KubeModel, ResourceName, Rule, nested
+
+QUANTITY_PATTERN = r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|Ki|Mi|Gi|Ti)?$"
+
+
+class Task(StrEnum):
+    CLASSIFICATION = "classification"
+    EMBEDDING = "embedding"
+    RERANKING = "reranking"
+    GENERATION = "generation"
+
+
+class TolerationOperator(StrEnum):
+    EXISTS = "Exists"
+    EQUAL = "Equal"
+
+
+class TaintEffect(StrEnum):
+    NO_SCHEDULE = "NoSchedule"
+    PREFER_NO_SCHEDULE = "PreferNoSchedule"
+    NO_EXECUTE = "NoExecute"
+
+
+class Toleration(KubeModel):
+    """A Pod toleration, as in corev1.Toleration."""
+
+    rules = (
+        Rule(
+            cel="self.operator != 'Exists' || !has(self.value)",
+            message="a toleration with operator Exists must not set value",
+            check=lambda t: t.operator != "Exists" or t.value is None,
+            field="value",
+        ),
+    )
+
+    key: str | None = Field(default=None, description="Taint key to tolerate; empty with Exists matches all.")
+    operator: TolerationOperator = Field(default=TolerationOperator.EQUAL, description="Exists or Equal.")
+    value: str | None = Field(default=None, description="Taint value to match when operator is Equal.")
+    effect: TaintEffect | None = Field(default=None, description="Taint effect to match; empty matches all.")
+    toleration_seconds: int | None = Field(
+        default=None, ge=0, description="How long a NoExecute taint is tolerated before eviction."
+    )
+
+
+class ComputeResources(KubeModel):
+    """What one container gets. Quantities use Kubernetes notation ("500m", "16Gi")."""
+
+    cpu: str | None = Field(default=None, pattern=QUANTITY_PATTERN, description="CPU request and limit.")
+    memory: str | None = Field(
+        default=None, pattern=QUANTITY_PATTERN, description="Memory request and limit."
+    )
+    gpus: int = Field(default=0, ge=0, le=16, description="Number of nvidia.com/gpu to request.")
+
+
+class Placement(KubeModel):
+    """Where a workload's Pods may run."""
+
+    node_selector: dict[str, str] = Field(
+        default_factory=dict, description="Node labels the Pods must match (corev1 nodeSelector)."
+    )
+    tolerations: list[Toleration] = Field(
+        default_factory=list, max_length=32, description="Taints the Pods tolerate."
+    )
+
+
+class StageResources(ComputeResources, Placement):
+    """Resources and placement of one pipeline stage's Job."""
+
+
+class InstanceKind(StrEnum):
+    CPU = "KIND_CPU"
+    GPU = "KIND_GPU"
+
+
+class DynamicBatching(KubeModel):
+    """Triton's dynamic batcher: requests arriving close together are served as one batch."""
+
+    enabled: bool = Field(default=True, description="Turn Triton's dynamic batcher on.")
+    max_queue_delay_microseconds: int = Field(
+        default=100, ge=0, le=10_000_000, description="How long a request may wait for others to batch with."
+    )
+    preferred_batch_sizes: list[int] = Field(
+        default_factory=list, max_length=16, description="Batch sizes the batcher tries to form first."
+    )
+
+
+class InstanceGroup(KubeModel):
+    """How many copies of the model Triton runs, and on what."""
+
+    kind: InstanceKind = Field(default=InstanceKind.CPU, description="KIND_CPU or KIND_GPU.")
+    count: int = Field(default=1, ge=1, le=64, description="Model instances per server.")
+
+
+class ServingSpec(KubeModel):
+    """How a student is served on Triton Inference Server."""
+
+    rules = (
+        Rule(
+            cel="!has(self.dynamicBatching) || !has(self.dynamicBatching.preferredBatchSizes) || "
+            "self.dynamicBatching.preferredBatchSizes.all(b, b <= self.maxBatchSize)",
+            message="dynamicBatching.preferredBatchSizes must not exceed maxBatchSize",
+            check=lambda s: all(b <= s.max_batch_size for b in s.dynamic_batching.preferred_batch_sizes),
+            field="dynamicBatching",
+        ),
+        Rule(
+            cel="!has(self.instanceGroup) || self.instanceGroup.kind != 'KIND_GPU' || "
+            "(has(self.resources) && has(self.resources.gpus) && self.resources.gpus > 0)",
+            message="instanceGroup.kind KIND_GPU needs resources.gpus > 0",
+            check=lambda s: s.resources.gpus > 0 or s.instance_group.kind != InstanceKind.GPU,
+            field="instanceGroup",
+        ),
+    )
+
+    image: str | None = Field(
+        default=None, description="Triton server image; the operator's configured default when empty."
+    )
+    replicas: int = Field(default=1, ge=0, le=100, description="Number of Triton server Pods.")
+    resources: ComputeResources = nested(ComputeResources, "Resources of each Triton container.")
+    placement: Placement = nested(Placement, "Node selector and tolerations.")
+    max_batch_size: int = Field(default=32, ge=1, le=4096, description="Largest batch Triton will form.")
+    dynamic_batching: DynamicBatching = nested(DynamicBatching, "Triton dynamic batcher settings.")
+    instance_group: InstanceGroup = nested(InstanceGroup, "Model instances per server and their device kind.")
+    service_account_name: ResourceName | None = Field(
+        default=None, description="ServiceAccount the Triton Pods run as."
+    )
