@@ -1,16 +1,13 @@
-"""The `kubestill` command: generate CRDs, run a local control plane, inspect and steer resources."""
+"""`kubestill crds`: write the CRD YAML generated from the API models."""
 
 from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from kubestill.api.crd import all_crds, render
-
-Command = Callable[[argparse.Namespace], int]
-
 
 def cmd_crds(args: argparse.Namespace) -> int:
     """Write (or with --check, compare) the generated CRD YAML."""
@@ -32,21 +29,8 @@ def cmd_crds(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="kubestill", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+def register(sub: Any) -> None:
     crds = sub.add_parser("crds", help="write the CRD YAML generated from the API models")
     crds.add_argument("--out", default="crds", help="directory to write to (default: crds)")
     crds.add_argument("--check", action="store_true", help="exit 1 when the files differ from the models")
     crds.set_defaults(func=cmd_crds)
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    func: Command = args.func
-    return func(args)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
