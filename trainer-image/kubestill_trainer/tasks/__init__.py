@@ -1,0 +1,6 @@
+"""Task implementations, registered by `Task`. Every task module is imported here, explicitly: add a line
+for a new task (registered names only, never import by string)."""
+
+from .base import DistillTask, Row, TaskModel, register_task, task_class
+
+__all__ = ["DistillTask", "Row", "TaskModel", "register_task", "task_class"]
