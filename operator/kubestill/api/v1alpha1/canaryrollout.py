@@ -166,6 +166,12 @@ class CanaryRolloutSpec(KubeModel):
             check=lambda s: all(a.weight < b.weight for a, b in zip(s.steps, s.steps[1:], strict=False)),
             field="steps",
         ),
+        Rule(
+            cel="!has(self.rollbackAlerts) || size(self.rollbackAlerts) == 0 || has(self.analysis)",
+            message="rollbackAlerts need analysis.prometheusUrl to query the alerts",
+            check=lambda s: not s.rollback_alerts or s.analysis is not None,
+            field="rollbackAlerts",
+        ),
     )
 
     route: RouteRef = Field(description="The HTTPRoute to manage.")
@@ -197,6 +203,12 @@ class MeasurementResult(StrEnum):
     FAILED = "Failed"
     INCONCLUSIVE = "Inconclusive"
     ERROR = "Error"
+
+
+class PauseReason(StrEnum):
+    SPEC = "Spec"
+    MANUAL = "Manual"
+    INCONCLUSIVE = "Inconclusive"
 
 
 class Measurement(KubeModel):
@@ -234,6 +246,15 @@ class CanaryRolloutStatus(KubeModel):
     last_analysis_at: datetime | None = Field(default=None, description="When metrics were last measured.")
     step_failures: int = Field(default=0, ge=0, description="Failed measurements in this step.")
     consecutive_inconclusive: int = Field(default=0, ge=0, description="Inconclusive measurements in a row.")
+    last_verdict: MeasurementResult | None = Field(
+        default=None, description="Verdict of the latest analysis round in this step; a step ends only on Successful."
+    )
+    paused_at: datetime | None = Field(
+        default=None, description="When the rollout was paused; resuming moves nextStepAt by the time spent paused."
+    )
+    pause_reason: PauseReason | None = Field(
+        default=None, description="Why it is paused: Spec (spec.paused), Manual (annotation) or Inconclusive."
+    )
     measurements: list[Measurement] = Field(default_factory=list, description="Recent measurements (bounded).")
     history: list[HistoryEntry] = Field(default_factory=list, description="Transitions (bounded).")
     promoted_at: datetime | None = Field(default=None, description="When the candidate took 100%.")
