@@ -247,10 +247,12 @@ class CanaryRolloutStatus(KubeModel):
     step_failures: int = Field(default=0, ge=0, description="Failed measurements in this step.")
     consecutive_inconclusive: int = Field(default=0, ge=0, description="Inconclusive measurements in a row.")
     last_verdict: MeasurementResult | None = Field(
-        default=None, description="Verdict of the latest analysis round in this step; a step ends only on Successful."
+        default=None, description="Verdict of the latest analysis round in this step; a step ends only on "
+        "Successful."
     )
     paused_at: datetime | None = Field(
-        default=None, description="When the rollout was paused; resuming moves nextStepAt by the time spent paused."
+        default=None, description="When the rollout was paused; resuming moves nextStepAt by the time spent "
+        "paused."
     )
     pause_reason: PauseReason | None = Field(
         default=None, description="Why it is paused: Spec (spec.paused), Manual (annotation) or Inconclusive."
