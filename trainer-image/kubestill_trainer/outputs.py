@@ -7,7 +7,7 @@ are both expressed as `ModelOutputs`, so every loss compares like with like: `st
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy.typing as npt
 import torch
@@ -52,7 +52,10 @@ class LossInputs:
     extra: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
-def require(value: torch.Tensor | None, what: str, loss: str) -> torch.Tensor:
+_V = TypeVar("_V")
+
+
+def require(value: _V | None, what: str, loss: str) -> _V:
     """Return a tensor a loss needs, or fail with a message naming the loss and the missing input."""
     if value is None:
         raise ValueError(f"loss {loss} needs {what}, which this task's batch does not provide")
