@@ -14,7 +14,7 @@ fi
 mkdir -p "$bin"
 cd "$here"
 export GOFLAGS=-mod=mod CGO_ENABLED=0
-for cmd in etcd kube-apiserver kubectl; do
+for cmd in etcd kube-apiserver kube-controller-manager kubectl; do
   echo "building $cmd (first build takes a while)" >&2
   go build -trimpath -ldflags='-s -w' -o "$bin/$cmd" "./cmd/$cmd"
 done

@@ -75,9 +75,7 @@ class _Converter:
         elif "enum" in node:
             out["type"] = "string"
         for key, value in node.items():
-            if key in _KEEP_SCALAR:
-                out[key] = value
-            elif key in ("minimum", "maximum"):
+            if key in _KEEP_SCALAR or key in ("minimum", "maximum"):
                 out[key] = value
             elif key in ("exclusiveMinimum", "exclusiveMaximum"):
                 # JSON Schema 2020 states the bound; OpenAPI v3.0 (what Kubernetes reads) flags it.

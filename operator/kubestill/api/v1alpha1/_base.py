@@ -7,10 +7,10 @@ the YAML a user wrote, and a typo is an error naming the field instead of being 
 from __future__ import annotations
 
 import re
-from datetime import datetime, timedelta
-from enum import StrEnum
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
 from typing import Annotated, Any, ClassVar, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -106,9 +106,11 @@ class KubeModel(BaseModel):
 
 
 def nested(model: type[BaseModel], description: str) -> Any:
-    """A sub-object that defaults to all of its own defaults; the CRD says `default: {}` too, so the API
-    server fills in the same nested defaults the Python side does and CEL rules can rely on them."""
-    return Field(default_factory=model, description=description, json_schema_extra={"default": {}})
+    """A sub-object that defaults to all of its own defaults. The CRD spells the whole default out (not `{}`),
+    so the API server stores the same values the Python side uses and CEL rules can rely on them (the API server
+    checks a default against the rules without filling in its nested defaults first)."""
+    wire = model().model_dump(by_alias=True, exclude_none=True, mode="json")
+    return Field(default_factory=model, description=description, json_schema_extra={"default": wire})
 
 
 class ConditionStatus(StrEnum):

@@ -1,0 +1,112 @@
+"""Invalid objects, one per validation rule (plus wrong types and unknown enum values), each with the field the
+error must name. The API server must reject each (tests/integration) and so must the Python models
+(tests/unit), so the CRD and the trainer can never disagree about what is valid."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+_DELETE = object()
+
+
+def example(name: str) -> dict[str, Any]:
+    doc: dict[str, Any] = yaml.safe_load((EXAMPLES / name).read_text())
+    return doc
+
+
+@dataclass(frozen=True)
+class Case:
+    id: str
+    base: str  # example file the case starts from
+    changes: tuple[tuple[str, Any], ...]  # dotted path -> new value (_DELETE removes it)
+    field: str  # the field the API server's message must name
+    words: str  # a phrase of the message
+
+    def build(self) -> dict[str, Any]:
+        obj = copy.deepcopy(example(self.base))
+        obj["metadata"]["name"] = f"bad-{self.id}"
+        for path, value in self.changes:
+            *parents, last = path.split(".")
+            node: Any = obj
+            for key in parents:
+                node = node[int(key)] if isinstance(node, list) else node.setdefault(key, {})
+            if value is _DELETE:
+                del node[last]
+            elif isinstance(node, list):
+                node[int(last)] = value
+            else:
+                node[last] = value
+        return obj
+
+
+DJ = "distillationjob-classification.yaml"
+SM = "studentmodel.yaml"
+CR = "canaryrollout.yaml"
+
+CASES = [
+    Case("two-teachers", DJ, (("spec.teacher.triton", {"url": "http://t:8000", "modelName": "t"}),),
+         "spec.teacher", "exactly one teacher source"),
+    Case("no-teacher", DJ, (("spec.teacher.modelUri", _DELETE),), "spec.teacher", "exactly one teacher source"),
+    Case("temperature-zero", DJ, (("spec.loss.terms.0.temperature", 0),),
+         "spec.loss.terms[0].temperature", "should be greater than 0"),
+    Case("alpha-above-one", DJ, (("spec.loss.terms.0.alpha", 1.5),),
+         "spec.loss.terms[0].alpha", "less than or equal to 1"),
+    Case("alpha-on-wrong-loss", DJ, (("spec.loss.terms.1.alpha", 0.5),),
+         "spec.loss.terms[1].alpha", "alpha only applies to logit-kl"),
+    Case("splits-not-one", DJ, (("spec.data.splits", {"train": 0.7, "validation": 0.1, "test": 0.1}),),
+         "spec.data.splits", "must sum to 1"),
+    Case("lora-without-base", DJ, (("spec.student.lora", {"r": 8}),), "spec.student.lora",
+         "lora needs a baseModelUri"),
+    Case("base-and-architecture", DJ, (("spec.student.baseModelUri", "file:///models/s"),),
+         "spec.student", "exactly one of baseModelUri and architecture"),
+    Case("int8-four-bits", DJ, (("spec.student.quantization", {"method": "int8", "bits": 4}),),
+         "spec.student.quantization.bits", "bits must be 8 for int8"),
+    Case("gptq-five-bits", DJ, (("spec.student.quantization", {"method": "gptq", "bits": 5}),),
+         "spec.student.quantization.bits", "one of 2, 3, 4, 8 for gptq"),
+    Case("loss-wrong-task", DJ, (("spec.loss.terms.1", {"name": "margin-mse"}),), "spec.loss",
+         "does not apply to this task"),
+    Case("duplicate-loss", DJ, (("spec.loss.terms.1", {"name": "logit-kl"}),), "spec.loss.terms",
+         "each loss name may appear once"),
+    Case("unknown-task", DJ, (("spec.task", "segmentation"),), "spec.task", "Unsupported value"),
+    Case("wrong-type-epochs", DJ, (("spec.training.epochs", "three"),), "spec.training.epochs",
+         "must be of type integer"),
+    Case("bad-uri-scheme", DJ, (("spec.output.artifactUri", "ftp://host/x"),), "spec.output.artifactUri",
+         "should match"),
+    Case("layers-count", DJ, (("spec.student.architecture.fromTeacherLayers", [0, 3, 5]),),
+         "spec.student.architecture.fromTeacherLayers", "exactly numLayers"),
+    Case("reranking-without-pair", DJ,
+         (("spec.task", "reranking"), ("spec.loss.terms", [{"name": "margin-mse"}])),
+         "spec.data", "reranking needs data.fields.pair"),
+    Case("toleration-exists-value", DJ,
+         (("spec.resources.train.tolerations", [{"key": "k", "operator": "Exists", "value": "v"}]),),
+         "spec.resources.train.tolerations[0].value", "operator Exists must not set value"),
+    Case("unknown-field", DJ, (("spec.training.epoch", 3),), "spec.training.epoch", "unknown field"),
+    Case("sm-preferred-batch", SM, (("spec.serving.dynamicBatching.preferredBatchSizes", [8, 64]),),
+         "spec.serving.dynamicBatching", "must not exceed maxBatchSize"),
+    Case("sm-gpu-without-gpus", SM, (("spec.serving.instanceGroup.kind", "KIND_GPU"),),
+         "spec.serving.instanceGroup", "KIND_GPU needs resources.gpus"),
+    Case("sm-unknown-format", SM, (("spec.format", "tensorrt"),), "spec.format", "Unsupported value"),
+    Case("canary-weights-not-increasing", CR,
+         (("spec.steps", [{"weight": 10}, {"weight": 5}, {"weight": 100}]),),
+         "spec.steps", "strictly increasing"),
+    Case("canary-weights-repeated", CR, (("spec.steps", [{"weight": 10}, {"weight": 10}]),),
+         "spec.steps", "strictly increasing"),
+    Case("canary-weight-over-100", CR, (("spec.steps", [{"weight": 50}, {"weight": 150}]),),
+         "spec.steps[1].weight", "less than or equal to 100"),
+    Case("canary-min-above-max", CR,
+         (("spec.analysis.metrics", [{"name": "e", "query": "up", "min": 2, "max": 1}]),),
+         "spec.analysis.metrics[0].min", "min must be <= max"),
+    Case("canary-no-threshold", CR, (("spec.analysis.metrics", [{"name": "e", "query": "up"}]),),
+         "spec.analysis.metrics[0]", "set min, max or both"),
+    Case("canary-bad-duration", CR, (("spec.steps.0.pause", "6 hours"),), "spec.steps[0].pause", "should match"),
+    Case("canary-two-candidates", CR,
+         (("spec.candidate.service", {"name": "s", "port": 8000}),), "spec.candidate", "exactly one of"),
+    Case("canary-empty-alert", CR, (("spec.rollbackAlerts", [{}]),), "spec.rollbackAlerts[0]",
+         "needs a name or labels"),
+]
