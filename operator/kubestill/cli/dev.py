@@ -1,0 +1,45 @@
+"""`kubestill dev`: a local, node-less control plane with kubestill's CRDs, for trying things and for demos."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from kubestill.dev import controlplane
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    cluster = controlplane.up(Path(args.state_dir) if args.state_dir else None)
+    print(f"control plane ready at {cluster.server}")
+    print(f"export KUBECONFIG={cluster.kubeconfig}")
+    print(f"kubectl: {cluster.bin_dir / 'kubectl'}")
+    return 0
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    stopped = controlplane.down(Path(args.state_dir) if args.state_dir else None)
+    print("control plane stopped" if stopped else "no control plane was running")
+    return 0
+
+
+def cmd_kubeconfig(args: argparse.Namespace) -> int:
+    cluster = controlplane.load(Path(args.state_dir) if args.state_dir else None)
+    if cluster is None:
+        print("no control plane is running: `kubestill dev up` starts one")
+        return 1
+    print(cluster.kubeconfig)
+    return 0
+
+
+def register(sub: Any) -> None:
+    dev = sub.add_parser("dev", help="a local control plane (etcd + kube-apiserver) with kubestill's CRDs")
+    dev.add_argument("--state-dir", help="where the dev cluster keeps its state (default ~/.cache/kubestill/dev)")
+    verbs = dev.add_subparsers(dest="verb", required=True)
+    verbs.add_parser("up", help="start it (or reuse the running one) and print the kubeconfig").set_defaults(
+        func=cmd_up
+    )
+    verbs.add_parser("down", help="stop it and delete its state").set_defaults(func=cmd_down)
+    verbs.add_parser("kubeconfig", help="print the kubeconfig path of the running one").set_defaults(
+        func=cmd_kubeconfig
+    )
