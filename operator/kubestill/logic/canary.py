@@ -1,0 +1,264 @@
+"""Canary step arithmetic: from spec, status, one analysis round, firing alerts and `now` to the next action.
+
+Pure (the clock is an argument). Every timestamp the decision needs is in status, so a decision made after an
+operator restart is the decision that would have been made without it: a step is entered once (entering sets
+`stepStartedAt = now`, so a long outage advances one step, never several) and never twice (the step index
+only moves forward from status).
+
+Worked examples (steps 10% for 1h, then 50% for 1h; analysis every 60s; `t` = when the rollout started):
+
+- t+0, Pending                                   -> Start: weight 10, nextStepAt t+1h
+- t+60s, round Successful                        -> Hold (pause not over)
+- t+1h, round Successful                         -> Advance to step 1: weight 50, nextStepAt t+2h
+- t+1h+60s, round Inconclusive (no data) x3      -> Pause (inconclusiveLimit 2 exceeded); no data never passes
+- resume after 5h paused                         -> Resume: nextStepAt moves 5h later, so the step still lasts 1h
+- any time, alert HighErrorRate firing           -> Rollback: weight 0, phase RolledBack, reason names the alert
+- t+2h, last step over, round Successful         -> Promote: weight 100, baseline kept keepBaselineFor
+- promotedAt + keepBaselineFor                   -> ReleaseBaseline: baseline removed from the route
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+from kubestill.api.v1alpha1._base import parse_duration
+from kubestill.api.v1alpha1.canaryrollout import (
+    ANNOTATION_ABORT,
+    ANNOTATION_PAUSE,
+    ANNOTATION_PROMOTE,
+    ANNOTATION_RESUME,
+    CanaryRolloutSpec,
+    CanaryRolloutStatus,
+    MeasurementResult,
+    PauseReason,
+    RolloutPhase,
+)
+
+from .analysis import AnalysisRound
+
+ACTIVE_PHASES = (RolloutPhase.PROGRESSING, RolloutPhase.PAUSED)
+CONTROL_ANNOTATIONS = (ANNOTATION_PROMOTE, ANNOTATION_ABORT, ANNOTATION_PAUSE, ANNOTATION_RESUME)
+# A promote annotation whose value starts with this skips every remaining step.
+PROMOTE_FULL = "full"
+
+
+class ActionKind(StrEnum):
+    HOLD = "Hold"
+    START = "Start"
+    ADVANCE = "Advance"
+    PAUSE = "Pause"
+    RESUME = "Resume"
+    PROMOTE = "Promote"
+    ROLLBACK = "Rollback"
+    RELEASE_BASELINE = "ReleaseBaseline"
+
+
+@dataclass(frozen=True)
+class Controls:
+    """Manual requests not yet acted on (annotation values new since status.handledAnnotations)."""
+
+    promote: str | None = None
+    abort: str | None = None
+    pause: str | None = None
+    resume: str | None = None
+
+    @property
+    def promote_full(self) -> bool:
+        return self.promote is not None and self.promote.startswith(PROMOTE_FULL)
+
+
+@dataclass(frozen=True)
+class Action:
+    """What to do now. `pause_reason` only for PAUSE."""
+
+    kind: ActionKind
+    reason: str = ""
+    pause_reason: PauseReason | None = None
+
+
+def pending_controls(annotations: Mapping[str, str], handled: Mapping[str, str]) -> Controls:
+    """Control annotations whose value differs from the value already handled: each new value is one request.
+
+    >>> pending_controls({"kubestill.io/promote": "a"}, {"kubestill.io/promote": "a"})
+    Controls(promote=None, abort=None, pause=None, resume=None)
+    >>> pending_controls({"kubestill.io/pause": "2026-01-01T00:00:00Z"}, {}).pause
+    '2026-01-01T00:00:00Z'
+    """
+
+    def new(key: str) -> str | None:
+        value = annotations.get(key)
+        return value if value is not None and handled.get(key) != value else None
+
+    return Controls(
+        promote=new(ANNOTATION_PROMOTE),
+        abort=new(ANNOTATION_ABORT),
+        pause=new(ANNOTATION_PAUSE),
+        resume=new(ANNOTATION_RESUME),
+    )
+
+
+def handled_controls(annotations: Mapping[str, str]) -> dict[str, str]:
+    """The control annotations to record as handled after a decision (all of them: one decision consumes all)."""
+    return {k: v for k, v in annotations.items() if k in CONTROL_ANNOTATIONS}
+
+
+def step_pause(spec: CanaryRolloutSpec, step: int) -> timedelta | None:
+    """The pause of step `step` (-1: the shadow step); None means until promoted."""
+    if step < 0:
+        return parse_duration(spec.shadow.pause) if spec.shadow is not None else timedelta(0)
+    pause = spec.steps[step].pause
+    return parse_duration(pause) if pause is not None else None
+
+
+def analysis_interval(spec: CanaryRolloutSpec) -> timedelta | None:
+    return parse_duration(spec.analysis.interval) if spec.analysis is not None else None
+
+
+def baseline_release_due(spec: CanaryRolloutSpec, status: CanaryRolloutStatus) -> datetime | None:
+    """When the baseline leaves the route after promotion; None when not promoted or already released."""
+    if status.phase != RolloutPhase.PROMOTED or status.promoted_at is None or status.baseline_released_at:
+        return None
+    return status.promoted_at + parse_duration(spec.promotion.keep_baseline_for)
+
+
+def analysis_due(spec: CanaryRolloutSpec, status: CanaryRolloutStatus, now: datetime) -> bool:
+    """Whether to measure now: once per interval after the step started (the first round one interval in, so
+    it sees traffic at the new weight), and once more when the pause ends, so a step is never passed on a
+    stale round."""
+    interval = analysis_interval(spec)
+    if interval is None or status.phase not in ACTIVE_PHASES or status.step_started_at is None:
+        return False
+    last = status.last_analysis_at
+    since = max(last, status.step_started_at) if last is not None else status.step_started_at
+    if now >= since + interval:
+        return True
+    end = status.next_step_at
+    return end is not None and now >= end and (last is None or last < end)
+
+
+def next_wakeup(
+    spec: CanaryRolloutSpec, status: CanaryRolloutStatus, now: datetime, longest: float = 30.0
+) -> float:
+    """Seconds until something may change without an outside event: the next analysis round, the end of
+    the pause, the baseline release; at most `longest` so drift in the route is noticed."""
+    due: list[datetime] = []
+    interval = analysis_interval(spec)
+    if status.phase in ACTIVE_PHASES and status.step_started_at is not None:
+        if interval is not None:
+            since = status.step_started_at
+            if status.last_analysis_at is not None:
+                since = max(since, status.last_analysis_at)
+            due.append(since + interval)
+        if status.next_step_at is not None and status.phase == RolloutPhase.PROGRESSING:
+            due.append(status.next_step_at)
+    release = baseline_release_due(spec, status)
+    if release is not None:
+        due.append(release)
+    if status.phase == RolloutPhase.PENDING:
+        return 0.0
+    if not due:
+        return longest
+    return max(0.0, min(longest, min((d - now).total_seconds() for d in due)))
+
+
+def _is_last(spec: CanaryRolloutSpec, step: int) -> bool:
+    return step >= len(spec.steps) - 1
+
+
+def next_action(
+    spec: CanaryRolloutSpec,
+    status: CanaryRolloutStatus,
+    analysis: AnalysisRound | None,
+    alerts: Sequence[str],
+    now: datetime,
+    controls: Controls = Controls(),
+) -> Action:
+    """Decide the next action. `analysis` is this tick's round (None when none was due), `alerts` the firing
+    rollback alerts. Precedence: abort > alerts > failed analysis > promote > resume/pause > time.
+
+    >>> from datetime import UTC
+    >>> spec = CanaryRolloutSpec.model_validate({"route": {"name": "r"}, "baseline": {"name": "b", "port": 80},
+    ...     "candidate": {"service": {"name": "c", "port": 80}}, "steps": [{"weight": 10, "pause": "1h"}]})
+    >>> next_action(spec, CanaryRolloutStatus(), None, [], datetime(2026, 1, 1, tzinfo=UTC)).kind
+    'Start'
+    """
+    phase = status.phase
+    release = baseline_release_due(spec, status)
+    if phase == RolloutPhase.PROMOTED:
+        if controls.abort is not None and status.baseline_released_at is None:
+            return Action(ActionKind.ROLLBACK, "aborted after promotion, while the baseline was still kept")
+        if release is not None and now >= release:
+            return Action(ActionKind.RELEASE_BASELINE, f"baseline kept for {spec.promotion.keep_baseline_for}")
+        return Action(ActionKind.HOLD)
+    if phase in (RolloutPhase.ROLLED_BACK, RolloutPhase.FAILED):
+        return Action(ActionKind.HOLD)
+
+    if controls.abort is not None:
+        return Action(ActionKind.ROLLBACK, "aborted by user")
+
+    if phase == RolloutPhase.PENDING:
+        if spec.paused or controls.pause is not None:
+            reason = PauseReason.SPEC if spec.paused else PauseReason.MANUAL
+            return Action(ActionKind.PAUSE, "paused before the first step", reason)
+        return Action(ActionKind.START, "shadow step" if spec.shadow is not None else "first step")
+
+    if alerts:
+        return Action(ActionKind.ROLLBACK, "alert firing: " + ", ".join(alerts))
+
+    failure_limit = spec.analysis.failure_limit if spec.analysis is not None else 0
+    if analysis is not None and analysis.verdict == MeasurementResult.FAILED:
+        failures = status.step_failures + 1
+        if failures > failure_limit:
+            return Action(
+                ActionKind.ROLLBACK,
+                f"analysis failed {failures} time(s) in this step (limit {failure_limit}): {analysis.summary()}",
+            )
+
+    not_started = status.step_started_at is None
+    if controls.promote is not None:
+        if controls.promote_full or (_is_last(spec, status.current_step) and not status.shadowing):
+            return Action(ActionKind.PROMOTE, "promoted by user")
+        return Action(ActionKind.ADVANCE, "promoted to the next step by user")
+
+    if phase == RolloutPhase.PAUSED:
+        resumable = not spec.paused and (
+            controls.resume is not None or status.pause_reason == PauseReason.SPEC
+        )
+        if resumable:
+            why = "resumed by user" if controls.resume is not None else "spec.paused cleared"
+            return Action(ActionKind.RESUME, why)
+        return Action(ActionKind.HOLD, status.message)
+
+    if spec.paused:
+        return Action(ActionKind.PAUSE, "spec.paused is true", PauseReason.SPEC)
+    if controls.pause is not None:
+        return Action(ActionKind.PAUSE, "paused by user", PauseReason.MANUAL)
+    if not_started:
+        # Resumed from a pause taken while Pending: the first step has not begun yet.
+        return Action(ActionKind.START, "shadow step" if spec.shadow is not None else "first step")
+
+    inconclusive_limit = spec.analysis.inconclusive_limit if spec.analysis is not None else 0
+    if analysis is not None and analysis.verdict == MeasurementResult.INCONCLUSIVE:
+        streak = status.consecutive_inconclusive + 1
+        if streak > inconclusive_limit:
+            return Action(
+                ActionKind.PAUSE,
+                f"{streak} inconclusive analysis round(s) in a row (limit {inconclusive_limit}): "
+                f"{analysis.summary()}",
+                PauseReason.INCONCLUSIVE,
+            )
+
+    if status.next_step_at is None or now < status.next_step_at:
+        return Action(ActionKind.HOLD)
+    if spec.analysis is not None:
+        verdict = analysis.verdict if analysis is not None else status.last_verdict
+        if verdict != MeasurementResult.SUCCESSFUL:
+            return Action(ActionKind.HOLD, "pause over; waiting for a successful analysis round")
+    if status.shadowing:
+        return Action(ActionKind.ADVANCE, "shadow step passed")
+    if _is_last(spec, status.current_step):
+        return Action(ActionKind.PROMOTE, "all steps passed")
+    return Action(ActionKind.ADVANCE, f"step {status.current_step} passed")

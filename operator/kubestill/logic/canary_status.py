@@ -1,0 +1,212 @@
+"""Apply an action to the status (pure), and derive the route weights the status implies.
+
+The status is the rollout's intent log: the handler writes it first, then makes the HTTPRoute match
+`route_state(spec, status)`. A crash between the two is repaired on the next tick, because the route is
+always reconciled to the status, never the other way round.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from kubestill.api.v1alpha1._base import Condition, ConditionStatus
+from kubestill.api.v1alpha1.canaryrollout import (
+    CanaryRolloutSpec,
+    CanaryRolloutStatus,
+    HistoryEntry,
+    MeasurementResult,
+    RolloutPhase,
+)
+
+from .analysis import AnalysisRound
+from .canary import Action, ActionKind, step_pause
+
+# Bounds keep the object far below etcd's 1.5 MiB limit even for rollouts that run for weeks.
+MAX_MEASUREMENTS = 60
+MAX_HISTORY = 50
+
+
+@dataclass(frozen=True)
+class RouteState:
+    """What the route should say: the candidate's weight (the baseline gets the rest), the mirror percent
+    (None: no mirror filter) and whether the baseline entry stays in the route."""
+
+    candidate_weight: int
+    mirror_percent: int | None = None
+    keep_baseline: bool = True
+
+
+def route_state(spec: CanaryRolloutSpec, status: CanaryRolloutStatus) -> RouteState:
+    """The route implied by the status.
+
+    >>> spec = CanaryRolloutSpec.model_validate({"route": {"name": "r"}, "baseline": {"name": "b", "port": 80},
+    ...     "candidate": {"service": {"name": "c", "port": 80}}, "steps": [{"weight": 10}],
+    ...     "shadow": {"percent": 50, "pause": "1m"}})
+    >>> route_state(spec, CanaryRolloutStatus(phase="Progressing", shadowing=True))
+    RouteState(candidate_weight=0, mirror_percent=50, keep_baseline=True)
+    """
+    phase = status.phase
+    if phase == RolloutPhase.PROMOTED:
+        return RouteState(100, None, keep_baseline=status.baseline_released_at is None)
+    if phase in (RolloutPhase.PROGRESSING, RolloutPhase.PAUSED):
+        if status.shadowing and spec.shadow is not None:
+            return RouteState(0, spec.shadow.percent)
+        return RouteState(status.current_weight)
+    return RouteState(0)
+
+
+def _record(status: CanaryRolloutStatus, analysis: AnalysisRound | None) -> CanaryRolloutStatus:
+    """Fold one analysis round into the step's counters and the bounded measurement list."""
+    if analysis is None:
+        return status
+    failed = analysis.verdict == MeasurementResult.FAILED
+    inconclusive = analysis.verdict == MeasurementResult.INCONCLUSIVE
+    return status.model_copy(
+        update={
+            "measurements": [*status.measurements, *analysis.measurements][-MAX_MEASUREMENTS:],
+            "last_analysis_at": analysis.at,
+            "last_verdict": analysis.verdict,
+            "step_failures": status.step_failures + (1 if failed else 0),
+            "consecutive_inconclusive": status.consecutive_inconclusive + 1 if inconclusive else 0,
+        }
+    )
+
+
+def _enter_step(spec: CanaryRolloutSpec, status: CanaryRolloutStatus, step: int, now: datetime) -> dict[str, object]:
+    """Fields that change when a step (or, with step -1, the shadow step) begins: its clock and counters."""
+    pause = step_pause(spec, step)
+    return {
+        "phase": RolloutPhase.PROGRESSING,
+        "current_step": step,
+        "current_weight": 0 if step < 0 else spec.steps[step].weight,
+        "shadowing": step < 0,
+        "step_started_at": now,
+        "next_step_at": now + pause if pause is not None else None,
+        "step_failures": 0,
+        "consecutive_inconclusive": 0,
+        "last_verdict": None,
+        "paused_at": None,
+        "pause_reason": None,
+    }
+
+
+def _condition(status: CanaryRolloutStatus, new: Condition, now: datetime) -> list[Condition]:
+    out = []
+    placed = False
+    for cond in status.conditions:
+        if cond.type == new.type:
+            keep = cond.status == new.status and cond.last_transition_time is not None
+            out.append(new.model_copy(update={"last_transition_time": cond.last_transition_time if keep else now}))
+            placed = True
+        else:
+            out.append(cond)
+    if not placed:
+        out.append(new.model_copy(update={"last_transition_time": now}))
+    return out
+
+
+def _conditions(status: CanaryRolloutStatus, generation: int | None, now: datetime) -> list[Condition]:
+    progressing = {
+        RolloutPhase.PENDING: (ConditionStatus.TRUE, "Pending"),
+        RolloutPhase.PROGRESSING: (ConditionStatus.TRUE, "StepProgressing"),
+        RolloutPhase.PAUSED: (ConditionStatus.UNKNOWN, "Paused"),
+        RolloutPhase.PROMOTED: (ConditionStatus.FALSE, "Promoted"),
+        RolloutPhase.ROLLED_BACK: (ConditionStatus.FALSE, "RolledBack"),
+        RolloutPhase.FAILED: (ConditionStatus.FALSE, "Failed"),
+    }[RolloutPhase(status.phase)]
+    conds = _condition(
+        status,
+        Condition(
+            type="Progressing", status=progressing[0], reason=progressing[1], message=status.message,
+            observed_generation=generation,
+        ),
+        now,
+    )
+    verdict = status.last_verdict
+    if status.phase == RolloutPhase.ROLLED_BACK:
+        healthy = (ConditionStatus.FALSE, "RolledBack")
+    elif verdict is None:
+        healthy = (ConditionStatus.UNKNOWN, "NotMeasured")
+    else:
+        healthy = {
+            MeasurementResult.SUCCESSFUL: (ConditionStatus.TRUE, "AnalysisSuccessful"),
+            MeasurementResult.FAILED: (ConditionStatus.FALSE, "AnalysisFailed"),
+        }.get(MeasurementResult(verdict), (ConditionStatus.UNKNOWN, "AnalysisInconclusive"))
+    return _condition(
+        status.model_copy(update={"conditions": conds}),
+        Condition(type="Healthy", status=healthy[0], reason=healthy[1], observed_generation=generation),
+        now,
+    )
+
+
+def apply_action(
+    spec: CanaryRolloutSpec,
+    status: CanaryRolloutStatus,
+    action: Action,
+    analysis: AnalysisRound | None,
+    now: datetime,
+    generation: int | None = None,
+    handled: dict[str, str] | None = None,
+) -> CanaryRolloutStatus:
+    """The status after recording `analysis` and carrying out `action` at `now`.
+
+    HOLD only records the round; every other action appends one history entry, so the history is the exact
+    sequence of steps taken (what the restart tests compare).
+    """
+    new = _record(status, analysis)
+    update: dict[str, object] = {"observed_generation": generation}
+    if handled is not None:
+        update["handled_annotations"] = handled
+    kind = action.kind
+    if kind == ActionKind.START:
+        update.update(_enter_step(spec, new, -1 if spec.shadow is not None else 0, now))
+    elif kind == ActionKind.ADVANCE:
+        update.update(_enter_step(spec, new, new.current_step + 1, now))
+    elif kind == ActionKind.PROMOTE:
+        update.update(
+            phase=RolloutPhase.PROMOTED, current_step=len(spec.steps) - 1, current_weight=100, shadowing=False,
+            promoted_at=now, next_step_at=None, paused_at=None, pause_reason=None,
+        )
+    elif kind == ActionKind.ROLLBACK:
+        update.update(
+            phase=RolloutPhase.ROLLED_BACK, current_weight=0, shadowing=False, next_step_at=None,
+            paused_at=None, pause_reason=None,
+        )
+    elif kind == ActionKind.PAUSE:
+        update.update(phase=RolloutPhase.PAUSED, paused_at=now, pause_reason=action.pause_reason)
+    elif kind == ActionKind.RESUME:
+        shift = now - new.paused_at if new.paused_at is not None else None
+        update.update(
+            phase=RolloutPhase.PROGRESSING, paused_at=None, pause_reason=None, consecutive_inconclusive=0,
+            next_step_at=new.next_step_at + shift if new.next_step_at and shift else new.next_step_at,
+        )
+    elif kind == ActionKind.RELEASE_BASELINE:
+        update["baseline_released_at"] = now
+    if kind != ActionKind.HOLD:
+        new = new.model_copy(update=update)
+        update = {"message": _message(spec, new, action)}
+        entry = HistoryEntry(
+            at=now, action=str(kind), step=new.current_step, weight=new.current_weight, reason=action.reason
+        )
+        update["history"] = [*new.history, entry][-MAX_HISTORY:]
+    elif new.phase == RolloutPhase.PROGRESSING:
+        update["message"] = action.reason or _message(spec, new, action)
+    new = new.model_copy(update=update)
+    return new.model_copy(update={"conditions": _conditions(new, generation, now)})
+
+
+def _message(spec: CanaryRolloutSpec, status: CanaryRolloutStatus, action: Action) -> str:
+    phase = status.phase
+    if phase == RolloutPhase.PROMOTED:
+        if status.baseline_released_at is not None:
+            return "promoted; baseline released from the route"
+        return f"promoted; baseline kept in the route (weight 0) for {spec.promotion.keep_baseline_for}"
+    if phase == RolloutPhase.ROLLED_BACK:
+        return f"rolled back: {action.reason}"
+    if phase == RolloutPhase.PAUSED:
+        return f"paused: {action.reason}"
+    if status.shadowing:
+        return f"shadowing {spec.shadow.percent if spec.shadow else 0}% of requests to the candidate"
+    total = len(spec.steps)
+    return f"step {status.current_step + 1}/{total}: {status.current_weight}% to the candidate"
