@@ -182,7 +182,7 @@ def next_action(
     >>> from datetime import UTC
     >>> spec = CanaryRolloutSpec.model_validate({"route": {"name": "r"}, "baseline": {"name": "b", "port": 80},
     ...     "candidate": {"service": {"name": "c", "port": 80}}, "steps": [{"weight": 10, "pause": "1h"}]})
-    >>> next_action(spec, CanaryRolloutStatus(), None, [], datetime(2026, 1, 1, tzinfo=UTC)).kind
+    >>> next_action(spec, CanaryRolloutStatus(), None, [], datetime(2026, 1, 1, tzinfo=UTC)).kind.value
     'Start'
     """
     phase = status.phase

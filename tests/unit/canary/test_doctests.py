@@ -1,0 +1,17 @@
+"""The worked examples in the canary docstrings are executed, so they cannot drift from the code."""
+
+from __future__ import annotations
+
+import doctest
+from types import ModuleType
+
+import pytest
+
+from kubestill.logic import analysis, canary, canary_status
+
+
+@pytest.mark.parametrize("module", [analysis, canary, canary_status], ids=lambda m: m.__name__)
+def test_docstring_examples(module: ModuleType) -> None:
+    result = doctest.testmod(module)
+    assert result.attempted > 0
+    assert result.failed == 0
