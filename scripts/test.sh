@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Lints, checks the layering and generated files, then runs every test (unit, integration on a real
+# kube-apiserver, trainer end to end, operator and canary end to end). Run scripts/setup.sh first.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+VENV=${KUBESTILL_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/kubestill/venv}
+# shellcheck disable=SC1091
+source "$VENV/bin/activate"
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+fail=0
+step "ruff";          ruff check operator trainer-image tests bench || fail=1
+step "mypy";          mypy operator/kubestill || fail=1
+step "layers";        lint-imports || fail=1
+step "generated CRDs"; kubestill crds --check || fail=1
+step "pytest"
+python -m pytest tests "$@"
+rc=$?
+if [ $rc -eq 5 ]; then echo "pytest collected no tests: that is a failure here" >&2; rc=1; fi
+[ $rc -eq 0 ] || fail=1
+exit $fail
