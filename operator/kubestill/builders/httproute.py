@@ -1,0 +1,151 @@
+"""The HTTPRoute apply body that sets the baseline and candidate weights (and the shadow mirror filter).
+
+Gateway API declares `spec.rules`, `backendRefs` and `filters` as atomic lists, so server-side apply cannot
+own a single weight: an apply must carry the whole `spec.rules`. The builder therefore copies the route's
+rules as they are and changes only the two backendRefs' weights, our RequestMirror filter and (after
+promotion) the baseline entry; the client sends it with the route's resourceVersion, so a concurrent edit by
+anyone else fails the apply instead of being overwritten, and the next tick rebuilds from the new route.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from kubestill.api.v1alpha1.canaryrollout import BackendRef
+
+from ..logic.canary_status import RouteState
+
+GATEWAY_GROUP = "gateway.networking.k8s.io"
+GATEWAY_VERSION = "v1"
+HTTPROUTE_API_VERSION = f"{GATEWAY_GROUP}/{GATEWAY_VERSION}"
+
+
+class RouteError(ValueError):
+    """The route cannot carry the rollout (missing rule or baseline); the message says what to fix."""
+
+
+@dataclass(frozen=True)
+class ObservedRoute:
+    """What the route says now, in rollout terms."""
+
+    baseline_weight: int | None
+    candidate_weight: int | None
+    mirror_percent: int | None
+
+
+def _is(ref: Mapping[str, Any], backend: BackendRef) -> bool:
+    """A backendRef names a Service of ours (core group, kind Service, same namespace)."""
+    return (
+        ref.get("name") == backend.name
+        and ref.get("port") == backend.port
+        and ref.get("group", "") in ("", None)
+        and ref.get("kind", "Service") == "Service"
+        and "namespace" not in ref
+    )
+
+
+def _is_our_mirror(f: Mapping[str, Any], candidate: BackendRef) -> bool:
+    mirror = f.get("requestMirror") or {}
+    return f.get("type") == "RequestMirror" and _is(mirror.get("backendRef") or {}, candidate)
+
+
+def _rule(route: Mapping[str, Any], rule_index: int) -> dict[str, Any]:
+    rules = (route.get("spec") or {}).get("rules") or []
+    if rule_index >= len(rules):
+        name = (route.get("metadata") or {}).get("name")
+        raise RouteError(
+            f"HTTPRoute {name} has {len(rules)} rule(s); spec.route.ruleIndex {rule_index} is out of range"
+        )
+    rule: dict[str, Any] = rules[rule_index]
+    return rule
+
+
+def observe_route(
+    route: Mapping[str, Any], rule_index: int, baseline: BackendRef, candidate: BackendRef
+) -> ObservedRoute:
+    """Read the weights (Gateway API's default weight is 1) and our mirror percent from the route."""
+    rule = _rule(route, rule_index)
+    refs = rule.get("backendRefs") or []
+    base = next((r for r in refs if _is(r, baseline)), None)
+    cand = next((r for r in refs if _is(r, candidate)), None)
+    mirror = next((f for f in rule.get("filters") or [] if _is_our_mirror(f, candidate)), None)
+    return ObservedRoute(
+        baseline_weight=None if base is None else int(base.get("weight", 1)),
+        candidate_weight=None if cand is None else int(cand.get("weight", 1)),
+        mirror_percent=None if mirror is None else int(mirror["requestMirror"].get("percent", 100)),
+    )
+
+
+def desired_observation(state: RouteState) -> ObservedRoute:
+    """The observation a route built for `state` gives back (to compare before applying)."""
+    return ObservedRoute(
+        baseline_weight=100 - state.candidate_weight if state.keep_baseline else None,
+        candidate_weight=state.candidate_weight,
+        mirror_percent=state.mirror_percent,
+    )
+
+
+def build_httproute_weights(
+    route: Mapping[str, Any],
+    rule_index: int,
+    baseline: BackendRef,
+    candidate: BackendRef,
+    state: RouteState,
+) -> dict[str, Any]:
+    """The server-side apply body for `route` carrying `state`; every other field of the rules is copied.
+
+    The candidate entry is added after the baseline when missing; the baseline entry must exist (it is the
+    route the user already serves from) unless the baseline was released.
+    """
+    meta = route.get("metadata") or {}
+    rules = copy.deepcopy((route.get("spec") or {}).get("rules") or [])
+    _rule(route, rule_index)
+    rule = rules[rule_index]
+    refs: list[dict[str, Any]] = rule.get("backendRefs") or []
+    has_baseline = any(_is(r, baseline) for r in refs)
+    if not has_baseline and state.keep_baseline:
+        raise RouteError(
+            f"HTTPRoute {meta.get('name')} rule {rule_index} has no backendRef {baseline.name}:{baseline.port}; "
+            "add the baseline Service to it"
+        )
+    out_refs: list[dict[str, Any]] = []
+    for ref in refs:
+        if _is(ref, baseline):
+            if state.keep_baseline:
+                out_refs.append({**ref, "weight": 100 - state.candidate_weight})
+        elif _is(ref, candidate):
+            out_refs.append({**ref, "weight": state.candidate_weight})
+        else:
+            out_refs.append(ref)
+    if not any(_is(r, candidate) for r in refs):
+        out_refs.append({"name": candidate.name, "port": candidate.port, "weight": state.candidate_weight})
+    rule["backendRefs"] = out_refs
+
+    filters = [f for f in rule.get("filters") or [] if not _is_our_mirror(f, candidate)]
+    if state.mirror_percent is not None:
+        filters.append(
+            {
+                "type": "RequestMirror",
+                "requestMirror": {
+                    "backendRef": {"name": candidate.name, "port": candidate.port},
+                    "percent": state.mirror_percent,
+                },
+            }
+        )
+    if filters:
+        rule["filters"] = filters
+    else:
+        rule.pop("filters", None)
+
+    metadata: dict[str, Any] = {"name": meta.get("name"), "namespace": meta.get("namespace")}
+    if meta.get("resourceVersion"):
+        metadata["resourceVersion"] = meta["resourceVersion"]
+    return {
+        "apiVersion": route.get("apiVersion", HTTPROUTE_API_VERSION),
+        "kind": "HTTPRoute",
+        "metadata": metadata,
+        "spec": {"rules": rules},
+    }
