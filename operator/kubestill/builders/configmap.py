@@ -1,0 +1,45 @@
+"""ConfigMaps of a DistillationJob: the config every stage reads, and the report channel. Pure."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import yaml
+
+from kubestill.api.names import CONFIG_KEY, DJ_LABEL, REPORT_LABEL, config_map_name, report_map_name
+
+from .meta import child_metadata
+
+
+def stage_config(dj: Mapping[str, Any]) -> dict[str, Any]:
+    """The manifest the trainer parses: apiVersion, kind, name/namespace and the current spec."""
+    meta = dj["metadata"]
+    return {
+        "apiVersion": dj["apiVersion"],
+        "kind": dj["kind"],
+        "metadata": {"name": meta["name"], "namespace": meta["namespace"]},
+        "spec": dict(dj["spec"]),
+    }
+
+
+def build_config_map(dj: Mapping[str, Any], extra_labels: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """`<dj>-config` with config.yaml, mounted read-only at /etc/kubestill in every stage Job.
+
+    It is rewritten before each stage starts, so a spec edit reaches the stages that have not started.
+    """
+    name = dj["metadata"]["name"]
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": child_metadata(config_map_name(name), dj, {DJ_LABEL: name}, extra_labels),
+        "data": {CONFIG_KEY: yaml.safe_dump(stage_config(dj), sort_keys=False)},
+    }
+
+
+def build_report_map(dj: Mapping[str, Any], extra_labels: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """`<dj>-report`, created empty; the trainer merge-patches progress.json and metrics.json into it."""
+    name = dj["metadata"]["name"]
+    metadata = child_metadata(report_map_name(name), dj, {DJ_LABEL: name, REPORT_LABEL: "true"},
+                              extra_labels)
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": metadata, "data": {}}

@@ -1,0 +1,118 @@
+"""The Kubernetes Job of one pipeline stage. Pure: spec in, manifest dict out."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from kubestill.api.names import (
+    CONFIG_DIR,
+    CONFIG_KEY,
+    DJ_LABEL,
+    STAGE_LABEL,
+    config_map_name,
+    job_name,
+    report_map_name,
+)
+from kubestill.api.v1alpha1.common import ComputeResources, Placement
+from kubestill.api.v1alpha1.distillationjob import DistillationJobSpec
+
+from .meta import child_metadata, pvc_claims, pvc_volumes
+
+TRAINER_CONTAINER = "trainer"
+API_KEY_ENV = "KUBESTILL_TEACHER_API_KEY"
+
+
+def spec_uris(spec: DistillationJobSpec) -> list[str | None]:
+    """Every URI of the spec a stage may read or write."""
+    return [spec.teacher.model_uri, spec.student.base_model_uri, spec.data.uri, spec.output.artifact_uri]
+
+
+def container_resources(res: ComputeResources) -> dict[str, Any]:
+    """requests == limits (Guaranteed QoS for training), GPUs as nvidia.com/gpu."""
+    amounts: dict[str, Any] = {}
+    if res.cpu:
+        amounts["cpu"] = res.cpu
+    if res.memory:
+        amounts["memory"] = res.memory
+    if res.gpus:
+        amounts["nvidia.com/gpu"] = str(res.gpus)
+    return {"requests": dict(amounts), "limits": dict(amounts)} if amounts else {}
+
+
+def placement(p: Placement) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if p.node_selector:
+        out["nodeSelector"] = dict(p.node_selector)
+    if p.tolerations:
+        out["tolerations"] = [t.to_wire() for t in p.tolerations]
+    return out
+
+
+def build_stage_job(
+    dj: Mapping[str, Any],
+    spec: DistillationJobSpec,
+    stage: str,
+    *,
+    default_image: str,
+    pull_policy: str = "IfNotPresent",
+    pull_secrets: tuple[str, ...] = (),
+    extra_labels: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """batch/v1 Job `<dj>-<stage>` running `python -m kubestill_trainer <stage>` (contract)."""
+    name = dj["metadata"]["name"]
+    namespace = dj["metadata"]["namespace"]
+    labels = {DJ_LABEL: name, STAGE_LABEL: stage, "app.kubernetes.io/name": "kubestill-trainer"}
+    stage_res = getattr(spec.resources, stage)
+    volumes, mounts = pvc_volumes(pvc_claims(spec_uris(spec)))
+    volumes.insert(0, {"name": "config", "configMap": {"name": config_map_name(name)}})
+    mounts.insert(0, {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True})
+    env: list[dict[str, Any]] = [
+        {"name": "KUBESTILL_REPORT_CONFIGMAP", "value": report_map_name(name)},
+        {"name": "KUBESTILL_NAMESPACE", "value": namespace},
+        {"name": "KUBESTILL_STAGE", "value": stage},
+        {"name": "KUBESTILL_TERMINATION_LOG", "value": "/dev/termination-log"},
+        {"name": "HF_HUB_OFFLINE", "value": "1"},
+    ]
+    openai = spec.teacher.openai
+    if openai is not None and openai.api_key_secret_ref is not None:
+        ref = openai.api_key_secret_ref
+        env.append({"name": API_KEY_ENV, "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}})
+    container: dict[str, Any] = {
+        "name": TRAINER_CONTAINER,
+        "image": spec.run.image or default_image,
+        "imagePullPolicy": pull_policy,
+        "command": ["python", "-m", "kubestill_trainer", stage, "--config", f"{CONFIG_DIR}/{CONFIG_KEY}",
+                    "--workdir", spec.output.artifact_uri],
+        "env": env,
+        "volumeMounts": mounts,
+        # The trainer writes a one-paragraph reason to /dev/termination-log; if it dies before that
+        # (OOM, import error) the kubelet uses the log tail instead, so Failed always says something.
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+    }
+    resources = container_resources(stage_res)
+    if resources:
+        container["resources"] = resources
+    pod_spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "containers": [container],
+        "volumes": volumes,
+        **placement(stage_res),
+    }
+    if spec.run.service_account_name:
+        pod_spec["serviceAccountName"] = spec.run.service_account_name
+    if pull_secrets:
+        pod_spec["imagePullSecrets"] = [{"name": s} for s in pull_secrets]
+    metadata = child_metadata(job_name(name, stage), dj, labels, extra_labels)
+    job_spec: dict[str, Any] = {
+        "backoffLimit": spec.run.backoff_limit,
+        "template": {"metadata": {"labels": dict(metadata["labels"])}, "spec": pod_spec},
+    }
+    if spec.run.active_deadline_seconds is not None:
+        job_spec["activeDeadlineSeconds"] = spec.run.active_deadline_seconds
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": metadata,
+        "spec": job_spec,
+    }

@@ -1,0 +1,67 @@
+"""Labels, names and owner references shared by every child object the operator builds. Pure."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from kubestill.api.names import MANAGED_BY, MANAGER, PVC_ROOT
+
+
+def owner_reference(owner: Mapping[str, Any]) -> dict[str, Any]:
+    """A controller ownerReference to `owner` (a manifest with apiVersion, kind, metadata.name/uid), so the
+    garbage collector deletes the child with its owner."""
+    meta = owner["metadata"]
+    return {
+        "apiVersion": owner["apiVersion"],
+        "kind": owner["kind"],
+        "name": meta["name"],
+        "uid": meta["uid"],
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def child_metadata(
+    name: str, owner: Mapping[str, Any], labels: Mapping[str, str], extra_labels: Mapping[str, str] | None = None
+) -> dict[str, Any]:
+    """metadata of a child: same namespace as the owner, owned by it, labelled as managed by kubestill."""
+    return {
+        "name": name,
+        "namespace": owner["metadata"]["namespace"],
+        "labels": {**(extra_labels or {}), MANAGED_BY: MANAGER, **labels},
+        "ownerReferences": [owner_reference(owner)],
+    }
+
+
+def pvc_claims(uris: list[str | None]) -> list[str]:
+    """Claim names of the pvc:// URIs among `uris`, in first-seen order, without duplicates."""
+    claims: list[str] = []
+    for uri in uris:
+        if uri and uri.startswith("pvc://"):
+            claim = uri[len("pvc://"):].split("/", 1)[0]
+            if claim and claim not in claims:
+                claims.append(claim)
+    return claims
+
+
+def local_path(uri: str) -> str | None:
+    """Where a URI's directory is visible inside a Pod: pvc:// under PVC_ROOT, file:// as is; None for
+    pkg:// (resolved by the process that imports the package)."""
+    if uri.startswith("pvc://"):
+        return f"{PVC_ROOT}/{uri[len('pvc://'):]}".rstrip("/")
+    if uri.startswith("file://"):
+        return uri[len("file://"):].rstrip("/") or "/"
+    return None
+
+
+def join_uri(uri: str, *parts: str) -> str:
+    """`uri` with path parts appended: join_uri("pvc://c/run/", "export") == "pvc://c/run/export"."""
+    return "/".join([uri.rstrip("/"), *(p.strip("/") for p in parts)])
+
+
+def pvc_volumes(claims: list[str]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Volumes and their mounts for each claim, mounted at PVC_ROOT/<claim>."""
+    volumes = [{"name": f"pvc-{c}"[:63], "persistentVolumeClaim": {"claimName": c}} for c in claims]
+    mounts = [{"name": f"pvc-{c}"[:63], "mountPath": f"{PVC_ROOT}/{c}"} for c in claims]
+    return volumes, mounts

@@ -1,0 +1,62 @@
+"""Operator configuration, read once from the environment (the Helm chart sets these variables).
+
+Kept out of handlers so tests and the CLI can build a Settings without touching os.environ.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+DEFAULT_TRAINER_IMAGE = "ghcr.io/kubestill/trainer:0.1.0"
+DEFAULT_TRITON_IMAGE = "nvcr.io/nvidia/tritonserver:24.10-py3"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What the operator needs to know that is not in any custom resource."""
+
+    trainer_image: str = DEFAULT_TRAINER_IMAGE
+    triton_image: str = DEFAULT_TRITON_IMAGE
+    # Empty: watch the whole cluster. Otherwise only these namespaces.
+    namespaces: tuple[str, ...] = ()
+    # kopf peering object name for leader election between replicas; empty: standalone (one replica).
+    peering: str = ""
+    # Pull policy of the Jobs and Deployments the operator creates (IfNotPresent suits pinned tags).
+    image_pull_policy: str = "IfNotPresent"
+    # Image pull secrets added to every Pod the operator creates.
+    image_pull_secrets: tuple[str, ...] = ()
+    # Port of the operator's own Prometheus /metrics (0: off).
+    metrics_port: int = 0
+    # Extra labels put on every child object (e.g. a team or cost centre).
+    extra_labels: Mapping[str, str] = field(default_factory=dict)
+
+
+def _csv(value: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in value.split(",") if part.strip())
+
+
+def _labels(value: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for part in _csv(value):
+        key, sep, val = part.partition("=")
+        if not sep:
+            raise ValueError(f"KUBESTILL_EXTRA_LABELS: {part!r} is not key=value")
+        out[key.strip()] = val.strip()
+    return out
+
+
+def from_env(env: Mapping[str, str] | None = None) -> Settings:
+    """Settings from KUBESTILL_* variables; unset ones keep their defaults."""
+    env = os.environ if env is None else env
+    return Settings(
+        trainer_image=env.get("KUBESTILL_TRAINER_IMAGE") or DEFAULT_TRAINER_IMAGE,
+        triton_image=env.get("KUBESTILL_TRITON_IMAGE") or DEFAULT_TRITON_IMAGE,
+        namespaces=_csv(env.get("KUBESTILL_NAMESPACES", "")),
+        peering=env.get("KUBESTILL_PEERING", ""),
+        image_pull_policy=env.get("KUBESTILL_IMAGE_PULL_POLICY") or "IfNotPresent",
+        image_pull_secrets=_csv(env.get("KUBESTILL_IMAGE_PULL_SECRETS", "")),
+        metrics_port=int(env.get("KUBESTILL_METRICS_PORT") or 0),
+        extra_labels=_labels(env.get("KUBESTILL_EXTRA_LABELS", "")),
+    )
