@@ -9,7 +9,11 @@ from . import (  # noqa: F401
     embedding_mse,
     hidden_mse,
     infonce,
+    listwise_kl,
     logit_kl,
+    margin_mse,
+    sequence_kd,
+    token_kl,
 )
 from .registry import DistillLoss, LossDims, WeightedLoss, build_loss, loss_class, register, registered
 
