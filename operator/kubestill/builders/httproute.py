@@ -16,8 +16,6 @@ from typing import Any
 
 from kubestill.api.v1alpha1.canaryrollout import BackendRef
 
-from ..logic.canary_status import RouteState
-
 GATEWAY_GROUP = "gateway.networking.k8s.io"
 GATEWAY_VERSION = "v1"
 HTTPROUTE_API_VERSION = f"{GATEWAY_GROUP}/{GATEWAY_VERSION}"
@@ -79,12 +77,14 @@ def observe_route(
     )
 
 
-def desired_observation(state: RouteState) -> ObservedRoute:
-    """The observation a route built for `state` gives back (to compare before applying)."""
+def desired_observation(
+    candidate_weight: int, mirror_percent: int | None = None, keep_baseline: bool = True
+) -> ObservedRoute:
+    """The observation a route built with these arguments gives back (to compare before applying)."""
     return ObservedRoute(
-        baseline_weight=100 - state.candidate_weight if state.keep_baseline else None,
-        candidate_weight=state.candidate_weight,
-        mirror_percent=state.mirror_percent,
+        baseline_weight=100 - candidate_weight if keep_baseline else None,
+        candidate_weight=candidate_weight,
+        mirror_percent=mirror_percent,
     )
 
 
@@ -93,9 +93,13 @@ def build_httproute_weights(
     rule_index: int,
     baseline: BackendRef,
     candidate: BackendRef,
-    state: RouteState,
+    candidate_weight: int,
+    mirror_percent: int | None = None,
+    keep_baseline: bool = True,
 ) -> dict[str, Any]:
-    """The server-side apply body for `route` carrying `state`; every other field of the rules is copied.
+    """The server-side apply body for `route` giving the candidate `candidate_weight` % (the baseline the
+    rest), our RequestMirror filter at `mirror_percent` (None: none) and, unless `keep_baseline` is False,
+    the baseline entry; every other field of the rules is copied.
 
     The candidate entry is added after the baseline when missing; the baseline entry must exist (it is the
     route the user already serves from) unless the baseline was released.
@@ -106,7 +110,7 @@ def build_httproute_weights(
     rule = rules[rule_index]
     refs: list[dict[str, Any]] = rule.get("backendRefs") or []
     has_baseline = any(_is(r, baseline) for r in refs)
-    if not has_baseline and state.keep_baseline:
+    if not has_baseline and keep_baseline:
         raise RouteError(
             f"HTTPRoute {meta.get('name')} rule {rule_index} has no backendRef {baseline.name}:{baseline.port}; "
             "add the baseline Service to it"
@@ -114,24 +118,24 @@ def build_httproute_weights(
     out_refs: list[dict[str, Any]] = []
     for ref in refs:
         if _is(ref, baseline):
-            if state.keep_baseline:
-                out_refs.append({**ref, "weight": 100 - state.candidate_weight})
+            if keep_baseline:
+                out_refs.append({**ref, "weight": 100 - candidate_weight})
         elif _is(ref, candidate):
-            out_refs.append({**ref, "weight": state.candidate_weight})
+            out_refs.append({**ref, "weight": candidate_weight})
         else:
             out_refs.append(ref)
     if not any(_is(r, candidate) for r in refs):
-        out_refs.append({"name": candidate.name, "port": candidate.port, "weight": state.candidate_weight})
+        out_refs.append({"name": candidate.name, "port": candidate.port, "weight": candidate_weight})
     rule["backendRefs"] = out_refs
 
     filters = [f for f in rule.get("filters") or [] if not _is_our_mirror(f, candidate)]
-    if state.mirror_percent is not None:
+    if mirror_percent is not None:
         filters.append(
             {
                 "type": "RequestMirror",
                 "requestMirror": {
                     "backendRef": {"name": candidate.name, "port": candidate.port},
-                    "percent": state.mirror_percent,
+                    "percent": mirror_percent,
                 },
             }
         )

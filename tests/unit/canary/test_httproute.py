@@ -75,7 +75,9 @@ def test_build(
 ) -> None:
     original = route(refs, filters)
     before = copy.deepcopy(original)
-    body = build_httproute_weights(original, 1, BASE, CAND, state)
+    body = build_httproute_weights(
+        original, 1, BASE, CAND, state.candidate_weight, state.mirror_percent, state.keep_baseline
+    )
     assert original == before  # the input is not modified
     assert body["metadata"] == {"name": "r", "namespace": "ns", "resourceVersion": "42"}
     assert set(body["spec"]) == {"rules"}
@@ -86,17 +88,18 @@ def test_build(
     assert rules[1].get("filters") == want_filters
     # What we built reads back as what we asked for.
     applied = {**original, "spec": {**original["spec"], "rules": rules}}
-    assert observe_route(applied, 1, BASE, CAND) == desired_observation(state)
+    want = desired_observation(state.candidate_weight, state.mirror_percent, state.keep_baseline)
+    assert observe_route(applied, 1, BASE, CAND) == want
 
 
 def test_missing_baseline_is_an_error_naming_it() -> None:
     with pytest.raises(RouteError, match="no backendRef teacher:8000"):
-        build_httproute_weights(route([{"name": "x", "port": 1}]), 1, BASE, CAND, RouteState(10))
+        build_httproute_weights(route([{"name": "x", "port": 1}]), 1, BASE, CAND, 10)
 
 
 def test_rule_index_out_of_range() -> None:
     with pytest.raises(RouteError, match="ruleIndex 5 is out of range"):
-        build_httproute_weights(route([]), 5, BASE, CAND, RouteState(10))
+        build_httproute_weights(route([]), 5, BASE, CAND, 10)
 
 
 def test_observe_defaults_weight_to_one() -> None:
