@@ -87,3 +87,13 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end }}
 {{- join "," $pairs }}
 {{- end }}
+
+{{/* Combinations the schema cannot explain well; fail with a message that says what to change. */}}
+{{- define "kubestill.validate" -}}
+{{- if and (not .Values.peering.enabled) (gt (int .Values.replicaCount) 1) }}
+{{- fail (printf "replicaCount=%d needs peering.enabled=true: without kopf peering every replica would reconcile the same resources" (int .Values.replicaCount)) }}
+{{- end }}
+{{- if and (eq .Values.watch.mode "cluster") .Values.watch.namespaces }}
+{{- fail "watch.namespaces is only used with watch.mode=namespaced; set watch.mode=namespaced or remove watch.namespaces" }}
+{{- end }}
+{{- end }}
