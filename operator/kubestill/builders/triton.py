@@ -1,0 +1,188 @@
+"""What serves a StudentModel: the Triton config ConfigMap, the Deployment running tritonserver and the
+Service in front of it. Pure: spec in, manifest dicts out.
+
+The model repository is assembled at Pod start by an init container, in an emptyDir:
+`/models/<model>/config.pbtxt` from the ConfigMap and `/models/<model>/1/model.py` from the artifact's
+`triton/model.py` (contract). The python backend's model.py then loads the model from `artifact_dir`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from typing import Any
+
+from kubestill.api.names import SM_LABEL, triton_name
+from kubestill.api.triton import render_config_pbtxt
+from kubestill.api.v1alpha1.studentmodel import GRPC_PORT, HTTP_PORT, METRICS_PORT, StudentModelSpec
+
+from .job import container_resources, placement
+from .meta import child_metadata, local_path, pvc_claims, pvc_volumes
+
+MODELS_DIR = "/models"
+TRITON_CONFIG_DIR = "/etc/kubestill/triton"
+CONFIG_KEY = "config.pbtxt"
+TRITON_CONTAINER = "tritonserver"
+ASSEMBLE_CONTAINER = "assemble-model-repository"
+
+
+def model_name(sm_name: str) -> str:
+    """Triton model name: the StudentModel's name (DNS-1123, a valid Triton name)."""
+    return sm_name
+
+
+def artifact_dir(spec: StudentModelSpec) -> str:
+    """Where the Pods see the exported artifact; pkg:// artifacts must be importable in the Triton image."""
+    return local_path(spec.artifact_uri) or spec.artifact_uri
+
+
+def _labels(sm_name: str) -> dict[str, str]:
+    return {SM_LABEL: sm_name, "app.kubernetes.io/name": "kubestill-triton", "app.kubernetes.io/instance":
+            triton_name(sm_name)}
+
+
+def build_triton_config_map(
+    sm: Mapping[str, Any], spec: StudentModelSpec, extra_labels: Mapping[str, str] | None = None
+) -> dict[str, Any]:
+    """`<sm>-triton` holding config.pbtxt rendered by kubestill.api.triton (shared with the trainer)."""
+    name = sm["metadata"]["name"]
+    text = render_config_pbtxt(model_name(name), spec.task, spec.serving, artifact_dir(spec), spec.labels)
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": child_metadata(triton_name(name), sm, _labels(name), extra_labels),
+        "data": {CONFIG_KEY: text},
+    }
+
+
+def config_hash(config_map: Mapping[str, Any]) -> str:
+    """Short digest of the rendered config; a Pod annotation, so a config change rolls the Deployment."""
+    text = (config_map.get("data") or {}).get(CONFIG_KEY, "")
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def build_triton_deployment(
+    sm: Mapping[str, Any],
+    spec: StudentModelSpec,
+    *,
+    default_image: str,
+    config_digest: str,
+    pull_policy: str = "IfNotPresent",
+    pull_secrets: tuple[str, ...] = (),
+    extra_labels: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """apps/v1 Deployment `<sm>-triton`: tritonserver on 8000/8001/8002, ready on /v2/health/ready."""
+    name = sm["metadata"]["name"]
+    serving = spec.serving
+    image = serving.image or default_image
+    labels = _labels(name)
+    model = model_name(name)
+    volumes, mounts = pvc_volumes(pvc_claims([spec.artifact_uri]))
+    for m in mounts:
+        m["readOnly"] = True
+    volumes += [
+        {"name": "models", "emptyDir": {}},
+        {"name": "triton-config", "configMap": {"name": triton_name(name)}},
+    ]
+    models_mount = {"name": "models", "mountPath": MODELS_DIR}
+    assemble = (
+        f"mkdir -p {MODELS_DIR}/{model}/1 && "
+        f"cp {TRITON_CONFIG_DIR}/{CONFIG_KEY} {MODELS_DIR}/{model}/{CONFIG_KEY} && "
+        f"cp {artifact_dir(spec)}/triton/model.py {MODELS_DIR}/{model}/1/model.py"
+    )
+    init = {
+        "name": ASSEMBLE_CONTAINER,
+        "image": image,
+        "imagePullPolicy": pull_policy,
+        "command": ["sh", "-c", assemble],
+        "volumeMounts": [*mounts, models_mount,
+                         {"name": "triton-config", "mountPath": TRITON_CONFIG_DIR, "readOnly": True}],
+    }
+    server: dict[str, Any] = {
+        "name": TRITON_CONTAINER,
+        "image": image,
+        "imagePullPolicy": pull_policy,
+        "command": ["tritonserver", f"--model-repository={MODELS_DIR}", f"--http-port={HTTP_PORT}",
+                    f"--grpc-port={GRPC_PORT}", f"--metrics-port={METRICS_PORT}"],
+        "ports": [
+            {"name": "http", "containerPort": HTTP_PORT},
+            {"name": "grpc", "containerPort": GRPC_PORT},
+            {"name": "metrics", "containerPort": METRICS_PORT},
+        ],
+        "env": [{"name": "HF_HUB_OFFLINE", "value": "1"}],
+        "readinessProbe": {
+            "httpGet": {"path": "/v2/health/ready", "port": "http"},
+            "periodSeconds": 2,
+            "failureThreshold": 3,
+        },
+        "livenessProbe": {
+            "httpGet": {"path": "/v2/health/live", "port": "http"},
+            "initialDelaySeconds": 30,
+            "periodSeconds": 10,
+        },
+        "volumeMounts": [*mounts, models_mount],
+    }
+    resources = container_resources(serving.resources)
+    if resources:
+        server["resources"] = resources
+    pod_spec: dict[str, Any] = {
+        "initContainers": [init],
+        "containers": [server],
+        "volumes": volumes,
+        **placement(serving.placement),
+    }
+    if serving.service_account_name:
+        pod_spec["serviceAccountName"] = serving.service_account_name
+    if pull_secrets:
+        pod_spec["imagePullSecrets"] = [{"name": s} for s in pull_secrets]
+    metadata = child_metadata(triton_name(name), sm, labels, extra_labels)
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": metadata,
+        "spec": {
+            "replicas": serving.replicas,
+            "selector": {"matchLabels": {"app.kubernetes.io/instance": triton_name(name)}},
+            "template": {
+                "metadata": {
+                    "labels": dict(metadata["labels"]),
+                    "annotations": {
+                        "kubestill.io/config-hash": config_digest,
+                        "prometheus.io/scrape": "true",
+                        "prometheus.io/port": str(METRICS_PORT),
+                    },
+                },
+                "spec": pod_spec,
+            },
+        },
+    }
+
+
+def build_triton_service(sm: Mapping[str, Any], extra_labels: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """ClusterIP Service `<sm>-triton`: http 8000, grpc 8001, metrics 8002."""
+    name = sm["metadata"]["name"]
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": child_metadata(triton_name(name), sm, _labels(name), extra_labels),
+        "spec": {
+            "selector": {"app.kubernetes.io/instance": triton_name(name)},
+            "ports": [
+                {"name": "http", "port": HTTP_PORT, "targetPort": "http", "protocol": "TCP"},
+                {"name": "grpc", "port": GRPC_PORT, "targetPort": "grpc", "protocol": "TCP"},
+                {"name": "metrics", "port": METRICS_PORT, "targetPort": "metrics", "protocol": "TCP"},
+            ],
+        },
+    }
+
+
+def endpoint(sm: Mapping[str, Any]) -> dict[str, str]:
+    """In-cluster addresses of the Service (status.endpoint)."""
+    name, namespace = sm["metadata"]["name"], sm["metadata"]["namespace"]
+    host = f"{triton_name(name)}.{namespace}.svc"
+    return {
+        "http": f"http://{host}:{HTTP_PORT}",
+        "grpc": f"{host}:{GRPC_PORT}",
+        "metrics": f"http://{host}:{METRICS_PORT}/metrics",
+        "modelName": model_name(name),
+    }

@@ -1,0 +1,168 @@
+"""The only code that talks to the Kubernetes API for DistillationJobs and StudentModels.
+
+Why aiohttp directly: kopf already runs on aiohttp and logs in through our `on.login` handler with its own
+dependency-free kubeconfig / service-account readers; reusing those credentials in one shared aiohttp
+session keeps everything on kopf's event loop (no thread pool per call as with the sync `kubernetes`
+client) and avoids importing the generated `kubernetes` models, whose import alone costs ~40 MB of RSS.
+Every request is counted by verb and resource (`kubestill_api_requests_total`), so the scale benchmark
+can report API requests per reconcile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import quote
+
+import aiohttp
+import kopf
+from prometheus_client import Counter
+
+API_REQUESTS = Counter(
+    "kubestill_api_requests_total", "Kubernetes API requests made by kubestill's handlers", ["verb", "resource"]
+)
+# The same numbers in-process, cheap to read in tests and the benchmark.
+REQUEST_COUNTS: dict[str, int] = {}
+
+
+class ApiError(Exception):
+    """A non-2xx answer from the API server."""
+
+    def __init__(self, status: int, reason: str, message: str) -> None:
+        super().__init__(f"{status} {reason}: {message}")
+        self.status = status
+        self.reason = reason
+        self.message = message
+
+
+_PLURALS = {
+    ("v1", "ConfigMap"): "configmaps",
+    ("v1", "Service"): "services",
+    ("v1", "Pod"): "pods",
+    ("v1", "Secret"): "secrets",
+    ("v1", "PersistentVolumeClaim"): "persistentvolumeclaims",
+    ("v1", "Event"): "events",
+    ("batch/v1", "Job"): "jobs",
+    ("apps/v1", "Deployment"): "deployments",
+    ("kubestill.io/v1alpha1", "DistillationJob"): "distillationjobs",
+    ("kubestill.io/v1alpha1", "StudentModel"): "studentmodels",
+}
+
+
+def resource_path(api_version: str, kind: str, namespace: str, name: str | None = None,
+                  subresource: str | None = None) -> str:
+    """/api/v1/namespaces/ns/configmaps[/name[/sub]] or /apis/group/version/... for the kinds we use."""
+    plural = _PLURALS[(api_version, kind)]
+    prefix = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
+    path = f"{prefix}/namespaces/{quote(namespace)}/{plural}"
+    if name is not None:
+        path += f"/{quote(name)}"
+    if subresource is not None:
+        path += f"/{subresource}"
+    return path
+
+
+class KubeClient:
+    """A small async REST client on one aiohttp session, built from kopf's ConnectionInfo."""
+
+    def __init__(self, info: kopf.ConnectionInfo) -> None:
+        self.info = info
+        self._session: aiohttp.ClientSession | None = None
+
+    def _get_session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=64, ssl=self.info.as_ssl_context()),
+                headers={**self.info.as_http_headers(), "User-Agent": "kubestill-operator"},
+                timeout=aiohttp.ClientTimeout(total=30),
+            )
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    async def request(self, verb: str, path: str, *, body: Any = None, params: Mapping[str, str] | None = None,
+                      content_type: str = "application/json") -> dict[str, Any]:
+        resource = path.rstrip("/").split("/")[-1 if verb in ("POST", "LIST") else -2]
+        if path.endswith("/status"):
+            resource = path.split("/")[-3] + "/status"
+        key = f"{verb} {resource}"
+        REQUEST_COUNTS[key] = REQUEST_COUNTS.get(key, 0) + 1
+        API_REQUESTS.labels(verb=verb, resource=resource).inc()
+        method = "GET" if verb == "LIST" else verb
+        data = None if body is None else json.dumps(body)
+        headers = {"Content-Type": content_type} if data is not None else {}
+        async with self._get_session().request(method, self.info.server.rstrip("/") + path, data=data,
+                                               params=params, headers=headers) as resp:
+            text = await resp.text()
+            payload: dict[str, Any] = json.loads(text) if text else {}
+            if resp.status >= 400:
+                raise ApiError(resp.status, str(payload.get("reason", resp.reason)),
+                               str(payload.get("message", text[:300])))
+            return payload
+
+    async def get(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        """The object, or None when it does not exist."""
+        try:
+            return await self.request("GET", resource_path(api_version, kind, namespace, name))
+        except ApiError as err:
+            if err.status == 404:
+                return None
+            raise
+
+    async def list(self, api_version: str, kind: str, namespace: str, selector: str) -> list[dict[str, Any]]:
+        path = resource_path(api_version, kind, namespace)
+        found = await self.request("LIST", path, params={"labelSelector": selector})
+        return list(found.get("items") or [])
+
+    async def create(self, body: Mapping[str, Any]) -> bool:
+        """Create `body`; False when an object of that name already exists (idempotent replay)."""
+        meta = body["metadata"]
+        path = resource_path(body["apiVersion"], body["kind"], meta["namespace"])
+        try:
+            await self.request("POST", path, body=body)
+        except ApiError as err:
+            if err.status == 409:
+                return False
+            raise
+        return True
+
+    async def merge_patch(self, api_version: str, kind: str, namespace: str, name: str, patch: Mapping[str, Any],
+                          subresource: str | None = None) -> dict[str, Any]:
+        path = resource_path(api_version, kind, namespace, name, subresource)
+        return await self.request("PATCH", path, body=patch, content_type="application/merge-patch+json")
+
+    async def delete(self, api_version: str, kind: str, namespace: str, name: str) -> None:
+        try:
+            await self.request("DELETE", resource_path(api_version, kind, namespace, name),
+                               body={"propagationPolicy": "Background"})
+        except ApiError as err:
+            if err.status != 404:
+                raise
+
+
+_client: KubeClient | None = None
+_lock = asyncio.Lock()
+
+
+def login(settings: kopf.OperatorSettings, **kwargs: Any) -> kopf.ConnectionInfo:
+    """kopf's own minimal readers: the in-cluster service account first, else $KUBECONFIG. The same
+    credentials serve kopf's watches and our client."""
+    info = kopf.login_with_service_account(settings=settings, **kwargs) or kopf.login_with_kubeconfig(
+        settings=settings, **kwargs
+    )
+    if info is None:
+        raise kopf.LoginError("no service account and no kubeconfig: set KUBECONFIG")
+    global _client
+    _client = KubeClient(info)
+    return info
+
+
+def client() -> KubeClient:
+    """The client built at login (kopf always logs in before any handler runs)."""
+    if _client is None:
+        raise RuntimeError("kubestill.clients.kube.login() has not run")
+    return _client

@@ -1,0 +1,170 @@
+"""How the local node runs one container: as a local process with the Pod's volumes mapped to host dirs.
+
+The trainer image's `python -m kubestill_trainer` runs with this interpreter (the installed trainer); the
+Triton image's `tritonserver` runs the binary bundled in nvidia-pytriton on free loopback ports. Every
+mountPath appearing in the command or env is rewritten to its host directory, the way a bind mount would
+make it appear.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import re
+import signal
+import subprocess
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+# Ports of the Triton container that get a free loopback port each (name -> containerPort).
+TRITON_PORTS = ("http", "grpc", "metrics")
+
+
+@dataclass
+class Mounts:
+    """mountPath -> host path for one container."""
+
+    paths: dict[str, str] = field(default_factory=dict)
+
+    def rewrite(self, text: str) -> str:
+        # Longest first, so /etc/kubestill/triton wins over /etc/kubestill; only whole path components.
+        for mount in sorted(self.paths, key=len, reverse=True):
+            pattern = r"(?<![\w.-])" + re.escape(mount) + r"(?=/|$|[\s\"';:=])"
+            host = self.paths[mount]
+            text = re.sub(pattern, lambda _m, host=host: host, text)  # type: ignore[misc]
+        return text
+
+
+def materialize_volumes(
+    pod_spec: Mapping[str, Any],
+    pod_dir: Path,
+    pvc_root: Path,
+    read_config_map: Callable[[str], dict[str, str] | None],
+) -> dict[str, str]:
+    """Host directory of each volume: ConfigMaps written out as files, emptyDirs fresh dirs, PVC claims
+    under `pvc_root/<claim>`. Returns volume name -> host path."""
+    out: dict[str, str] = {}
+    for vol in pod_spec.get("volumes") or []:
+        name = vol["name"]
+        if "configMap" in vol:
+            data = read_config_map(vol["configMap"]["name"])
+            if data is None:
+                raise FileNotFoundError(f'configmap "{vol["configMap"]["name"]}" not found')
+            target = pod_dir / "volumes" / name
+            target.mkdir(parents=True, exist_ok=True)
+            for key, value in data.items():
+                (target / key).write_text(value)
+        elif "persistentVolumeClaim" in vol:
+            target = pvc_root / vol["persistentVolumeClaim"]["claimName"]
+            target.mkdir(parents=True, exist_ok=True)
+        else:  # emptyDir and anything else: a private directory
+            target = pod_dir / "volumes" / name
+            target.mkdir(parents=True, exist_ok=True)
+        out[name] = str(target)
+    return out
+
+
+def container_mounts(container: Mapping[str, Any], volumes: Mapping[str, str], pod_dir: Path) -> Mounts:
+    mounts = Mounts({m["mountPath"].rstrip("/"): volumes[m["name"]] for m in container.get("volumeMounts") or []})
+    term = container.get("terminationMessagePath") or "/dev/termination-log"
+    mounts.paths[term] = str(pod_dir / f"{container['name']}.termination-log")
+    return mounts
+
+
+def container_env(
+    container: Mapping[str, Any],
+    pod: Mapping[str, Any],
+    read_secret: Callable[[str], dict[str, str] | None],
+    mounts: Mounts,
+    extra: Mapping[str, str],
+) -> dict[str, str]:
+    """The process environment: ours (PATH, venv), the node's extras (KUBECONFIG, KUBESTILL_PVC_ROOT),
+    then the container's env with secretKeyRef/fieldRef resolved and mount paths rewritten."""
+    env = {**os.environ, **extra}
+    for item in container.get("env") or []:
+        name = item["name"]
+        if "value" in item:
+            env[name] = mounts.rewrite(str(item["value"]))
+            continue
+        source = item.get("valueFrom") or {}
+        if "secretKeyRef" in source:
+            ref = source["secretKeyRef"]
+            data = read_secret(ref["name"])
+            if data is None or ref["key"] not in data:
+                raise KeyError(f'secret "{ref["name"]}" key "{ref["key"]}" not found')
+            env[name] = base64.b64decode(data[ref["key"]]).decode()
+        elif "fieldRef" in source:
+            path = source["fieldRef"]["fieldPath"]
+            meta = pod["metadata"]
+            env[name] = {"metadata.namespace": meta["namespace"], "metadata.name": meta["name"]}.get(path, "")
+    return env
+
+
+def is_trainer(command: list[str]) -> bool:
+    return len(command) >= 3 and command[1:3] == ["-m", "kubestill_trainer"]
+
+
+def container_argv(container: Mapping[str, Any], mounts: Mounts) -> list[str]:
+    """command + args with mount paths rewritten; `python -m kubestill_trainer` runs on this interpreter."""
+    argv = [mounts.rewrite(a) for a in [*(container.get("command") or []), *(container.get("args") or [])]]
+    if is_trainer(argv):
+        argv[0] = sys.executable
+    return argv
+
+
+def triton_argv(argv: list[str], ports: Mapping[str, int]) -> tuple[list[str], dict[str, str]]:
+    """`tritonserver --model-repository=DIR ...` -> the bundled tritonserver on our free ports."""
+    from kubestill.dev.triton import tritonserver_command  # imports nvidia-pytriton paths lazily
+
+    repo = next((a.split("=", 1)[1] for a in argv if a.startswith("--model-repository=")), None)
+    if repo is None:
+        raise ValueError(f"tritonserver command without --model-repository=: {argv}")
+    cmd, env = tritonserver_command(Path(repo), ports["http"], ports["grpc"], ports["metrics"])
+    return list(cmd), dict(env)
+
+
+def termination_text(term_file: Path, log_file: Path, policy: str, exit_code: int) -> str:
+    """What the kubelet reports: the termination-log file, else (FallbackToLogsOnError, failed) the log
+    tail, at most 80 lines / 4096 bytes as the kubelet does."""
+    text = term_file.read_text(errors="replace").strip() if term_file.exists() else ""
+    if not text and policy == "FallbackToLogsOnError" and exit_code != 0 and log_file.exists():
+        lines = log_file.read_text(errors="replace").splitlines()[-80:]
+        text = "\n".join(lines)[-4096:]
+    return text[:4096]
+
+
+class Process:
+    """A container process with its log file; stop() kills its whole process group."""
+
+    def __init__(self, argv: list[str], env: Mapping[str, str], log_file: Path, cwd: Path) -> None:
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        self.argv, self.env, self.cwd = list(argv), dict(env), cwd
+        self.log_file = log_file
+        self._log = open(log_file, "ab")  # noqa: SIM115 (closed in wait/stop)
+        self.popen = subprocess.Popen(argv, env=dict(env), stdout=self._log, stderr=subprocess.STDOUT,
+                                      cwd=str(cwd), start_new_session=True)
+
+    def restart(self) -> Process:
+        """A fresh process with the same command (the kubelet's container restart)."""
+        return Process(self.argv, self.env, self.log_file, self.cwd)
+
+    def poll(self) -> int | None:
+        code = self.popen.poll()
+        if code is not None:
+            self._log.close()
+        return code
+
+    def stop(self, timeout: float = 10) -> None:
+        if self.popen.poll() is None:
+            try:
+                os.killpg(self.popen.pid, signal.SIGTERM)
+                self.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.popen.pid, signal.SIGKILL)
+                self.popen.wait()
+            except ProcessLookupError:
+                pass
+        self._log.close()

@@ -1,0 +1,237 @@
+"""DistillationJob: read state from kopf indexes, decide with logic.pipeline, build, apply via clients.
+
+Children (ConfigMaps, stage Jobs, the StudentModel) carry a controller ownerReference, so deleting the
+DistillationJob lets the cluster's garbage collector delete them; the operator adds no finalizer.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import ValidationError
+
+from kubestill.api.names import DJ_LABEL, STAGE_LABEL, config_map_name
+from kubestill.api.v1alpha1 import API_VERSION
+from kubestill.api.v1alpha1.distillationjob import DistillationJobSpec, Stage
+from kubestill.builders.configmap import build_config_map, build_report_map
+from kubestill.builders.job import build_stage_job, spec_uris
+from kubestill.builders.meta import pvc_claims
+from kubestill.builders.studentmodel import build_student_model
+from kubestill.clients.events import post_event
+from kubestill.clients.kube import KubeClient, client
+from kubestill.logic.conditions import Cond, set_conditions
+from kubestill.logic.jobs import JobView, job_view, termination_message
+from kubestill.logic.pipeline import TERMINAL, Observed, plan
+from kubestill.settings import Settings, from_env
+
+from .reconciler import Key, Reconciler, newer
+
+KIND = "DistillationJob"
+log = logging.getLogger("kubestill.distillationjob")
+
+# kopf indexes (refreshed on every handler call; kopf keeps them current from its watches).
+_indexes: dict[str, Any] = {}
+# The status we last wrote per object, newer than the index until our own watch event arrives.
+_written: dict[Key, dict[str, Any]] = {}
+_settings: Settings | None = None
+REFERENCE_RECHECK_SECONDS = 15.0
+
+
+def settings() -> Settings:
+    global _settings
+    if _settings is None:
+        _settings = from_env()
+    return _settings
+
+
+# --- index functions: what kopf keeps in memory for us ------------------------------------------------
+
+
+def index_dj(body: Mapping[str, Any]) -> dict[Key, dict[str, Any]]:
+    meta = body["metadata"]
+    slim = {
+        "apiVersion": body.get("apiVersion", API_VERSION),
+        "kind": KIND,
+        "metadata": {k: meta.get(k) for k in ("name", "namespace", "uid", "generation", "resourceVersion")},
+        "spec": dict(body.get("spec") or {}),
+        "status": dict(body.get("status") or {}),
+    }
+    return {(meta["namespace"], meta["name"]): slim}
+
+
+def index_job(body: Mapping[str, Any]) -> dict[Key, tuple[str, JobView]] | None:
+    labels = body["metadata"].get("labels") or {}
+    if DJ_LABEL not in labels or STAGE_LABEL not in labels:
+        return None
+    return {(body["metadata"]["namespace"], labels[DJ_LABEL]): (labels[STAGE_LABEL], job_view(body))}
+
+
+def index_report(body: Mapping[str, Any]) -> dict[Key, dict[str, str]] | None:
+    labels = body["metadata"].get("labels") or {}
+    if DJ_LABEL not in labels:
+        return None
+    return {(body["metadata"]["namespace"], labels[DJ_LABEL]): dict(body.get("data") or {})}
+
+
+# --- events -> reconcile ------------------------------------------------------------------------------
+
+
+async def _reconcile(key: Key) -> float | None:
+    return await reconcile(key, client())
+
+
+RECONCILER = Reconciler(KIND, _reconcile)
+
+
+async def on_event(event_type: str | None, body: Mapping[str, Any], indexes: Mapping[str, Any]) -> None:
+    """A watch event of a DistillationJob (None = initial listing at start-up: resume where it was)."""
+    _indexes.update(indexes)
+    key = (body["metadata"]["namespace"], body["metadata"]["name"])
+    if event_type == "DELETED":
+        RECONCILER.forget(key)
+        _written.pop(key, None)
+        return
+    await RECONCILER.run(key)
+
+
+async def on_child_event(event_type: str | None, body: Mapping[str, Any], indexes: Mapping[str, Any]) -> None:
+    """A stage Job or the report ConfigMap changed: reconcile the DistillationJob that owns it."""
+    _indexes.update(indexes)
+    owner = (body["metadata"].get("labels") or {}).get(DJ_LABEL)
+    if owner and event_type is not None:
+        await RECONCILER.run((body["metadata"]["namespace"], owner))
+
+
+def _one(index_name: str, key: Key) -> Any:
+    store = _indexes.get(index_name)
+    if store is None or key not in store:
+        return None
+    return next(iter(store[key]), None)
+
+
+# --- one reconcile ------------------------------------------------------------------------------------
+
+
+async def reference_problems(api: KubeClient, namespace: str, spec: DistillationJobSpec) -> list[str]:
+    """What can be checked before any GPU is spent: claims of pvc:// URIs and the teacher's API-key Secret."""
+    problems = []
+    for claim in pvc_claims(spec_uris(spec)):
+        if await api.get("v1", "PersistentVolumeClaim", namespace, claim) is None:
+            problems.append(f"PersistentVolumeClaim {claim!r} (from a pvc:// URI) not found in {namespace}")
+    openai = spec.teacher.openai
+    if openai is not None and openai.api_key_secret_ref is not None:
+        ref = openai.api_key_secret_ref
+        secret = await api.get("v1", "Secret", namespace, ref.name)
+        if secret is None:
+            problems.append(f"Secret {ref.name!r} (teacher.openai.apiKeySecretRef) not found in {namespace}")
+        elif ref.key not in (secret.get("data") or {}) and ref.key not in (secret.get("stringData") or {}):
+            problems.append(f"Secret {ref.name!r} has no key {ref.key!r} (teacher.openai.apiKeySecretRef)")
+    return problems
+
+
+async def _failure_message(api: KubeClient, namespace: str, name: str, stage: str) -> str:
+    pods = await api.list("v1", "Pod", namespace, f"{DJ_LABEL}={name},{STAGE_LABEL}={stage}")
+    pods.sort(key=lambda p: p["metadata"].get("creationTimestamp") or "")
+    for pod in reversed(pods):
+        text = termination_message(pod)
+        if text:
+            return text
+    return ""
+
+
+async def reconcile(key: Key, api: KubeClient) -> float | None:
+    """Move one DistillationJob forward; returns seconds until it should be looked at again, or None."""
+    namespace, name = key
+    dj = newer(_one("dj_bodies", key), _written.get(key))
+    if dj is None:
+        return None
+    status: dict[str, Any] = dict(dj.get("status") or {})
+    generation = dj["metadata"].get("generation")
+    now = datetime.now(UTC)
+    if status.get("phase") in TERMINAL:
+        return None
+    try:
+        spec = DistillationJobSpec.model_validate(dj["spec"])
+    except ValidationError as err:
+        # The API server's schema and CEL rules catch nearly everything; this is the rest, made visible.
+        message = f"invalid spec: {err}".replace("\n", " ")[:1000]
+        new = dict(status, phase="Failed", message=message, observedGeneration=generation)
+        new["conditions"] = set_conditions(
+            status.get("conditions") or [], [Cond("Ready", "False", "InvalidSpec", message)], now, generation
+        )
+        await _write_status(api, dj, status, new)
+        return None
+
+    jobs: dict[str, JobView] = {}
+    store = (_indexes.get("stage_jobs") or {}).get(key, ())
+    for stage, view in store:
+        jobs[stage] = view
+    for stage, view in list(jobs.items()):
+        # Only once per job: a failed stage makes the phase Failed, and terminal jobs are not reconciled.
+        if view.state == "Failed":
+            detail = await _failure_message(api, namespace, name, stage)
+            if detail:
+                jobs[stage] = JobView(view.name, view.state, view.attempts, view.start_time, view.completion_time,
+                                      detail)
+    report = _one("reports", key) or {}
+    problems = () if jobs else tuple(await reference_problems(api, namespace, spec))
+    result = plan(name, spec, generation, status, Observed(jobs, report, problems), now)
+
+    requeue: float | None = REFERENCE_RECHECK_SECONDS if problems else None
+    if result.create_stage is not None:
+        created = await _create_stage(api, dj, spec, result.create_stage)
+        events = [e for e in result.events if e.reason != "StageStarted" or created]
+    else:
+        events = list(result.events)
+    if result.publish:
+        metrics = json.loads(report.get("metrics.json") or "{}")
+        await _publish(api, dj, spec, metrics)
+    await _write_status(api, dj, status, result.status)
+    for event in events:
+        try:
+            await post_event(api, dj, event.type, event.reason, event.message)
+        except Exception as err:  # events are best effort: never fail a reconcile for one
+            log.debug("event %s on %s/%s not posted: %s", event.reason, namespace, name, err)
+    return requeue
+
+
+async def _create_stage(api: KubeClient, dj: Mapping[str, Any], spec: DistillationJobSpec, stage: Stage) -> bool:
+    """Config (rewritten so spec edits reach stages not yet started), report channel, then the Job."""
+    s = settings()
+    ns, name = dj["metadata"]["namespace"], dj["metadata"]["name"]
+    if stage == Stage.LABEL:
+        await api.create(build_report_map(dj, s.extra_labels))
+    config = build_config_map(dj, s.extra_labels)
+    if not await api.create(config):
+        await api.merge_patch("v1", "ConfigMap", ns, config_map_name(name), {"data": config["data"]})
+    job = build_stage_job(dj, spec, stage.value, default_image=s.trainer_image, pull_policy=s.image_pull_policy,
+                          pull_secrets=s.image_pull_secrets, extra_labels=s.extra_labels)
+    return await api.create(job)
+
+
+async def _publish(api: KubeClient, dj: Mapping[str, Any], spec: DistillationJobSpec,
+                   metrics: Mapping[str, Any]) -> None:
+    body = build_student_model(dj, spec, metrics, settings().extra_labels)
+    if not await api.create(body):
+        meta = body["metadata"]
+        await api.merge_patch(API_VERSION, "StudentModel", meta["namespace"], meta["name"], {"spec": body["spec"]})
+
+
+async def _write_status(api: KubeClient, dj: Mapping[str, Any], old: Mapping[str, Any],
+                        new: dict[str, Any]) -> None:
+    if new == dict(old):
+        return
+    meta = dj["metadata"]
+    # Merge patch: keys that vanished must be nulled explicitly.
+    patch = dict(new)
+    for gone in set(old) - set(new):
+        patch[gone] = None
+    written = await api.merge_patch(API_VERSION, KIND, meta["namespace"], meta["name"], {"status": patch},
+                                    subresource="status")
+    key = (meta["namespace"], meta["name"])
+    _written[key] = {**dj, "metadata": {**dj["metadata"], **{k: written["metadata"].get(k) for k in (
+        "resourceVersion", "generation")}}, "status": written.get("status") or {}}

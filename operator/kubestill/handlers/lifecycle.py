@@ -1,0 +1,39 @@
+"""Operator-wide start-up: kopf settings, login, and the operator's own /metrics."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import kopf
+from prometheus_client import start_http_server
+
+from kubestill.clients import kube
+
+from .distillationjob import settings
+
+log = logging.getLogger("kubestill.operator")
+
+
+def configure(kopf_settings: kopf.OperatorSettings) -> None:
+    """Peering from KUBESTILL_PEERING (leader election between replicas), metrics server, quiet kopf."""
+    s = settings()
+    if s.peering:
+        kopf_settings.peering.name = s.peering
+        kopf_settings.peering.mandatory = True
+        kopf_settings.peering.standalone = False
+    else:
+        kopf_settings.peering.standalone = True
+    # Our handlers post their own Events; kopf's per-log-line Events would double them.
+    kopf_settings.posting.enabled = False
+    # Watch streams reconnect every few minutes so a silently dropped connection cannot stall us.
+    kopf_settings.watching.server_timeout = 300
+    kopf_settings.watching.client_timeout = 330
+    if s.metrics_port:
+        start_http_server(s.metrics_port)
+        log.info("metrics on :%d/metrics", s.metrics_port)
+    log.info("trainer image %s, triton image %s", s.trainer_image, s.triton_image)
+
+
+def login(**kwargs: Any) -> kopf.ConnectionInfo:
+    return kube.login(**kwargs)

@@ -1,0 +1,186 @@
+"""StudentModel: render the Triton ConfigMap, Deployment and Service; report readiness and the endpoint.
+
+Children are applied when the StudentModel's generation changes (or they are missing) and are otherwise
+only observed through a kopf index of the Deployment, so a steady state costs no API requests.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import ValidationError
+
+from kubestill.api.names import SM_LABEL, triton_name
+from kubestill.api.v1alpha1 import API_VERSION
+from kubestill.api.v1alpha1.studentmodel import StudentModelSpec
+from kubestill.builders.triton import (
+    build_triton_config_map,
+    build_triton_deployment,
+    build_triton_service,
+    config_hash,
+    endpoint,
+)
+from kubestill.clients.events import post_event
+from kubestill.clients.kube import KubeClient, client
+from kubestill.logic.conditions import Cond, rfc3339, set_conditions
+from kubestill.logic.serving import DeploymentView, deployment_view, serving_state
+
+from .distillationjob import settings
+from .reconciler import Key, Reconciler, newer
+
+KIND = "StudentModel"
+log = logging.getLogger("kubestill.studentmodel")
+
+_indexes: dict[str, Any] = {}
+_written: dict[Key, dict[str, Any]] = {}
+# Generation whose children were applied, per object: skip re-applying in steady state.
+_applied: dict[Key, int | None] = {}
+
+
+def index_sm(body: Mapping[str, Any]) -> dict[Key, dict[str, Any]]:
+    meta = body["metadata"]
+    slim = {
+        "apiVersion": body.get("apiVersion", API_VERSION),
+        "kind": KIND,
+        "metadata": {k: meta.get(k) for k in ("name", "namespace", "uid", "generation", "resourceVersion")},
+        "spec": dict(body.get("spec") or {}),
+        "status": dict(body.get("status") or {}),
+    }
+    return {(meta["namespace"], meta["name"]): slim}
+
+
+def index_deployment(body: Mapping[str, Any]) -> dict[Key, DeploymentView] | None:
+    labels = body["metadata"].get("labels") or {}
+    if SM_LABEL not in labels:
+        return None
+    return {(body["metadata"]["namespace"], labels[SM_LABEL]): deployment_view(body)}
+
+
+async def _reconcile(key: Key) -> float | None:
+    return await reconcile(key, client())
+
+
+RECONCILER = Reconciler(KIND, _reconcile)
+
+
+async def on_event(event_type: str | None, body: Mapping[str, Any], indexes: Mapping[str, Any]) -> None:
+    _indexes.update(indexes)
+    key = (body["metadata"]["namespace"], body["metadata"]["name"])
+    if event_type == "DELETED":
+        RECONCILER.forget(key)
+        _written.pop(key, None)
+        _applied.pop(key, None)
+        return
+    await RECONCILER.run(key)
+
+
+async def on_child_event(event_type: str | None, body: Mapping[str, Any], indexes: Mapping[str, Any]) -> None:
+    _indexes.update(indexes)
+    owner = (body["metadata"].get("labels") or {}).get(SM_LABEL)
+    if owner and event_type is not None:
+        await RECONCILER.run((body["metadata"]["namespace"], owner))
+
+
+def _one(index_name: str, key: Key) -> Any:
+    store = _indexes.get(index_name)
+    if store is None or key not in store:
+        return None
+    return next(iter(store[key]), None)
+
+
+async def _apply(api: KubeClient, body: dict[str, Any]) -> None:
+    """Create, or merge-patch labels and spec/data onto the existing object (ours by name)."""
+    if await api.create(body):
+        return
+    meta = body["metadata"]
+    patch: dict[str, Any] = {"metadata": {"labels": meta["labels"]}}
+    for field in ("spec", "data"):
+        if field in body:
+            patch[field] = body[field]
+    if body["kind"] == "Service":  # clusterIP and friends are immutable or server-assigned
+        patch["spec"] = {"selector": body["spec"]["selector"], "ports": body["spec"]["ports"]}
+    await api.merge_patch(body["apiVersion"], body["kind"], meta["namespace"], meta["name"], patch)
+
+
+async def reconcile(key: Key, api: KubeClient) -> float | None:
+    sm = newer(_one("sm_bodies", key), _written.get(key))
+    if sm is None:
+        return None
+    status: dict[str, Any] = dict(sm.get("status") or {})
+    generation = sm["metadata"].get("generation")
+    now = datetime.now(UTC)
+    try:
+        spec = StudentModelSpec.model_validate(sm["spec"])
+    except ValidationError as err:
+        message = f"invalid spec: {err}".replace("\n", " ")[:1000]
+        new = dict(status, phase="Failed", message=message, observedGeneration=generation)
+        new["conditions"] = set_conditions(
+            status.get("conditions") or [], [Cond("Ready", "False", "InvalidSpec", message)], now, generation
+        )
+        await _write_status(api, sm, status, new, [])
+        return None
+
+    view: DeploymentView | None = _one("triton_deployments", key)
+    events: list[tuple[str, str, str]] = []
+    if _applied.get(key) != generation or view is None:
+        s = settings()
+        try:
+            config = build_triton_config_map(sm, spec, s.extra_labels)
+        except (ValueError, KeyError) as err:
+            message = f"cannot render the Triton config: {err}"
+            new = dict(status, phase="Failed", message=message, observedGeneration=generation)
+            new["conditions"] = set_conditions(status.get("conditions") or [],
+                                               [Cond("Ready", "False", "RenderFailed", message)], now, generation)
+            await _write_status(api, sm, status, new, [("Warning", "RenderFailed", message)])
+            return None
+        await _apply(api, config)
+        await _apply(api, build_triton_deployment(
+            sm, spec, default_image=s.triton_image, config_digest=config_hash(config),
+            pull_policy=s.image_pull_policy, pull_secrets=s.image_pull_secrets, extra_labels=s.extra_labels))
+        await _apply(api, build_triton_service(sm, s.extra_labels))
+        if _applied.get(key) is None and not status.get("deploymentName"):
+            events.append(("Normal", "Deploying", f"created Deployment and Service {triton_name(key[1])}"))
+        _applied[key] = generation
+
+    state = serving_state(spec.serving.replicas, view)
+    new = dict(status)
+    new.update(
+        phase=state.phase,
+        observedGeneration=generation,
+        readyReplicas=state.ready_replicas,
+        deploymentName=triton_name(key[1]),
+        serviceName=triton_name(key[1]),
+        message=state.message,
+        endpoint=endpoint(sm),
+    )
+    new["conditions"] = set_conditions(
+        status.get("conditions") or [], [Cond("Ready", "True" if state.ready else "False", state.reason,
+                                              state.message)], now, generation)
+    if state.ready and not status.get("readyAt"):
+        new["readyAt"] = rfc3339(now)
+    if state.phase != status.get("phase"):
+        events.append(("Normal" if state.phase != "Failed" else "Warning", state.phase, state.message))
+    await _write_status(api, sm, status, new, events)
+    return None
+
+
+async def _write_status(api: KubeClient, sm: Mapping[str, Any], old: Mapping[str, Any], new: dict[str, Any],
+                        events: list[tuple[str, str, str]]) -> None:
+    meta = sm["metadata"]
+    if new != dict(old):
+        patch = dict(new)
+        for gone in set(old) - set(new):
+            patch[gone] = None
+        written = await api.merge_patch(API_VERSION, KIND, meta["namespace"], meta["name"], {"status": patch},
+                                        subresource="status")
+        _written[(meta["namespace"], meta["name"])] = {
+            **sm, "metadata": {**sm["metadata"], "resourceVersion": written["metadata"].get("resourceVersion")},
+            "status": written.get("status") or {}}
+    for type_, reason, message in events:
+        try:
+            await post_event(api, sm, type_, reason, message)
+        except Exception as err:  # best effort
+            log.debug("event %s not posted: %s", reason, err)

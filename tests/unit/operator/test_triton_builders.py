@@ -1,0 +1,70 @@
+"""What serves a StudentModel: config ConfigMap, Deployment and Service (contract ports and names)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from kubestill.api.v1alpha1.studentmodel import StudentModelSpec
+from kubestill.builders.triton import (
+    build_triton_config_map,
+    build_triton_deployment,
+    build_triton_service,
+    config_hash,
+    endpoint,
+)
+
+
+def _sm(**spec: Any) -> dict[str, Any]:
+    base = {"artifactUri": "pvc://runs/bbc/export", "task": "classification", "labels": ["a", "b"]}
+    return {"apiVersion": "kubestill.io/v1alpha1", "kind": "StudentModel",
+            "metadata": {"name": "bbc-student", "namespace": "ml", "uid": "u2"}, "spec": {**base, **spec}}
+
+
+def test_config_map_renders_the_shared_config() -> None:
+    sm = _sm()
+    cm = build_triton_config_map(sm, StudentModelSpec.model_validate(sm["spec"]))
+    text = cm["data"]["config.pbtxt"]
+    assert cm["metadata"]["name"] == "bbc-student-triton"
+    assert 'name: "bbc-student"' in text and 'backend: "python"' in text
+    assert "/mnt/kubestill/pvc/runs/bbc/export" in text
+
+
+def test_deployment_and_service() -> None:
+    sm = _sm(serving={"replicas": 2, "resources": {"gpus": 1}, "instanceGroup": {"kind": "KIND_GPU"},
+                      "image": "triton:custom"})
+    spec = StudentModelSpec.model_validate(sm["spec"])
+    dep = build_triton_deployment(sm, spec, default_image="triton:default", config_digest="abc")
+    assert dep["metadata"]["name"] == "bbc-student-triton" and dep["spec"]["replicas"] == 2
+    pod = dep["spec"]["template"]["spec"]
+    (server,) = pod["containers"]
+    assert server["image"] == "triton:custom"
+    assert server["command"] == ["tritonserver", "--model-repository=/models", "--http-port=8000",
+                                 "--grpc-port=8001", "--metrics-port=8002"]
+    assert server["readinessProbe"]["httpGet"] == {"path": "/v2/health/ready", "port": "http"}
+    assert server["resources"]["limits"] == {"nvidia.com/gpu": "1"}
+    (init,) = pod["initContainers"]
+    assert "cp /mnt/kubestill/pvc/runs/bbc/export/triton/model.py /models/bbc-student/1/model.py" in init["command"][2]
+    assert {"name": "pvc-runs", "persistentVolumeClaim": {"claimName": "runs"}} in pod["volumes"]
+    assert dep["spec"]["template"]["metadata"]["annotations"]["kubestill.io/config-hash"] == "abc"
+    assert dep["spec"]["selector"]["matchLabels"].items() <= dep["spec"]["template"]["metadata"]["labels"].items()
+    svc = build_triton_service(sm)
+    assert [(p["name"], p["port"]) for p in svc["spec"]["ports"]] == [("http", 8000), ("grpc", 8001),
+                                                                       ("metrics", 8002)]
+    assert svc["spec"]["selector"] == dep["spec"]["selector"]["matchLabels"]
+
+
+@pytest.mark.parametrize(("uri", "expected"), [("file:///srv/m/export", "/srv/m/export"),
+                                                ("pvc://c/x", "/mnt/kubestill/pvc/c/x")])
+def test_artifact_dir_in_config(uri: str, expected: str) -> None:
+    sm = _sm(artifactUri=uri)
+    cm = build_triton_config_map(sm, StudentModelSpec.model_validate(sm["spec"]))
+    assert expected in cm["data"]["config.pbtxt"]
+    assert len(config_hash(cm)) == 16
+
+
+def test_endpoint() -> None:
+    assert endpoint(_sm()) == {"http": "http://bbc-student-triton.ml.svc:8000",
+                               "grpc": "bbc-student-triton.ml.svc:8001",
+                               "metrics": "http://bbc-student-triton.ml.svc:8002/metrics", "modelName": "bbc-student"}
