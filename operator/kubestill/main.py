@@ -5,10 +5,103 @@ Run with `kopf run -m kubestill.main` (or `kubestill operator`).
 
 from __future__ import annotations
 
-import kopf  # noqa: F401  (decorators are added per kind below)
+from typing import Any
+
+import kopf
+
+from kubestill.api.names import DJ_LABEL, MANAGED_BY, MANAGER, REPORT_LABEL, SM_LABEL
+from kubestill.handlers import canaryrollout as canary
+from kubestill.handlers import distillationjob as dj
+from kubestill.handlers import lifecycle
+from kubestill.handlers import studentmodel as sm
+
+GROUP, VERSION = "kubestill.io", "v1alpha1"
+OURS = {MANAGED_BY: MANAGER}
+
+# --- Operator -------------------------------------------------------------------------------------------
+
+
+@kopf.on.startup()
+def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+    """Peering, metrics server and kopf tuning from KUBESTILL_* variables."""
+    lifecycle.configure(settings)
+
+
+@kopf.on.login()
+def login(**kwargs: Any) -> kopf.ConnectionInfo:
+    """Service account in a Pod, else $KUBECONFIG; our API client shares these credentials."""
+    return lifecycle.login(**kwargs)
+
 
 # --- DistillationJob ------------------------------------------------------------------------------------
 
+
+@kopf.index(GROUP, VERSION, "distillationjobs")
+def dj_bodies(body: kopf.Body, **_: Any) -> Any:
+    """DistillationJobs by (namespace, name), so child events find their owner without an API read."""
+    return dj.index_dj(body)
+
+
+@kopf.index("batch", "v1", "jobs", labels={**OURS, DJ_LABEL: kopf.PRESENT})
+def stage_jobs(body: kopf.Body, **_: Any) -> Any:
+    """Stage Jobs by owning DistillationJob: (stage, state)."""
+    return dj.index_job(body)
+
+
+@kopf.index("", "v1", "configmaps", labels={**OURS, REPORT_LABEL: "true"})
+def reports(body: kopf.Body, **_: Any) -> Any:
+    """Report ConfigMaps (progress.json, metrics.json written by the trainer) by DistillationJob."""
+    return dj.index_report(body)
+
+
+@kopf.on.event(GROUP, VERSION, "distillationjobs")
+async def distillationjob_event(type: str | None, body: kopf.Body, **kwargs: Any) -> None:
+    """Any change of a DistillationJob (and the initial listing): reconcile it."""
+    await dj.on_event(type, body, kwargs)
+
+
+@kopf.on.event("batch", "v1", "jobs", labels={**OURS, DJ_LABEL: kopf.PRESENT})
+async def stage_job_event(type: str | None, body: kopf.Body, **kwargs: Any) -> None:
+    """A stage Job changed: reconcile its DistillationJob."""
+    await dj.on_child_event(type, body, kwargs)
+
+
+@kopf.on.event("", "v1", "configmaps", labels={**OURS, REPORT_LABEL: "true"})
+async def report_event(type: str | None, body: kopf.Body, **kwargs: Any) -> None:
+    """The trainer reported progress or metrics: reconcile its DistillationJob."""
+    await dj.on_child_event(type, body, kwargs)
+
 # --- StudentModel ---------------------------------------------------------------------------------------
 
+
+@kopf.index(GROUP, VERSION, "studentmodels")
+def sm_bodies(body: kopf.Body, **_: Any) -> Any:
+    """StudentModels by (namespace, name)."""
+    return sm.index_sm(body)
+
+
+@kopf.index("apps", "v1", "deployments", labels={**OURS, SM_LABEL: kopf.PRESENT})
+def triton_deployments(body: kopf.Body, **_: Any) -> Any:
+    """Triton Deployments by StudentModel: replicas and readiness."""
+    return sm.index_deployment(body)
+
+
+@kopf.on.event(GROUP, VERSION, "studentmodels")
+async def studentmodel_event(type: str | None, body: kopf.Body, **kwargs: Any) -> None:
+    """Any change of a StudentModel: render and apply its Triton objects, report readiness."""
+    await sm.on_event(type, body, kwargs)
+
+
+@kopf.on.event("apps", "v1", "deployments", labels={**OURS, SM_LABEL: kopf.PRESENT})
+async def triton_deployment_event(type: str | None, body: kopf.Body, **kwargs: Any) -> None:
+    """A Triton Deployment changed: update its StudentModel's status."""
+    await sm.on_child_event(type, body, kwargs)
+
+
 # --- CanaryRollout --------------------------------------------------------------------------------------
+
+
+@kopf.on.event(GROUP, VERSION, "canaryrollouts")
+async def canaryrollout_event(type: str | None, body: kopf.Body, **_: Any) -> None:
+    """Any change of a CanaryRollout (and the initial listing): measure, decide, set the route's weights."""
+    await canary.on_event(type, body)

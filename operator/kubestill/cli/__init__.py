@@ -6,12 +6,12 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
-from . import crds, dev
+from . import crds, dev, operator
 
 Command = Callable[[argparse.Namespace], int]
 
 # Sub-command modules, in help order. Each defines register(subparsers) and sets `func` on its parsers.
-MODULES = [crds, dev]
+MODULES = [crds, dev, operator]
 
 
 def build_parser() -> argparse.ArgumentParser:

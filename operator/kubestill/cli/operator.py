@@ -1,0 +1,40 @@
+"""`kubestill operator`: run the kopf operator (DistillationJob, StudentModel, CanaryRollout handlers)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from typing import Any
+
+
+def cmd_operator(args: argparse.Namespace) -> int:
+    import kopf
+
+    from kubestill import settings
+
+    kopf.configure(verbose=args.verbose, debug=args.debug, log_format=kopf.LogFormat[args.log_format.upper()])
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    import kubestill.main  # noqa: F401  (registers the handlers)
+
+    s = settings.from_env()
+    namespaces = args.namespace or list(s.namespaces)
+    kopf.run(
+        clusterwide=not namespaces,
+        namespaces=namespaces,
+        standalone=not (args.peering or s.peering),
+        peering_name=args.peering or s.peering or None,
+        liveness_endpoint=args.liveness or None,
+    )
+    return 0
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("operator", help="run the operator (kopf) against the current kubeconfig or in-cluster")
+    p.add_argument("-n", "--namespace", action="append", default=[],
+                   help="watch only this namespace (repeatable; default: KUBESTILL_NAMESPACES or all)")
+    p.add_argument("--peering", default="", help="kopf peering name for leader election (KUBESTILL_PEERING)")
+    p.add_argument("--liveness", default="", help="liveness endpoint, e.g. http://0.0.0.0:8080/healthz")
+    p.add_argument("--log-format", default="plain", choices=["plain", "full", "json"])
+    p.add_argument("-v", "--verbose", action="store_true")
+    p.add_argument("--debug", action="store_true")
+    p.set_defaults(func=cmd_operator)
