@@ -1,40 +1,42 @@
 {{/*
-What the operator does in a namespace it serves, and nothing more. Verbs follow operator/kubestill/clients/.
-Deliberately absent: Secrets (the operator hands secretKeyRef to Job env and never reads a Secret), pods/exec,
-pods/log, pods/status, deleting the kubestill resources themselves, and anything on CRDs but reading them.
+What the operator does in a namespace it serves, and nothing more: the verbs are those of the requests in
+operator/kubestill/clients/ and handlers/ (tests/chart/test_rbac.py holds the table). Deliberately absent:
+Secrets (the operator hands secretKeyRef to Job env; it never reads a Secret), pods/exec, pods/log,
+pods/status, any delete (children go with their owner through garbage collection), and CRD changes.
 */}}
 {{- define "kubestill.namespacedRules" -}}
-# The three kinds: kopf watches them and patches finalizers/annotations; StudentModels are created from a
-# finished DistillationJob's export.
+# The three kinds: watched (kopf event handlers and in-memory indexes, no finalizers or annotations);
+# StudentModels are created, and their spec patched, from a finished DistillationJob's export.
 - apiGroups: ["kubestill.io"]
   resources: ["distillationjobs", "studentmodels", "canaryrollouts"]
-  verbs: ["get", "list", "watch", "patch", "update"]
+  verbs: ["get", "list", "watch"]
 - apiGroups: ["kubestill.io"]
   resources: ["studentmodels"]
-  verbs: ["create"]
+  verbs: ["create", "patch"]
+# Status is written with merge patches on the status subresource only.
 - apiGroups: ["kubestill.io"]
   resources: ["distillationjobs/status", "studentmodels/status", "canaryrollouts/status"]
-  verbs: ["get", "patch", "update"]
-# Stage Jobs (label/train/evaluate/export); deleted only to re-run a failed stage.
+  verbs: ["patch"]
+# Stage Jobs (label/train/evaluate/export), watched to follow the pipeline.
 - apiGroups: ["batch"]
   resources: ["jobs"]
-  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+  verbs: ["get", "list", "watch", "create"]
 # Stage Pods are read for their termination message (the trainer's failure reason).
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["get", "list", "watch"]
-# Stage config and report ConfigMaps, the Triton config.pbtxt ConfigMap.
+# Stage config and report ConfigMaps (the trainer's progress and metrics), Triton's config.pbtxt.
 - apiGroups: [""]
   resources: ["configmaps"]
-  verbs: ["get", "list", "watch", "create", "patch", "update", "delete"]
-# Triton Services and Deployments of StudentModels.
-- apiGroups: [""]
-  resources: ["services"]
-  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+  verbs: ["get", "list", "watch", "create", "patch"]
+# Triton Deployments (watched for readiness) and Services of StudentModels.
 - apiGroups: ["apps"]
   resources: ["deployments"]
-  verbs: ["get", "list", "watch", "create", "patch", "delete"]
-# pvc:// artifact URIs are checked to name an existing claim.
+  verbs: ["get", "list", "watch", "create", "patch"]
+- apiGroups: [""]
+  resources: ["services"]
+  verbs: ["get", "create", "patch"]
+# pvc:// artifact URIs are checked to name an existing claim before any GPU is spent.
 - apiGroups: [""]
   resources: ["persistentvolumeclaims"]
   verbs: ["get"]
@@ -42,7 +44,7 @@ pods/log, pods/status, deleting the kubestill resources themselves, and anything
 - apiGroups: ["gateway.networking.k8s.io"]
   resources: ["httproutes"]
   verbs: ["get", "list", "watch", "patch"]
-# Events about handler progress and failures (kopf uses core/v1, the operator may use events.k8s.io).
+# Events about progress, gates, rollbacks and failures.
 - apiGroups: [""]
   resources: ["events"]
   verbs: ["create", "patch"]
