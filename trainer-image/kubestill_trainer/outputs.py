@@ -22,7 +22,7 @@ class ModelOutputs:
 
     Shapes (B batch, S sequence, C classes / candidates, D width, L layers, H heads, V vocabulary):
     - logits: [B, C] class logits (classification), or [B, S, V] token logits (generation)
-    - embedding: [B, D] pooled sentence embedding (embedding task), before normalisation
+    - embedding: [B, D] pooled sentence embedding (embedding task), as served (after any Dense / normalise)
     - scores: [B] or [B, C] relevance scores (reranking)
     - hidden_states: L+1 tensors [B, S, D] (embeddings output first, as transformers returns them)
     - attentions: L tensors [B, H, S, S] (softmax probabilities)

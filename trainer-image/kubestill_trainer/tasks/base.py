@@ -126,6 +126,10 @@ class DistillTask(ABC):
     def __init__(self, spec: DistillationJobSpec) -> None:
         self.spec = spec
 
+    def primary(self, meta: Mapping[str, Any]) -> str:
+        """The metric gated on: the spec's `evaluation.primaryMetric`, else the task's default."""
+        return self.spec.evaluation.primary_metric or self.primary_metric
+
     # --- label -----------------------------------------------------------------------------------------
 
     def label_meta(self, teacher: Teacher, rows: Sequence[Row]) -> dict[str, Any]:
@@ -147,6 +151,13 @@ class DistillTask(ABC):
         """A model saved by `TaskModel.save` (a student), or a local teacher directory."""
 
     # --- train -----------------------------------------------------------------------------------------
+
+    def training_examples(
+        self, rows: Sequence[Row], targets: Mapping[str, Array]
+    ) -> tuple[list[Row], dict[str, Array]]:
+        """The rows and row-aligned targets the student trains on (default: the labelled train split as is;
+        the embedding task adds each pair as a sentence of its own)."""
+        return list(rows), dict(targets)
 
     @abstractmethod
     def teacher_outputs(self, targets: Mapping[str, torch.Tensor]) -> ModelOutputs:

@@ -1,0 +1,101 @@
+"""The Triton tensor contract and config.pbtxt rendering, shared by the trainer (export) and the operator
+(the `<name>-triton` ConfigMap). Pure: no I/O, no torch.
+
+Every model uses Triton's python backend with a leading batch dimension (max_batch_size > 0); the generic
+`model.py` exported with each student reads `kubestill.json` from the directory in the `artifact_dir`
+parameter and answers with these tensors.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from .v1alpha1.common import ServingSpec, Task
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """One input or output: name, Triton data type and dims (without the batch dimension)."""
+
+    name: str
+    data_type: str
+    dims: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class TaskTensors:
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+
+
+_TEXT = TensorSpec("TEXT", "TYPE_STRING", (1,))
+
+TENSORS: dict[Task, TaskTensors] = {
+    Task.CLASSIFICATION: TaskTensors(
+        inputs=(_TEXT,),
+        outputs=(TensorSpec("LABEL", "TYPE_STRING", (1,)), TensorSpec("PROBABILITIES", "TYPE_FP32", (-1,))),
+    ),
+    Task.EMBEDDING: TaskTensors(inputs=(_TEXT,), outputs=(TensorSpec("EMBEDDING", "TYPE_FP32", (-1,)),)),
+    Task.RERANKING: TaskTensors(
+        inputs=(TensorSpec("QUERY", "TYPE_STRING", (1,)), TensorSpec("PASSAGE", "TYPE_STRING", (1,))),
+        outputs=(TensorSpec("SCORE", "TYPE_FP32", (1,)),),
+    ),
+    Task.GENERATION: TaskTensors(
+        inputs=(TensorSpec("PROMPT", "TYPE_STRING", (1,)),), outputs=(TensorSpec("TEXT", "TYPE_STRING", (1,)),)
+    ),
+}
+
+
+def _quote(value: str) -> str:
+    return json.dumps(value)  # protobuf text format accepts JSON-style escaped strings
+
+
+def _tensor_block(kind: str, tensors: Sequence[TensorSpec]) -> list[str]:
+    lines = [f"{kind} ["]
+    for i, t in enumerate(tensors):
+        dims = ", ".join(str(d) for d in t.dims)
+        sep = "," if i < len(tensors) - 1 else ""
+        lines.append(f"  {{ name: {_quote(t.name)} data_type: {t.data_type} dims: [ {dims} ] }}{sep}")
+    lines.append("]")
+    return lines
+
+
+def render_config_pbtxt(
+    model_name: str,
+    task: Task | str,
+    serving: ServingSpec,
+    artifact_dir: str,
+    labels: Sequence[str] = (),
+) -> str:
+    """config.pbtxt for a student served by the python backend.
+
+    `artifact_dir` is where the exported model lives inside the Triton container (the `artifact_dir`
+    parameter model.py reads); `labels` (classification) are published as a JSON `labels` parameter so a
+    client, or a Triton teacher of a later job, knows the class order of PROBABILITIES.
+    """
+    tensors = TENSORS[Task(task)]
+    lines = [
+        f"name: {_quote(model_name)}",
+        'backend: "python"',
+        f"max_batch_size: {serving.max_batch_size}",
+        *_tensor_block("input", tensors.inputs),
+        *_tensor_block("output", tensors.outputs),
+        f"instance_group [ {{ kind: {serving.instance_group.kind} count: {serving.instance_group.count} }} ]",
+    ]
+    batching = serving.dynamic_batching
+    if batching.enabled:
+        preferred = ""
+        if batching.preferred_batch_sizes:
+            preferred = f" preferred_batch_size: [ {', '.join(str(b) for b in batching.preferred_batch_sizes)} ]"
+        lines.append(
+            f"dynamic_batching {{{preferred} max_queue_delay_microseconds: "
+            f"{batching.max_queue_delay_microseconds} }}"
+        )
+    params = {"artifact_dir": artifact_dir, "task": str(Task(task))}
+    if labels:
+        params["labels"] = json.dumps(list(labels))
+    for key, value in params.items():
+        lines.append(f"parameters {{ key: {_quote(key)} value: {{ string_value: {_quote(value)} }} }}")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,80 @@
+"""`python -m kubestill_trainer <label|train|evaluate|export|all> --config FILE --workdir URI`.
+
+Exit codes: 0 success, 2 a bad config or command line (the message names the field), 1 any other failure
+(the reason goes to stderr and the termination log)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import traceback
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from .config import ConfigError, load_config
+from .termination import report_failure
+
+STAGE_NAMES = ("label", "train", "evaluate", "export")
+
+
+def _stages() -> dict[str, Callable[[Any], dict[str, Any]]]:
+    # Imported lazily so `--help` and config errors do not pay for importing torch and transformers.
+    from .stages.evaluate import run_evaluate
+    from .stages.export import run_export
+    from .stages.label import run_label
+    from .stages.train import run_train
+
+    return {"label": run_label, "train": run_train, "evaluate": run_evaluate, "export": run_export}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m kubestill_trainer", description=__doc__.splitlines()[0])
+    p.add_argument("stage", choices=[*STAGE_NAMES, "all"], help="stage to run; all runs the four in order")
+    p.add_argument("--config", required=True, type=Path, help="DistillationJob manifest or spec (YAML/JSON)")
+    p.add_argument("--workdir", help="artifact URI (file://, pvc://, a path); default spec.output.artifactUri")
+    p.add_argument("--log-level", default=os.environ.get("KUBESTILL_LOG_LEVEL", "INFO"))
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("onnx_ir", "onnxscript", "httpx", "urllib3"):  # per-pass chatter of the ONNX exporter
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:
+        spec, metadata = load_config(args.config)
+    except ConfigError as e:
+        report_failure(f"invalid config: {e}")
+        return 2
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # models come from local directories, never a hub
+    try:
+        from .context import RunContext
+
+        ctx = RunContext.create(spec, metadata, args.workdir or spec.output.artifact_uri)
+        stages = _stages()
+        for name in STAGE_NAMES if args.stage == "all" else (args.stage,):
+            logging.getLogger("kubestill_trainer").info("stage %s: starting (workdir %s)", name, ctx.workdir.root)
+            result = stages[name](ctx)
+            logging.getLogger("kubestill_trainer").info("stage %s: done %s", name, _short(result))
+    except KeyboardInterrupt:
+        report_failure(f"stage {args.stage} interrupted")
+        return 130
+    except Exception as e:
+        logging.getLogger("kubestill_trainer").debug("%s", traceback.format_exc())
+        report_failure(f"stage {args.stage} failed: {type(e).__name__}: {e}")
+        if os.environ.get("KUBESTILL_TRACEBACK"):
+            traceback.print_exc()
+        return 1
+    return 0
+
+
+def _short(result: dict[str, Any]) -> str:
+    text = str({k: v for k, v in result.items() if not isinstance(v, (list, dict))})
+    return text[:300]
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,205 @@
+"""train: the student minimises the spec's weighted registered losses against the teacher's targets.
+
+Checkpoints every `training.checkpointEverySteps` (model, loss projections, optimiser, schedule, RNG,
+history) make a killed run resume where it stopped; progress.json is rewritten every few seconds.
+Output: train/student/ (a model directory), train/history.json (learning curve), train/done.json.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from kubestill.api.v1alpha1.distillationjob import Curriculum
+
+from ..context import RunContext
+from ..labelstore import CONFIDENCE, load_labels
+from ..losses import LossDims, WeightedLoss
+from ..outputs import Array, LossInputs, ModelOutputs
+from ..progress import ProgressWriter, progress_at
+from ..storage import resolve_uri, write_json
+from ..tasks.base import Row, TaskModel
+from .checkpoint import load_checkpoint, save_checkpoint
+from .schedule import epoch_order, lr_factor, plan_steps
+
+log = logging.getLogger(__name__)
+
+
+def use_eager_attention(model: nn.Module) -> None:
+    """Attention maps are only returned by the eager attention implementation."""
+    from transformers import PreTrainedModel
+
+    for module in model.modules():
+        if isinstance(module, PreTrainedModel):
+            module.set_attn_implementation("eager")
+
+
+class Batcher:
+    """Turns example indices into model features, stored-target tensors and hard labels."""
+
+    def __init__(self, ctx: RunContext, rows: list[Row], targets: dict[str, Array], meta: dict[str, Any]):
+        self.ctx, self.rows, self.targets, self.meta = ctx, rows, targets, meta
+
+    def inputs(self, model: TaskModel, idx: list[int], teacher: TaskModel | None, needs: frozenset[str]
+               ) -> tuple[dict[str, torch.Tensor], LossInputs]:
+        dev = self.ctx.device
+        rows = [self.rows[i] for i in idx]
+        max_len = self.ctx.spec.training.max_seq_length
+        feats = {k: v.to(dev) for k, v in model.encode(rows, max_len).items()}
+        tgt = {k: torch.from_numpy(np.ascontiguousarray(v[idx])).to(dev) for k, v in self.targets.items()}
+        t_out = self.ctx.task.teacher_outputs(tgt)
+        if teacher is not None:
+            with torch.no_grad():
+                t_feats = {k: v.to(dev) for k, v in teacher.encode(rows, max_len).items()}
+                live = teacher(t_feats, output_hidden_states="hidden_states" in needs,
+                               output_attentions="attentions" in needs)
+            t_out.hidden_states, t_out.attentions = live.hidden_states, live.attentions
+        labels = self.ctx.task.hard_labels(rows, tgt, self.meta)
+        return feats, LossInputs(student=ModelOutputs(), teacher=t_out,
+                                 labels=None if labels is None else labels.to(dev),
+                                 attention_mask=feats.get("attention_mask"))
+
+
+def _step_loss(model: TaskModel, loss_fn: WeightedLoss, feats: dict[str, torch.Tensor], inputs: LossInputs,
+               needs_student: frozenset[str]) -> tuple[torch.Tensor, dict[str, float]]:
+    inputs.student = model(feats, output_hidden_states="hidden_states" in needs_student,
+                           output_attentions="attentions" in needs_student)
+    total, parts = loss_fn(inputs)
+    return total, parts
+
+
+def run_train(ctx: RunContext) -> dict[str, Any]:
+    spec, tr = ctx.spec, ctx.spec.training
+    out_dir = ctx.path("train")
+    done_file = out_dir / "done.json"
+    if done_file.exists() and (out_dir / "student").exists():
+        log.info("train: already done (%s); nothing to do", done_file)
+        return dict(json.loads(done_file.read_text()))
+    labels = load_labels(ctx.path("labels"))
+    train_rows, train_targets = labels.subset("train")
+    confidence = train_targets.pop(CONFIDENCE)
+    rows, targets = ctx.task.training_examples(train_rows, train_targets)
+    confidence = np.concatenate([confidence, np.ones(len(rows) - len(confidence), np.float32)])
+    if not rows:
+        raise ValueError("the train split is empty: add data or raise data.splits.train")
+    val_rows, val_targets = labels.subset("validation")
+    val_targets.pop(CONFIDENCE)
+    val_rows, val_targets = ctx.task.training_examples(val_rows, val_targets)
+
+    torch.manual_seed(tr.seed)
+    teacher_dir = resolve_uri(spec.teacher.model_uri) if spec.teacher.model_uri else None
+    model = ctx.task.build_student(labels.meta, teacher_dir)
+    needs = WeightedLoss(spec.loss.terms, LossDims()).needs_teacher
+    teacher: TaskModel | None = None
+    if needs:
+        if teacher_dir is None:
+            raise ValueError(f"spec.loss: {sorted(needs)} need a local teacher (teacher.modelUri)")
+        teacher = ctx.task.load_model(teacher_dir).to(ctx.device).eval()
+    if "attentions" in needs:
+        use_eager_attention(model)
+        if teacher is not None:
+            use_eager_attention(teacher)
+    dims = LossDims(student_hidden=model.hidden_size, teacher_hidden=teacher.hidden_size if teacher else None,
+                    student_layers=model.num_layers, teacher_layers=teacher.num_layers if teacher else None,
+                    student_embedding=model.embedding_dim,
+                    teacher_embedding=teacher.embedding_dim if teacher else None)
+    loss_fn = WeightedLoss(spec.loss.terms, dims)
+    model.to(ctx.device)
+    loss_fn.to(ctx.device)
+    params = [p for p in [*model.parameters(), *loss_fn.parameters()] if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=tr.learning_rate, weight_decay=tr.weight_decay)
+    per_epoch, total = plan_steps(len(rows), tr.batch_size, tr.gradient_accumulation, tr.epochs, tr.max_steps)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, total, tr.warmup_ratio))
+
+    step, history, val_history = 0, [], []
+    ckpt_dir = out_dir / "checkpoint"
+    state = load_checkpoint(ckpt_dir)
+    if state is not None:
+        model.load_state_dict(state["model"])
+        loss_fn.load_state_dict(state["loss"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["rng"])
+        step, history, val_history = int(state["step"]), list(state["history"]), list(state["val_history"])
+        log.info("train: resumed from checkpoint at step %d of %d", step, total)
+    start_step, started = step, datetime.now(UTC)
+    progress = ProgressWriter(ctx.path("progress.json"), ctx.report)
+    batcher = Batcher(ctx, rows, targets, labels.meta)
+    val_batcher = Batcher(ctx, val_rows, val_targets, labels.meta)
+    needs_student = needs  # the student returns what the teacher is compared on
+    order_conf = confidence if tr.curriculum == Curriculum.CONFIDENCE else None
+    micro = tr.batch_size
+    last_loss: float | None = history[-1]["loss"] if history else None
+    log.info("train: %d examples, %d steps (%d per epoch), device %s, resume at %d",
+             len(rows), total, per_epoch, ctx.device, step)
+    t0 = time.monotonic()
+    while step < total:
+        epoch = step // per_epoch
+        order = epoch_order(len(rows), tr.seed, epoch, order_conf)
+        model.train()
+        for k in range(step % per_epoch, per_epoch):
+            if step >= total:
+                break
+            chunk = order[k * micro * tr.gradient_accumulation : (k + 1) * micro * tr.gradient_accumulation]
+            if not chunk:
+                break
+            parts_sum: dict[str, float] = {}
+            total_loss = 0.0
+            micro_batches = [chunk[i : i + micro] for i in range(0, len(chunk), micro)]
+            for idx in micro_batches:
+                feats, inputs = batcher.inputs(model, idx, teacher, needs)
+                loss, parts = _step_loss(model, loss_fn, feats, inputs, needs_student)
+                (loss / len(micro_batches)).backward()  # type: ignore[no-untyped-call]
+                total_loss += float(loss.detach()) / len(micro_batches)
+                for name, v in parts.items():
+                    parts_sum[name] = parts_sum.get(name, 0.0) + v / len(micro_batches)
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            last_loss = total_loss
+            history.append({"step": step, "loss": total_loss, "lr": scheduler.get_last_lr()[0], **parts_sum})
+            now = datetime.now(UTC)
+            progress.maybe_write(progress_at(step, total, per_epoch, last_loss, started, start_step, now),
+                                 force=step == total)
+            if step % tr.checkpoint_every_steps == 0 and step < total:
+                save_checkpoint(ckpt_dir, {
+                    "model": model.state_dict(), "loss": loss_fn.state_dict(), "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(), "rng": torch.get_rng_state(), "step": step,
+                    "history": history, "val_history": val_history})
+        if val_rows and (step % per_epoch == 0 or step >= total):
+            val_history.append({"step": step, "loss": _validation_loss(model, loss_fn, val_batcher, teacher, needs,
+                                                                        micro)})
+            log.info("train: step %d/%d, loss %.4f, validation loss %.4f", step, total, last_loss or 0.0,
+                     val_history[-1]["loss"])
+    elapsed = time.monotonic() - t0
+    model.save(out_dir / "student")
+    write_json(out_dir / "history.json", {"train": history, "validation": val_history})
+    summary = {"steps": step, "totalSteps": total, "examples": len(rows), "finalLoss": last_loss,
+               "resumedFrom": start_step, "seconds": round(elapsed, 2),
+               "stepsPerSecond": round((step - start_step) / elapsed, 3) if elapsed > 0 else None}
+    write_json(done_file, summary)
+    return summary
+
+
+@torch.no_grad()
+def _validation_loss(model: TaskModel, loss_fn: WeightedLoss, batcher: Batcher, teacher: TaskModel | None,
+                     needs: frozenset[str], micro: int) -> float:
+    model.eval()
+    losses, n = 0.0, 0
+    for i in range(0, len(batcher.rows), micro):
+        idx = list(range(i, min(i + micro, len(batcher.rows))))
+        feats, inputs = batcher.inputs(model, idx, teacher, needs)
+        loss, _ = _step_loss(model, loss_fn, feats, inputs, needs)
+        losses += float(loss) * len(idx)
+        n += len(idx)
+    model.train()
+    return losses / max(1, n)

@@ -1,0 +1,96 @@
+"""Artifact URIs -> local directories. Small on purpose: every stage reads and writes plain files under one
+root; an object-store backend would implement `Storage` (download before, upload after a stage).
+
+- `file:///abs/path` and plain paths: the path itself
+- `pvc://<claim>/<path>`: `${KUBESTILL_PVC_ROOT:-/mnt/kubestill/pvc}/<claim>/<path>` (the operator mounts
+  claim <claim> at /mnt/kubestill/pvc/<claim>)
+- `pkg://<import_name>[/sub/path]`: inside an installed Python package (models and corpora from PyPI)
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Protocol
+from urllib.parse import unquote, urlsplit
+
+DEFAULT_PVC_ROOT = "/mnt/kubestill/pvc"
+
+
+class StorageError(Exception):
+    """A URI that cannot be resolved; the message names it."""
+
+
+def resolve_uri(uri: str, env: Mapping[str, str] | None = None) -> Path:
+    """The local path a URI stands for (it need not exist yet, except for pkg://)."""
+    env = os.environ if env is None else env
+    if "://" not in uri:
+        return Path(uri).expanduser().resolve()
+    parts = urlsplit(uri)
+    scheme = parts.scheme
+    if scheme == "file":
+        if parts.netloc not in ("", "localhost"):
+            raise StorageError(f"{uri}: file:// URIs need an absolute path (file:///abs/path)")
+        return Path(unquote(parts.path))
+    rest = unquote(uri.split("://", 1)[1]).strip("/")
+    if scheme == "pvc":
+        claim, _, sub = rest.partition("/")
+        if not claim:
+            raise StorageError(f"{uri}: pvc:// needs a claim name (pvc://<claim>/<path>)")
+        return Path(env.get("KUBESTILL_PVC_ROOT") or DEFAULT_PVC_ROOT) / claim / sub
+    if scheme == "pkg":
+        name, _, sub = rest.partition("/")
+        try:
+            spec = importlib.util.find_spec(name)
+        except (ImportError, ValueError):
+            spec = None
+        if spec is None or not spec.submodule_search_locations:
+            raise StorageError(f"{uri}: no installed Python package named {name!r}")
+        base = Path(next(iter(spec.submodule_search_locations)))
+        path = base / sub if sub else base
+        if not path.exists():
+            raise StorageError(f"{uri}: {path} does not exist in package {name}")
+        return path
+    raise StorageError(f"{uri}: unsupported scheme {scheme!r} (use file://, pvc://, pkg:// or a plain path)")
+
+
+class Storage(Protocol):
+    """Where a stage reads and writes; `root` is a local directory for the stage's lifetime."""
+
+    root: Path
+
+
+class LocalStorage:
+    """A workdir on a local or mounted filesystem (file://, plain paths, pvc://)."""
+
+    def __init__(self, uri: str, env: Mapping[str, str] | None = None) -> None:
+        self.uri = uri
+        self.root = resolve_uri(uri, env)
+
+    def path(self, *parts: str) -> Path:
+        return self.root.joinpath(*parts)
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write a file so a concurrent reader sees the old or the new content, never half of it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: Path, data: Any) -> None:
+    write_text_atomic(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
+
+
+def read_json(path: Path) -> Any:
+    return json.loads(path.read_text())

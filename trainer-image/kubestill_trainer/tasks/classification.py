@@ -1,0 +1,274 @@
+"""Text classification: the teacher's class logits are the targets (logit-kl, cross-entropy on hard labels,
+hidden-mse / attention-mse with a local teacher).
+
+Models: `EncoderClassifier` (a transformer encoder, mean pooling, a linear head: our own format, also the
+shape of a teacher made by fitting a head on a frozen sentence encoder) and `HFClassifier` (any Hugging
+Face *ForSequenceClassification directory). A student cut from the teacher keeps the teacher's kind.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from transformers import AutoModelForSequenceClassification, PreTrainedModel, PreTrainedTokenizerBase
+
+from kubestill.api.v1alpha1.common import Task
+
+from ..outputs import Array, ModelOutputs
+from ..teachers.base import Teacher
+from .base import MODEL_CARD, DistillTask, Features, LabelBatch, Predictions, Row, TaskModel, register_task
+from .encoder import (
+    cut_from_teacher,
+    encoder_from_config,
+    encoder_inputs,
+    evenly_spaced,
+    load_encoder,
+    load_state,
+    load_tokenizer,
+    pool,
+    read_card,
+    save_model_dir,
+    smaller_encoder,
+    tokenize,
+)
+from .metrics import classification_metrics, softmax
+
+
+class EncoderClassifier(TaskModel):
+    """encoder -> pooling -> linear head over `labels`."""
+
+    task = Task.CLASSIFICATION
+
+    def __init__(
+        self, encoder: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, labels: list[str],
+        pooling: str = "mean", max_length: int = 128,
+    ) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.tokenizer = tokenizer
+        self.labels = list(labels)
+        self.pooling = pooling
+        self.max_length = max_length
+        self.head = nn.Linear(int(encoder.config.hidden_size), len(labels))
+
+    def encode(self, rows: Sequence[Row], max_length: int) -> Features:
+        return tokenize(self.tokenizer, [r.text for r in rows], max_length)
+
+    def forward(
+        self, features: Features, *, output_hidden_states: bool = False, output_attentions: bool = False
+    ) -> ModelOutputs:
+        out = self.encoder(**encoder_inputs(self.encoder, features), output_hidden_states=output_hidden_states,
+                           output_attentions=output_attentions)
+        pooled = pool(out.last_hidden_state, features["attention_mask"], self.pooling)
+        return ModelOutputs(logits=self.head(pooled), hidden_states=out.hidden_states,
+                            attentions=out.attentions)
+
+    def save(self, path: Path) -> None:
+        save_model_dir(path, self, self.encoder, self.tokenizer, {
+            "task": "classification", "format": "kubestill-encoder-classifier", "labels": self.labels,
+            "pooling": self.pooling, "maxSeqLength": self.max_length,
+        })
+
+    @property
+    def hidden_size(self) -> int:
+        return int(self.encoder.config.hidden_size)
+
+    @property
+    def num_layers(self) -> int:
+        return int(self.encoder.config.num_hidden_layers)
+
+
+class HFClassifier(TaskModel):
+    """A Hugging Face sequence-classification model (its own pooler and head)."""
+
+    task = Task.CLASSIFICATION
+
+    def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, max_length: int = 128):
+        super().__init__()
+        self.model = model
+        self.tokenizer = tokenizer
+        self.max_length = max_length
+        id2label: dict[Any, Any] = dict(model.config.id2label or {})
+        self.labels = [str(id2label.get(i, id2label.get(str(i), i))) for i in range(len(id2label))]
+
+    def encode(self, rows: Sequence[Row], max_length: int) -> Features:
+        return tokenize(self.tokenizer, [r.text for r in rows], max_length)
+
+    def forward(
+        self, features: Features, *, output_hidden_states: bool = False, output_attentions: bool = False
+    ) -> ModelOutputs:
+        out = self.model(**encoder_inputs(self.model, features), output_hidden_states=output_hidden_states,
+                         output_attentions=output_attentions)
+        return ModelOutputs(logits=out.logits, hidden_states=out.hidden_states, attentions=out.attentions)
+
+    def save(self, path: Path) -> None:
+        path.mkdir(parents=True, exist_ok=True)
+        self.model.save_pretrained(str(path))
+        self.tokenizer.save_pretrained(str(path))
+        (path / MODEL_CARD).write_text(json.dumps({
+            "task": "classification", "format": "hf-sequence-classification", "labels": self.labels,
+            "maxSeqLength": self.max_length}, indent=2) + "\n")
+
+    @property
+    def hidden_size(self) -> int:
+        return int(self.model.config.hidden_size)
+
+    @property
+    def num_layers(self) -> int:
+        return int(self.model.config.num_hidden_layers)
+
+
+def load_classifier(path: Path, max_length: int = 128) -> EncoderClassifier | HFClassifier:
+    """A classifier directory: ours (kubestill.json) or a Hugging Face *ForSequenceClassification one."""
+    card = read_card(path)
+    if card and card.get("format") == "kubestill-encoder-classifier":
+        model = EncoderClassifier(encoder_from_config(path), load_tokenizer(path), card["labels"],
+                                  card.get("pooling", "mean"), int(card.get("maxSeqLength", max_length)))
+        load_state(model, path)
+        return model.eval()
+    hf = AutoModelForSequenceClassification.from_pretrained(str(path), attn_implementation="sdpa")
+    return HFClassifier(hf, load_tokenizer(path), int((card or {}).get("maxSeqLength", max_length))).eval()
+
+
+@register_task(Task.CLASSIFICATION)
+class Classification(DistillTask):
+    primary_metric = "accuracy"
+
+    # --- label -----------------------------------------------------------------------------------------
+
+    def label_meta(self, teacher: Teacher, rows: Sequence[Row]) -> dict[str, Any]:
+        probe = teacher.classify([r.text for r in rows[:2]] or ["probe"])
+        return {"labels": probe.labels, "temperature": self.spec.labeling.temperature}
+
+    def label(self, teacher: Teacher, rows: Sequence[Row], meta: Mapping[str, Any]) -> LabelBatch:
+        scores = teacher.classify([r.text for r in rows])
+        if scores.labels != list(meta["labels"]):
+            raise ValueError(f"the teacher's classes changed during labeling: {scores.labels} vs {meta['labels']}")
+        logits = scores.logits.astype(np.float32)
+        probs = softmax(logits, float(meta.get("temperature", 1.0)))
+        invalid = scores.invalid or [None] * len(rows)
+        invalid = [r if r else (None if np.isfinite(row).all() else "non-finite logits")
+                   for r, row in zip(invalid, logits, strict=True)]
+        return LabelBatch(targets={"logits": np.nan_to_num(logits)}, confidence=probs.max(axis=-1),
+                          invalid=invalid)
+
+    # --- models ----------------------------------------------------------------------------------------
+
+    def build_student(self, meta: Mapping[str, Any], teacher_dir: Path | None) -> TaskModel:
+        labels = list(meta["labels"])
+        student = self.spec.student
+        max_len = self.spec.training.max_seq_length
+        if student.architecture is not None:
+            if teacher_dir is None:
+                raise ValueError("student.architecture needs a local teacher (teacher.modelUri)")
+            teacher = load_classifier(teacher_dir, max_len)
+            arch = student.architecture
+            if isinstance(teacher, HFClassifier):
+                if arch.hidden_size is not None:
+                    raise ValueError("student.architecture.hiddenSize is only supported for sentence-encoder "
+                                     "classifiers; use baseModelUri for a narrower HF model")
+                layers = arch.from_teacher_layers or evenly_spaced(arch.num_layers, teacher.num_layers)
+                return HFClassifier(cut_from_teacher(teacher.model, layers), teacher.tokenizer, max_len)
+            if arch.hidden_size is not None:
+                enc = smaller_encoder(teacher.encoder, arch.num_layers, arch.hidden_size)
+                return EncoderClassifier(enc, teacher.tokenizer, labels, teacher.pooling, max_len)
+            layers = arch.from_teacher_layers or evenly_spaced(arch.num_layers, teacher.num_layers)
+            model = EncoderClassifier(cut_from_teacher(teacher.encoder, layers), teacher.tokenizer, labels,
+                                      teacher.pooling, max_len)
+            if teacher.labels == labels:  # start from the teacher's head: it already reads pooled states
+                model.head.load_state_dict(teacher.head.state_dict())
+            return model
+        assert student.base_model_uri is not None
+        from ..storage import resolve_uri
+
+        base = resolve_uri(student.base_model_uri)
+        card = read_card(base)
+        if card is not None and card.get("task") == "classification":
+            loaded = load_classifier(base, max_len)
+            if loaded.labels == labels:
+                return loaded.train()
+            if isinstance(loaded, EncoderClassifier):
+                return EncoderClassifier(loaded.encoder, loaded.tokenizer, labels, loaded.pooling, max_len)
+            raise ValueError(f"student.baseModelUri classes {loaded.labels} differ from the teacher's {labels}")
+        return EncoderClassifier(load_encoder(base), load_tokenizer(base), labels, "mean", max_len)
+
+    def load_model(self, path: Path) -> TaskModel:
+        return load_classifier(path, self.spec.training.max_seq_length)
+
+    # --- train -----------------------------------------------------------------------------------------
+
+    def teacher_outputs(self, targets: Mapping[str, torch.Tensor]) -> ModelOutputs:
+        return ModelOutputs(logits=targets["logits"])
+
+    def hard_labels(
+        self, rows: Sequence[Row], targets: Mapping[str, torch.Tensor], meta: Mapping[str, Any]
+    ) -> torch.Tensor:
+        index = {name: i for i, name in enumerate(meta["labels"])}
+        teacher_top = targets["logits"].argmax(dim=-1)
+        return torch.tensor([index.get(r.label, int(t)) if r.label is not None else int(t)
+                             for r, t in zip(rows, teacher_top, strict=True)], dtype=torch.long)
+
+    # --- evaluate --------------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def predict(self, model: TaskModel, rows: Sequence[Row], batch_size: int) -> Predictions:
+        model.eval()
+        device = next(model.parameters()).device
+        out = []
+        for i in range(0, len(rows), batch_size):
+            feats = {k: v.to(device) for k, v in model.encode(rows[i : i + batch_size],
+                                                               self.spec.training.max_seq_length).items()}
+            logits = model(feats).logits
+            assert logits is not None
+            out.append(logits.float().cpu().numpy())
+        return {"logits": np.concatenate(out) if out else np.zeros((0, 0), np.float32)}
+
+    def teacher_predictions(self, targets: Mapping[str, Array]) -> Predictions:
+        return {"logits": targets["logits"]}
+
+    def metrics(
+        self, predictions: Predictions, teacher: Predictions, rows: Sequence[Row], meta: Mapping[str, Any]
+    ) -> dict[str, float]:
+        labels = list(meta["labels"])
+        pred = predictions["logits"].argmax(axis=-1).astype(np.int64)
+        teacher_pred = teacher["logits"].argmax(axis=-1).astype(np.int64)
+        index = {name: i for i, name in enumerate(labels)}
+        has_gold = all(r.label is not None for r in rows) and len(rows) > 0
+        # Without gold labels the teacher's argmax is the reference (the metrics then measure imitation).
+        gold = (np.array([index.get(r.label or "", -1) for r in rows], dtype=np.int64) if has_gold
+                else teacher_pred)
+        out = classification_metrics(pred, gold, len(labels))
+        out["agreement"] = float(np.mean(pred == teacher_pred)) if len(rows) else float("nan")
+        out["gold_labels"] = 1.0 if has_gold else 0.0
+        return out
+
+    # --- export and serve ------------------------------------------------------------------------------
+
+    def onnx_example(self, model: TaskModel) -> tuple[Features, list[str]]:
+        rows = [Row("a", "An example sentence for export."), Row("b", "Another, longer example for the export.")]
+        return model.encode(rows, self.spec.training.max_seq_length), ["logits"]
+
+    def onnx_forward(self, model: TaskModel, features: Features) -> tuple[torch.Tensor, ...]:
+        logits = model(features).logits
+        assert logits is not None
+        return (logits,)
+
+    @torch.no_grad()
+    def serve(self, model: TaskModel, inputs: Mapping[str, Array]) -> dict[str, Array]:
+        texts = [_text(x) for x in inputs["TEXT"].reshape(-1)]
+        rows = [Row(str(i), t) for i, t in enumerate(texts)]
+        logits = self.predict(model, rows, max(1, len(rows)))["logits"]
+        probs = softmax(logits).astype(np.float32)
+        labels = getattr(model, "labels", [])
+        names = np.array([[labels[i].encode()] for i in probs.argmax(axis=-1)], dtype=np.object_)
+        return {"LABEL": names, "PROBABILITIES": probs}
+
+
+def _text(value: object) -> str:
+    return value.decode("utf-8", errors="replace") if isinstance(value, bytes) else str(value)
