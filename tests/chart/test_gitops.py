@@ -1,0 +1,109 @@
+"""The GitOps examples (deploy/gitops) fit the chart and the operator: their Helm values pass the chart's
+schema, their paths and source references resolve, Argo CD ignores exactly the field manager the operator
+writes HTTPRoute weights with, and the example application is accepted by the real API server."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from kubestill.clients.gateway import FIELD_MANAGER
+from kubestill.dev.controlplane import Cluster
+
+from .helm import REPO_ROOT, Helm, one
+
+pytestmark = pytest.mark.integration
+
+GITOPS = REPO_ROOT / "deploy" / "gitops"
+
+
+def _load(path: Path) -> dict[str, Any]:
+    doc: dict[str, Any] = yaml.safe_load(path.read_text())
+    return doc
+
+
+def _renders_with(helm: Helm, values: dict[str, Any], namespace: str) -> None:
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml") as f:
+        yaml.safe_dump(values, f)
+        f.flush()
+        objs = helm.manifests([Path(f.name)], namespace=namespace)
+    image = one(objs, "Deployment")["spec"]["template"]["spec"]["containers"][0]["image"]
+    assert image.startswith(values["image"]["repository"] + ":")
+
+
+def test_argocd_operator_application(helm: Helm) -> None:
+    app = _load(GITOPS / "argocd" / "kubestill.yaml")
+    assert app["kind"] == "Application" and app["apiVersion"] == "argoproj.io/v1alpha1"
+    source, dest = app["spec"]["source"], app["spec"]["destination"]
+    assert (REPO_ROOT / source["path"] / "Chart.yaml").exists()
+    assert "ServerSideApply=true" in app["spec"]["syncPolicy"]["syncOptions"]
+    _renders_with(helm, source["helm"]["valuesObject"], dest["namespace"])
+
+
+def test_argocd_serving_application_ignores_the_canary_weights() -> None:
+    app = _load(GITOPS / "argocd" / "sentiment-serving.yaml")
+    assert (REPO_ROOT / app["spec"]["source"]["path"] / "kustomization.yaml").exists()
+    routes = [d for d in app["spec"]["ignoreDifferences"] if d["kind"] == "HTTPRoute"]
+    assert all(d["group"] == "gateway.networking.k8s.io" for d in routes)
+    assert [FIELD_MANAGER] in [d.get("managedFieldsManagers") for d in routes]
+    assert any(".spec.rules[].backendRefs[].weight" in d.get("jqPathExpressions", []) for d in routes)
+    assert "RespectIgnoreDifferences=true" in app["spec"]["syncPolicy"]["syncOptions"]
+
+
+def test_flux_helmrelease_and_sources(helm: Helm) -> None:
+    release = _load(GITOPS / "flux" / "helmrelease.yaml")
+    source = _load(GITOPS / "flux" / "source.yaml")
+    chart = release["spec"]["chart"]["spec"]
+    assert (REPO_ROOT / chart["chart"] / "Chart.yaml").exists()
+    ref = chart["sourceRef"]
+    assert (ref["kind"], ref["name"], ref["namespace"]) == (
+        source["kind"],
+        source["metadata"]["name"],
+        source["metadata"]["namespace"],
+    )
+    _renders_with(helm, release["spec"]["values"], release["metadata"]["namespace"])
+    serving = _load(GITOPS / "flux" / "sentiment-serving.yaml")
+    assert (REPO_ROOT / serving["spec"]["path"] / "kustomization.yaml").exists()
+    assert serving["spec"]["sourceRef"]["name"] == source["metadata"]["name"]
+
+
+def test_flux_leaves_the_route_to_the_canary() -> None:
+    route = _load(GITOPS / "apps" / "sentiment" / "httproute.yaml")
+    assert route["metadata"]["annotations"]["kustomize.toolkit.fluxcd.io/ssa"] == "IfNotPresent"
+
+
+def test_example_application_is_accepted_by_the_api_server(cluster: Cluster, namespace: str) -> None:
+    rendered = cluster.kubectl("kustomize", str(GITOPS / "apps" / "sentiment")).stdout
+    kinds = sorted(doc["kind"] for doc in yaml.safe_load_all(rendered) if doc)
+    assert kinds == ["CanaryRollout", "HTTPRoute", "StudentModel"]
+    cluster.kubectl("apply", "--server-side", "-n", namespace, "-f", "-", input=rendered)
+    # The operator's weight write (same field manager as clients/gateway.py) then takes over the weights.
+    patch = {
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "HTTPRoute",
+        "metadata": {"name": "sentiment"},
+        "spec": _load(GITOPS / "apps" / "sentiment" / "httproute.yaml")["spec"],
+    }
+    patch["spec"]["rules"][0]["backendRefs"][0]["weight"] = 95
+    patch["spec"]["rules"][0]["backendRefs"][1]["weight"] = 5
+    cluster.kubectl(
+        "apply",
+        "--server-side",
+        f"--field-manager={FIELD_MANAGER}",
+        "--force-conflicts",
+        "-n",
+        namespace,
+        "-f",
+        "-",
+        input=yaml.safe_dump(patch),
+    )
+    route = yaml.safe_load(
+        cluster.kubectl("get", "httproute", "sentiment", "-n", namespace, "-o", "yaml", "--show-managed-fields").stdout
+    )
+    managers = {m["manager"] for m in route["metadata"]["managedFields"]}
+    assert FIELD_MANAGER in managers
+    assert [b["weight"] for b in route["spec"]["rules"][0]["backendRefs"]] == [95, 5]
