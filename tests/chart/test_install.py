@@ -74,10 +74,11 @@ def test_upgrade_to_namespaced_mode_and_back(cluster: Cluster, cluster_helm: Hel
         assert cluster.kubectl("get", "clusterrole", sa, check=False).returncode != 0
         cluster.kubectl("get", "role", sa, "-n", namespace)
         cluster.kubectl("get", "kopfpeering", sa, "-n", namespace)
-        command = _get(cluster, "deployment", sa, "-n", release.namespace)["spec"]["template"]["spec"]["containers"][0][
-            "command"
+        container = _get(cluster, "deployment", sa, "-n", release.namespace)["spec"]["template"]["spec"]["containers"][
+            0
         ]
-        assert f"--namespace={namespace}" in command and "--all-namespaces" not in command
+        env = {e["name"]: e.get("value") for e in container["env"]}
+        assert env["KUBESTILL_NAMESPACES"] == namespace
 
 
 def test_uninstall_keeps_the_crds_and_removes_the_rest(cluster: Cluster, cluster_helm: Helm) -> None:

@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from kubestill.api.crd import all_crds
+from kubestill.cli import build_parser
 
 from .helm import CHART, SCENARIOS, Helm, find, one
 
@@ -56,6 +57,10 @@ def test_scenario_is_hardened(helm: Helm, values: Path) -> None:
     # Probes hit kopf's liveness endpoint on the port the command line opens.
     health = next(p for p in container["ports"] if p["name"] == "health")["containerPort"]
     assert f"--liveness=http://0.0.0.0:{health}/healthz" in container["command"]
+    # The command is one the real `kubestill` CLI accepts (argparse exits on an unknown flag).
+    assert container["command"][:2] == ["kubestill", "operator"]
+    parsed = build_parser().parse_args(container["command"][1:])
+    assert parsed.liveness == f"http://0.0.0.0:{health}/healthz"
     for probe in ("livenessProbe", "readinessProbe"):
         assert container[probe]["httpGet"] == {"path": "/healthz", "port": "health"}
     # Least privilege holds in every scenario: no rule anywhere names Secrets or uses wildcards.
@@ -114,11 +119,11 @@ def test_scenario_shape(helm: Helm, scenario: str, kinds: dict[str, int]) -> Non
     assert {k: counts[k] for k in kinds} == kinds
 
 
-# Operator command line and settings env (operator/kubestill/settings.py) per scenario.
+# Operator command line and settings env (operator/kubestill/settings.py, cli/operator.py) per scenario.
 COMMANDS: list[tuple[str, list[str], dict[str, str]]] = [
     (
         "default",
-        ["--all-namespaces", "--peering=ks-kubestill", "--priority=0"],
+        ["kubestill", "operator", "--log-format=json"],
         {
             "KUBESTILL_NAMESPACES": "",
             "KUBESTILL_PEERING": "ks-kubestill",
@@ -126,13 +131,9 @@ COMMANDS: list[tuple[str, list[str], dict[str, str]]] = [
             "KUBESTILL_TRAINER_IMAGE": "kubestill-trainer:0.1.0",
         },
     ),
-    (
-        "namespaced",
-        ["--namespace=team-a", "--namespace=team-b", "--peering=ks-kubestill"],
-        {"KUBESTILL_NAMESPACES": "team-a,team-b", "KUBESTILL_PEERING": "ks-kubestill"},
-    ),
-    ("standalone", ["--all-namespaces", "--standalone"], {"KUBESTILL_PEERING": "", "KUBESTILL_METRICS_PORT": "0"}),
-    ("ha", ["--peering=kubestill-prod", "--priority=10"], {"KUBESTILL_PEERING": "kubestill-prod"}),
+    ("namespaced", [], {"KUBESTILL_NAMESPACES": "team-a,team-b", "KUBESTILL_PEERING": "ks-kubestill"}),
+    ("standalone", [], {"KUBESTILL_PEERING": "", "KUBESTILL_METRICS_PORT": "0"}),
+    ("ha", [], {"KUBESTILL_PEERING": "kubestill-prod"}),
     (
         "private-registry",
         ["--verbose", "--log-format=plain"],
@@ -202,7 +203,7 @@ INVALID: list[tuple[list[str], str, str]] = [
     (["replicaCount=-1"], "/replicaCount", "minimum"),
     (["watch.mode=namespaced", "watch.namespaces={Team_A}"], "/watch/namespaces/0", "does not match pattern"),
     (["resources.requests.cpu=lots"], "/resources/requests/cpu", "does not match pattern"),
-    (["operator.logLevel=trace"], "/operator/logLevel", "must be one of"),
+    (["operator.logLevel=warning"], "/operator/logLevel", "must be one of"),
     (["metrics.serviceMonitor.interval=often"], "/metrics/serviceMonitor/interval", "does not match pattern"),
     (["securityContext.runAsRoot=true"], "'runAsRoot' not allowed", "additional properties"),
     (["tolerations[0].effect=Sometimes"], "/tolerations/0/effect", "must be one of"),
