@@ -1,0 +1,103 @@
+"""Quality filter reasons, the deterministic split, input formats and curriculum ordering."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from kubestill.api.v1alpha1.distillationjob import DataSpec
+from kubestill_trainer.data import DataError, load_rows, split_rows
+from kubestill_trainer.stages.label import EMPTY, INVALID, LOW_CONFIDENCE, filter_reason
+from kubestill_trainer.stages.schedule import epoch_order, lr_factor, plan_steps
+from kubestill_trainer.tasks.base import Row
+
+
+@pytest.mark.parametrize(
+    ("row", "confidence", "invalid", "min_conf", "drop_empty", "needs_pair", "want"),
+    [
+        (Row("1", "text"), 0.9, None, 0.5, True, False, None),
+        (Row("1", "  "), 0.9, None, 0.5, True, False, EMPTY),
+        (Row("1", "  "), 0.9, None, 0.5, False, False, None),
+        (Row("1", "q", pair=""), 0.9, None, 0.0, True, True, EMPTY),
+        (Row("1", "text"), 0.9, "not a label", 0.5, True, False, INVALID),
+        (Row("1", "text"), 0.4, None, 0.5, True, False, LOW_CONFIDENCE),
+        (Row("1", "text"), 0.5, None, 0.5, True, False, None),
+        (Row("1", ""), 0.1, "bad", 0.5, True, False, EMPTY),  # first reason wins
+    ],
+)
+def test_filter_reason(row: Row, confidence: float, invalid: str | None, min_conf: float, drop_empty: bool,
+                       needs_pair: bool, want: str | None) -> None:
+    assert filter_reason(row, confidence, invalid, min_conf, drop_empty, needs_pair) == want
+
+
+def test_split_is_deterministic_sized_and_order_independent() -> None:
+    ids = [f"r{i}" for i in range(1000)]
+    a = split_rows(ids, 0.8, 0.1, seed=7)
+    b = split_rows(list(reversed(ids)), 0.8, 0.1, seed=7)
+    assert a == b
+    counts = {s: list(a.values()).count(s) for s in ("train", "validation", "test")}
+    assert counts == {"train": 800, "validation": 100, "test": 100}
+    assert split_rows(ids, 0.8, 0.1, seed=8) != a
+
+
+@pytest.mark.parametrize("n", [3, 4, 10])
+def test_small_splits_are_never_empty(n: int) -> None:
+    split = split_rows([str(i) for i in range(n)], 0.8, 0.1, seed=1)
+    assert {"train", "test"} <= set(split.values())
+
+
+def test_jsonl_csv_and_text_dir(tmp_path: Path) -> None:
+    (tmp_path / "rows.jsonl").write_text(
+        "\n".join(json.dumps({"id": f"a{i}", "q": f"t{i}", "lab": "x", "seg": "s"}) for i in range(3)) + "\n")
+    rows = load_rows(tmp_path / "rows.jsonl",
+                     DataSpec(uri="file:///x", fields={"text": "q", "label": "lab", "segment": "seg"}))
+    assert [r.id for r in rows] == ["a0", "a1", "a2"] and rows[0].label == "x" and rows[0].segment == "s"
+    (tmp_path / "rows.csv").write_text("text,label\nhello,a\nworld,b\n")
+    rows = load_rows(tmp_path / "rows.csv", DataSpec(uri="file:///x", fields={"label": "label"}))
+    assert [(r.id, r.text, r.label) for r in rows] == [("0", "hello", "a"), ("1", "world", "b")]
+    docs = tmp_path / "docs"
+    (docs / "sport").mkdir(parents=True)
+    (docs / "sport" / "1.txt").write_text("Title here\n\nLead paragraph.\n\nMore body.")
+    rows = load_rows(docs, DataSpec(uri="file:///x", fields={"text": "title", "pair": "lead", "label": "label"}))
+    assert rows == [Row("sport/1.txt", "Title here", "Lead paragraph.", "sport")]
+
+
+def test_missing_text_field_is_named(tmp_path: Path) -> None:
+    (tmp_path / "rows.jsonl").write_text(json.dumps({"body": "x"}) + "\n")
+    with pytest.raises(DataError, match=r"data\.fields\.text"):
+        load_rows(tmp_path / "rows.jsonl", DataSpec(uri="file:///x"))
+
+
+def test_max_samples_is_a_deterministic_sample(tmp_path: Path) -> None:
+    (tmp_path / "rows.jsonl").write_text("".join(json.dumps({"text": f"t{i}"}) + "\n" for i in range(100)))
+    spec = DataSpec(uri="file:///x", max_samples=10)
+    a = load_rows(tmp_path / "rows.jsonl", spec)
+    assert len(a) == 10 and a == load_rows(tmp_path / "rows.jsonl", spec)
+    assert [r.id for r in a] != [str(i) for i in range(10)]  # not just the first rows
+
+
+@pytest.mark.parametrize(
+    ("examples", "batch", "accum", "epochs", "max_steps", "want"),
+    [(100, 10, 1, 3, None, (10, 30)), (101, 10, 1, 1, None, (11, 11)), (100, 10, 2, 2, None, (5, 10)),
+     (100, 10, 1, 3, 7, (10, 7)), (5, 32, 1, 2, None, (1, 2))],
+)
+def test_plan_steps(examples: int, batch: int, accum: int, epochs: int, max_steps: int | None,
+                    want: tuple[int, int]) -> None:
+    assert plan_steps(examples, batch, accum, epochs, max_steps) == want
+
+
+@pytest.mark.parametrize(("step", "want"), [(0, 0.1), (9, 1.0), (10, 1.0), (55, 0.5), (100, 0.0)])
+def test_lr_warmup_then_linear_decay(step: int, want: float) -> None:
+    assert lr_factor(step, 100, 0.1) == pytest.approx(want)
+
+
+def test_epoch_order_reproducible_and_curriculum_easy_first() -> None:
+    assert epoch_order(50, 1, 0, None) == epoch_order(50, 1, 0, None)
+    assert epoch_order(50, 1, 0, None) != epoch_order(50, 1, 1, None)
+    assert sorted(epoch_order(50, 1, 0, None)) == list(range(50))
+    conf = np.array([0.2, 0.9, 0.5, 0.9, 0.1])
+    order = epoch_order(5, 1, 0, conf)
+    assert [conf[i] for i in order] == [0.9, 0.9, 0.5, 0.2, 0.1]
