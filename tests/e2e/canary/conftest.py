@@ -1,0 +1,240 @@
+"""Canary e2e fixtures: the real operator (kopf subprocess), real Prometheus (Debian's) scraping two real
+tritonserver processes (baseline and candidate), an HTTPRoute, and a load generator that splits requests by
+the route's current weights. Nothing here stands in for the API server, Prometheus, Triton or the operator.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import ssl
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from kubestill.api.v1alpha1.canaryrollout import BackendRef
+from kubestill.dev.controlplane import Cluster, free_port
+from kubestill.dev.loadgen import LoadGenerator, route_reader
+from kubestill.dev.prometheus import PrometheusProcess, start_prometheus
+from kubestill.dev.triton import TritonProcess, start_tritonserver
+
+from .tritons import make_repository
+
+REPO = Path(__file__).resolve().parents[3]
+BASELINE = BackendRef(name="teacher", port=8000)
+CANDIDATE = BackendRef(name="student", port=8000)
+ROUTE = "inference"
+WINDOW = "5s"  # rate() window of the alerts and analysis queries; with 1 s scrapes, 5 samples
+
+RULES = {
+    "groups": [
+        {
+            "name": "kubestill-canary-e2e",
+            "interval": "1s",
+            "rules": [
+                {
+                    "alert": "CandidateErrors",
+                    "expr": f'sum(rate(nv_inference_request_failure{{job="candidate"}}[{WINDOW}])) > 0',
+                    "labels": {"service": CANDIDATE.name, "severity": "page"},
+                    "annotations": {"summary": "the candidate model fails requests"},
+                },
+                {
+                    "alert": "CandidateSlow",
+                    "expr": f'sum(rate(nv_inference_request_duration_us{{job="candidate"}}[{WINDOW}])) / '
+                    f'sum(rate(nv_inference_request_success{{job="candidate"}}[{WINDOW}])) / 1000 > 100',
+                    "labels": {"service": CANDIDATE.name, "severity": "page"},
+                    "annotations": {"summary": "the candidate's mean latency is over 100 ms"},
+                },
+            ],
+        }
+    ]
+}
+
+# Analysis: the candidate's success ratio and mean latency (ms) over the window.
+SUCCESS_RATIO = (
+    f'sum(rate(nv_inference_request_success{{job="candidate"}}[{WINDOW}])) / '
+    f'(sum(rate(nv_inference_request_success{{job="candidate"}}[{WINDOW}])) + '
+    f'sum(rate(nv_inference_request_failure{{job="candidate"}}[{WINDOW}])))'
+)
+MEAN_LATENCY_MS = (
+    f'sum(rate(nv_inference_request_duration_us{{job="candidate"}}[{WINDOW}])) / '
+    f'sum(rate(nv_inference_request_success{{job="candidate"}}[{WINDOW}])) / 1000'
+)
+
+
+class Api:
+    """Direct reads of the API server (faster than spawning kubectl when polling)."""
+
+    def __init__(self, cluster: Cluster) -> None:
+        self.cluster = cluster
+        self.ctx = ssl.create_default_context(cafile=str(cluster.ca_file))
+
+    def get(self, path: str) -> dict[str, Any]:
+        req = urllib.request.Request(
+            self.cluster.server + path, headers={"Authorization": f"Bearer {self.cluster.token}"}
+        )
+        with urllib.request.urlopen(req, context=self.ctx, timeout=5) as resp:
+            body: dict[str, Any] = json.loads(resp.read())
+            return body
+
+    def rollout(self, namespace: str, name: str) -> dict[str, Any]:
+        return self.get(f"/apis/kubestill.io/v1alpha1/namespaces/{namespace}/canaryrollouts/{name}")
+
+    def route(self, namespace: str) -> dict[str, Any]:
+        return self.get(f"/apis/gateway.networking.k8s.io/v1/namespaces/{namespace}/httproutes/{ROUTE}")
+
+    def wait_for(
+        self, what: str, fn: Callable[[], Any], timeout: float, interval: float = 0.1,
+        context: Callable[[], Any] | None = None,
+    ) -> Any:
+        deadline = time.monotonic() + timeout
+        last: Any = None
+        while time.monotonic() < deadline:
+            last = fn()
+            if last:
+                return last
+            time.sleep(interval)
+        extra = f"\n{json.dumps(context(), indent=1, default=str)[:6000]}" if context is not None else ""
+        raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last!r}{extra}")
+
+
+class OperatorProcess:
+    """`kopf run -m kubestill.main` watching one namespace; kill() is SIGKILL, as a crashed Pod."""
+
+    def __init__(self, cluster: Cluster, namespace: str, log: Path) -> None:
+        self.cluster = cluster
+        self.namespace = namespace
+        self.log = log
+        self.metrics_port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        env = {
+            **self.cluster.env(),
+            "PYTHONPATH": os.pathsep.join([str(REPO / "operator"), os.environ.get("PYTHONPATH", "")]),
+            "KUBESTILL_METRICS_PORT": str(self.metrics_port),
+        }
+        argv = [sys.executable, "-m", "kopf", "run", "--standalone", "-n", self.namespace, "-m", "kubestill.main"]
+        with open(self.log, "ab") as out:
+            self.proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=REPO,
+                                         start_new_session=True)
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+@dataclass
+class Stack:
+    """Everything one canary scenario needs, running."""
+
+    cluster: Cluster
+    namespace: str
+    api: Api
+    baseline: TritonProcess
+    candidate: TritonProcess
+    candidate_control: Path
+    prometheus: PrometheusProcess
+    operator: OperatorProcess
+    workdir: Path
+
+    def set_candidate(self, mode: str) -> None:
+        """ok | fail | slow:<ms> (the echo model re-reads it within 100 ms)."""
+        self.candidate_control.write_text(mode)
+
+    def apply(self, manifest: dict[str, Any]) -> None:
+        self.cluster.kubectl("apply", "--server-side", "-n", self.namespace, "-f", "-",
+                             input=yaml.safe_dump(manifest))
+
+    def rollout(self, name: str, spec: dict[str, Any]) -> None:
+        self.apply({"apiVersion": "kubestill.io/v1alpha1", "kind": "CanaryRollout",
+                    "metadata": {"name": name, "namespace": self.namespace}, "spec": spec})
+
+    def loadgen(self, rate: float = 40.0) -> LoadGenerator:
+        read = route_reader(self.cluster.server, self.cluster.token, self.cluster.ca_file, self.namespace, ROUTE,
+                            0, BASELINE, CANDIDATE)
+        return LoadGenerator(read, self.baseline.http_url, self.candidate.http_url, rate=rate,
+                             max_seconds=240).start()
+
+    def firing(self) -> list[str]:
+        url = self.prometheus.url + "/api/v1/query?query=" + urllib.request.quote('ALERTS{alertstate="firing"}')
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            result = json.loads(resp.read())["data"]["result"]
+        return [r["metric"]["alertname"] for r in result]
+
+
+def route_manifest(namespace: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "HTTPRoute",
+        "metadata": {"name": ROUTE, "namespace": namespace},
+        "spec": {
+            "parentRefs": [{"name": "gateway"}],
+            "rules": [
+                {
+                    "matches": [{"path": {"type": "PathPrefix", "value": "/v2/models/echo"}}],
+                    "backendRefs": [{"name": BASELINE.name, "port": BASELINE.port, "weight": 100}],
+                }
+            ],
+        },
+    }
+
+
+def analysis(prometheus_url: str, interval: str = "1s", **extra: Any) -> dict[str, Any]:
+    return {
+        "prometheusUrl": prometheus_url,
+        "interval": interval,
+        # The first rounds of a step see no data until the 5 s rate window holds traffic at the new weight:
+        # tolerate 5 inconclusive rounds in a row (interval x limit should exceed the query window).
+        "inconclusiveLimit": 5,
+        "metrics": [
+            {"name": "success-ratio", "query": SUCCESS_RATIO, "min": 0.99},
+            {"name": "mean-latency-ms", "query": MEAN_LATENCY_MS, "max": 100},
+        ],
+        **extra,
+    }
+
+
+@pytest.fixture
+def stack(cluster: Cluster, namespace: str, tmp_path: Path) -> Iterator[Stack]:
+    """Baseline and candidate tritonservers, Prometheus scraping them with the alert rules, the HTTPRoute
+    (baseline 100%) and the operator watching the test's namespace."""
+    base_dir, cand_dir = tmp_path / "baseline", tmp_path / "candidate"
+    base_dir.mkdir()
+    cand_dir.mkdir()
+    control = cand_dir / "control"
+    with (
+        start_tritonserver(make_repository(base_dir, base_dir / "control"), base_dir / "triton.log") as baseline,
+        start_tritonserver(make_repository(cand_dir, control), cand_dir / "triton.log") as candidate,
+    ):
+        op = OperatorProcess(cluster, namespace, tmp_path / "operator.log")
+        jobs = {
+            "baseline": [baseline.metrics_url.split("//")[1]],
+            "candidate": [candidate.metrics_url.split("//")[1]],
+            "kubestill-operator": [f"127.0.0.1:{op.metrics_port}"],
+        }
+        with start_prometheus(jobs, RULES, workdir=tmp_path / "prometheus") as prom:
+            cluster.kubectl("apply", "--server-side", "-f", "-", input=yaml.safe_dump(route_manifest(namespace)))
+            op.start()
+            try:
+                yield Stack(cluster, namespace, Api(cluster), baseline, candidate, control, prom, op, tmp_path)
+            finally:
+                op.stop()
