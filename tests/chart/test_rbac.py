@@ -97,8 +97,16 @@ NAMESPACED_MODE: list[tuple[str, str, str, bool]] = [
     ("create", "jobs.batch", OWN, False),
     ("watch", "distillationjobs.kubestill.io", ANY, False),
     ("watch", "distillationjobs.kubestill.io", ALL, False),
-    ("list", "customresourcedefinitions.apiextensions.k8s.io", CLUSTER, False),
     ("patch", "clusterkopfpeerings.kopf.dev", CLUSTER, False),
+    ("list", "secrets", ALL, False),
+    ("list", "pods", ALL, False),
+    ("list", "configmaps", ALL, False),
+    # Discovery (rbac.namespacedDiscovery): names of CRDs and namespaces, read-only.
+    ("list", "customresourcedefinitions.apiextensions.k8s.io", CLUSTER, True),
+    ("watch", "namespaces", CLUSTER, True),
+    ("get", "namespaces", CLUSTER, False),
+    ("delete", "namespaces", CLUSTER, False),
+    ("update", "customresourcedefinitions.apiextensions.k8s.io", CLUSTER, False),
 ]
 
 

@@ -95,8 +95,8 @@ SHAPES: list[tuple[str, dict[str, int]]] = [
         "namespaced",
         {
             "CustomResourceDefinition": 3,
-            "ClusterRole": 0,
-            "ClusterRoleBinding": 0,
+            "ClusterRole": 1,  # discovery only: CRDs and namespace names
+            "ClusterRoleBinding": 1,
             "Role": 2,
             "RoleBinding": 2,
             "ClusterKopfPeering": 0,
@@ -162,6 +162,14 @@ def test_namespaced_mode_binds_the_release_service_account_in_each_namespace(hel
     for binding in find(objs, "RoleBinding"):
         assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "ks-kubestill", "namespace": "ops"}]
     assert sorted(p["metadata"]["namespace"] for p in find(objs, "KopfPeering")) == ["team-a", "team-b"]
+    discovery = one(objs, "ClusterRole")
+    assert discovery["metadata"]["name"] == "ks-kubestill-discovery"
+    assert {r for rule in discovery["rules"] for r in rule["resources"]} == {"customresourcedefinitions", "namespaces"}
+    assert {v for rule in discovery["rules"] for v in rule["verbs"]} <= {"get", "list", "watch"}
+    strict = helm.manifests(
+        [CHART / "ci" / "namespaced-values.yaml"], sets=["rbac.namespacedDiscovery=false"], namespace="ops"
+    )
+    assert find(strict, "ClusterRole") == [] and find(strict, "ClusterRoleBinding") == []
     # Default namespaced mode: the release namespace alone.
     alone = helm.manifests(sets=["watch.mode=namespaced"], namespace="ops")
     assert [r["metadata"]["namespace"] for r in find(alone, "Role")] == ["ops"]
