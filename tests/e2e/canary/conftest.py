@@ -238,3 +238,38 @@ def stack(cluster: Cluster, namespace: str, tmp_path: Path) -> Iterator[Stack]:
                 yield Stack(cluster, namespace, Api(cluster), baseline, candidate, control, prom, op, tmp_path)
             finally:
                 op.stop()
+
+
+@dataclass
+class Bare:
+    """The HTTPRoute and the operator only: for scenarios decided by time and manual controls."""
+
+    cluster: Cluster
+    namespace: str
+    api: Api
+    operator: OperatorProcess
+
+    def rollout(self, name: str, spec: dict[str, Any]) -> None:
+        manifest = {"apiVersion": "kubestill.io/v1alpha1", "kind": "CanaryRollout",
+                    "metadata": {"name": name, "namespace": self.namespace}, "spec": spec}
+        self.cluster.kubectl("apply", "--server-side", "-n", self.namespace, "-f", "-",
+                             input=yaml.safe_dump(manifest))
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """Run the real `kubestill` command line against this cluster."""
+        env = {**self.cluster.env(),
+               "PYTHONPATH": os.pathsep.join([str(REPO / "operator"), os.environ.get("PYTHONPATH", "")])}
+        kubestill = str(Path(sys.executable).parent / "kubestill")
+        return subprocess.run([kubestill, *args], env=env, text=True,
+                              capture_output=True, timeout=60, check=True)
+
+
+@pytest.fixture
+def bare(cluster: Cluster, namespace: str, tmp_path: Path) -> Iterator[Bare]:
+    cluster.kubectl("apply", "--server-side", "-f", "-", input=yaml.safe_dump(route_manifest(namespace)))
+    op = OperatorProcess(cluster, namespace, tmp_path / "operator.log")
+    op.start()
+    try:
+        yield Bare(cluster, namespace, Api(cluster), op)
+    finally:
+        op.stop()
