@@ -35,9 +35,9 @@ def _api() -> Any:
     from kubernetes import client, config
 
     try:
-        config.load_kube_config()
+        config.load_kube_config()  # type: ignore[no-untyped-call]
     except config.ConfigException:
-        config.load_incluster_config()
+        config.load_incluster_config()  # type: ignore[no-untyped-call]
     return client.CustomObjectsApi()
 
 
