@@ -1,0 +1,146 @@
+"""The demo's last act: roll a Ready StudentModel out over an HTTPRoute with short pauses, analysed by a real
+Prometheus, with a load generator playing the gateway's data plane.
+
+Call `demo_canary(cluster, namespace, "my-student")` after the StudentModel is Ready (the local node serves
+its Triton Deployment and publishes the Service's local URLs). Without a separate baseline Service, the demo
+creates `<student>-baseline`, a second Service over the same Triton Pods: the local demo has no teacher
+server, so both sides of the split reach one tritonserver, while everything the rollout does (steps, route
+weights, Prometheus analysis, rollback alerts, status, Events) is the real thing.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+from kubestill.api.v1alpha1.canaryrollout import BackendRef
+from kubestill.builders.triton import model_name
+
+from .controlplane import Cluster
+from .kubeapi import KubeAPI
+from .loadgen import LoadGenerator, route_reader
+from .prometheus import start_prometheus
+from .services import local_endpoints
+
+TRITON_HTTP_PORT = 8000
+
+
+def _alert_rules(job: str, service: str) -> dict[str, Any]:
+    return {
+        "groups": [{
+            "name": "kubestill-demo",
+            "interval": "1s",
+            "rules": [{
+                "alert": "StudentErrors",
+                "expr": f'sum(rate(nv_inference_request_failure{{job="{job}"}}[10s])) > 0',
+                "labels": {"service": service, "severity": "page"},
+            }],
+        }]
+    }
+
+
+def _wait(what: str, fn: Callable[[], Any], timeout: float) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = fn()
+        if value:
+            return value
+        time.sleep(0.5)
+    raise TimeoutError(f"timed out waiting for {what}")
+
+
+def demo_canary(
+    cluster: Cluster,
+    namespace: str,
+    student_model: str,
+    baseline_service: str | None = None,
+    *,
+    steps: tuple[tuple[int, str], ...] = ((20, "6s"), (50, "6s"), (100, "3s")),
+    timeout: float = 180.0,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Roll `student_model` out step by step; returns the CanaryRollout's final status (Promoted or
+    RolledBack). Needs the operator and the local node running against `cluster`."""
+    api = KubeAPI(cluster.kubeconfig)
+    sm_path = f"/apis/kubestill.io/v1alpha1/namespaces/{namespace}/studentmodels/{student_model}"
+    service = _wait("the StudentModel's Service",
+                    lambda: ((api.get(sm_path) or {}).get("status") or {}).get("serviceName"), 120)
+    cand_urls = _wait("the candidate's local endpoints",
+                      lambda: local_endpoints(namespace, service, api=api).get("http") and
+                      local_endpoints(namespace, service, api=api), 120)
+    baseline = baseline_service or f"{student_model}-baseline"
+    if baseline_service is None:
+        svc = api.get(f"/api/v1/namespaces/{namespace}/services/{service}") or {}
+        body = {"apiVersion": "v1", "kind": "Service",
+                "metadata": {"name": baseline, "namespace": namespace,
+                             "labels": {"app.kubernetes.io/managed-by": "kubestill-demo"}},
+                "spec": {"selector": svc.get("spec", {}).get("selector", {}), "ports": svc.get("spec", {}).get(
+                    "ports", [{"name": "http", "port": TRITON_HTTP_PORT}])}}
+        cluster.kubectl("apply", "--server-side", "-f", "-", input=json.dumps(body))
+    base_urls = _wait("the baseline's local endpoints",
+                      lambda: local_endpoints(namespace, baseline, api=api).get("http") and
+                      local_endpoints(namespace, baseline, api=api), 120)
+
+    route_name = f"{student_model}-route"
+    route = {
+        "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+        "metadata": {"name": route_name, "namespace": namespace},
+        "spec": {"parentRefs": [{"name": "demo-gateway"}],
+                 "rules": [{"backendRefs": [{"name": baseline, "port": TRITON_HTTP_PORT, "weight": 100}]}]},
+    }
+    cluster.kubectl("apply", "--server-side", "-f", "-", input=json.dumps(route))
+
+    metrics = cand_urls.get("metrics", "").split("//")[-1]
+    jobs = {"candidate": [metrics]} if metrics else {}
+    with start_prometheus(jobs, _alert_rules("candidate", service)) as prom:
+        log(f"prometheus at {prom.url}, scraping the candidate's Triton metrics at {metrics or '(none)'}")
+        rollout = {
+            "apiVersion": "kubestill.io/v1alpha1", "kind": "CanaryRollout",
+            "metadata": {"name": f"{student_model}-canary", "namespace": namespace},
+            "spec": {
+                "route": {"name": route_name},
+                "baseline": {"name": baseline, "port": TRITON_HTTP_PORT},
+                "candidate": {"studentModel": student_model},
+                "steps": [{"weight": w, "pause": p} for w, p in steps],
+                "analysis": {
+                    "prometheusUrl": prom.url, "interval": "2s", "inconclusiveLimit": 6,
+                    "metrics": [{
+                        "name": "success-ratio",
+                        "query": 'sum(rate(nv_inference_request_success{job="candidate"}[10s])) / '
+                                 '(sum(rate(nv_inference_request_success{job="candidate"}[10s])) + '
+                                 'sum(rate(nv_inference_request_failure{job="candidate"}[10s])))',
+                        "min": 0.99,
+                    }],
+                },
+                "rollbackAlerts": [{"labels": {"service": "{{candidate}}", "severity": "page"}}],
+                "promotion": {"keepBaselineFor": "30s"},
+            },
+        }
+        cluster.kubectl("apply", "--server-side", "-f", "-", input=json.dumps(rollout))
+        read = route_reader(cluster.server, cluster.token, cluster.ca_file, namespace, route_name, 0,
+                            BackendRef(name=baseline, port=TRITON_HTTP_PORT),
+                            BackendRef(name=service, port=TRITON_HTTP_PORT))
+        load = LoadGenerator(read, base_urls["http"], cand_urls["http"], model=model_name(student_model),
+                             rate=20, max_seconds=timeout).start()
+        path = f"/apis/kubestill.io/v1alpha1/namespaces/{namespace}/canaryrollouts/{student_model}-canary"
+        last = ""
+        status: dict[str, Any] = {}
+        deadline = time.monotonic() + timeout
+        try:
+            while time.monotonic() < deadline:
+                status = (api.get(path) or {}).get("status") or {}
+                line = f"{status.get('phase', 'Pending')}: {status.get('message', '')}"
+                if line != last:
+                    log(f"canary {line}")
+                    last = line
+                if status.get("phase") in ("Promoted", "RolledBack", "Failed"):
+                    break
+                time.sleep(0.5)
+        finally:
+            load.stop()
+        tallies = load.snapshot()
+        log(f"requests: baseline {tallies['baseline'].ok} ok / {tallies['baseline'].failed} failed, "
+            f"candidate {tallies['candidate'].ok} ok / {tallies['candidate'].failed} failed")
+        return status
