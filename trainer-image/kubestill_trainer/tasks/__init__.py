@@ -2,7 +2,7 @@
 for a new task (registered names only, never import by string)."""
 
 # Imported for their @register_task side effect.
-from . import classification, embedding  # noqa: F401
+from . import classification, embedding, generation, reranking  # noqa: F401
 from .base import DistillTask, Row, TaskModel, register_task, task_class
 
 __all__ = ["DistillTask", "Row", "TaskModel", "register_task", "task_class"]
