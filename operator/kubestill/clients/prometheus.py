@@ -41,9 +41,9 @@ def _client(url: str) -> PrometheusConnect:
         return found
 
 
-def _query(url: str, query: str) -> list[dict[str, Any]]:
+def _query(url: str, query: str) -> list[Any]:
     try:
-        result: list[dict[str, Any]] = _client(url).custom_query(query)
+        result: list[Any] = _client(url).custom_query(query)
     except Exception as err:  # requests' and the library's errors alike: the round records the reason
         raise PrometheusError(f"{type(err).__name__}: {str(err)[:200]}") from err
     return result
@@ -55,6 +55,8 @@ def query_value(url: str, query: str) -> float | None:
     series = _query(url, query)
     if not series:
         return None
+    if not isinstance(series[0], dict):  # a scalar answer is [timestamp, "value"]
+        series = [{"value": series}]
     if len(series) > 1:
         raise PrometheusError(f"query returned {len(series)} series; aggregate it to one (e.g. sum(...))")
     try:

@@ -1,0 +1,64 @@
+"""clients/prometheus against Debian's real Prometheus: numbers, no data, NaN, several series, unreachable."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from kubestill.clients import prometheus
+from kubestill.dev.controlplane import free_port
+from kubestill.dev.prometheus import PrometheusProcess, start_prometheus
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def prom(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrometheusProcess]:
+    rules = {"groups": [{"name": "t", "interval": "1s", "rules": [{"alert": "AlwaysOn", "expr": "vector(1)",
+                                                                   "labels": {"service": "student"}}]}]}
+    with start_prometheus({}, rules, workdir=Path(tmp_path_factory.mktemp("prom"))) as running:
+        yield running
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        ("vector(0.25)", 0.25),
+        ("scalar(vector(3))", 3.0),
+        ('sum(up{job="nothing"})', None),  # empty vector: no data
+        ("vector(0) / vector(0)", None),  # NaN (0/0, e.g. a ratio with no traffic): no data
+    ],
+)
+def test_query_value(prom: PrometheusProcess, query: str, expected: float | None) -> None:
+    assert prometheus.query_value(prom.url, query) == expected
+
+
+@pytest.mark.parametrize(
+    ("query", "words"),
+    [
+        ('label_replace(vector(1), "a", "x", "", "") or label_replace(vector(2), "a", "y", "", "")', "2 series"),
+        ("sum(", "HTTP Status Code 400"),
+    ],
+)
+def test_query_errors(prom: PrometheusProcess, query: str, words: str) -> None:
+    with pytest.raises(prometheus.PrometheusError, match=words):
+        prometheus.query_value(prom.url, query)
+
+
+def test_unreachable_is_an_error_not_no_data() -> None:
+    with pytest.raises(prometheus.PrometheusError, match="Connection"):
+        prometheus.query_value(f"http://127.0.0.1:{free_port()}", "vector(1)")
+
+
+def test_firing_alerts(prom: PrometheusProcess) -> None:
+    import time
+
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        firing = prometheus.firing_alerts(prom.url)
+        if firing:
+            break
+        time.sleep(0.3)
+    assert any(a["alertname"] == "AlwaysOn" and a["service"] == "student" for a in firing)
