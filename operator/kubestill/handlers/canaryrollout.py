@@ -74,17 +74,24 @@ async def on_event(event_type: str | None, body: Mapping[str, Any]) -> None:
     await RECONCILER.run(key)
 
 
-async def _candidate(api: KubeClient, namespace: str, spec: CanaryRolloutSpec) -> BackendRef | str:
-    """The candidate Service, or why it is not known yet."""
+async def _candidate(
+    api: KubeClient, namespace: str, spec: CanaryRolloutSpec, started: bool
+) -> BackendRef | str:
+    """The candidate Service, or why it is not known yet. A StudentModel must be Ready before the first
+    step sends it traffic; once started, its health is the analysis' business, not a reason to stop acting
+    (a rollback must still reach the route)."""
     if spec.candidate.service is not None:
         return spec.candidate.service
     name = spec.candidate.student_model or ""
     sm = await api.get("kubestill.io/v1alpha1", "StudentModel", namespace, name)
     if sm is None:
         return f"StudentModel {name} not found"
-    service = (sm.get("status") or {}).get("serviceName")
+    sm_status = sm.get("status") or {}
+    service = sm_status.get("serviceName")
     if not service:
         return f"waiting for StudentModel {name} to report its Service (status.serviceName)"
+    if not started and sm_status.get("phase") != "Ready":
+        return f"waiting for StudentModel {name} to be Ready (phase {sm_status.get('phase', 'Pending')})"
     return BackendRef(name=service, port=rollouts.TRITON_HTTP_PORT)
 
 
@@ -133,7 +140,7 @@ async def reconcile(key: Key, api: KubeClient) -> float | None:
     annotations = dict(meta.get("annotations") or {})
     now = datetime.now(UTC)
 
-    candidate = await _candidate(api, namespace, spec)
+    candidate = await _candidate(api, namespace, spec, started=status.phase != RolloutPhase.PENDING)
     if isinstance(candidate, str):
         if status.phase == RolloutPhase.PENDING and status.message != candidate:
             fresh = status.model_copy(update={"message": candidate, "observed_generation": generation})

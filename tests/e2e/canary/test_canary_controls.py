@@ -23,9 +23,9 @@ def spec(steps: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
     }
 
 
-def candidate_weight(bare: Bare) -> int | None:
+def candidate_weight(bare: Bare, name: str = CANDIDATE.name) -> int | None:
     refs = bare.api.route(bare.namespace)["spec"]["rules"][0]["backendRefs"]
-    return next((r.get("weight", 1) for r in refs if r["name"] == CANDIDATE.name), None)
+    return next((r.get("weight", 1) for r in refs if r["name"] == name), None)
 
 
 def status(bare: Bare, name: str) -> dict[str, Any]:
@@ -78,3 +78,31 @@ def test_spec_paused_holds_and_full_promotion(bare: Bare) -> None:
     assert candidate_weight(bare) == 100
     kinds = [h["action"] for h in status(bare, "gitops")["history"]]
     assert kinds == ["Pause", "Resume", "Start", "Advance", "Promote"]
+
+
+def test_student_model_candidate_waits_for_ready(bare: Bare) -> None:
+    """candidate.studentModel: no traffic before the StudentModel is Ready; its Service then joins the route.
+    (No local node runs here, so the StudentModel's Deployment never becomes ready on its own.)"""
+    sm = {"apiVersion": "kubestill.io/v1alpha1", "kind": "StudentModel",
+          "metadata": {"name": "student-a", "namespace": bare.namespace},
+          "spec": {"task": "classification", "artifactUri": "file:///nonexistent/export", "labels": ["a", "b"]}}
+    bare.cluster.kubectl("apply", "--server-side", "-f", "-", input=json.dumps(sm))
+    rollout = spec([{"weight": 25, "pause": "1h"}])
+    rollout["candidate"] = {"studentModel": "student-a"}
+    bare.rollout("from-sm", rollout)
+    bare.api.wait_for(
+        "waiting message", lambda: "to be Ready" in status(bare, "from-sm").get("message", ""), timeout=20
+    )
+    time.sleep(1)
+    assert status(bare, "from-sm").get("phase", "Pending") == "Pending" and candidate_weight(bare) is None
+
+    # Play the Deployment controller and kubelet for the one replica (what the local node does in the demo).
+    deployment = json.loads(bare.cluster.kubectl("get", "deployment", "student-a-triton", "-n", bare.namespace,
+                                                 "-o", "json").stdout)
+    replicas = deployment["spec"].get("replicas", 1)
+    ready = {"status": {"observedGeneration": deployment["metadata"]["generation"], "replicas": replicas,
+                        "readyReplicas": replicas, "updatedReplicas": replicas, "availableReplicas": replicas}}
+    bare.cluster.kubectl("patch", "deployment", "student-a-triton", "-n", bare.namespace, "--subresource=status",
+                         "--type=merge", "-p", json.dumps(ready))
+    bare.api.wait_for("student-a-triton at 25%", lambda: candidate_weight(bare, "student-a-triton") == 25, 20)
+    assert status(bare, "from-sm")["phase"] == "Progressing"
