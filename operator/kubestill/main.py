@@ -17,6 +17,8 @@ from kubestill.handlers import studentmodel as sm
 
 GROUP, VERSION = "kubestill.io", "v1alpha1"
 OURS = {MANAGED_BY: MANAGER}
+# Index functions are `async def` on purpose: kopf runs plain `def` handlers in a thread pool, and under a
+# burst of watch events that queue (not the work) dominated the time from apply to first Job.
 
 # --- Operator -------------------------------------------------------------------------------------------
 
@@ -37,19 +39,19 @@ def login(**kwargs: Any) -> kopf.ConnectionInfo:
 
 
 @kopf.index(GROUP, VERSION, "distillationjobs")
-def dj_bodies(body: kopf.Body, **_: Any) -> Any:
+async def dj_bodies(body: kopf.Body, **_: Any) -> Any:
     """DistillationJobs by (namespace, name), so child events find their owner without an API read."""
     return dj.index_dj(body)
 
 
 @kopf.index("batch", "v1", "jobs", labels={**OURS, DJ_LABEL: kopf.PRESENT})
-def stage_jobs(body: kopf.Body, **_: Any) -> Any:
+async def stage_jobs(body: kopf.Body, **_: Any) -> Any:
     """Stage Jobs by owning DistillationJob: (stage, state)."""
     return dj.index_job(body)
 
 
 @kopf.index("", "v1", "configmaps", labels={**OURS, REPORT_LABEL: "true"})
-def reports(body: kopf.Body, **_: Any) -> Any:
+async def reports(body: kopf.Body, **_: Any) -> Any:
     """Report ConfigMaps (progress.json, metrics.json written by the trainer) by DistillationJob."""
     return dj.index_report(body)
 
@@ -75,13 +77,13 @@ async def report_event(type: str | None, body: kopf.Body, **kwargs: Any) -> None
 
 
 @kopf.index(GROUP, VERSION, "studentmodels")
-def sm_bodies(body: kopf.Body, **_: Any) -> Any:
+async def sm_bodies(body: kopf.Body, **_: Any) -> Any:
     """StudentModels by (namespace, name)."""
     return sm.index_sm(body)
 
 
 @kopf.index("apps", "v1", "deployments", labels={**OURS, SM_LABEL: kopf.PRESENT})
-def triton_deployments(body: kopf.Body, **_: Any) -> Any:
+async def triton_deployments(body: kopf.Body, **_: Any) -> Any:
     """Triton Deployments by StudentModel: replicas and readiness."""
     return sm.index_deployment(body)
 

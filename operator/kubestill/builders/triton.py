@@ -31,9 +31,15 @@ def model_name(sm_name: str) -> str:
     return sm_name
 
 
-def artifact_dir(spec: StudentModelSpec) -> str:
-    """Where the Pods see the exported artifact; pkg:// artifacts must be importable in the Triton image."""
+def artifact_root(spec: StudentModelSpec) -> str:
+    """Where the Pods see the exported artifact (`export/`); pkg:// ones must be inside the Triton image."""
     return local_path(spec.artifact_uri) or spec.artifact_uri
+
+
+def artifact_dir(spec: StudentModelSpec) -> str:
+    """The servable model directory (contract: `<artifact>/model`, holding kubestill.json), passed to
+    model.py as the `artifact_dir` parameter."""
+    return f"{artifact_root(spec)}/model"
 
 
 def _labels(sm_name: str) -> dict[str, str]:
@@ -88,7 +94,7 @@ def build_triton_deployment(
     assemble = (
         f"mkdir -p {MODELS_DIR}/{model}/1 && "
         f"cp {TRITON_CONFIG_DIR}/{CONFIG_KEY} {MODELS_DIR}/{model}/{CONFIG_KEY} && "
-        f"cp {artifact_dir(spec)}/triton/model.py {MODELS_DIR}/{model}/1/model.py"
+        f"cp {artifact_root(spec)}/triton/model.py {MODELS_DIR}/{model}/1/model.py"
     )
     init = {
         "name": ASSEMBLE_CONTAINER,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -38,3 +40,29 @@ async def post_event(client: KubeClient, obj: Mapping[str, Any], type_: str, rea
         "count": 1,
     }
     await client.create(body)
+
+
+# Events are posted off the reconcile's critical path, a few at a time, so a burst of transitions never
+# delays the next Job; references are kept until each task ends (asyncio holds only weak ones).
+_pending: set[asyncio.Task[None]] = set()
+_slots: asyncio.Semaphore | None = None
+log = logging.getLogger("kubestill.events")
+
+
+def emit(client: KubeClient, obj: Mapping[str, Any], type_: str, reason: str, message: str) -> None:
+    """Post an Event in the background; a failure is logged, never raised (Events are best effort)."""
+    global _slots
+    if _slots is None:
+        _slots = asyncio.Semaphore(8)
+    slots = _slots
+
+    async def post() -> None:
+        async with slots:
+            try:
+                await post_event(client, obj, type_, reason, message)
+            except Exception as err:  # best effort by design
+                log.debug("event %s not posted: %s", reason, err)
+
+    task = asyncio.get_running_loop().create_task(post())
+    _pending.add(task)
+    task.add_done_callback(_pending.discard)

@@ -18,11 +18,12 @@ from urllib.parse import quote
 
 import aiohttp
 import kopf
-from prometheus_client import Counter
+from prometheus_client import Counter, Histogram
 
 API_REQUESTS = Counter(
     "kubestill_api_requests_total", "Kubernetes API requests made by kubestill's handlers", ["verb", "resource"]
 )
+API_SECONDS = Histogram("kubestill_api_request_seconds", "Latency of Kubernetes API requests", ["verb"])
 # The same numbers in-process, cheap to read in tests and the benchmark.
 REQUEST_COUNTS: dict[str, int] = {}
 
@@ -95,6 +96,11 @@ class KubeClient:
         method = "GET" if verb == "LIST" else verb
         data = None if body is None else json.dumps(body)
         headers = {"Content-Type": content_type} if data is not None else {}
+        with API_SECONDS.labels(verb=verb).time():
+            return await self._send(method, path, data, params, headers)
+
+    async def _send(self, method: str, path: str, data: str | None, params: Mapping[str, str] | None,
+                    headers: Mapping[str, str]) -> dict[str, Any]:
         async with self._get_session().request(method, self.info.server.rstrip("/") + path, data=data,
                                                params=params, headers=headers) as resp:
             text = await resp.text()

@@ -6,6 +6,7 @@ DistillationJob lets the cluster's garbage collector delete them; the operator a
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import Mapping
@@ -16,12 +17,12 @@ from pydantic import ValidationError
 
 from kubestill.api.names import DJ_LABEL, STAGE_LABEL, config_map_name
 from kubestill.api.v1alpha1 import API_VERSION
-from kubestill.api.v1alpha1.distillationjob import DistillationJobSpec, Stage
+from kubestill.api.v1alpha1.distillationjob import DistillationJobSpec, DistillationJobStatus, Stage
 from kubestill.builders.configmap import build_config_map, build_report_map
 from kubestill.builders.job import build_stage_job, spec_uris
 from kubestill.builders.meta import pvc_claims
 from kubestill.builders.studentmodel import build_student_model
-from kubestill.clients.events import post_event
+from kubestill.clients.events import emit
 from kubestill.clients.kube import KubeClient, client
 from kubestill.logic.conditions import Cond, set_conditions
 from kubestill.logic.jobs import JobView, job_view, termination_message
@@ -192,10 +193,8 @@ async def reconcile(key: Key, api: KubeClient) -> float | None:
         await _publish(api, dj, spec, metrics)
     await _write_status(api, dj, status, result.status)
     for event in events:
-        try:
-            await post_event(api, dj, event.type, event.reason, event.message)
-        except Exception as err:  # events are best effort: never fail a reconcile for one
-            log.debug("event %s on %s/%s not posted: %s", event.reason, namespace, name, err)
+        emit(api, dj, event.type, event.reason, event.message)
+        log.info("%s/%s: %s %s", namespace, name, event.reason, event.message)
     return requeue
 
 
@@ -203,11 +202,16 @@ async def _create_stage(api: KubeClient, dj: Mapping[str, Any], spec: Distillati
     """Config (rewritten so spec edits reach stages not yet started), report channel, then the Job."""
     s = settings()
     ns, name = dj["metadata"]["namespace"], dj["metadata"]["name"]
-    if stage == Stage.LABEL:
-        await api.create(build_report_map(dj, s.extra_labels))
     config = build_config_map(dj, s.extra_labels)
-    if not await api.create(config):
-        await api.merge_patch("v1", "ConfigMap", ns, config_map_name(name), {"data": config["data"]})
+
+    async def write_config() -> None:
+        if not await api.create(config):
+            await api.merge_patch("v1", "ConfigMap", ns, config_map_name(name), {"data": config["data"]})
+
+    if stage == Stage.LABEL:
+        await asyncio.gather(api.create(build_report_map(dj, s.extra_labels)), write_config())
+    else:
+        await write_config()
     job = build_stage_job(dj, spec, stage.value, default_image=s.trainer_image, pull_policy=s.image_pull_policy,
                           pull_secrets=s.image_pull_secrets, extra_labels=s.extra_labels)
     return await api.create(job)
@@ -221,9 +225,19 @@ async def _publish(api: KubeClient, dj: Mapping[str, Any], spec: DistillationJob
         await api.merge_patch(API_VERSION, "StudentModel", meta["namespace"], meta["name"], {"spec": body["spec"]})
 
 
+def same_status(old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
+    """Equal once both carry the defaults the API server fills in from the CRD schema (e.g. a stage's
+    message: ""), so an unchanged status is never written again."""
+    try:
+        return bool(DistillationJobStatus.model_validate(dict(old)).to_wire()
+                    == DistillationJobStatus.model_validate(dict(new)).to_wire())
+    except ValidationError:
+        return dict(old) == dict(new)
+
+
 async def _write_status(api: KubeClient, dj: Mapping[str, Any], old: Mapping[str, Any],
                         new: dict[str, Any]) -> None:
-    if new == dict(old):
+    if same_status(old, new):
         return
     meta = dj["metadata"]
     # Merge patch: keys that vanished must be nulled explicitly.

@@ -27,6 +27,9 @@ def configure(kopf_settings: kopf.OperatorSettings) -> None:
     # Our handlers post their own Events; kopf's per-log-line Events would double them.
     kopf_settings.posting.enabled = False
     # Watch streams reconnect every few minutes so a silently dropped connection cannot stall us.
+    # Process an object's events after 10 ms of quiet instead of kopf's default 100 ms: a reconcile is
+    # idempotent and cheap, so batching longer only adds latency.
+    kopf_settings.batching.batch_window = 0.01
     kopf_settings.watching.server_timeout = 300
     kopf_settings.watching.client_timeout = 330
     if s.metrics_port:

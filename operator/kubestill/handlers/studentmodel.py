@@ -15,7 +15,7 @@ from pydantic import ValidationError
 
 from kubestill.api.names import SM_LABEL, triton_name
 from kubestill.api.v1alpha1 import API_VERSION
-from kubestill.api.v1alpha1.studentmodel import StudentModelSpec
+from kubestill.api.v1alpha1.studentmodel import StudentModelSpec, StudentModelStatus
 from kubestill.builders.triton import (
     build_triton_config_map,
     build_triton_deployment,
@@ -23,7 +23,7 @@ from kubestill.builders.triton import (
     config_hash,
     endpoint,
 )
-from kubestill.clients.events import post_event
+from kubestill.clients.events import emit
 from kubestill.clients.kube import KubeClient, client
 from kubestill.logic.conditions import Cond, rfc3339, set_conditions
 from kubestill.logic.serving import DeploymentView, deployment_view, serving_state
@@ -170,7 +170,12 @@ async def reconcile(key: Key, api: KubeClient) -> float | None:
 async def _write_status(api: KubeClient, sm: Mapping[str, Any], old: Mapping[str, Any], new: dict[str, Any],
                         events: list[tuple[str, str, str]]) -> None:
     meta = sm["metadata"]
-    if new != dict(old):
+    try:
+        unchanged = StudentModelStatus.model_validate(dict(old)).to_wire() == \
+            StudentModelStatus.model_validate(new).to_wire()
+    except ValidationError:
+        unchanged = new == dict(old)
+    if not unchanged:
         patch = dict(new)
         for gone in set(old) - set(new):
             patch[gone] = None
@@ -180,7 +185,4 @@ async def _write_status(api: KubeClient, sm: Mapping[str, Any], old: Mapping[str
             **sm, "metadata": {**sm["metadata"], "resourceVersion": written["metadata"].get("resourceVersion")},
             "status": written.get("status") or {}}
     for type_, reason, message in events:
-        try:
-            await post_event(api, sm, type_, reason, message)
-        except Exception as err:  # best effort
-            log.debug("event %s not posted: %s", reason, err)
+        emit(api, sm, type_, reason, message)

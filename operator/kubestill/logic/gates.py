@@ -57,13 +57,15 @@ def segment_drops(metrics: Mapping[str, Any]) -> dict[str, float]:
 
 
 def student_p95_ms(metrics: Mapping[str, Any]) -> float | None:
-    """Student p95 latency in ms at batch 1: latency.student.p95Ms or latency.studentP95Ms."""
+    """Student p95 latency in ms at batch 1: latency.student.batch1_p95_ms (what the trainer writes),
+    latency.student.p95Ms or latency.studentP95Ms."""
     latency = metrics.get("latency") or {}
     student = latency.get("student")
     if isinstance(student, Mapping):
-        found = _num(student.get("p95Ms"))
-        if found is not None:
-            return found
+        for key in ("batch1_p95_ms", "p95Ms"):
+            found = _num(student.get(key))
+            if found is not None:
+                return found
     return _num(latency.get("studentP95Ms"))
 
 

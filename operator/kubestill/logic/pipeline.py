@@ -177,7 +177,8 @@ def plan(
         if view is None:
             create = stage
             stages[stage.value] = {"jobName": job_name(name, stage.value), "state": "Pending", "attempts": 0}
-            phase, message = PHASE_OF_STAGE[stage], f"{stage.value}: creating Job {job_name(name, stage.value)}"
+            # Written as the created Job will be observed (Pending), so its first watch event changes nothing.
+            phase, message = PHASE_OF_STAGE[stage], f"{stage.value}: Job {job_name(name, stage.value)} pending"
             events.append(Event("Normal", "StageStarted", f"{stage.value}: created Job {job_name(name, stage.value)}"))
             break
         entry = _stage_entry(view, old_entry)
@@ -253,11 +254,12 @@ def plan(
     else:
         conds += [
             Cond("Ready", "False", "InProgress", message),
-            Cond("Progressing", "True", "StageRunning" if not create else "StageCreated", message),
+            Cond("Progressing", "True", "StageRunning", message),
         ]
     if phase.value in TERMINAL and not new.get("completedAt"):
         new["completedAt"] = rfc3339(now)
-    if phase.value != old_phase:
+    # Running phases are announced by StageStarted; only the end of the pipeline gets an Event of its own.
+    if phase.value != old_phase and phase.value in TERMINAL:
         kind = "Warning" if phase == Phase.FAILED else "Normal"
         events.append(Event(kind, f"Phase{phase.value}", message))
     new["conditions"] = set_conditions(status.get("conditions") or [], conds, now, generation)

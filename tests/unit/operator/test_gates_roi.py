@@ -36,6 +36,7 @@ def test_quality_ratio(metrics: dict[str, Any], ratio: float | None) -> None:
         ({"maxSegmentDrop": 0.2}, BASE, False, "no per-segment metrics"),
         ({"latencyBudgetMs": 5}, {**BASE, "latency": {"student": {"p95Ms": 7.5}}}, False, "7.50 ms > budget 5"),
         ({"latencyBudgetMs": 5}, {**BASE, "latency": {"studentP95Ms": 2}}, True, "2.00 ms <= budget 5"),
+        ({"latencyBudgetMs": 5}, {**BASE, "latency": {"student": {"batch1_p95_ms": 4}}}, True, "4.00 ms"),
         ({}, {**BASE, "gate": {"passed": False, "reasons": ["f1 too low"]}}, False, "trainer: f1 too low"),
         ({"latencyBudgetMs": 5}, {**BASE, "gate": {"passed": True}}, True, "qualityRatio"),
     ],

