@@ -10,15 +10,17 @@ from typing import Any
 
 import pytest
 import yaml
+from kopf import cli as kopf_cli
 
 from kubestill.api.crd import all_crds
-from kubestill.cli import build_parser
 
 from .helm import CHART, SCENARIOS, Helm, find, one
 
 pytestmark = pytest.mark.integration
 
 IDS = [p.stem.removesuffix("-values") for p in SCENARIOS]
+# The operator container's command: kopf with our handlers and a priority unique to each replica.
+RUN = 'exec kopf run --module=kubestill.main --priority="$(date +%s%N)" "$@"'
 
 
 def _container(objs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -54,13 +56,14 @@ def test_scenario_is_hardened(helm: Helm, values: Path) -> None:
     assert sc["capabilities"]["drop"] == ["ALL"]
     assert sc.get("privileged", False) is False
     assert container["resources"]["requests"] and container["resources"]["limits"]["memory"]
-    # Probes hit kopf's liveness endpoint on the port the command line opens.
+    # Probes hit kopf's liveness endpoint on the port the command line opens, and kopf accepts every flag.
     health = next(p for p in container["ports"] if p["name"] == "health")["containerPort"]
-    assert f"--liveness=http://0.0.0.0:{health}/healthz" in container["command"]
-    # The command is one the real `kubestill` CLI accepts (argparse exits on an unknown flag).
-    assert container["command"][:2] == ["kubestill", "operator"]
-    parsed = build_parser().parse_args(container["command"][1:])
-    assert parsed.liveness == f"http://0.0.0.0:{health}/healthz"
+    assert container["command"] == ["/bin/sh", "-c", RUN, "kopf"]
+    assert f"--liveness=http://0.0.0.0:{health}/healthz" in container["args"]
+    kopf_run = kopf_cli.main.commands["run"]
+    with kopf_run.make_context("run", list(container["args"])) as ctx:
+        assert ctx.params["liveness_endpoint"] == f"http://0.0.0.0:{health}/healthz"
+        assert ctx.params["modules"] == () and ctx.params["priority"] is None  # both set by the wrapper
     for probe in ("livenessProbe", "readinessProbe"):
         assert container[probe]["httpGet"] == {"path": "/healthz", "port": "health"}
     # Least privilege holds in every scenario: no rule anywhere names Secrets or uses wildcards.
@@ -119,11 +122,11 @@ def test_scenario_shape(helm: Helm, scenario: str, kinds: dict[str, int]) -> Non
     assert {k: counts[k] for k in kinds} == kinds
 
 
-# Operator command line and settings env (operator/kubestill/settings.py, cli/operator.py) per scenario.
+# Operator arguments and settings env (operator/kubestill/settings.py) per scenario.
 COMMANDS: list[tuple[str, list[str], dict[str, str]]] = [
     (
         "default",
-        ["kubestill", "operator", "--log-format=json"],
+        ["--all-namespaces", "--peering=ks-kubestill", "--log-format=json"],
         {
             "KUBESTILL_NAMESPACES": "",
             "KUBESTILL_PEERING": "ks-kubestill",
@@ -131,9 +134,13 @@ COMMANDS: list[tuple[str, list[str], dict[str, str]]] = [
             "KUBESTILL_TRAINER_IMAGE": "kubestill-trainer:0.1.0",
         },
     ),
-    ("namespaced", [], {"KUBESTILL_NAMESPACES": "team-a,team-b", "KUBESTILL_PEERING": "ks-kubestill"}),
-    ("standalone", [], {"KUBESTILL_PEERING": "", "KUBESTILL_METRICS_PORT": "0"}),
-    ("ha", [], {"KUBESTILL_PEERING": "kubestill-prod"}),
+    (
+        "namespaced",
+        ["--namespace=team-a", "--namespace=team-b", "--peering=ks-kubestill"],
+        {"KUBESTILL_NAMESPACES": "team-a,team-b", "KUBESTILL_PEERING": "ks-kubestill"},
+    ),
+    ("standalone", ["--all-namespaces", "--standalone"], {"KUBESTILL_PEERING": "", "KUBESTILL_METRICS_PORT": "0"}),
+    ("ha", ["--peering=kubestill-prod"], {"KUBESTILL_PEERING": "kubestill-prod"}),
     (
         "private-registry",
         ["--verbose", "--log-format=plain"],
@@ -151,7 +158,7 @@ COMMANDS: list[tuple[str, list[str], dict[str, str]]] = [
 def test_scenario_command_and_env(helm: Helm, scenario: str, args: list[str], env: dict[str, str]) -> None:
     container = _container(helm.manifests([CHART / "ci" / f"{scenario}-values.yaml"]))
     for arg in args:
-        assert arg in container["command"]
+        assert arg in container["args"]
     got = _env(container)
     assert {k: got.get(k) for k in env} == env
 
