@@ -44,7 +44,8 @@ def _embed(model: SentenceEncoder, texts: list[str]) -> np.ndarray:  # type: ign
     with torch.no_grad():
         out = model(model.encode([Row(str(i), t) for i, t in enumerate(texts)], 128)).embedding
     assert out is not None
-    return out.numpy()
+    arr: np.ndarray = out.numpy()  # type: ignore[type-arg]
+    return arr
 
 
 def _reference_embeddings(path: Path, texts: list[str]) -> np.ndarray:  # type: ignore[type-arg]
@@ -128,3 +129,26 @@ def test_int8_stays_close_to_fp32(teacher: SentenceEncoder) -> None:
     int8 = _embed(q, TEXTS)
     cos = np.sum(fp32 * int8, axis=1)  # both normalised
     assert cos.min() > 0.9
+
+
+def test_attention_maps_for_attention_mse(teacher: SentenceEncoder) -> None:
+    from kubestill.api.v1alpha1.distillationjob import LossTerm
+    from kubestill_trainer.losses import LossDims, build_loss
+    from kubestill_trainer.outputs import LossInputs
+    from kubestill_trainer.stages.train import use_eager_attention
+
+    task = Embedding(_spec({"architecture": {"numLayers": 2}}))
+    student = task.build_student({}, resolve_uri(MINILM))
+    use_eager_attention(student)
+    use_eager_attention(teacher)
+    feats = student.encode([Row(str(i), t) for i, t in enumerate(TEXTS)], 32)
+    s_out = student(feats, output_attentions=True, output_hidden_states=True)
+    with torch.no_grad():
+        t_out = teacher(feats, output_attentions=True, output_hidden_states=True)
+    assert s_out.attentions is not None and len(s_out.attentions) == 2
+    assert t_out.attentions is not None and len(t_out.attentions) == 6
+    for name in ("attention-mse", "hidden-mse"):
+        loss = build_loss(LossTerm(name=name), LossDims(student_hidden=384, teacher_hidden=384))
+        value = loss(LossInputs(s_out, t_out, attention_mask=feats["attention_mask"]))
+        value.backward(retain_graph=True)
+        assert value.item() > 0

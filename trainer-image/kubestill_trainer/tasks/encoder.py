@@ -64,9 +64,15 @@ def cut_from_teacher(teacher: PreTrainedModel, layers: list[int]) -> PreTrainedM
     if bad:
         raise ValueError(f"student.architecture.fromTeacherLayers {bad}: the teacher has layers 0..{total - 1}")
     student = copy.deepcopy(teacher)
-    source = layer_list(teacher)
     target = layer_list(student)
-    kept = nn.ModuleList(copy.deepcopy(source[i]) for i in layers)
+    # Take the blocks from the student's own copy so they share its config object (attention settings such
+    # as set_attn_implementation("eager") are read from it); a block listed twice gets its own copy.
+    used: set[int] = set()
+    blocks = []
+    for i in layers:
+        blocks.append(target[i] if i not in used else copy.deepcopy(target[i], {id(student.config): student.config}))
+        used.add(i)
+    kept = nn.ModuleList(blocks)
     # Replace the block list in place (its parent holds it under some attribute name).
     for _, module in student.named_modules():
         for attr, child in list(module.named_children()):
