@@ -166,6 +166,7 @@ def main() -> int:
     parser.add_argument("--sizes", default="100,500,1000")
     parser.add_argument("--timeout", type=float, default=300)
     parser.add_argument("--keep", action="store_true", help="keep the control plane's state directory")
+    parser.add_argument("--env", action="append", default=[], help="NAME=VALUE for the operator process")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
 
@@ -175,7 +176,7 @@ def main() -> int:
     info = kopf.login_with_kubeconfig(settings=kopf.OperatorSettings())
     assert info is not None
     metrics_port, health_port = controlplane.free_port(), controlplane.free_port()
-    env = {**cluster.env(), "KUBESTILL_METRICS_PORT": str(metrics_port),
+    env = {**cluster.env(), **dict(e.split("=", 1) for e in args.env), "KUBESTILL_METRICS_PORT": str(metrics_port),
            "PYTHONPATH": os.pathsep.join([str(REPO / "operator"), str(REPO / "trainer-image")])}
     log = open(state / "operator.log", "wb")  # noqa: SIM115
     code = "import sys; from kubestill.cli import main; sys.exit(main(sys.argv[1:]))"
