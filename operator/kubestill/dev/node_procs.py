@@ -64,7 +64,28 @@ def materialize_volumes(
             target = pod_dir / "volumes" / name
             target.mkdir(parents=True, exist_ok=True)
         out[name] = str(target)
+    rewrite_config_files(pod_spec, out)
     return out
+
+
+def rewrite_config_files(pod_spec: Mapping[str, Any], volumes: Mapping[str, str]) -> None:
+    """ConfigMap files that name paths inside the Pod (Triton's config.pbtxt names its artifact_dir under
+    /mnt/kubestill/pvc/<claim>) get the host paths, as if the claims were mounted at those paths."""
+    claims = {v["name"]: v for v in pod_spec.get("volumes") or [] if "persistentVolumeClaim" in v}
+    mounts = Mounts()
+    for container in [*(pod_spec.get("initContainers") or []), *(pod_spec.get("containers") or [])]:
+        for m in container.get("volumeMounts") or []:
+            if m["name"] in claims:
+                mounts.paths[m["mountPath"].rstrip("/")] = volumes[m["name"]]
+    if not mounts.paths:
+        return
+    for vol in pod_spec.get("volumes") or []:
+        if "configMap" in vol:
+            for file in Path(volumes[vol["name"]]).iterdir():
+                text = file.read_text()
+                rewritten = mounts.rewrite(text)
+                if rewritten != text:
+                    file.write_text(rewritten)
 
 
 def container_mounts(container: Mapping[str, Any], volumes: Mapping[str, str], pod_dir: Path) -> Mounts:

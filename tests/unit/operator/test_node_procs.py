@@ -1,0 +1,63 @@
+"""The local node's container mapping: mount paths to host dirs, the trainer command, termination text."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from kubestill.dev.node_procs import Mounts, container_argv, materialize_volumes, termination_text
+
+MOUNTS = Mounts({"/etc/kubestill": "/h/cfg", "/etc/kubestill/triton": "/h/triton", "/models": "/h/models"})
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("/etc/kubestill/config.yaml", "/h/cfg/config.yaml"),
+        ("cp /etc/kubestill/triton/config.pbtxt /models/m/config.pbtxt",
+         "cp /h/triton/config.pbtxt /h/models/m/config.pbtxt"),
+        ("--model-repository=/models", "--model-repository=/h/models"),
+        ("/data/models/x", "/data/models/x"),  # only whole path components at a path start
+        ("/etc/kubestillx/a", "/etc/kubestillx/a"),
+    ],
+)
+def test_rewrite(text: str, expected: str) -> None:
+    assert MOUNTS.rewrite(text) == expected
+
+
+def test_trainer_runs_on_this_interpreter() -> None:
+    argv = container_argv({"command": ["python", "-m", "kubestill_trainer", "train", "--config",
+                                       "/etc/kubestill/config.yaml"]}, MOUNTS)
+    assert argv == [sys.executable, "-m", "kubestill_trainer", "train", "--config", "/h/cfg/config.yaml"]
+
+
+def test_config_maps_and_claims_materialize(tmp_path: Path) -> None:
+    pod_spec = {
+        "volumes": [{"name": "cfg", "configMap": {"name": "c"}},
+                    {"name": "pvc-art", "persistentVolumeClaim": {"claimName": "art"}},
+                    {"name": "tmp", "emptyDir": {}}],
+        "containers": [{"name": "x", "volumeMounts": [{"name": "pvc-art", "mountPath": "/mnt/kubestill/pvc/art"}]}],
+    }
+    data = {"config.pbtxt": 'parameters { key: "artifact_dir" value: { string_value: "/mnt/kubestill/pvc/art/m" } }'}
+    volumes = materialize_volumes(pod_spec, tmp_path / "pod", tmp_path / "pvc", lambda name: data)
+    assert Path(volumes["pvc-art"]) == tmp_path / "pvc" / "art"
+    text = (Path(volumes["cfg"]) / "config.pbtxt").read_text()
+    assert f'"{tmp_path}/pvc/art/m"' in text  # the claim's host path, as the Pod would see it mounted
+    assert Path(volumes["tmp"]).is_dir()
+
+
+@pytest.mark.parametrize(
+    ("term", "log", "policy", "code", "expected"),
+    [
+        ("bad field\n", "", "File", 2, "bad field"),
+        ("", "a\nb\nTraceback: boom", "FallbackToLogsOnError", 1, "a\nb\nTraceback: boom"),
+        ("", "a\nb", "File", 1, ""),
+        ("", "all good", "FallbackToLogsOnError", 0, ""),
+    ],
+)
+def test_termination_text(tmp_path: Path, term: str, log: str, policy: str, code: int, expected: str) -> None:
+    (tmp_path / "t").write_text(term)
+    (tmp_path / "l").write_text(log)
+    assert termination_text(tmp_path / "t", tmp_path / "l", policy, code) == expected
