@@ -25,12 +25,14 @@ def cmd_operator(args: argparse.Namespace) -> int:
     import kubestill.main  # noqa: F401  (registers the handlers)
 
     s = settings.from_env()
-    namespaces = args.namespace or list(s.namespaces)
+    namespaces = [] if args.all_namespaces else (args.namespace or list(s.namespaces))
+    peering = None if args.standalone else (args.peering or s.peering or None)
     kopf.run(
         clusterwide=not namespaces,
         namespaces=namespaces,
-        standalone=not (args.peering or s.peering),
-        peering_name=args.peering or s.peering or None,
+        standalone=peering is None,
+        peering_name=peering,
+        priority=args.priority,
         liveness_endpoint=args.liveness or None,
     )
     return 0
@@ -40,7 +42,10 @@ def register(sub: Any) -> None:
     p = sub.add_parser("operator", help="run the operator (kopf) against the current kubeconfig or in-cluster")
     p.add_argument("-n", "--namespace", action="append", default=[],
                    help="watch only this namespace (repeatable; default: KUBESTILL_NAMESPACES or all)")
+    p.add_argument("-A", "--all-namespaces", action="store_true", help="watch every namespace")
     p.add_argument("--peering", default="", help="kopf peering name for leader election (KUBESTILL_PEERING)")
+    p.add_argument("--standalone", action="store_true", help="no peering, even if KUBESTILL_PEERING is set")
+    p.add_argument("--priority", type=int, default=None, help="kopf peering priority of this replica")
     p.add_argument("--liveness", default="", help="liveness endpoint, e.g. http://0.0.0.0:8080/healthz")
     p.add_argument("--log-format", default="plain", choices=["plain", "full", "json"])
     p.add_argument("-v", "--verbose", action="store_true")
