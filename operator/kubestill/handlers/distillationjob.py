@@ -23,7 +23,7 @@ from kubestill.builders.job import build_stage_job, spec_uris
 from kubestill.builders.meta import pvc_claims
 from kubestill.builders.studentmodel import build_student_model
 from kubestill.clients.events import emit
-from kubestill.clients.kube import KubeClient, client
+from kubestill.clients.kube import ApiError, KubeClient, client
 from kubestill.logic.conditions import Cond, set_conditions
 from kubestill.logic.jobs import JobView, job_view, termination_message
 from kubestill.logic.pipeline import TERMINAL, Observed, plan
@@ -117,19 +117,33 @@ def _one(index_name: str, key: Key) -> Any:
 # --- one reconcile ------------------------------------------------------------------------------------
 
 
+async def _exists(api: KubeClient, kind: str, namespace: str, name: str) -> dict[str, Any] | bool | None:
+    """The object, None when it does not exist, True when we may not look (RBAC): unknown counts as fine."""
+    try:
+        return await api.get("v1", kind, namespace, name)
+    except ApiError as err:
+        if err.status == 403:
+            return True
+        raise
+
+
 async def reference_problems(api: KubeClient, namespace: str, spec: DistillationJobSpec) -> list[str]:
-    """What can be checked before any GPU is spent: claims of pvc:// URIs and the teacher's API-key Secret."""
+    """What can be checked before any GPU is spent: claims of pvc:// URIs and the teacher's API-key Secret.
+
+    The Helm chart grants no access to Secrets by default (the operator only hands a secretKeyRef to the
+    Job); then the Secret check is skipped and a missing Secret shows as the Pod's CreateContainerConfigError.
+    """
     problems = []
     for claim in pvc_claims(spec_uris(spec)):
-        if await api.get("v1", "PersistentVolumeClaim", namespace, claim) is None:
+        if await _exists(api, "PersistentVolumeClaim", namespace, claim) is None:
             problems.append(f"PersistentVolumeClaim {claim!r} (from a pvc:// URI) not found in {namespace}")
     openai = spec.teacher.openai
     if openai is not None and openai.api_key_secret_ref is not None:
         ref = openai.api_key_secret_ref
-        secret = await api.get("v1", "Secret", namespace, ref.name)
+        secret = await _exists(api, "Secret", namespace, ref.name)
         if secret is None:
             problems.append(f"Secret {ref.name!r} (teacher.openai.apiKeySecretRef) not found in {namespace}")
-        elif ref.key not in (secret.get("data") or {}) and ref.key not in (secret.get("stringData") or {}):
+        elif isinstance(secret, dict) and ref.key not in (secret.get("data") or {}):
             problems.append(f"Secret {ref.name!r} has no key {ref.key!r} (teacher.openai.apiKeySecretRef)")
     return problems
 
