@@ -47,31 +47,33 @@ class ChartOperator:
         return self.log.read_text(errors="replace")
 
 
-def start_chart_operator(cluster: Cluster, release: Release, kubeconfig: Path, log: Path) -> ChartOperator:
+def start_chart_operator(
+    cluster: Cluster, release: Release, kubeconfig: Path, log: Path, replica: int = 0
+) -> ChartOperator:
     deployment = json.loads(
         cluster.kubectl("get", "deployment", release.service_account, "-n", release.namespace, "-o", "json").stdout
     )
     container = deployment["spec"]["template"]["spec"]["containers"][0]
     command: list[str] = container["command"]
-    assert command[:2] == ["kubestill", "operator"], command
-    # Same flags, but loopback ports that are free on this machine instead of the Pod's 8080/9090.
+    assert command[:2] == ["/bin/sh", "-c"], command
+    # Same command and flags, but a loopback port that is free here instead of the Pod's 8080.
     health = free_port()
     args = [
-        a if not a.startswith("--liveness=") else f"--liveness=http://127.0.0.1:{health}/healthz" for a in command[1:]
+        a if not a.startswith("--liveness=") else f"--liveness=http://127.0.0.1:{health}/healthz"
+        for a in container["args"]
     ]
     env = {e["name"]: e["value"] for e in container["env"] if "value" in e}
     env.update(
-        POD_ID=f"{release.service_account}-0",  # the downward API's metadata.name
+        POD_ID=f"{release.service_account}-{replica}",  # the downward API's metadata.name
         KUBESTILL_OPERATOR_NAMESPACE=release.namespace,
         KUBESTILL_METRICS_PORT=str(free_port()),
         KUBECONFIG=str(kubeconfig),
         PYTHONPATH=SOURCE,
-        PATH=os.environ["PATH"],
+        PATH=os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]]),  # the venv's kopf
         HOME=os.environ.get("HOME", "/tmp"),
     )
-    code = "import sys; from kubestill.cli import main; sys.exit(main(sys.argv[1:]))"
     with log.open("ab") as out:
-        proc = subprocess.Popen([sys.executable, "-c", code, *args], env=env, stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen([*command, *args], env=env, stdout=out, stderr=subprocess.STDOUT)
     operator = ChartOperator(proc, log, f"http://127.0.0.1:{health}/healthz")
     wait_for(lambda: _healthy(operator), 60, "operator health", operator)
     return operator
@@ -273,6 +275,55 @@ def test_aborted_rollout_goes_back_to_the_baseline(setup: Setup) -> None:
     )
     weights = {b["name"]: b["weight"] for b in setup.get("httproute", "web2")["spec"]["rules"][0]["backendRefs"]}
     assert weights.get("teacher") == 100 and weights.get("student", 0) == 0
+
+
+def test_a_second_replica_takes_over_and_hands_back(setup: Setup, tmp_path: Path) -> None:
+    # kopf freezes all replicas of equal priority; the chart gives each its start time, so the newer is active.
+    first = setup.operator
+    kubeconfig = service_account_kubeconfig(setup.cluster, setup.release, tmp_path / "replica.kubeconfig")
+    second = start_chart_operator(setup.cluster, setup.release, kubeconfig, tmp_path / "replica.log", replica=1)
+    try:
+        wait_for(lambda: "Pausing operations in favour of" in first.log_text(), 30, "the first replica to pause", first)
+        resumed = first.log_text().count("Resuming operations")
+        peers = setup.get("kopfpeering", setup.release.service_account)["status"]
+        names = {f"{setup.release.service_account}-0", f"{setup.release.service_account}-1"}
+        assert set(peers) == names and len({p["priority"] for p in peers.values()}) == 2
+        # Only the active replica reconciles: a rollout created now is driven by the second one.
+        setup.apply(
+            {
+                "apiVersion": "gateway.networking.k8s.io/v1",
+                "kind": "HTTPRoute",
+                "metadata": {"name": "web3"},
+                "spec": {
+                    "parentRefs": [{"name": "gateway"}],
+                    "rules": [{"backendRefs": [{"name": "teacher", "port": 8000, "weight": 100}]}],
+                },
+            },
+            {
+                "apiVersion": "kubestill.io/v1alpha1",
+                "kind": "CanaryRollout",
+                "metadata": {"name": "roll3"},
+                "spec": {
+                    "route": {"name": "web3"},
+                    "baseline": {"name": "teacher", "port": 8000},
+                    "candidate": {"service": {"name": "student", "port": 8000}},
+                    "steps": [{"weight": 10, "pause": "1h"}, {"weight": 100}],
+                },
+            },
+        )
+        wait_for(lambda: "apps/roll3: route web3" in second.log_text(), 30, "the active replica", second)
+        assert "roll3" not in first.log_text()
+    finally:
+        second.proc.terminate()  # graceful: kopf leaves the peering, so the first resumes at once
+        second.proc.wait(30)
+    wait_for(lambda: first.log_text().count("Resuming operations") > resumed, 30, "the hand-back", first)
+    setup.cluster.kubectl("annotate", "canary", "roll3", "-n", setup.namespace, "kubestill.io/abort=now")
+    wait_for(
+        lambda: (setup.get("canary", "roll3").get("status") or {}).get("phase") == "RolledBack",
+        30,
+        "the first replica to act again",
+        first,
+    )
 
 
 def test_no_request_of_the_operator_was_forbidden(setup: Setup) -> None:
