@@ -116,12 +116,14 @@ def main() -> None:
     split = split_rows([r.id for r in rows], 0.8, 0.1, SPLIT_SEED)
     train_rows = [r for r in rows if split[r.id] == "train"]
     teacher_dir = root / "teacher"
-    fit_teacher(resolve_uri(MINILM), [r.text for r in train_rows], [r.label or "" for r in train_rows],
-                teacher_dir, max_len)
+    if not (teacher_dir / "kubestill.json").exists():  # a rerun in the same --workdir reuses the teacher
+        fit_teacher(resolve_uri(MINILM), [r.text for r in train_rows], [r.label or "" for r in train_rows],
+                    teacher_dir, max_len)
     print(f"[{clock():.0f}s] teacher fitted on {len(train_rows)} train rows", flush=True)
 
     base = root / "labels-run"
-    run_stage(run_label, job(data, teacher_dir, base, args.student, True, 0, args.epochs, max_len), base)
+    if not (base / "labels" / "rows.jsonl").exists():
+        run_stage(run_label, job(data, teacher_dir, base, args.student, True, 0, args.epochs, max_len), base)
     labels = load_labels(base / "labels")
     test, test_targets = labels.subset("test")
     teacher_logits = test_targets["logits"]
@@ -137,8 +139,9 @@ def main() -> None:
     train_seconds: dict[str, list[float]] = {"kd": [], "nokd": []}
     for seed in range(args.seeds):
         for variant in ("kd", "nokd"):
-            work = root / f"{variant}-{seed}"
-            copy_labels(base, work)
+            work = root / f"{variant}-{seed}-e{args.epochs}"
+            if not (work / "train" / "done.json").exists():
+                copy_labels(base, work)
             summary = run_stage(run_train, job(data, teacher_dir, work, args.student, variant == "kd", seed,
                                                args.epochs, max_len), work)
             train_seconds[variant].append(float(summary["seconds"]))

@@ -131,8 +131,10 @@ def main() -> None:
                               vec.transform([r.pair or "" for r in test]).toarray())
     sample = [Row(r.id, t) for r in test for t in (r.text, r.pair or "")]
 
+    single = Embedding(DistillationJobSpec.model_validate(spec))  # no pair field: one text per row
+
     def lat(model: TaskModel) -> dict[str, float]:
-        return latency(lambda rs: task.predict(model, rs, len(rs)), sample)
+        return latency(lambda rs: single.predict(model, rs, len(rs)), sample)
 
     lats = {"teacher": lat(teacher), "kd": lat(kd), "int8": lat(int8)}
     lats["nokd"] = lats["kd"]  # the same architecture: same cost

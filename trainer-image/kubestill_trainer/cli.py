@@ -31,7 +31,8 @@ def _stages() -> dict[str, Callable[[Any], dict[str, Any]]]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m kubestill_trainer", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m kubestill_trainer",
+                                description="Run stages of a kubestill DistillationJob (label, train, evaluate, export).")
     p.add_argument("stage", choices=[*STAGE_NAMES, "all"], help="stage to run; all runs the four in order")
     p.add_argument("--config", required=True, type=Path, help="DistillationJob manifest or spec (YAML/JSON)")
     p.add_argument("--workdir", help="artifact URI (file://, pvc://, a path); default spec.output.artifactUri")
@@ -52,12 +53,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # models come from local directories, never a hub
     try:
         from .context import RunContext
+        from .distributed import relaunch_train, should_relaunch
 
         ctx = RunContext.create(spec, metadata, args.workdir or spec.output.artifact_uri)
         stages = _stages()
         for name in STAGE_NAMES if args.stage == "all" else (args.stage,):
             logging.getLogger("kubestill_trainer").info("stage %s: starting (workdir %s)", name, ctx.workdir.root)
-            result = stages[name](ctx)
+            if name == "train" and should_relaunch(spec):  # DDP: the train stage runs under torchrun
+                result = relaunch_train(spec, args.config, args.workdir or spec.output.artifact_uri, args.log_level)
+            else:
+                result = stages[name](ctx)
             logging.getLogger("kubestill_trainer").info("stage %s: done %s", name, _short(result))
     except KeyboardInterrupt:
         report_failure(f"stage {args.stage} interrupted")
