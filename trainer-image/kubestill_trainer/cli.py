@@ -32,7 +32,8 @@ def _stages() -> dict[str, Callable[[Any], dict[str, Any]]]:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m kubestill_trainer",
-                                description="Run stages of a kubestill DistillationJob (label, train, evaluate, export).")
+                                description="Run stages of a kubestill DistillationJob: label, train, evaluate, "
+                                "export.")
     p.add_argument("stage", choices=[*STAGE_NAMES, "all"], help="stage to run; all runs the four in order")
     p.add_argument("--config", required=True, type=Path, help="DistillationJob manifest or spec (YAML/JSON)")
     p.add_argument("--workdir", help="artifact URI (file://, pvc://, a path); default spec.output.artifactUri")
