@@ -19,6 +19,7 @@ from torch import nn
 
 from kubestill.api.v1alpha1.distillationjob import Curriculum
 
+from .. import distributed
 from ..context import RunContext
 from ..labelstore import CONFIDENCE, load_labels
 from ..losses import LossDims, WeightedLoss
@@ -67,7 +68,7 @@ class Batcher:
                                  attention_mask=feats.get("attention_mask"))
 
 
-def _step_loss(model: TaskModel, loss_fn: WeightedLoss, feats: dict[str, torch.Tensor], inputs: LossInputs,
+def _step_loss(model: nn.Module, loss_fn: WeightedLoss, feats: dict[str, torch.Tensor], inputs: LossInputs,
                needs_student: frozenset[str]) -> tuple[torch.Tensor, dict[str, float]]:
     inputs.student = model(feats, output_hidden_states="hidden_states" in needs_student,
                            output_attentions="attentions" in needs_student)
@@ -96,6 +97,14 @@ def run_train(ctx: RunContext) -> dict[str, Any]:
     torch.manual_seed(tr.seed)
     teacher_dir = resolve_uri(spec.teacher.model_uri) if spec.teacher.model_uri else None
     model = ctx.task.build_student(labels.meta, teacher_dir)
+    quant = spec.student.quantization
+    if quant is not None and quant.aware:  # fake-quantized Linear layers while training (see qat)
+        from ..qat import prepare_qat
+
+        log.info("train: quantization-aware, %d Linear layers fake-quantized", prepare_qat(model, quant))
+    # Under torchrun (spec.resources.train.gpus > 1): one replica per process, rank 0 writes.
+    dist_info = distributed.init(ctx.device)
+    ctx.device = dist_info.device
     needs = WeightedLoss(spec.loss.terms, LossDims()).needs_teacher
     teacher: TaskModel | None = None
     if needs:
@@ -112,10 +121,12 @@ def run_train(ctx: RunContext) -> dict[str, Any]:
                     teacher_embedding=teacher.embedding_dim if teacher else None)
     loss_fn = WeightedLoss(spec.loss.terms, dims)
     model.to(ctx.device)
+    forward_model = distributed.wrap(model, dist_info)
     loss_fn.to(ctx.device)
     params = [p for p in [*model.parameters(), *loss_fn.parameters()] if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=tr.learning_rate, weight_decay=tr.weight_decay)
-    per_epoch, total = plan_steps(len(rows), tr.batch_size, tr.gradient_accumulation, tr.epochs, tr.max_steps)
+    per_epoch, total = plan_steps(len(rows) // dist_info.world_size, tr.batch_size, tr.gradient_accumulation,
+                                  tr.epochs, tr.max_steps)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, total, tr.warmup_ratio))
 
     step, history, val_history = 0, [], []
@@ -142,7 +153,7 @@ def run_train(ctx: RunContext) -> dict[str, Any]:
     t0 = time.monotonic()
     while step < total:
         epoch = step // per_epoch
-        order = epoch_order(len(rows), tr.seed, epoch, order_conf)
+        order = distributed.shard(epoch_order(len(rows), tr.seed, epoch, order_conf), dist_info)
         model.train()
         for k in range(step % per_epoch, per_epoch):
             if step >= total:
@@ -155,7 +166,7 @@ def run_train(ctx: RunContext) -> dict[str, Any]:
             micro_batches = [chunk[i : i + micro] for i in range(0, len(chunk), micro)]
             for idx in micro_batches:
                 feats, inputs = batcher.inputs(model, idx, teacher, needs)
-                loss, parts = _step_loss(model, loss_fn, feats, inputs, needs_student)
+                loss, parts = _step_loss(forward_model, loss_fn, feats, inputs, needs_student)
                 (loss / len(micro_batches)).backward()  # type: ignore[no-untyped-call]
                 total_loss += float(loss.detach()) / len(micro_batches)
                 for name, v in parts.items():
@@ -168,9 +179,10 @@ def run_train(ctx: RunContext) -> dict[str, Any]:
             last_loss = total_loss
             history.append({"step": step, "loss": total_loss, "lr": scheduler.get_last_lr()[0], **parts_sum})
             now = datetime.now(UTC)
-            progress.maybe_write(progress_at(step, total, per_epoch, last_loss, started, start_step, now),
-                                 force=step == total)
-            if step % tr.checkpoint_every_steps == 0 and step < total:
+            if dist_info.is_main:
+                progress.maybe_write(progress_at(step, total, per_epoch, last_loss, started, start_step, now),
+                                     force=step == total)
+            if step % tr.checkpoint_every_steps == 0 and step < total and dist_info.is_main:
                 save_checkpoint(ckpt_dir, {
                     "model": model.state_dict(), "loss": loss_fn.state_dict(), "optimizer": optimizer.state_dict(),
                     "scheduler": scheduler.state_dict(), "rng": torch.get_rng_state(), "step": step,
@@ -181,12 +193,15 @@ def run_train(ctx: RunContext) -> dict[str, Any]:
             log.info("train: step %d/%d, loss %.4f, validation loss %.4f", step, total, last_loss or 0.0,
                      val_history[-1]["loss"])
     elapsed = time.monotonic() - t0
-    model.save(out_dir / "student")
-    write_json(out_dir / "history.json", {"train": history, "validation": val_history})
     summary = {"steps": step, "totalSteps": total, "examples": len(rows), "finalLoss": last_loss,
                "resumedFrom": start_step, "seconds": round(elapsed, 2),
-               "stepsPerSecond": round((step - start_step) / elapsed, 3) if elapsed > 0 else None}
-    write_json(done_file, summary)
+               "stepsPerSecond": round((step - start_step) / elapsed, 3) if elapsed > 0 else None,
+               "processes": dist_info.world_size}
+    if dist_info.is_main:
+        model.save(out_dir / "student")
+        write_json(out_dir / "history.json", {"train": history, "validation": val_history})
+        write_json(done_file, summary)
+    distributed.finish(dist_info)
     return summary
 
 
