@@ -16,6 +16,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
 
@@ -50,6 +51,9 @@ ROUTE_RECHECK = 10.0
 # Waiting for a StudentModel's Service, a missing route, a bad spec: look again this often.
 RETRY = 5.0
 WARNING_ACTIONS = (ActionKind.ROLLBACK, ActionKind.PAUSE)
+# prometheus-api-client blocks; its queries get their own threads so a thousand rollouts analysing at once
+# do not queue behind asyncio's small default pool (cores + 4).
+_PROMETHEUS_POOL = ThreadPoolExecutor(max_workers=32, thread_name_prefix="kubestill-prometheus")
 
 
 async def _reconcile(key: Key) -> float | None:
@@ -70,7 +74,10 @@ async def on_event(event_type: str | None, body: Mapping[str, Any]) -> None:
         names = [m.get("name", "") for m in ((old or {}).get("spec", {}).get("analysis") or {}).get("metrics", [])]
         metrics.forget(*key, names)
         return
-    _bodies[key] = newer(dict(body), _bodies.get(key)) or dict(body)
+    known = _bodies.get(key)
+    if known is not None and known["metadata"].get("resourceVersion") == meta.get("resourceVersion"):
+        return  # the echo of our own status write: already decided on, and the next wake-up is scheduled
+    _bodies[key] = newer(dict(body), known) or dict(body)
     await RECONCILER.run(key)
 
 
@@ -150,8 +157,8 @@ async def reconcile(key: Key, api: KubeClient) -> float | None:
     round_: AnalysisRound | None = None
     alerts: list[str] = []
     if analysis_due(spec, status, now):
-        measured, alerts = await asyncio.to_thread(
-            _measure, spec, namespace, candidate.name, status.current_step, now
+        measured, alerts = await asyncio.get_running_loop().run_in_executor(
+            _PROMETHEUS_POOL, _measure, spec, namespace, candidate.name, status.current_step, now
         )
         round_ = measured
         for m in measured.measurements:

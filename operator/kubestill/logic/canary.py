@@ -157,8 +157,10 @@ def next_wakeup(
     release = baseline_release_due(spec, status)
     if release is not None:
         due.append(release)
-    if status.phase == RolloutPhase.PENDING:
-        return 0.0
+    if status.phase == RolloutPhase.PENDING or (
+        status.phase == RolloutPhase.PROGRESSING and status.step_started_at is None
+    ):
+        return 0.0  # the first step is to be started now
     if not due:
         return longest
     return max(0.0, min(longest, min((d - now).total_seconds() for d in due)))

@@ -23,7 +23,7 @@ from .analysis import AnalysisRound
 from .canary import Action, ActionKind, step_pause
 
 # Bounds keep the object far below etcd's 1.5 MiB limit even for rollouts that run for weeks.
-MAX_MEASUREMENTS = 60
+MAX_MEASUREMENTS = 30
 MAX_HISTORY = 50
 
 

@@ -174,6 +174,12 @@ class Stack:
         return LoadGenerator(read, self.baseline.http_url, self.candidate.http_url, rate=rate,
                              max_seconds=240).start()
 
+    def query(self, promql: str) -> list[dict[str, Any]]:
+        url = self.prometheus.url + "/api/v1/query?query=" + urllib.request.quote(promql)
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            result: list[dict[str, Any]] = json.loads(resp.read())["data"]["result"]
+            return result
+
     def firing(self) -> list[str]:
         url = self.prometheus.url + "/api/v1/query?query=" + urllib.request.quote('ALERTS{alertstate="firing"}')
         with urllib.request.urlopen(url, timeout=5) as resp:

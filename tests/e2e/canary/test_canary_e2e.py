@@ -73,6 +73,13 @@ def test_healthy_candidate_is_promoted_through_every_step(stack: Stack) -> None:
             lambda: weights(stack.api.route(stack.namespace)) == {CANDIDATE.name: 100},
             timeout=10,
         )
+        # The operator's own /metrics, scraped by the same Prometheus.
+        stack.api.wait_for(
+            "operator metrics in Prometheus",
+            lambda: [r["value"][1] for r in stack.query('kubestill_canary_weight_percent{name="healthy"}')] == ["100"]
+            and stack.query('kubestill_canary_promotions_total{name="healthy"} == 1'),
+            timeout=10,
+        )
         conditions = {c["type"]: c for c in stack.api.rollout(stack.namespace, "healthy")["status"]["conditions"]}
         assert conditions["Progressing"]["reason"] == "Promoted"
         assert conditions["Healthy"]["status"] == "True"
@@ -94,7 +101,8 @@ def test_degrading_candidate_is_rolled_back_when_the_alert_fires(stack: Stack, m
     load = stack.loadgen()
     try:
         spec = base_spec(stack.prometheus.url, [{"weight": 30, "pause": "60s"}, {"weight": 60, "pause": "60s"}])
-        spec["analysis"] = analysis(stack.prometheus.url, interval="2s")
+        # Alerts only, so the alert path is what acts (the metrics path is the next test).
+        spec["analysis"] = {"prometheusUrl": stack.prometheus.url, "interval": "2s"}
         stack.rollout("degrading", spec)
         stack.api.wait_for(
             "candidate at 30%", lambda: weights(stack.api.route(stack.namespace)).get(CANDIDATE.name) == 30, 30
@@ -121,6 +129,28 @@ def test_degrading_candidate_is_rolled_back_when_the_alert_fires(stack: Stack, m
     assert alert in status["message"]
     assert weights(stack.api.route(stack.namespace)) == {BASELINE.name: 100, CANDIDATE.name: 0}
     assert history(stack.api.rollout(stack.namespace, "degrading"))[-1] == ("Rollback", 0, 0)
+
+
+def test_failing_analysis_rolls_back_without_alerts(stack: Stack) -> None:
+    load = stack.loadgen()
+    try:
+        spec = base_spec(stack.prometheus.url, [{"weight": 40, "pause": "60s"}, {"weight": 80, "pause": "60s"}])
+        spec["rollbackAlerts"] = []
+        spec["analysis"] = {**analysis(stack.prometheus.url), "failureLimit": 1}
+        stack.rollout("metrics", spec)
+        stack.api.wait_for(
+            "candidate at 40%", lambda: weights(stack.api.route(stack.namespace)).get(CANDIDATE.name) == 40, 30
+        )
+        time.sleep(3)
+        stack.set_candidate("fail")
+        stack.api.wait_for("RolledBack", lambda: phase(stack, "metrics") == "RolledBack", timeout=20)
+    finally:
+        load.stop()
+    status = stack.api.rollout(stack.namespace, "metrics")["status"]
+    # failureLimit 1: the second failed round rolls back, and the message names the metric and threshold.
+    assert "analysis failed 2 time(s)" in status["message"] and "success-ratio" in status["message"]
+    assert "< min 0.99" in status["message"]
+    assert weights(stack.api.route(stack.namespace))[CANDIDATE.name] == 0
 
 
 def test_unreachable_prometheus_is_never_promoted(stack: Stack) -> None:

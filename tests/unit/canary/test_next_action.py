@@ -146,6 +146,8 @@ def test_analysis_due(status_: CanaryRolloutStatus, now: float, due: bool) -> No
     ("spec_", "status_", "now", "seconds"),
     [
         (SPEC, status(), 0, 0.0),
+        (SPEC, status(phase="Progressing"), 0, 0.0),  # resumed before the first step: start it now
+        (SPEC, status(phase="Paused"), 0, 30.0),  # waits for a resume (an event wakes it)
         (SPEC, in_step(0, 10, 0), 0, 10.0),
         (SPEC, in_step(0, 10, 0, last_analysis_at=at(50)), 55, 5.0),
         (NO_ANALYSIS, in_step(0, 10, 0), 45, 15.0),
