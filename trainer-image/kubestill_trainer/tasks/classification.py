@@ -251,8 +251,9 @@ class Classification(DistillTask):
     # --- export and serve ------------------------------------------------------------------------------
 
     def onnx_example(self, model: TaskModel) -> tuple[Features, list[str]]:
+        # Output names in upper case: a lower-case "embedding" clashes with a node name inside the graph.
         rows = [Row("a", "An example sentence for export."), Row("b", "Another, longer example for the export.")]
-        return model.encode(rows, self.spec.training.max_seq_length), ["logits"]
+        return model.encode(rows, self.spec.training.max_seq_length), ["LOGITS"]
 
     def onnx_forward(self, model: TaskModel, features: Features) -> tuple[torch.Tensor, ...]:
         logits = model(features).logits
