@@ -3,6 +3,7 @@
 export/model/   merged weights (safetensors) + tokenizer + kubestill.json (task, labels, spec, ...)
 export/onnx/    model.onnx from torch.onnx.export(dynamo=True), checked against torch (max abs diff)
 export/int8/    dynamic int8 quantization (student.quantization.method int8), checked against fp32
+export/gptq/    GPTQ (student.quantization.method gptq; generation students), checked against fp32
 export/triton/  model.py (the generic python-backend model) + config.pbtxt (defaults from output.serving)
 """
 
@@ -117,6 +118,10 @@ def run_export(ctx: RunContext) -> dict[str, Any]:
     quant = spec.student.quantization
     if quant is not None and quant.method == QuantizationMethod.INT8:
         summary["int8"] = export_int8(ctx, model_dir, out / "int8")
+    if quant is not None and quant.method == QuantizationMethod.GPTQ:
+        from ..quantize_gptq import export_gptq
+
+        summary["gptq"] = export_gptq(ctx, model_dir, out / "gptq")
     triton = out / "triton"
     triton.mkdir(parents=True, exist_ok=True)
     source = resources.files("kubestill_trainer.serving").joinpath("triton_model.py")

@@ -145,7 +145,11 @@ def load_generation_model(path: Path, max_length: int, max_new_tokens: int) -> G
     card_file = path / MODEL_CARD
     card = json.loads(card_file.read_text()) if card_file.exists() else {}
     tok = load_tokenizer(path)
-    if card.get("adapter"):
+    if card.get("quantization") == "gptq":  # export/gptq: gptqmodel's packed low-bit weights
+        from ..quantize_gptq import load_gptq
+
+        model = GenerationModel(load_gptq(path), tok, max_length, max_new_tokens, bool(card.get("chat", True)))
+    elif card.get("adapter"):
         from ..lora import load_adapter
 
         base = Path(card["baseModel"])

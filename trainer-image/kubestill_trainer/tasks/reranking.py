@@ -56,6 +56,7 @@ from .encoder import (
 from .reranking_metrics import agreement_metrics, ranking_metrics
 
 FORMAT = "kubestill-reranker"
+BI_LOGIT_SCALE = 20.0
 
 
 def candidates(row: Row) -> list[str]:
@@ -155,7 +156,11 @@ class RerankModel(TaskModel):
             pooled = pool(out.last_hidden_state, features["attention_mask"], self.pooling)
             scores = self.head(pooled).view(b, g)
             hidden, attn = out.hidden_states, out.attentions
-        return ModelOutputs(scores=scores, hidden_states=hidden, attentions=attn, extra={CANDIDATE_MASK: mask})
+        # Candidate logits for cross-entropy on the relevant candidate (the no-KD baseline): cosines are
+        # scaled by 20 (sentence-transformers' MultipleNegativesRankingLoss scale), padding masked out.
+        logits = (scores * (BI_LOGIT_SCALE if self.bi is not None else 1.0)).masked_fill(~mask, -1e4)
+        return ModelOutputs(scores=scores, logits=logits, hidden_states=hidden, attentions=attn,
+                            extra={CANDIDATE_MASK: mask})
 
     def save(self, path: Path) -> None:
         card: dict[str, Any] = {"task": "reranking", "format": FORMAT, "mode": self.mode,
