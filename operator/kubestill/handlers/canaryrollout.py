@@ -37,7 +37,7 @@ from kubestill.logic.canary import (
     next_wakeup,
     pending_controls,
 )
-from kubestill.logic.canary_status import apply_action, route_state
+from kubestill.logic.canary_status import apply_action, route_state, routine_round
 
 from .reconciler import Key, Reconciler, newer
 
@@ -48,6 +48,10 @@ _bodies: dict[Key, dict[str, Any]] = {}
 # Route observation we last confirmed per rollout, and when (monotonic): skips a GET in steady state.
 _route_ok: dict[Key, tuple[Any, float]] = {}
 ROUTE_RECHECK = 10.0
+# A healthy step's routine rounds are written at most this often (transitions and anything unhealthy are
+# written at once): at a thousand rollouts, one status write per round is what the API server feels most.
+STATUS_REFRESH = 30.0
+_persisted: dict[Key, float] = {}
 # Waiting for a StudentModel's Service, a missing route, a bad spec: look again this often.
 RETRY = 5.0
 WARNING_ACTIONS = (ActionKind.ROLLBACK, ActionKind.PAUSE)
@@ -69,6 +73,7 @@ async def on_event(event_type: str | None, body: Mapping[str, Any]) -> None:
     key = (meta["namespace"], meta["name"])
     if event_type == "DELETED":
         RECONCILER.forget(key)
+        _persisted.pop(key, None)
         old = _bodies.pop(key, None)
         _route_ok.pop(key, None)
         names = [m.get("name", "") for m in ((old or {}).get("spec", {}).get("analysis") or {}).get("metrics", [])]
@@ -167,9 +172,14 @@ async def reconcile(key: Key, api: KubeClient) -> float | None:
     action = next_action(spec, status, round_, alerts, now, controls)
     new = apply_action(spec, status, action, round_, now, generation, handled_controls(annotations))
     if new != status:
-        written = await _write_status(api, key, body, new)
-        if written is None:
-            return 0.2  # somebody changed the rollout meanwhile: decide again on the fresh object
+        if routine_round(status, new) and time.monotonic() - _persisted.get(key, 0.0) < STATUS_REFRESH:
+            # Keep it in memory (same resourceVersion) so the next decision sees this round.
+            _bodies[key] = {**body, "status": new.model_dump(by_alias=True, mode="json")}
+        else:
+            written = await _write_status(api, key, body, new)
+            if written is None:
+                return 0.2  # somebody changed the rollout meanwhile: decide again on the fresh object
+            _persisted[key] = time.monotonic()
     if action.kind != ActionKind.HOLD:
         await _announce(api, body, action, new)
 

@@ -27,6 +27,29 @@ MAX_MEASUREMENTS = 30
 MAX_HISTORY = 50
 
 
+# Fields a routine healthy round changes; see routine_round.
+ROUND_FIELDS = {"measurements", "last_analysis_at"}
+
+
+def routine_round(old: CanaryRolloutStatus, new: CanaryRolloutStatus) -> bool:
+    """True when `new` only adds a successful round to an already healthy step: nothing a restart would need
+    (a lost routine round is simply measured again), so the handler may batch such writes.
+
+    >>> from datetime import UTC
+    >>> old = CanaryRolloutStatus(phase="Progressing", last_verdict="Successful")
+    >>> routine_round(old, old.model_copy(update={"last_analysis_at": datetime(2026, 1, 1, tzinfo=UTC)}))
+    True
+    >>> routine_round(old, old.model_copy(update={"last_verdict": "Inconclusive"}))
+    False
+    """
+    healthy = MeasurementResult.SUCCESSFUL
+    return (
+        old.last_verdict == healthy
+        and new.last_verdict == healthy
+        and old.model_dump(exclude=ROUND_FIELDS) == new.model_dump(exclude=ROUND_FIELDS)
+    )
+
+
 @dataclass(frozen=True)
 class RouteState:
     """What the route should say: the candidate's weight (the baseline gets the rest), the mirror percent
