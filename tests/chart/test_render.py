@@ -10,17 +10,17 @@ from typing import Any
 
 import pytest
 import yaml
-from kopf import cli as kopf_cli
 
 from kubestill.api.crd import all_crds
+from kubestill.cli import build_parser
 
 from .helm import CHART, SCENARIOS, Helm, find, one
 
 pytestmark = pytest.mark.integration
 
 IDS = [p.stem.removesuffix("-values") for p in SCENARIOS]
-# The operator container's command: kopf with our handlers and a priority unique to each replica.
-RUN = 'exec kopf run --module=kubestill.main --priority="$(date +%s%N)" "$@"'
+# The operator container's command: `kubestill operator` with a peering priority unique to each replica.
+RUN = 'exec kubestill operator --priority="$(date +%s%N)" "$@"'
 
 
 def _container(objs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -58,12 +58,11 @@ def test_scenario_is_hardened(helm: Helm, values: Path) -> None:
     assert container["resources"]["requests"] and container["resources"]["limits"]["memory"]
     # Probes hit kopf's liveness endpoint on the port the command line opens, and kopf accepts every flag.
     health = next(p for p in container["ports"] if p["name"] == "health")["containerPort"]
-    assert container["command"] == ["/bin/sh", "-c", RUN, "kopf"]
+    assert container["command"] == ["/bin/sh", "-c", RUN, "kubestill"]
     assert f"--liveness=http://0.0.0.0:{health}/healthz" in container["args"]
-    kopf_run = kopf_cli.main.commands["run"]
-    with kopf_run.make_context("run", list(container["args"])) as ctx:
-        assert ctx.params["liveness_endpoint"] == f"http://0.0.0.0:{health}/healthz"
-        assert ctx.params["modules"] == () and ctx.params["priority"] is None  # both set by the wrapper
+    parsed = build_parser().parse_args(["operator", *container["args"]])  # argparse exits on unknown flags
+    assert parsed.liveness == f"http://0.0.0.0:{health}/healthz"
+    assert parsed.priority is None  # the wrapper's --priority comes first and is the only one
     for probe in ("livenessProbe", "readinessProbe"):
         assert container[probe]["httpGet"] == {"path": "/healthz", "port": "health"}
     # Least privilege holds in every scenario: no rule anywhere names Secrets or uses wildcards.
