@@ -214,6 +214,9 @@ def main() -> int:
             after = scrape(metrics_port)
             cpu = {k: v - cpu_before[k] for k, v in cpu_seconds(op.pid, cluster.pids).items()}
             watcher.stop = True
+            listed = len(json.loads(cluster.kubectl("get", "jobs", "-n", ns, "-o", "json").stdout)["items"])
+            if listed != len(watcher.seen):
+                print(f"N={n}: the watch saw {len(watcher.seen)} Jobs, a LIST finds {listed}", flush=True)
             lat = [watcher.seen[k] - created[k] for k in created if k in watcher.seen]
             requests = after["requests"] - before["requests"]
             reconciles = after["reconciles"] - before["reconciles"]
