@@ -16,7 +16,6 @@ query and a rollback-alert check) are created at once. Reported side by side per
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import os
 import signal
@@ -27,7 +26,6 @@ import sys
 import tempfile
 import time
 import urllib.request
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +57,17 @@ def scrape(port: int, name: str) -> float:
             if line.startswith(name + " "):
                 return float(line.split()[1])
     return 0.0
+
+
+def measurement_counts(port: int, namespace: str) -> dict[str, float]:
+    """kubestill_canary_measurements_total per rollout (all results; one metric per round here)."""
+    counts: dict[str, float] = {}
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30) as resp:
+        for line in resp.read().decode().splitlines():
+            if line.startswith("kubestill_canary_measurements_total{") and f'namespace="{namespace}"' in line:
+                name = line.split('name="', 1)[1].split('"', 1)[0]
+                counts[name] = counts.get(name, 0.0) + float(line.rsplit(" ", 1)[1])
+    return counts
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -122,31 +131,25 @@ def run_one(cluster: controlplane.Cluster, n: int, prom: str, interval: str, win
         row["startup_round_s"] = time.monotonic() - started
         row["rss_started_mb"] = rss_mb(op.pid)
 
-        seen: dict[str, set[str]] = {}
+        # Rounds actually taken per rollout, from the operator's own counter (status holds a healthy step's
+        # routine rounds back for up to 30 s, so lastAnalysisAt would under-count them).
+        before = measurement_counts(port, ns)
         cpu0, t0 = cpu_seconds(op.pid), time.monotonic()
         sum0 = scrape(port, "kubestill_canary_reconcile_duration_seconds_sum")
         count0 = scrape(port, "kubestill_canary_reconcile_duration_seconds_count")
-        while time.monotonic() - t0 < window:
-            for r in rollouts():
-                at = (r.get("status") or {}).get("lastAnalysisAt")
-                if at:
-                    seen.setdefault(r["metadata"]["name"], set()).add(at)
-            # Every lastAnalysisAt stays at least one interval, so sampling every 5 s sees each one while
-            # keeping our own LISTs (N full objects each) from loading the API server we measure.
-            time.sleep(5)
+        time.sleep(window)
         elapsed = time.monotonic() - t0
+        after = measurement_counts(port, ns)
         row["cpu_percent"] = 100 * (cpu_seconds(op.pid) - cpu0) / elapsed
         evals = scrape(port, "kubestill_canary_reconcile_duration_seconds_count") - count0
         busy = scrape(port, "kubestill_canary_reconcile_duration_seconds_sum") - sum0
         row["evals_per_s"] = evals / elapsed
         row["eval_ms_mean"] = 1000 * busy / evals if evals else float("nan")
-        periods: list[float] = []
-        for stamps in seen.values():
-            times = sorted(datetime.fromisoformat(s.replace("Z", "+00:00")).timestamp() for s in stamps)
-            periods += [b - a for a, b in itertools.pairwise(times)]
+        rounds = [after.get(name, 0.0) - before.get(name, 0.0) for name in after]
+        periods = [elapsed / r if r > 0 else float("inf") for r in rounds]
         row["period_p50_s"] = statistics.median(periods) if periods else float("nan")
         row["period_p99_s"] = percentile(periods, 99)
-        row["analysed_rollouts"] = float(len(seen))
+        row["analysed_rollouts"] = float(sum(1 for r in rounds if r > 0))
         row["rss_end_mb"] = rss_mb(op.pid)
         return row
     finally:

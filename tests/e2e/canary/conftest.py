@@ -1,13 +1,13 @@
-"""Canary e2e fixtures: the real operator (kopf subprocess), real Prometheus (Debian's) scraping two real
-tritonserver processes (baseline and candidate), an HTTPRoute, and a load generator that splits requests by
-the route's current weights. Nothing here stands in for the API server, Prometheus, Triton or the operator.
+"""Canary e2e fixtures: the real operator (the session's `operator` fixture from tests/e2e/conftest.py), real
+Prometheus (Debian's) scraping two real tritonserver processes (baseline and candidate), an HTTPRoute, and a
+load generator that splits requests by the route's current weights. Nothing here stands in for the API
+server, Prometheus, Triton or the operator.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import signal
 import ssl
 import subprocess
 import sys
@@ -22,11 +22,12 @@ import pytest
 import yaml
 
 from kubestill.api.v1alpha1.canaryrollout import BackendRef
-from kubestill.dev.controlplane import Cluster, free_port
+from kubestill.dev.controlplane import Cluster
 from kubestill.dev.loadgen import LoadGenerator, route_reader
 from kubestill.dev.prometheus import PrometheusProcess, start_prometheus
 from kubestill.dev.triton import TritonProcess, start_tritonserver
 
+from ..conftest import OperatorProcess
 from .tritons import make_repository
 
 REPO = Path(__file__).resolve().parents[3]
@@ -107,41 +108,6 @@ class Api:
         raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last!r}{extra}")
 
 
-class OperatorProcess:
-    """`kopf run -m kubestill.main` watching one namespace; kill() is SIGKILL, as a crashed Pod."""
-
-    def __init__(self, cluster: Cluster, namespace: str, log: Path) -> None:
-        self.cluster = cluster
-        self.namespace = namespace
-        self.log = log
-        self.metrics_port = free_port()
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        env = {
-            **self.cluster.env(),
-            "PYTHONPATH": os.pathsep.join([str(REPO / "operator"), os.environ.get("PYTHONPATH", "")]),
-            "KUBESTILL_METRICS_PORT": str(self.metrics_port),
-        }
-        argv = [sys.executable, "-m", "kopf", "run", "--standalone", "-n", self.namespace, "-m", "kubestill.main"]
-        with open(self.log, "ab") as out:
-            self.proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=REPO,
-                                         start_new_session=True)
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.kill()
-
-
 @dataclass
 class Stack:
     """Everything one canary scenario needs, running."""
@@ -187,6 +153,12 @@ class Stack:
         return [r["metric"]["alertname"] for r in result]
 
 
+def _value(url: str) -> float:
+    with urllib.request.urlopen(url, timeout=5) as resp:
+        result = json.loads(resp.read())["data"]["result"]
+    return float(result[0]["value"][1]) if result else 0.0
+
+
 def route_manifest(namespace: str) -> dict[str, Any]:
     return {
         "apiVersion": "gateway.networking.k8s.io/v1",
@@ -209,8 +181,9 @@ def analysis(prometheus_url: str, interval: str = "1s", **extra: Any) -> dict[st
         "prometheusUrl": prometheus_url,
         "interval": interval,
         # The first rounds of a step see no data until the 5 s rate window holds traffic at the new weight:
-        # tolerate 5 inconclusive rounds in a row (interval x limit should exceed the query window).
-        "inconclusiveLimit": 5,
+        # tolerate 10 inconclusive rounds in a row (interval x limit should exceed the query window, with
+        # room for a loaded 2-core CI machine).
+        "inconclusiveLimit": 10,
         "metrics": [
             {"name": "success-ratio", "query": SUCCESS_RATIO, "min": 0.99},
             {"name": "mean-latency-ms", "query": MEAN_LATENCY_MS, "max": 100},
@@ -220,9 +193,9 @@ def analysis(prometheus_url: str, interval: str = "1s", **extra: Any) -> dict[st
 
 
 @pytest.fixture
-def stack(cluster: Cluster, namespace: str, tmp_path: Path) -> Iterator[Stack]:
-    """Baseline and candidate tritonservers, Prometheus scraping them with the alert rules, the HTTPRoute
-    (baseline 100%) and the operator watching the test's namespace."""
+def stack(cluster: Cluster, namespace: str, operator: OperatorProcess, tmp_path: Path) -> Iterator[Stack]:
+    """Baseline and candidate tritonservers, Prometheus scraping them (and the operator's /metrics) with the
+    alert rules, and the HTTPRoute (baseline 100%) in the test's namespace."""
     base_dir, cand_dir = tmp_path / "baseline", tmp_path / "candidate"
     base_dir.mkdir()
     cand_dir.mkdir()
@@ -231,19 +204,21 @@ def stack(cluster: Cluster, namespace: str, tmp_path: Path) -> Iterator[Stack]:
         start_tritonserver(make_repository(base_dir, base_dir / "control"), base_dir / "triton.log") as baseline,
         start_tritonserver(make_repository(cand_dir, control), cand_dir / "triton.log") as candidate,
     ):
-        op = OperatorProcess(cluster, namespace, tmp_path / "operator.log")
         jobs = {
             "baseline": [baseline.metrics_url.split("//")[1]],
             "candidate": [candidate.metrics_url.split("//")[1]],
-            "kubestill-operator": [f"127.0.0.1:{op.metrics_port}"],
+            "kubestill-operator": [f"127.0.0.1:{operator.metrics_port}"],
         }
         with start_prometheus(jobs, RULES, workdir=tmp_path / "prometheus") as prom:
             cluster.kubectl("apply", "--server-side", "-f", "-", input=yaml.safe_dump(route_manifest(namespace)))
-            op.start()
-            try:
-                yield Stack(cluster, namespace, Api(cluster), baseline, candidate, control, prom, op, tmp_path)
-            finally:
-                op.stop()
+            api = Api(cluster)
+            # Start once Prometheus holds a few samples of both servers, as a long-running one would.
+            scraped = urllib.request.quote('count_over_time(up{job="candidate"}[10s])')
+            query = f"{prom.url}/api/v1/query?query={scraped}"
+            api.wait_for("Prometheus scraping the candidate", lambda: _value(query) >= 3, timeout=30, interval=0.3)
+            yield Stack(cluster, namespace, api, baseline, candidate, control, prom, operator, tmp_path)
+            if operator.proc is None or operator.proc.poll() is not None:
+                operator.start()  # a test that killed it leaves it running for the next
 
 
 @dataclass
@@ -271,11 +246,6 @@ class Bare:
 
 
 @pytest.fixture
-def bare(cluster: Cluster, namespace: str, tmp_path: Path) -> Iterator[Bare]:
+def bare(cluster: Cluster, namespace: str, operator: OperatorProcess) -> Bare:
     cluster.kubectl("apply", "--server-side", "-f", "-", input=yaml.safe_dump(route_manifest(namespace)))
-    op = OperatorProcess(cluster, namespace, tmp_path / "operator.log")
-    op.start()
-    try:
-        yield Bare(cluster, namespace, Api(cluster), op)
-    finally:
-        op.stop()
+    return Bare(cluster, namespace, Api(cluster), operator)
