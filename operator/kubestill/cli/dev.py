@@ -32,6 +32,12 @@ def cmd_kubeconfig(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_demo(args: argparse.Namespace) -> int:
+    from kubestill.dev.demo import run_demo
+
+    return run_demo(Path(args.state_dir) if args.state_dir else None, keep_running=args.keep_running)
+
+
 def register(sub: Any) -> None:
     dev = sub.add_parser("dev", help="a local control plane (etcd + kube-apiserver) with kubestill's CRDs")
     dev.add_argument("--state-dir", help="where the dev cluster keeps its state (default ~/.cache/kubestill/dev)")
@@ -40,6 +46,11 @@ def register(sub: Any) -> None:
         func=cmd_up
     )
     verbs.add_parser("down", help="stop it and delete its state").set_defaults(func=cmd_down)
+    demo = verbs.add_parser(
+        "demo", help="the whole lifecycle locally: DistillationJob -> StudentModel on Triton -> CanaryRollout"
+    )
+    demo.add_argument("--keep-running", action="store_true", help="leave the operator and node up afterwards")
+    demo.set_defaults(func=cmd_demo)
     verbs.add_parser("kubeconfig", help="print the kubeconfig path of the running one").set_defaults(
         func=cmd_kubeconfig
     )

@@ -207,6 +207,18 @@ def run_demo(state_dir: Path | None = None, keep_running: bool = False,
         student = status["studentModel"]["name"]
         demo.wait_student(student)
         demo.infer(student)
+        say("rolling the student out with a CanaryRollout over an HTTPRoute, analysed by Prometheus ...")
+        from .demo_canary import demo_canary
+
+        rollout = demo_canary(demo.cluster, NAMESPACE, student, log=say)
+        for entry in rollout.get("history") or []:
+            action, weight = entry.get("action", ""), entry.get("weight", 0)
+            say(f"  {entry.get('at')}  {action:>10}  weight {weight:>3}%  {entry.get('reason', '')}")
+        if rollout.get("phase") != "Promoted":
+            say(f"the rollout ended {rollout.get('phase')}: {rollout.get('message')}")
+            return 1
+        say(f"done: {student} serves 100% of the route. Explore: export KUBECONFIG={demo.cluster.kubeconfig}; "
+            f"kubectl get kubestill -n {NAMESPACE}")
         if keep_running:
             say("operator and node keep running; Ctrl-C to stop")
             while True:
