@@ -62,6 +62,7 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--new-tokens", type=int, default=16)
     p.add_argument("--no-gptq", action="store_true", help="skip the GPTQ row (needs gptqmodel)")
+    p.add_argument("--singles", type=int, default=30, help="batch-1 latency samples per model")
     p.add_argument("--workdir", type=Path, default=None)
     args = p.parse_args()
     torch.manual_seed(0)
@@ -113,7 +114,8 @@ def main() -> None:
     results = {k: generation_metrics(task.predict(m, test, BATCH)["token_ids"], reference,
                                      None if eos is None else int(eos)) for k, m in models.items()}
     sample = list(test[:64])
-    lats = {k: measure(lambda rs, m=m: task.predict(m, rs, len(rs)), sample, batch_size=BATCH, single=30)
+    lats = {k: measure(lambda rs, m=m: task.predict(m, rs, len(rs)), sample, batch_size=BATCH,
+                       single=args.singles, warmup=2)
             for k, m in models.items() if k != "nokd"}
     lats["nokd"] = lats["kd"]
     print(f"[{clock():.0f}s] evaluated", flush=True)
@@ -143,7 +145,7 @@ def main() -> None:
          f"{summary['seconds']:.0f}s",
          "the teacher's row is 1.0 by construction (quality = agreement with the teacher's own answers)",
          f"latency: CPU, a whole greedy answer ({args.new_tokens} tokens max) per prompt, tokenizer included; "
-         f"p50/p99 over 30 single prompts; throughput at batch {BATCH}", gptq_note,
+         f"p50/p99 over {args.singles} single prompts; throughput at batch {BATCH}", gptq_note,
          f"machine: {machine_note()}; total bench time {clock():.0f}s"],
     )
     (root / "results.json").write_text(json.dumps({"quality": results, "latency": lats, "models": facts},

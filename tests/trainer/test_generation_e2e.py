@@ -64,11 +64,11 @@ def _spec(teacher: Path, data: Path, workdir: Path) -> dict[str, Any]:
     return {
         "task": "generation",
         "teacher": {"modelUri": f"file://{teacher}"},
-        "student": {"architecture": {"numLayers": 6}},
+        "student": {"architecture": {"numLayers": 10}},
         "data": {"uri": f"file://{data}", "fields": {"text": "prompt", "segment": "topic"}, "seed": 1},
         "labeling": {"batchSize": 16, "maxNewTokens": 8, "topK": 16},
         "loss": {"terms": [{"name": "token-kl", "temperature": 1.0}, {"name": "sequence-kd", "weight": 0.5}]},
-        "training": {"epochs": 2, "batchSize": 8, "learningRate": 5e-4, "maxSeqLength": 48},
+        "training": {"epochs": 4, "batchSize": 8, "learningRate": 1e-3, "maxSeqLength": 48},
         "evaluation": {"minQualityRatio": 0.05},
         "output": {"studentModelName": "news-writer", "artifactUri": f"file://{workdir}",
                    "serving": {"maxBatchSize": 8}},
@@ -102,7 +102,7 @@ def test_generation_all_stages_then_triton_generates(smollm2: Path, tmp_path: Pa
     assert {"exact_match", "first_token", "token_f1", "rougeL"} <= set(metrics["student"])
     assert metrics["student"]["first_token"] > 0.0, metrics["student"]
     assert metrics["models"]["student"]["params"] < metrics["models"]["teacher"]["params"]
-    assert metrics["speedup"] > 1.3  # 6 of 30 decoder layers
+    assert metrics["speedup"] > 1.3  # 10 of 30 decoder layers
 
     from kubestill.dev.triton import assemble_repository, start_tritonserver
     from kubestill_trainer.labelstore import load_labels
