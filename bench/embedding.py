@@ -96,7 +96,8 @@ def main() -> None:
     data = write_jsonl(root / "sentences.jsonl", sentences_of(train_articles, body, args.sentences, SPLIT_SEED))
     work = root / "kd"
     spec = job(data, work, args.epochs, args.max_len)
-    run_stage(run_label, spec, work)
+    if not (work / "labels" / "rows.jsonl").exists():  # a rerun in the same --workdir reuses labels and model
+        run_stage(run_label, spec, work)
     print(f"[{clock():.0f}s] labelled training sentences", flush=True)
     summary = run_stage(run_train, spec, work)
     print(f"[{clock():.0f}s] trained: {summary}", flush=True)
