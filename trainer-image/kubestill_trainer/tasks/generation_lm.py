@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -31,27 +32,30 @@ def gguf_file(path: Path) -> str | None:
 
 def load_tokenizer(path: Path) -> PreTrainedTokenizerBase:
     gguf = gguf_file(path)
-    tok = AutoTokenizer.from_pretrained(str(path), gguf_file=gguf) if gguf else AutoTokenizer.from_pretrained(
+    auto: Any = AutoTokenizer
+    tok: PreTrainedTokenizerBase = auto.from_pretrained(str(path), gguf_file=gguf) if gguf else auto.from_pretrained(
         str(path))
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
-    return tok  # type: ignore[no-any-return]
+    return tok
 
 
 def load_causal_lm(path: Path, dtype: torch.dtype = torch.float32) -> PreTrainedModel:
     """A float causal LM from a Hugging Face directory or a directory holding one GGUF file."""
     gguf = gguf_file(path)
+    auto: Any = AutoModelForCausalLM  # transformers' auto classes are untyped
     if gguf is None:
-        return AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype)  # type: ignore[no-any-return]
-    quantized = AutoModelForCausalLM.from_pretrained(str(path), gguf_file=gguf, dtype=dtype)
+        loaded: PreTrainedModel = auto.from_pretrained(str(path), dtype=dtype)
+        return loaded
+    quantized = auto.from_pretrained(str(path), gguf_file=gguf, dtype=dtype)
     config = AutoConfig.from_pretrained(str(path), gguf_file=gguf)
     if hasattr(config, "quantization_config"):
         del config.quantization_config
-    model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    model: PreTrainedModel = auto.from_config(config, dtype=dtype)
     model.load_state_dict(quantized.state_dict())
     model.tie_weights()
     model.generation_config = quantized.generation_config
-    return model  # type: ignore[no-any-return]
+    return model
 
 
 def convert_to_hf(path: Path, out: Path) -> Path:
@@ -124,7 +128,8 @@ def generate(
         tokenizer.padding_side = side
     enc = {k: v.to(device) for k, v in enc.items()}
     eos = tokenizer.eos_token_id
-    out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, top_k=None, top_p=None,
+    lm: Any = model
+    out = lm.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, top_k=None, top_p=None,
                          temperature=None, pad_token_id=tokenizer.pad_token_id, eos_token_id=eos,
                          output_logits=top_k > 0, return_dict_in_generate=True)
     new = out.sequences[:, enc["input_ids"].shape[1]:].cpu()
