@@ -39,6 +39,14 @@ from ..teachers.base import Teacher
 MODEL_CARD = "kubestill.json"
 
 
+def texts_of(tensor: Any) -> list[str]:
+    """The strings of a Triton TYPE_STRING input (bytes, or str from in-process callers), flattened."""
+    return [x.decode("utf-8", "replace") if isinstance(x, bytes) else str(x) for x in tensor.reshape(-1)]
+
+
+EXPORT_EXAMPLE_ROWS = ("An example sentence for export.", "Another, longer example for the export.")
+
+
 @dataclass
 class Row:
     """One input example. `id` is stable across stages (the split and the targets are keyed by it)."""

@@ -22,7 +22,18 @@ from kubestill.api.v1alpha1.common import Task
 
 from ..outputs import Array, ModelOutputs
 from ..teachers.base import Teacher
-from .base import MODEL_CARD, DistillTask, Features, LabelBatch, Predictions, Row, TaskModel, register_task
+from .base import (
+    EXPORT_EXAMPLE_ROWS,
+    MODEL_CARD,
+    DistillTask,
+    Features,
+    LabelBatch,
+    Predictions,
+    Row,
+    TaskModel,
+    register_task,
+    texts_of,
+)
 from .encoder import (
     cut_from_teacher,
     encoder_from_config,
@@ -252,7 +263,7 @@ class Classification(DistillTask):
 
     def onnx_example(self, model: TaskModel) -> tuple[Features, list[str]]:
         # Output names in upper case: a lower-case "embedding" clashes with a node name inside the graph.
-        rows = [Row("a", "An example sentence for export."), Row("b", "Another, longer example for the export.")]
+        rows = [Row(str(i), text) for i, text in enumerate(EXPORT_EXAMPLE_ROWS)]
         return model.encode(rows, self.spec.training.max_seq_length), ["LOGITS"]
 
     def onnx_forward(self, model: TaskModel, features: Features) -> tuple[torch.Tensor, ...]:
@@ -262,7 +273,7 @@ class Classification(DistillTask):
 
     @torch.no_grad()
     def serve(self, model: TaskModel, inputs: Mapping[str, Array]) -> dict[str, Array]:
-        texts = [_text(x) for x in inputs["TEXT"].reshape(-1)]
+        texts = texts_of(inputs["TEXT"])
         rows = [Row(str(i), t) for i, t in enumerate(texts)]
         logits = self.predict(model, rows, max(1, len(rows)))["logits"]
         probs = softmax(logits).astype(np.float32)
@@ -270,6 +281,3 @@ class Classification(DistillTask):
         names = np.array([[labels[i].encode()] for i in probs.argmax(axis=-1)], dtype=np.object_)
         return {"LABEL": names, "PROBABILITIES": probs}
 
-
-def _text(value: object) -> str:
-    return value.decode("utf-8", errors="replace") if isinstance(value, bytes) else str(value)

@@ -25,7 +25,17 @@ from kubestill.api.v1alpha1.common import Task
 
 from ..outputs import Array, ModelOutputs
 from ..teachers.base import Teacher
-from .base import DistillTask, Features, LabelBatch, Predictions, Row, TaskModel, register_task
+from .base import (
+    EXPORT_EXAMPLE_ROWS,
+    DistillTask,
+    Features,
+    LabelBatch,
+    Predictions,
+    Row,
+    TaskModel,
+    register_task,
+    texts_of,
+)
 from .encoder import (
     cut_from_teacher,
     encoder_from_config,
@@ -263,7 +273,7 @@ class Embedding(DistillTask):
 
     def onnx_example(self, model: TaskModel) -> tuple[Features, list[str]]:
         # Output names in upper case: a lower-case "embedding" clashes with a node name inside the graph.
-        rows = [Row("a", "An example sentence for export."), Row("b", "Another, longer example for the export.")]
+        rows = [Row(str(i), text) for i, text in enumerate(EXPORT_EXAMPLE_ROWS)]
         return model.encode(rows, self.spec.training.max_seq_length), ["EMBEDDING"]
 
     def onnx_forward(self, model: TaskModel, features: Features) -> tuple[torch.Tensor, ...]:
@@ -272,5 +282,5 @@ class Embedding(DistillTask):
         return (emb,)
 
     def serve(self, model: TaskModel, inputs: Mapping[str, Array]) -> dict[str, Array]:
-        texts = [x.decode("utf-8", "replace") if isinstance(x, bytes) else str(x) for x in inputs["TEXT"].reshape(-1)]
+        texts = texts_of(inputs["TEXT"])
         return {"EMBEDDING": self._embed(model, texts, max(1, len(texts))).astype(np.float32)}

@@ -30,7 +30,7 @@ from kubestill.api.v1alpha1.distillationjob import LoRASpec
 from ..losses.extras import RESPONSE_MASK, TOKEN_IDS, TOPK_IDS, TOPK_LOGPROBS
 from ..outputs import Array, ModelOutputs
 from ..teachers.base import Teacher
-from .base import MODEL_CARD, DistillTask, Features, LabelBatch, Predictions, Row, TaskModel, register_task
+from .base import MODEL_CARD, DistillTask, Features, LabelBatch, Predictions, Row, TaskModel, register_task, texts_of
 from .generation_lm import drop_layers, generate, load_causal_lm, load_tokenizer, prompt_text
 from .generation_metrics import generation_metrics
 
@@ -329,8 +329,7 @@ class Generation(DistillTask):
 
     def serve(self, model: TaskModel, inputs: Mapping[str, Array]) -> dict[str, Array]:
         assert isinstance(model, GenerationModel)
-        prompts = [x.decode("utf-8", "replace") if isinstance(x, bytes) else str(x)
-                   for x in inputs["PROMPT"].reshape(-1)]
+        prompts = texts_of(inputs["PROMPT"])
         tokens = self._generate(model, prompts, max(1, len(prompts)))
         texts = [str(model.tokenizer.decode(t, skip_special_tokens=True)).strip() for t in tokens]
         return {"TEXT": np.array([t.encode("utf-8") for t in texts], dtype=object).reshape(-1, 1)}

@@ -37,7 +37,7 @@ from kubestill.api.v1alpha1.common import Task
 from ..losses.extras import CANDIDATE_MASK
 from ..outputs import Array, ModelOutputs
 from ..teachers.base import Teacher
-from .base import DistillTask, Features, LabelBatch, Predictions, Row, TaskModel, register_task
+from .base import DistillTask, Features, LabelBatch, Predictions, Row, TaskModel, register_task, texts_of
 from .embedding import SentenceEncoder, load_sentence_encoder
 from .encoder import (
     cut_from_teacher,
@@ -362,11 +362,7 @@ class Reranking(DistillTask):
         return (s,)
 
     def serve(self, model: TaskModel, inputs: Mapping[str, Array]) -> dict[str, Array]:
-        def texts(name: str) -> list[str]:
-            return [x.decode("utf-8", "replace") if isinstance(x, bytes) else str(x)
-                    for x in inputs[name].reshape(-1)]
-
-        queries, passages = texts("QUERY"), texts("PASSAGE")
+        queries, passages = texts_of(inputs["QUERY"]), texts_of(inputs["PASSAGE"])
         if len(queries) != len(passages):
             raise ValueError(f"QUERY has {len(queries)} rows but PASSAGE has {len(passages)}")
         rows = [Row(str(i), q, json.dumps([p])) for i, (q, p) in enumerate(zip(queries, passages, strict=True))]
