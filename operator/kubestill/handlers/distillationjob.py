@@ -29,7 +29,7 @@ from kubestill.logic.jobs import JobView, job_view, termination_message
 from kubestill.logic.pipeline import TERMINAL, Observed, plan
 from kubestill.settings import Settings, from_env
 
-from .reconciler import Key, Reconciler, newer
+from .reconciler import Key, Reconciler, first_indexed, newer, owner_key
 
 KIND = "DistillationJob"
 log = logging.getLogger("kubestill.distillationjob")
@@ -102,16 +102,13 @@ async def on_event(event_type: str | None, body: Mapping[str, Any], indexes: Map
 async def on_child_event(event_type: str | None, body: Mapping[str, Any], indexes: Mapping[str, Any]) -> None:
     """A stage Job or the report ConfigMap changed: reconcile the DistillationJob that owns it."""
     _indexes.update(indexes)
-    owner = (body["metadata"].get("labels") or {}).get(DJ_LABEL)
-    if owner and event_type is not None:
-        await RECONCILER.run((body["metadata"]["namespace"], owner))
+    owner = owner_key(body, DJ_LABEL)
+    if owner is not None and event_type is not None:
+        await RECONCILER.run(owner)
 
 
 def _one(index_name: str, key: Key) -> Any:
-    store = _indexes.get(index_name)
-    if store is None or key not in store:
-        return None
-    return next(iter(store[key]), None)
+    return first_indexed(_indexes, index_name, key)
 
 
 # --- one reconcile ------------------------------------------------------------------------------------

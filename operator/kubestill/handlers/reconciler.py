@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from prometheus_client import Counter, Histogram
@@ -89,6 +89,20 @@ class Reconciler:
             timer.cancel()
         self._retries.pop(key, None)
         self._locks.pop(key, None)
+
+
+def first_indexed(indexes: Mapping[str, Any], index_name: str, key: Key) -> Any:
+    """The first value a kopf index holds for `key`, or None (kopf indexes map keys to collections)."""
+    store = indexes.get(index_name)
+    if store is None or key not in store:
+        return None
+    return next(iter(store[key]), None)
+
+
+def owner_key(body: Mapping[str, Any], owner_label: str) -> Key | None:
+    """The (namespace, name) of the object a child belongs to, from the child's owner label."""
+    owner = (body["metadata"].get("labels") or {}).get(owner_label)
+    return (body["metadata"]["namespace"], owner) if owner else None
 
 
 def newer(a: dict[str, Any] | None, b: dict[str, Any] | None) -> dict[str, Any] | None:

@@ -29,7 +29,7 @@ from kubestill.logic.conditions import Cond, rfc3339, set_conditions
 from kubestill.logic.serving import DeploymentView, deployment_view, serving_state
 
 from .distillationjob import settings
-from .reconciler import Key, Reconciler, newer
+from .reconciler import Key, Reconciler, first_indexed, newer, owner_key
 
 KIND = "StudentModel"
 log = logging.getLogger("kubestill.studentmodel")
@@ -79,16 +79,13 @@ async def on_event(event_type: str | None, body: Mapping[str, Any], indexes: Map
 
 async def on_child_event(event_type: str | None, body: Mapping[str, Any], indexes: Mapping[str, Any]) -> None:
     _indexes.update(indexes)
-    owner = (body["metadata"].get("labels") or {}).get(SM_LABEL)
-    if owner and event_type is not None:
-        await RECONCILER.run((body["metadata"]["namespace"], owner))
+    owner = owner_key(body, SM_LABEL)
+    if owner is not None and event_type is not None:
+        await RECONCILER.run(owner)
 
 
 def _one(index_name: str, key: Key) -> Any:
-    store = _indexes.get(index_name)
-    if store is None or key not in store:
-        return None
-    return next(iter(store[key]), None)
+    return first_indexed(_indexes, index_name, key)
 
 
 async def _apply(api: KubeClient, body: dict[str, Any]) -> None:
