@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
 import sys
 from collections.abc import Callable, Sequence
 
@@ -24,10 +26,30 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def api_error_message(exc: BaseException) -> str | None:
+    """The API server's own words for a failed Kubernetes call (kubernetes' ApiException), else None.
+
+    Matched by module rather than imported: importing the kubernetes client is slow and most commands skip it.
+    """
+    if not type(exc).__module__.startswith("kubernetes.") or not hasattr(exc, "status"):
+        return None
+    message = getattr(exc, "reason", "") or ""
+    with contextlib.suppress(ValueError, AttributeError):
+        message = json.loads(getattr(exc, "body", "") or "{}").get("message") or message
+    return f"{message} (HTTP {exc.status})"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     func: Command = args.func
-    return func(args)
+    try:
+        return func(args)
+    except Exception as exc:
+        message = api_error_message(exc)
+        if message is None:
+            raise
+        print(f"kubestill {args.command}: {message}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

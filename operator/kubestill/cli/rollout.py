@@ -39,7 +39,13 @@ def _api() -> Any:
         # Read $KUBECONFIG now: the client library fixes its default path when it is first imported.
         config.load_kube_config(config_file=os.environ.get("KUBECONFIG"))  # type: ignore[no-untyped-call]
     except config.ConfigException:
-        config.load_incluster_config()  # type: ignore[no-untyped-call]
+        try:
+            config.load_incluster_config()  # type: ignore[no-untyped-call]
+        except config.ConfigException as exc:
+            raise SystemExit(
+                "kubestill rollout: no cluster to talk to: set KUBECONFIG (e.g. `kubestill dev up` prints one) "
+                f"or run inside a Pod ({exc})"
+            ) from exc
     return client.CustomObjectsApi()
 
 
