@@ -1,9 +1,14 @@
 """Run the `tritonserver` bundled in nvidia-pytriton as a local process (tests and `kubestill dev`).
 
-The python backend needs three things from its environment (FINDINGS.md): LD_LIBRARY_PATH with this
+The python backend needs three things from its environment: LD_LIBRARY_PATH with this
 interpreter's LIBDIR (else it may load another libpython: `'_thread.RLock' object has no attribute
-'_recursion_count'`) and nvidia_pytriton.libs; PYTHONPATH so model.py sees this venv's torch/transformers
-and the kubestill packages; the backend directory of the wheel. No torch import here.
+'_recursion_count'`) and nvidia_pytriton.libs; this interpreter's bin directory first on PATH; the backend
+directory of the wheel. No torch import here.
+
+Why PATH and not PYTHONPATH: the stub embeds Python in *isolated* mode, so it ignores PYTHONPATH and
+PYTHONHOME, and it finds its prefix by looking up `python3` on PATH. With a venv's bin first, it reads that
+venv's pyvenv.cfg and sees its site-packages (torch, transformers, and the editable kubestill install);
+otherwise it silently gets the base interpreter's site-packages, and model.py fails on `import numpy`.
 """
 
 from __future__ import annotations
@@ -78,27 +83,9 @@ def backend_directory(cache: Path | None = None) -> Path:
     return target
 
 
-def _python_path() -> str:
-    """Where model.py finds torch, transformers, kubestill and kubestill_trainer: this interpreter's
-    import roots (site-packages and, for an editable or source checkout, the package directories)."""
-    roots: list[str] = []
-    import kubestill
-
-    roots.append(str(Path(next(iter(kubestill.__path__))).parent))
-    try:
-        import importlib.util
-
-        spec = importlib.util.find_spec("kubestill_trainer")
-        if spec and spec.submodule_search_locations:
-            roots.append(str(Path(next(iter(spec.submodule_search_locations))).parent))
-    except ImportError:
-        pass
-    roots += [p for p in sys.path if p and Path(p).is_dir()]
-    seen: list[str] = []
-    for r in roots:
-        if r not in seen:
-            seen.append(r)
-    return os.pathsep.join(seen)
+def _interpreter_bin() -> Path:
+    """The directory of this interpreter's `python3` (a venv's bin/ when running in one)."""
+    return Path(sys.executable).absolute().parent
 
 
 def tritonserver_command(
@@ -122,7 +109,7 @@ def tritonserver_command(
     ]
     env = {
         "LD_LIBRARY_PATH": ld,
-        "PYTHONPATH": _python_path(),
+        "PATH": os.pathsep.join(p for p in (str(_interpreter_bin()), base.get("PATH", "")) if p),
         "HF_HUB_OFFLINE": "1",
         # One model instance per CPU set is the default; keep torch from oversubscribing small machines.
         "OMP_NUM_THREADS": base.get("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 2)))),
