@@ -1,5 +1,6 @@
 """Deterministic names and labels of the objects kubestill creates: the contract between the operator, the
-trainer (report ConfigMap) and the local node. Deterministic names make every create idempotent."""
+trainer (its report channel is the job's ConfigMap) and the local node. Deterministic names make every create
+idempotent."""
 
 from __future__ import annotations
 
@@ -23,11 +24,9 @@ def job_name(dj_name: str, stage: str) -> str:
 
 
 def config_map_name(dj_name: str) -> str:
+    """`<dj>-config`: config.yaml for every stage, and the trainer's report channel (progress.json,
+    metrics.json), one object so a job costs one ConfigMap write and one watched object."""
     return f"{dj_name}-config"
-
-
-def report_map_name(dj_name: str) -> str:
-    return f"{dj_name}-report"
 
 
 def triton_name(sm_name: str) -> str:

@@ -77,7 +77,12 @@ class TeacherSpec(KubeModel):
 class StudentArchitecture(KubeModel):
     """A student built as a smaller copy of the teacher, initialised from some of its layers."""
 
-    num_layers: int = Field(ge=1, le=96, description="Transformer layers of the student.")
+    num_layers: int = Field(
+        ge=0, le=96,
+        description="Transformer layers of the student. 0 makes a static-embedding student for encoder tasks: "
+        "the teacher's token embeddings, pooled, then the head (no attention: tens of times faster on a CPU, "
+        "good for topic-like classification and first-stage retrieval).",
+    )
     from_teacher_layers: list[int] = Field(
         default_factory=list,
         max_length=96,
@@ -464,6 +469,15 @@ class DistillationJobSpec(KubeModel):
             cel="!has(self.student.architecture) || !has(self.teacher.triton) && !has(self.teacher.openai)",
             message="student.architecture copies teacher layers and needs teacher.modelUri",
             check=lambda s: s.student.architecture is None or s.teacher.model_uri is not None,
+            field="student",
+        ),
+        Rule(
+            cel="!has(self.student.architecture) || self.student.architecture.numLayers > 0 || "
+            "self.task in ['classification', 'embedding']",
+            message="student.architecture.numLayers 0 (a static-embedding student) is for classification and "
+            "embedding only",
+            check=lambda s: s.student.architecture is None or s.student.architecture.num_layers > 0
+            or s.task in (Task.CLASSIFICATION, Task.EMBEDDING),
             field="student",
         ),
     )
