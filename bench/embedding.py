@@ -62,16 +62,24 @@ def sentences_of(rows: list[Row], body: dict[str, str], limit: int, seed: int) -
     return [out[i] for i in sorted(keep)]
 
 
-def job(data: Path, workdir: Path, epochs: int, max_len: int) -> dict[str, Any]:
+STUDENTS: dict[str, tuple[dict[str, Any], float, str]] = {
+    # name: (student.architecture, learning rate, description)
+    "cut": ({"numLayers": 2, "fromTeacherLayers": [0, 5]}, 1e-4, "2 layers x 384 copied from teacher layers 0 and 5"),
+    # No attention: the teacher's token embeddings, mean-pooled (as Model2Vec-style static embeddings), fine-tuned.
+    "static": ({"numLayers": 0}, 2e-3, "static embeddings (0 layers) from the teacher's embedding table"),
+}
+
+
+def job(data: Path, workdir: Path, epochs: int, max_len: int, student: str) -> dict[str, Any]:
     return {
         "task": "embedding",
         "teacher": {"modelUri": MINILM},
-        "student": {"architecture": {"numLayers": 2, "fromTeacherLayers": [0, 5]}},
+        "student": {"architecture": STUDENTS[student][0]},
         "data": {"uri": f"file://{data}", "fields": {"text": "text", "segment": "segment"},
                  "splits": {"train": 0.9, "validation": 0.05, "test": 0.05}, "seed": SPLIT_SEED},
         "labeling": {"batchSize": 128},
         "loss": {"terms": [{"name": "embedding-mse"}, {"name": "embedding-cosine"}]},
-        "training": {"epochs": epochs, "batchSize": 32, "learningRate": 1e-4, "maxSeqLength": max_len,
+        "training": {"epochs": epochs, "batchSize": 32, "learningRate": STUDENTS[student][1], "maxSeqLength": max_len,
                      "warmupRatio": 0.05, "checkpointEverySteps": 100000},
         "evaluation": {"primaryMetric": "cosine"},
         "output": {"studentModelName": "bench", "artifactUri": f"file://{workdir}"},
@@ -83,6 +91,7 @@ def main() -> None:
     p.add_argument("--sentences", type=int, default=20000)
     p.add_argument("--epochs", type=int, default=1)
     p.add_argument("--max-len", type=int, default=128)
+    p.add_argument("--student", choices=sorted(STUDENTS), default="cut")
     p.add_argument("--workdir", type=Path, default=None)
     args = p.parse_args()
     torch.manual_seed(0)
@@ -95,7 +104,7 @@ def main() -> None:
     test = [r for r in articles if split[r.id] != "train"]
     data = write_jsonl(root / "sentences.jsonl", sentences_of(train_articles, body, args.sentences, SPLIT_SEED))
     work = root / "kd"
-    spec = job(data, work, args.epochs, args.max_len)
+    spec = job(data, work, args.epochs, args.max_len, args.student)
     if not (work / "labels" / "rows.jsonl").exists():  # a rerun in the same --workdir reuses labels and model
         run_stage(run_label, spec, work)
     print(f"[{clock():.0f}s] labelled training sentences", flush=True)
@@ -168,7 +177,8 @@ def main() -> None:
          "p99 ms b1", f"rows/s b{LATENCY_BATCH}", "quality ratio (NDCG@10)", "speedup b1",
          f"speedup b{LATENCY_BATCH}"],
         table,
-        [f"KD training: {summary['examples']} sentences from {len(train_articles)} train articles, "
+        [f"student: {STUDENTS[args.student][2]}",
+         f"KD training: {summary['examples']} sentences from {len(train_articles)} train articles, "
          f"{summary['steps']} steps at batch 32 in {summary['seconds']:.0f}s",
          "latency: CPU, end to end from text (tokenizer included), titles and leads, p50/p99 over 200 single "
          f"calls; throughput at batch {LATENCY_BATCH}",
