@@ -41,34 +41,53 @@ def _pool() -> asyncio.Semaphore:
 
 
 class Reconciler:
-    """Runs `fn(key)` for a key, one at a time per key; a failure is retried with exponential backoff."""
+    """Runs `fn(key)` for a key, one at a time per key; a failure is retried with exponential backoff.
+
+    Events that arrive while a key's reconcile is queued or running are coalesced into one more run after
+    it: a burst (the object, its status echo, each child's ADDED) costs two reconciles, not one per event.
+    Every run reads the newest state, so nothing an event announced is missed.
+    """
 
     def __init__(self, kind: str, fn: Callable[[Key], Awaitable[float | None]]) -> None:
         self.kind = kind
         self.fn = fn
-        self._locks: dict[Key, asyncio.Lock] = {}
+        self._active: set[Key] = set()
+        self._dirty: set[Key] = set()
         self._retries: dict[Key, int] = {}
         self._scheduled: dict[Key, asyncio.TimerHandle] = {}
 
     async def run(self, key: Key) -> None:
-        lock = self._locks.setdefault(key, asyncio.Lock())
-        async with lock, _pool():
-            RECONCILE_COUNTS[self.kind] = RECONCILE_COUNTS.get(self.kind, 0) + 1
-            with RECONCILE_SECONDS.labels(kind=self.kind).time():
-                try:
-                    requeue = await self.fn(key)
-                except Exception as err:  # retried below: a transient API error must not stall the job
-                    RECONCILES.labels(kind=self.kind, result="error").inc()
-                    attempt = self._retries.get(key, 0) + 1
-                    self._retries[key] = attempt
-                    delay = min(2.0**attempt, 60.0)
-                    logger.warning("%s %s/%s: reconcile failed (%s), retry in %.0fs", self.kind, *key, err, delay)
-                    self.requeue(key, delay)
+        if key in self._active:
+            self._dirty.add(key)
+            return
+        self._active.add(key)
+        try:
+            while True:
+                self._dirty.discard(key)
+                async with _pool():
+                    await self._once(key)
+                if key not in self._dirty:
                     return
-            RECONCILES.labels(kind=self.kind, result="ok").inc()
-            self._retries.pop(key, None)
-            if requeue is not None:
-                self.requeue(key, requeue)
+        finally:
+            self._active.discard(key)
+
+    async def _once(self, key: Key) -> None:
+        RECONCILE_COUNTS[self.kind] = RECONCILE_COUNTS.get(self.kind, 0) + 1
+        with RECONCILE_SECONDS.labels(kind=self.kind).time():
+            try:
+                requeue = await self.fn(key)
+            except Exception as err:  # retried below: a transient API error must not stall the job
+                RECONCILES.labels(kind=self.kind, result="error").inc()
+                attempt = self._retries.get(key, 0) + 1
+                self._retries[key] = attempt
+                delay = min(2.0**attempt, 60.0)
+                logger.warning("%s %s/%s: reconcile failed (%s), retry in %.0fs", self.kind, *key, err, delay)
+                self.requeue(key, delay)
+                return
+        RECONCILES.labels(kind=self.kind, result="ok").inc()
+        self._retries.pop(key, None)
+        if requeue is not None:
+            self.requeue(key, requeue)
 
     def requeue(self, key: Key, delay: float) -> None:
         """Run again after `delay` seconds (one pending timer per key)."""
@@ -83,12 +102,12 @@ class Reconciler:
         await self.run(key)
 
     def forget(self, key: Key) -> None:
-        """The object is gone: drop its lock, retries and pending timer."""
+        """The object is gone: drop its pending rerun, retries and timer."""
         timer = self._scheduled.pop(key, None)
         if timer is not None:
             timer.cancel()
         self._retries.pop(key, None)
-        self._locks.pop(key, None)
+        self._dirty.discard(key)
 
 
 def first_indexed(indexes: Mapping[str, Any], index_name: str, key: Key) -> Any:
