@@ -53,6 +53,9 @@ class Observed:
     report: Mapping[str, str] = field(default_factory=dict)  # data of the report ConfigMap
     # Problems with references that can be checked before any Job runs (missing claim, Secret ...).
     reference_problems: tuple[str, ...] = ()
+    # Stages whose Job this operator created moments ago but whose watch event has not arrived yet (the
+    # "expectations" of Kubernetes' own controllers): treated as pending, never created twice.
+    expected: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -155,7 +158,7 @@ def plan(
     if old_phase in TERMINAL:
         return Plan(status=new if new != dict(status) else dict(status))
 
-    if observed.reference_problems and not observed.jobs:
+    if observed.reference_problems and not observed.jobs and not observed.expected:
         message = "; ".join(observed.reference_problems)
         conds.append(Cond("ReferencesResolved", "False", "ReferenceNotFound", message))
         conds.append(Cond("Ready", "False", "ReferenceNotFound", message))
@@ -175,11 +178,13 @@ def plan(
         view = observed.jobs.get(stage.value)
         old_entry = old_stages.get(stage.value)
         if view is None:
-            create = stage
             stages[stage.value] = {"jobName": job_name(name, stage.value), "state": "Pending", "attempts": 0}
             # Written as the created Job will be observed (Pending), so its first watch event changes nothing.
             phase, message = PHASE_OF_STAGE[stage], f"{stage.value}: Job {job_name(name, stage.value)} pending"
-            events.append(Event("Normal", "StageStarted", f"{stage.value}: created Job {job_name(name, stage.value)}"))
+            if stage.value not in observed.expected:
+                create = stage
+                events.append(Event("Normal", "StageStarted",
+                                    f"{stage.value}: created Job {job_name(name, stage.value)}"))
             break
         entry = _stage_entry(view, old_entry)
         stages[stage.value] = entry

@@ -129,3 +129,28 @@ def test_published_student_is_recorded() -> None:
     assert result.status["studentModel"] == {"name": "bbc-student"}
     assert result.status["completedAt"] == "2026-01-01T12:00:00Z"
     assert "StudentModelPublished" in [e.reason for e in result.events]
+
+
+@pytest.mark.parametrize(
+    ("jobs", "expected", "create"),
+    [
+        ({}, frozenset({"label"}), None),  # created, not yet seen: wait for the watch, never create twice
+        (_jobs(DONE), frozenset({"train"}), None),
+        (_jobs(DONE), frozenset({"label"}), Stage.TRAIN),  # an expectation of a seen stage changes nothing
+        ({}, frozenset(), Stage.LABEL),  # expectation expired and still absent: (re)create it
+    ],
+)
+def test_expected_jobs_are_not_created_again(jobs: dict[str, JobView], expected: frozenset[str],
+                                              create: Stage | None) -> None:
+    fresh = plan("bbc", _spec(), 1, {}, Observed(jobs), NOW)
+    result = plan("bbc", _spec(), 1, fresh.status, Observed(jobs, expected=expected), NOW)
+    assert result.create_stage == create
+    assert [e.reason for e in result.events] == (["StageStarted"] if create else [])
+    # The status is what the first pass wrote: waiting for the watch event changes nothing.
+    assert result.status["stages"] == fresh.status["stages"]
+
+
+def test_expected_job_skips_the_reference_check() -> None:
+    result = plan("bbc", _spec(), 1, {}, Observed(reference_problems=("claim 'x' not found",),
+                                                  expected=frozenset({"label"})), NOW)
+    assert result.status["phase"] == "Labeling" and result.create_stage is None
