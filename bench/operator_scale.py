@@ -1,9 +1,10 @@
 """How the operator copes with many DistillationJobs applied at once, on the real control plane.
 
-For each N (default 100, 500, 1000) it creates N DistillationJobs concurrently in a fresh namespace and
-measures, per object, the time from "create returned" to "its first stage Job appeared" (seen by a watch
-on Jobs), plus the operator's peak RSS and, from the operator's own /metrics, Kubernetes API requests per
-reconcile and per object. No node runs: the Jobs stay pending, which is what this measures.
+For each N (default 100, 500, 1000) it starts a fresh operator, creates N DistillationJobs concurrently in a
+fresh namespace and measures, per object, the time from "create returned" to "its first stage Job appeared"
+(seen by a watch on Jobs), plus the operator's peak RSS and, from the operator's own /metrics, Kubernetes API
+requests per reconcile and per object. The round's objects are deleted before the next round, so each peak RSS
+is the operator's with N objects. No node runs: the Jobs stay pending, which is what this measures.
 
     python bench/operator_scale.py [--sizes 100,500,1000] [--keep]
 
@@ -161,6 +162,63 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
 
 
+def start_operator(cluster: controlplane.Cluster, log_path: Path, metrics_port: int, health_port: int,
+                   extra_env: list[str]) -> tuple[subprocess.Popen[bytes], Any]:
+    """`kubestill operator` as its own process (as in a Pod), once its liveness endpoint answers."""
+    env = {**cluster.env(), **dict(e.split("=", 1) for e in extra_env), "KUBESTILL_METRICS_PORT": str(metrics_port),
+           "PYTHONPATH": os.pathsep.join([str(REPO / "operator"), str(REPO / "trainer-image")])}
+    log = open(log_path, "wb")  # noqa: SIM115 (closed by the caller)
+    code = "import sys; from kubestill.cli import main; sys.exit(main(sys.argv[1:]))"
+    op = subprocess.Popen([sys.executable, "-c", code, "operator", "--liveness",
+                           f"http://127.0.0.1:{health_port}/healthz"], env=env, stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{health_port}/healthz", timeout=1).close()
+            return op, log
+        except OSError:
+            if time.monotonic() > deadline or op.poll() is not None:
+                op.kill()
+                raise RuntimeError(f"operator did not start; see {log_path}") from None
+            time.sleep(0.3)
+
+
+def one_round(cluster: controlplane.Cluster, info: kopf.ConnectionInfo, ns: str, n: int, op_pid: int,
+              metrics_port: int, timeout: float) -> dict[str, Any]:
+    """Create n DistillationJobs in namespace `ns` at once; latency, requests and CPU of the round."""
+    cluster.kubectl("create", "namespace", ns)
+    watcher = JobWatcher(info, ns)
+    watcher.start()
+    watcher.ready.wait(10)
+    before = scrape(metrics_port)
+    cpu_before = cpu_seconds(op_pid, cluster.pids)
+    t0 = time.monotonic()
+    created = asyncio.run(create_all(info, ns, n))
+    apply_s = time.monotonic() - t0
+    end = time.monotonic() + timeout
+    while len(watcher.seen) < n and time.monotonic() < end:
+        time.sleep(0.2)
+    time.sleep(2)  # let trailing status writes land before reading the counters
+    after = scrape(metrics_port)
+    cpu = {k: v - cpu_before[k] for k, v in cpu_seconds(op_pid, cluster.pids).items()}
+    watcher.stop = True
+    listed = len(json.loads(cluster.kubectl("get", "jobs", "-n", ns, "-o", "json").stdout)["items"])
+    if listed != len(watcher.seen):
+        print(f"N={n}: the watch saw {len(watcher.seen)} Jobs, a LIST finds {listed}", flush=True)
+    lat = [watcher.seen[k] - created[k] for k in created if k in watcher.seen]
+    requests = after["requests"] - before["requests"]
+    reconciles = after["reconciles"] - before["reconciles"]
+    return {
+        "n": n, "jobs": len(lat), "apply_s": apply_s,
+        "p50": statistics.median(lat) if lat else float("nan"),
+        "p99": pct(lat, 0.99) if lat else float("nan"), "max": max(lat) if lat else float("nan"),
+        "all_s": (max(watcher.seen.values()) - t0) if watcher.seen else float("nan"),
+        "req_per_rec": requests / reconciles if reconciles else 0.0,
+        "req_per_obj": requests / n, "rec_per_obj": reconciles / n, "cpu": cpu,
+        "api_ms": mean_ms(before, after, "api"), "rec_ms": mean_ms(before, after, "rec"),
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="100,500,1000")
@@ -175,70 +233,34 @@ def main() -> int:
     os.environ["KUBECONFIG"] = str(cluster.kubeconfig)
     info = kopf.login_with_kubeconfig(settings=kopf.OperatorSettings())
     assert info is not None
-    metrics_port, health_port = controlplane.free_port(), controlplane.free_port()
-    env = {**cluster.env(), **dict(e.split("=", 1) for e in args.env), "KUBESTILL_METRICS_PORT": str(metrics_port),
-           "PYTHONPATH": os.pathsep.join([str(REPO / "operator"), str(REPO / "trainer-image")])}
-    log = open(state / "operator.log", "wb")  # noqa: SIM115
-    code = "import sys; from kubestill.cli import main; sys.exit(main(sys.argv[1:]))"
-    op = subprocess.Popen([sys.executable, "-c", code, "operator", "--liveness",
-                           f"http://127.0.0.1:{health_port}/healthz"], env=env, stdout=log, stderr=subprocess.STDOUT)
     rows = []
+    idle: list[float] = []
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{health_port}/healthz", timeout=1).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline or op.poll() is not None:
-                    raise RuntimeError("operator did not start; see " + str(state / "operator.log")) from None
-                time.sleep(0.3)
-        sampler = RssSampler(op.pid)
-        sampler.start()
-        idle_rss = psutil.Process(op.pid).memory_info().rss
         for n in sizes:
             ns = f"scale-{n}"
-            cluster.kubectl("create", "namespace", ns)
-            watcher = JobWatcher(info, ns)
-            watcher.start()
-            watcher.ready.wait(10)
-            before = scrape(metrics_port)
-            cpu_before = cpu_seconds(op.pid, cluster.pids)
-            t0 = time.monotonic()
-            created = asyncio.run(create_all(info, ns, n))
-            apply_s = time.monotonic() - t0
-            end = time.monotonic() + args.timeout
-            while len(watcher.seen) < n and time.monotonic() < end:
-                time.sleep(0.2)
-            time.sleep(2)  # let trailing status writes land before reading the counters
-            after = scrape(metrics_port)
-            cpu = {k: v - cpu_before[k] for k, v in cpu_seconds(op.pid, cluster.pids).items()}
-            watcher.stop = True
-            listed = len(json.loads(cluster.kubectl("get", "jobs", "-n", ns, "-o", "json").stdout)["items"])
-            if listed != len(watcher.seen):
-                print(f"N={n}: the watch saw {len(watcher.seen)} Jobs, a LIST finds {listed}", flush=True)
-            lat = [watcher.seen[k] - created[k] for k in created if k in watcher.seen]
-            requests = after["requests"] - before["requests"]
-            reconciles = after["reconciles"] - before["reconciles"]
-            rows.append({
-                "n": n, "jobs": len(lat), "apply_s": apply_s,
-                "p50": statistics.median(lat) if lat else float("nan"),
-                "p99": pct(lat, 0.99) if lat else float("nan"), "max": max(lat) if lat else float("nan"),
-                "all_s": (max(watcher.seen.values()) - t0) if watcher.seen else float("nan"),
-                "rss_mb": sampler.peak / 2**20, "req_per_rec": requests / reconciles if reconciles else 0.0,
-                "req_per_obj": requests / n, "rec_per_obj": reconciles / n, "cpu": cpu,
-                "api_ms": mean_ms(before, after, "api"), "rec_ms": mean_ms(before, after, "rec"),
-            })
-            print(f"N={n}: {len(lat)}/{n} Jobs, p50 {rows[-1]['p50']:.2f}s p99 {rows[-1]['p99']:.2f}s", flush=True)
-        sampler.stop = True
+            metrics_port, health_port = controlplane.free_port(), controlplane.free_port()
+            op, log = start_operator(cluster, state / f"operator-{n}.log", metrics_port, health_port, args.env)
+            try:
+                sampler = RssSampler(op.pid)
+                sampler.start()
+                idle.append(psutil.Process(op.pid).memory_info().rss / 2**20)
+                rows.append(one_round(cluster, info, ns, n, op.pid, metrics_port, args.timeout))
+                sampler.stop = True
+                rows[-1]["rss_mb"] = sampler.peak / 2**20
+            finally:
+                op.terminate()
+                op.wait(30)
+                log.close()
+            # Gone before the next round's operator starts, so it holds only its own N objects.
+            cluster.kubectl("delete", "distillationjobs,jobs,configmaps", "--all", "-n", ns, "--wait=true")
+            print(f"N={n}: {rows[-1]['jobs']}/{n} Jobs, p50 {rows[-1]['p50']:.2f}s p99 {rows[-1]['p99']:.2f}s, "
+                  f"peak RSS {rows[-1]['rss_mb']:.0f} MB", flush=True)
     finally:
-        op.terminate()
-        op.wait(30)
-        log.close()
         controlplane.stop(cluster, remove_state=not args.keep)
 
     print()
-    print(f"operator idle RSS after start-up: {idle_rss / 2**20:.0f} MB; machine: {os.cpu_count()} CPUs "
+    print(f"operator idle RSS after start-up: {min(idle):.0f}-{max(idle):.0f} MB (a fresh operator per round); "
+          f"machine: {os.cpu_count()} CPUs "
           "(operator, kube-apiserver, etcd and this script share them)")
     header = (f"{'objects':>8} {'Jobs seen':>9} {'create all':>10} {'p50 s':>7} {'p99 s':>7} {'max s':>7} "
               f"{'last Job':>9} {'peak RSS':>9} {'req/recon':>9} {'req/obj':>8} {'recon/obj':>9}")

@@ -31,6 +31,9 @@ class Settings:
     metrics_port: int = 0
     # Extra labels put on every child object (e.g. a team or cost centre).
     extra_labels: Mapping[str, str] = field(default_factory=dict)
+    # ServiceAccount of stage Jobs whose spec names none (the chart's trainer account, allowed to write the
+    # report ConfigMap); empty: the namespace's default account.
+    trainer_service_account: str = ""
 
 
 def _csv(value: str) -> tuple[str, ...]:
@@ -59,4 +62,5 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         image_pull_secrets=_csv(env.get("KUBESTILL_IMAGE_PULL_SECRETS", "")),
         metrics_port=int(env.get("KUBESTILL_METRICS_PORT") or 0),
         extra_labels=_labels(env.get("KUBESTILL_EXTRA_LABELS", "")),
+        trainer_service_account=env.get("KUBESTILL_TRAINER_SERVICE_ACCOUNT", ""),
     )

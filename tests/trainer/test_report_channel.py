@@ -32,3 +32,18 @@ def test_disabled_without_env_and_never_raises(cluster: Any, namespace: str) -> 
     assert not ReportChannel.from_env({"KUBESTILL_REPORT_CONFIGMAP": "x"}).publish("k", "v")
     # A namespace that does not exist: reported as a warning, the stage goes on.
     assert ReportChannel("job-report", "no-such-namespace-kubestill").publish("k", "v") is False
+
+
+def test_created_with_the_operators_labels_and_owner(cluster: Any, namespace: str) -> None:
+    """The operator hands the metadata over in KUBESTILL_REPORT_METADATA: its watch label, and the
+    DistillationJob as owner so the garbage collector deletes the report with the job."""
+    owner = json.loads(cluster.kubectl("create", "configmap", "owner", "-n", namespace, "-o", "json").stdout)
+    metadata = {"labels": {"kubestill.io/report": "true", "kubestill.io/distillationjob": "bbc"},
+                "ownerReferences": [{"apiVersion": "v1", "kind": "ConfigMap", "name": "owner",
+                                     "uid": owner["metadata"]["uid"], "controller": True}]}
+    channel = ReportChannel.from_env({"KUBESTILL_REPORT_CONFIGMAP": "bbc-report", "KUBESTILL_NAMESPACE": namespace,
+                                      "KUBESTILL_REPORT_METADATA": json.dumps(metadata)})
+    assert channel.publish("progress.json", "{}")
+    created = json.loads(cluster.kubectl("get", "configmap", "bbc-report", "-n", namespace, "-o", "json").stdout)
+    assert created["metadata"]["labels"] == {**metadata["labels"], "app.kubernetes.io/managed-by": "kubestill"}
+    assert created["metadata"]["ownerReferences"][0]["uid"] == owner["metadata"]["uid"]

@@ -1,9 +1,14 @@
 """The report channel: progress and metrics copied into a ConfigMap the operator watches, so it never has
 to read the artifact store. Active only when KUBESTILL_REPORT_CONFIGMAP and KUBESTILL_NAMESPACE are set.
+
+The first report creates the ConfigMap with the metadata the operator put in KUBESTILL_REPORT_METADATA (its
+labels, which the operator watches, and the DistillationJob as owner, so it is deleted with the job); later
+reports merge one key each. The stage's service account needs get, create and patch on configmaps.
 Failures to report are logged, never fatal: the files in the workdir remain the source of truth."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from collections.abc import Mapping
@@ -13,15 +18,22 @@ log = logging.getLogger(__name__)
 
 
 class ReportChannel:
-    def __init__(self, name: str | None, namespace: str | None) -> None:
+    def __init__(self, name: str | None, namespace: str | None, metadata: Mapping[str, Any] | None = None) -> None:
         self.name = name
         self.namespace = namespace
+        self.metadata = dict(metadata or {})
         self._api: Any = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> ReportChannel:
         env = os.environ if env is None else env
-        return cls(env.get("KUBESTILL_REPORT_CONFIGMAP") or None, env.get("KUBESTILL_NAMESPACE") or None)
+        try:
+            metadata = json.loads(env.get("KUBESTILL_REPORT_METADATA") or "{}")
+        except ValueError:
+            log.warning("KUBESTILL_REPORT_METADATA is not JSON; the report ConfigMap gets default labels")
+            metadata = {}
+        return cls(env.get("KUBESTILL_REPORT_CONFIGMAP") or None, env.get("KUBESTILL_NAMESPACE") or None,
+                   metadata if isinstance(metadata, dict) else {})
 
     @property
     def enabled(self) -> bool:
@@ -39,6 +51,11 @@ class ReportChannel:
             self._api = client.CoreV1Api()
         return self._api
 
+    def _new_config_map(self, key: str, text: str) -> dict[str, Any]:
+        labels = {"app.kubernetes.io/managed-by": "kubestill", **(self.metadata.get("labels") or {})}
+        metadata = {**self.metadata, "name": self.name, "namespace": self.namespace, "labels": labels}
+        return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": metadata, "data": {key: text}}
+
     def publish(self, key: str, text: str) -> bool:
         """Merge `key: text` into the ConfigMap (create it when missing). True when it was written."""
         if not self.enabled:
@@ -53,11 +70,12 @@ class ReportChannel:
             except ApiException as e:
                 if e.status != 404:
                     raise
-                api.create_namespaced_config_map(
-                    self.namespace,
-                    {"metadata": {"name": self.name, "labels": {"app.kubernetes.io/managed-by": "kubestill"}},
-                     "data": {key: text}},
-                )
+                try:
+                    api.create_namespaced_config_map(self.namespace, self._new_config_map(key, text))
+                except ApiException as e2:
+                    if e2.status != 409:  # created meanwhile (another process of this stage): merge into it
+                        raise
+                    api.patch_namespaced_config_map(self.name, self.namespace, body)
             return True
         except Exception as e:
             log.warning("could not report %s to ConfigMap %s/%s: %s", key, self.namespace, self.name, e)

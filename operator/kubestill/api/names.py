@@ -1,6 +1,5 @@
 """Deterministic names and labels of the objects kubestill creates: the contract between the operator, the
-trainer (its report channel is the job's ConfigMap) and the local node. Deterministic names make every create
-idempotent."""
+trainer (its report ConfigMap) and the local node. Deterministic names make every create idempotent."""
 
 from __future__ import annotations
 
@@ -13,9 +12,11 @@ REPORT_LABEL = "kubestill.io/report"
 
 # Where a Pod sees claim <claim> of a pvc://<claim>/<path> URI.
 PVC_ROOT = "/mnt/kubestill/pvc"
-# Where a stage Job sees its config (ConfigMap <dj>-config, key config.yaml).
+# Where a stage Job sees its config: the pod annotation CONFIG_ANNOTATION, projected by the downward API as
+# CONFIG_DIR/CONFIG_KEY. Each Job carries the exact config it ran with, and a job costs no ConfigMap write.
 CONFIG_DIR = "/etc/kubestill"
 CONFIG_KEY = "config.yaml"
+CONFIG_ANNOTATION = "kubestill.io/config"
 
 
 def job_name(dj_name: str, stage: str) -> str:
@@ -23,10 +24,10 @@ def job_name(dj_name: str, stage: str) -> str:
     return f"{dj_name}-{stage}"
 
 
-def config_map_name(dj_name: str) -> str:
-    """`<dj>-config`: config.yaml for every stage, and the trainer's report channel (progress.json,
-    metrics.json), one object so a job costs one ConfigMap write and one watched object."""
-    return f"{dj_name}-config"
+def report_map_name(dj_name: str) -> str:
+    """`<dj>-report`: created by the trainer on its first report (progress.json, metrics.json), with the
+    metadata the operator hands it (labels, owner), so nothing is written for it before a stage runs."""
+    return f"{dj_name}-report"
 
 
 def triton_name(sm_name: str) -> str:

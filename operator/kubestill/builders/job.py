@@ -2,21 +2,23 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any
 
 from kubestill.api.names import (
+    CONFIG_ANNOTATION,
     CONFIG_DIR,
     CONFIG_KEY,
     DJ_LABEL,
     STAGE_LABEL,
-    config_map_name,
     job_name,
     report_map_name,
 )
 from kubestill.api.v1alpha1.common import ComputeResources, Placement
 from kubestill.api.v1alpha1.distillationjob import DistillationJobSpec
 
+from .configmap import config_text, report_metadata
 from .meta import child_metadata, pvc_claims, pvc_volumes
 
 TRAINER_CONTAINER = "trainer"
@@ -58,17 +60,23 @@ def build_stage_job(
     pull_policy: str = "IfNotPresent",
     pull_secrets: tuple[str, ...] = (),
     extra_labels: Mapping[str, str] | None = None,
+    service_account: str = "",
 ) -> dict[str, Any]:
-    """batch/v1 Job `<dj>-<stage>` running `python -m kubestill_trainer <stage>` (contract)."""
+    """batch/v1 Job `<dj>-<stage>` running `python -m kubestill_trainer <stage>` (contract); its Pod runs as
+    spec.run.serviceAccountName, else `service_account` (the operator's default), else the namespace default."""
     name = dj["metadata"]["name"]
     namespace = dj["metadata"]["namespace"]
     labels = {DJ_LABEL: name, STAGE_LABEL: stage, "app.kubernetes.io/name": "kubestill-trainer"}
     stage_res = getattr(spec.resources, stage)
     volumes, mounts = pvc_volumes(pvc_claims(spec_uris(spec)))
-    volumes.insert(0, {"name": "config", "configMap": {"name": config_map_name(name)}})
+    # The config travels in the pod's own annotation, projected as a file by the downward API.
+    volumes.insert(0, {"name": "config", "downwardAPI": {"items": [
+        {"path": CONFIG_KEY, "fieldRef": {"fieldPath": f"metadata.annotations['{CONFIG_ANNOTATION}']"}}]}})
     mounts.insert(0, {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True})
     env: list[dict[str, Any]] = [
         {"name": "KUBESTILL_REPORT_CONFIGMAP", "value": report_map_name(name)},
+        {"name": "KUBESTILL_REPORT_METADATA", "value": json.dumps(report_metadata(dj, extra_labels),
+                                                                   separators=(",", ":"))},
         {"name": "KUBESTILL_NAMESPACE", "value": namespace},
         {"name": "KUBESTILL_STAGE", "value": stage},
         {"name": "KUBESTILL_TERMINATION_LOG", "value": "/dev/termination-log"},
@@ -99,14 +107,15 @@ def build_stage_job(
         "volumes": volumes,
         **placement(stage_res),
     }
-    if spec.run.service_account_name:
-        pod_spec["serviceAccountName"] = spec.run.service_account_name
+    if spec.run.service_account_name or service_account:
+        pod_spec["serviceAccountName"] = spec.run.service_account_name or service_account
     if pull_secrets:
         pod_spec["imagePullSecrets"] = [{"name": s} for s in pull_secrets]
     metadata = child_metadata(job_name(name, stage), dj, labels, extra_labels)
     job_spec: dict[str, Any] = {
         "backoffLimit": spec.run.backoff_limit,
-        "template": {"metadata": {"labels": dict(metadata["labels"])}, "spec": pod_spec},
+        "template": {"metadata": {"labels": dict(metadata["labels"]),
+                                  "annotations": {CONFIG_ANNOTATION: config_text(dj)}}, "spec": pod_spec},
     }
     if spec.run.active_deadline_seconds is not None:
         job_spec["activeDeadlineSeconds"] = spec.run.active_deadline_seconds

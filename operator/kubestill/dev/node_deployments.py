@@ -112,7 +112,7 @@ class DeploymentRunner:
         labels = {**(template.get("metadata") or {}).get("labels", {}), "pod-template-hash": template_hash}
         name = f"{meta['name']}-{template_hash[:8]}-{secrets.token_hex(3)}"[:63]
         pod_spec = {**template["spec"], "nodeName": "kubestill-local"}
-        pod = {"apiVersion": "v1", "kind": "Pod",
+        pod: dict[str, Any] = {"apiVersion": "v1", "kind": "Pod",
                "metadata": {"name": name, "namespace": ns, "labels": labels,
                             "annotations": (template.get("metadata") or {}).get("annotations", {}),
                             "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": meta["name"],
@@ -125,7 +125,7 @@ class DeploymentRunner:
         pod_dir.mkdir(parents=True, exist_ok=True)
         try:
             volumes = materialize_volumes(pod_spec, pod_dir, self.node.pvc_root,
-                                          lambda n: self.node.read_config_map(ns, n))
+                                          lambda n: self.node.read_config_map(ns, n), pod["metadata"])
             for init in pod_spec.get("initContainers") or []:
                 self._run_init(ns, pod, init, volumes, pod_dir)
             container = pod_spec["containers"][0]

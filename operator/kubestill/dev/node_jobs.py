@@ -114,9 +114,10 @@ class JobRunner:
         labels = {**(template.get("metadata") or {}).get("labels", {}), "batch.kubernetes.io/job-name": meta["name"],
                   "batch.kubernetes.io/controller-uid": meta["uid"]}
         pod_spec = {**template["spec"], "nodeName": "kubestill-local"}
-        pod = {
+        pod: dict[str, Any] = {
             "apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": pod_name, "namespace": ns, "labels": labels, "ownerReferences": [{
+            "metadata": {"name": pod_name, "namespace": ns, "labels": labels,
+                         "annotations": (template.get("metadata") or {}).get("annotations", {}), "ownerReferences": [{
                 "apiVersion": "batch/v1", "kind": "Job", "name": meta["name"], "uid": meta["uid"],
                 "controller": True, "blockOwnerDeletion": True}]},
             "spec": pod_spec,
@@ -135,7 +136,7 @@ class JobRunner:
         self.node.api.patch(self._job_path(ns, meta["name"]) + "/status", {"status": job_status})
         try:
             volumes = materialize_volumes(pod_spec, pod_dir, self.node.pvc_root,
-                                          lambda n: self.node.read_config_map(ns, n))
+                                          lambda n: self.node.read_config_map(ns, n), pod["metadata"])
             mounts = container_mounts(container, volumes, pod_dir)
             env = container_env(container, pod, lambda n: self.node.read_secret(ns, n), mounts,
                                 self.node.process_env())

@@ -38,18 +38,41 @@ class Mounts:
         return text
 
 
+def downward_value(meta: Mapping[str, Any], path: str) -> str:
+    """A downward-API fieldPath of the Pod's metadata, as the kubelet renders it: metadata.name, .namespace,
+    .uid, .labels['k'], .annotations['k'], or all labels/annotations as `k="v"` lines."""
+    m = re.fullmatch(r"metadata\.(labels|annotations)(?:\['(.+)'\])?", path)
+    if m is None:
+        field = path.removeprefix("metadata.")
+        if field not in ("name", "namespace", "uid"):
+            raise ValueError(f"downward API field {path!r} is not supported by the local node")
+        return str(meta.get(field) or "")
+    values: Mapping[str, str] = meta.get(m.group(1)) or {}
+    if m.group(2) is not None:
+        return str(values.get(m.group(2), ""))
+    return "\n".join(f'{k}="{v}"' for k, v in sorted(values.items()))
+
+
 def materialize_volumes(
     pod_spec: Mapping[str, Any],
     pod_dir: Path,
     pvc_root: Path,
     read_config_map: Callable[[str], dict[str, str] | None],
+    pod_meta: Mapping[str, Any] | None = None,
 ) -> dict[str, str]:
-    """Host directory of each volume: ConfigMaps written out as files, emptyDirs fresh dirs, PVC claims
-    under `pvc_root/<claim>`. Returns volume name -> host path."""
+    """Host directory of each volume: ConfigMaps and downward-API items (from `pod_meta`) written out as
+    files, emptyDirs fresh dirs, PVC claims under `pvc_root/<claim>`. Returns volume name -> host path."""
     out: dict[str, str] = {}
     for vol in pod_spec.get("volumes") or []:
         name = vol["name"]
-        if "configMap" in vol:
+        if "downwardAPI" in vol:
+            target = pod_dir / "volumes" / name
+            target.mkdir(parents=True, exist_ok=True)
+            for item in vol["downwardAPI"].get("items") or []:
+                if "fieldRef" not in item:
+                    raise ValueError(f"downward API item {item.get('path')!r}: only fieldRef is supported")
+                (target / item["path"]).write_text(downward_value(pod_meta or {}, item["fieldRef"]["fieldPath"]))
+        elif "configMap" in vol:
             data = read_config_map(vol["configMap"]["name"])
             if data is None:
                 raise FileNotFoundError(f'configmap "{vol["configMap"]["name"]}" not found')
@@ -118,9 +141,7 @@ def container_env(
                 raise KeyError(f'secret "{ref["name"]}" key "{ref["key"]}" not found')
             env[name] = base64.b64decode(data[ref["key"]]).decode()
         elif "fieldRef" in source:
-            path = source["fieldRef"]["fieldPath"]
-            meta = pod["metadata"]
-            env[name] = {"metadata.namespace": meta["namespace"], "metadata.name": meta["name"]}.get(path, "")
+            env[name] = downward_value(pod["metadata"], source["fieldRef"]["fieldPath"])
     return env
 
 

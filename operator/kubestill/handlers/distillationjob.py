@@ -6,19 +6,18 @@ DistillationJob lets the cluster's garbage collector delete them; the operator a
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
+import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import ValidationError
 
-from kubestill.api.names import DJ_LABEL, STAGE_LABEL, config_map_name
+from kubestill.api.names import DJ_LABEL, STAGE_LABEL
 from kubestill.api.v1alpha1 import API_VERSION
 from kubestill.api.v1alpha1.distillationjob import DistillationJobSpec, DistillationJobStatus, Stage
-from kubestill.builders.configmap import build_config_map, build_report_map
 from kubestill.builders.job import build_stage_job, spec_uris
 from kubestill.builders.meta import pvc_claims
 from kubestill.builders.studentmodel import build_student_model
@@ -38,6 +37,11 @@ log = logging.getLogger("kubestill.distillationjob")
 _indexes: dict[str, Any] = {}
 # The status we last wrote per object, newer than the index until our own watch event arrives.
 _written: dict[Key, dict[str, Any]] = {}
+# Stages whose Job we created but have not seen through the watch yet: (namespace, name) -> stage -> deadline
+# (monotonic). Under a burst the Job's watch event can trail the next reconcile; without this the reconcile
+# would POST the Job (and its ConfigMap) again. After the deadline an unseen Job is created again.
+_expected: dict[Key, dict[str, float]] = {}
+EXPECTATION_SECONDS = 30.0
 _settings: Settings | None = None
 REFERENCE_RECHECK_SECONDS = 15.0
 
@@ -95,7 +99,11 @@ async def on_event(event_type: str | None, body: Mapping[str, Any], indexes: Map
     if event_type == "DELETED":
         RECONCILER.forget(key)
         _written.pop(key, None)
+        _expected.pop(key, None)
         return
+    ours = _written.get(key)
+    if ours is not None and ours["metadata"].get("resourceVersion") == body["metadata"].get("resourceVersion"):
+        return  # the echo of our own status write: that reconcile already acted on everything it shows
     await RECONCILER.run(key)
 
 
@@ -190,12 +198,15 @@ async def reconcile(key: Key, api: KubeClient) -> float | None:
                 jobs[stage] = JobView(view.name, view.state, view.attempts, view.start_time, view.completion_time,
                                       detail)
     report = _one("reports", key) or {}
-    problems = () if jobs else tuple(await reference_problems(api, namespace, spec))
-    result = plan(name, spec, generation, status, Observed(jobs, report, problems), now)
+    expected = _pending_expectations(key, jobs)
+    problems = () if jobs or expected else tuple(await reference_problems(api, namespace, spec))
+    result = plan(name, spec, generation, status, Observed(jobs, report, problems, frozenset(expected)), now)
 
     requeue: float | None = REFERENCE_RECHECK_SECONDS if problems else None
     if result.create_stage is not None:
         created = await _create_stage(api, dj, spec, result.create_stage)
+        _expected.setdefault(key, {})[result.create_stage.value] = time.monotonic() + EXPECTATION_SECONDS
+        requeue = EXPECTATION_SECONDS  # look again if the Job never shows up
         events = [e for e in result.events if e.reason != "StageStarted" or created]
     else:
         events = list(result.events)
@@ -209,22 +220,23 @@ async def reconcile(key: Key, api: KubeClient) -> float | None:
     return requeue
 
 
-async def _create_stage(api: KubeClient, dj: Mapping[str, Any], spec: DistillationJobSpec, stage: Stage) -> bool:
-    """Config (rewritten so spec edits reach stages not yet started), report channel, then the Job."""
-    s = settings()
-    ns, name = dj["metadata"]["namespace"], dj["metadata"]["name"]
-    config = build_config_map(dj, s.extra_labels)
-
-    async def write_config() -> None:
-        if not await api.create(config):
-            await api.merge_patch("v1", "ConfigMap", ns, config_map_name(name), {"data": config["data"]})
-
-    if stage == Stage.LABEL:
-        await asyncio.gather(api.create(build_report_map(dj, s.extra_labels)), write_config())
+def _pending_expectations(key: Key, jobs: Mapping[str, JobView]) -> set[str]:
+    """Stages created but not yet observed, dropping those seen since or past their deadline."""
+    now = time.monotonic()
+    live = {stage: t for stage, t in _expected.get(key, {}).items() if stage not in jobs and t > now}
+    if live:
+        _expected[key] = live
     else:
-        await write_config()
+        _expected.pop(key, None)
+    return set(live)
+
+
+async def _create_stage(api: KubeClient, dj: Mapping[str, Any], spec: DistillationJobSpec, stage: Stage) -> bool:
+    """The stage Job, carrying the current spec (so an edit reaches the stages that have not started)."""
+    s = settings()
     job = build_stage_job(dj, spec, stage.value, default_image=s.trainer_image, pull_policy=s.image_pull_policy,
-                          pull_secrets=s.image_pull_secrets, extra_labels=s.extra_labels)
+                          pull_secrets=s.image_pull_secrets, extra_labels=s.extra_labels,
+                          service_account=s.trainer_service_account)
     return await api.create(job)
 
 

@@ -15,6 +15,21 @@ from .distillationjob import settings
 log = logging.getLogger("kubestill.operator")
 
 
+class NoDiffBase(kopf.DiffBaseStorage):
+    """kopf builds a "diff base" (a deep copy of the whole body, status included) on every watch event, for
+    on.create/on.update/daemon handlers. The operator registers none (events and indexes only, see
+    handlers/reconciler.py), so the copy is never read: measured at ~8% of the operator's CPU under a burst."""
+
+    def build(self, *, body: kopf.Body, extra_fields: Any = None) -> kopf.BodyEssence:
+        return kopf.BodyEssence()
+
+    def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:
+        return None
+
+    def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: kopf.BodyEssence) -> None:
+        return None
+
+
 def configure(kopf_settings: kopf.OperatorSettings) -> None:
     """Peering from KUBESTILL_PEERING (leader election between replicas), metrics server, quiet kopf."""
     s = settings()
@@ -26,6 +41,7 @@ def configure(kopf_settings: kopf.OperatorSettings) -> None:
         kopf_settings.peering.standalone = True
     # Our handlers post their own Events; kopf's per-log-line Events would double them.
     kopf_settings.posting.enabled = False
+    kopf_settings.persistence.diffbase_storage = NoDiffBase()
     # Watch streams reconnect every few minutes so a silently dropped connection cannot stall us.
     # Process an object's events after 10 ms of quiet instead of kopf's default 100 ms: a reconcile is
     # idempotent and cheap, so batching longer only adds latency.

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
 import yaml
 
 from kubestill.api.v1alpha1.distillationjob import DistillationJobSpec
-from kubestill.builders.configmap import build_config_map, build_report_map
+from kubestill.builders.configmap import report_metadata
 from kubestill.builders.job import build_stage_job
 from kubestill.builders.meta import join_uri, local_path, pvc_claims
 from kubestill.builders.studentmodel import build_student_model
@@ -36,7 +37,13 @@ def test_job_follows_the_contract(dj: dict[str, Any]) -> None:
                                     "/etc/kubestill/config.yaml", "--workdir", "file:///tmp/kubestill/bbc"]
     env = {e["name"]: e.get("value") for e in container["env"]}
     assert env["KUBESTILL_REPORT_CONFIGMAP"] == "bbc-report" and env["KUBESTILL_NAMESPACE"] == "ml"
-    assert pod["volumes"] == [{"name": "config", "configMap": {"name": "bbc-config"}}]
+    assert json.loads(env["KUBESTILL_REPORT_METADATA"]) == report_metadata(dj)
+    # The config is the pod's own annotation, projected as /etc/kubestill/config.yaml by the downward API.
+    assert pod["volumes"] == [{"name": "config", "downwardAPI": {"items": [
+        {"path": "config.yaml", "fieldRef": {"fieldPath": "metadata.annotations['kubestill.io/config']"}}]}}]
+    parsed = yaml.safe_load(job["spec"]["template"]["metadata"]["annotations"]["kubestill.io/config"])
+    assert parsed["kind"] == "DistillationJob" and parsed["metadata"] == {"name": "bbc", "namespace": "ml"}
+    DistillationJobSpec.model_validate(parsed["spec"])
     assert pod["restartPolicy"] == "Never"
     assert job["spec"]["backoffLimit"] == 1
     assert "resources" not in container
@@ -74,15 +81,12 @@ def test_other_stages_get_their_own_resources() -> None:
     assert "resources" not in _job(dj, "label")["spec"]["template"]["spec"]["containers"][0]
 
 
-def test_config_maps(dj: dict[str, Any]) -> None:
-    config = build_config_map(dj)
-    assert config["metadata"]["name"] == "bbc-config"
-    parsed = yaml.safe_load(config["data"]["config.yaml"])
-    assert parsed["kind"] == "DistillationJob" and parsed["metadata"] == {"name": "bbc", "namespace": "ml"}
-    DistillationJobSpec.model_validate(parsed["spec"])
-    report = build_report_map(dj)
-    assert report["metadata"]["name"] == "bbc-report" and report["data"] == {}
-    assert report["metadata"]["labels"]["kubestill.io/report"] == "true"
+def test_report_metadata(dj: dict[str, Any]) -> None:
+    meta = report_metadata(dj, {"team": "search"})
+    assert meta["name"] == "bbc-report" and meta["namespace"] == "ml"
+    assert meta["labels"] == {"team": "search", "app.kubernetes.io/managed-by": "kubestill",
+                              "kubestill.io/distillationjob": "bbc", "kubestill.io/report": "true"}
+    assert meta["ownerReferences"][0]["uid"] == "uid-1"
 
 
 def test_student_model(dj: dict[str, Any]) -> None:
@@ -107,3 +111,14 @@ def test_local_path(uri: str, path: str | None) -> None:
 def test_uri_helpers() -> None:
     assert pvc_claims(["pvc://a/x", None, "file:///y", "pvc://a/z", "pvc://b"]) == ["a", "b"]
     assert join_uri("pvc://c/run/", "export") == "pvc://c/run/export"
+
+
+@pytest.mark.parametrize(
+    ("in_spec", "default", "expected"),
+    [("", "", None), ("", "kubestill-trainer", "kubestill-trainer"), ("mine", "kubestill-trainer", "mine")],
+)
+def test_stage_service_account(dj: dict[str, Any], in_spec: str, default: str, expected: str | None) -> None:
+    if in_spec:
+        dj["spec"]["run"] = {"serviceAccountName": in_spec}
+    pod = _job(dj, service_account=default)["spec"]["template"]["spec"]
+    assert pod.get("serviceAccountName") == expected

@@ -61,3 +61,36 @@ def test_termination_text(tmp_path: Path, term: str, log: str, policy: str, code
     (tmp_path / "t").write_text(term)
     (tmp_path / "l").write_text(log)
     assert termination_text(tmp_path / "t", tmp_path / "l", policy, code) == expected
+
+
+META = {"name": "p", "namespace": "ml", "uid": "u1", "labels": {"b": "2", "a": "1"},
+        "annotations": {"kubestill.io/config": '{"kind": "DistillationJob"}'}}
+
+
+@pytest.mark.parametrize(
+    ("path", "value"),
+    [
+        ("metadata.name", "p"),
+        ("metadata.namespace", "ml"),
+        ("metadata.uid", "u1"),
+        ("metadata.annotations['kubestill.io/config']", '{"kind": "DistillationJob"}'),
+        ("metadata.labels['a']", "1"),
+        ("metadata.labels['missing']", ""),
+        ("metadata.labels", 'a="1"\nb="2"'),
+    ],
+)
+def test_downward_values(path: str, value: str) -> None:
+    from kubestill.dev.node_procs import downward_value
+
+    assert downward_value(META, path) == value
+
+
+def test_downward_api_volume(tmp_path: Path) -> None:
+    pod_spec = {"volumes": [{"name": "config", "downwardAPI": {"items": [
+        {"path": "config.yaml", "fieldRef": {"fieldPath": "metadata.annotations['kubestill.io/config']"}}]}}]}
+    volumes = materialize_volumes(pod_spec, tmp_path / "pod", tmp_path / "pvc", lambda name: None, META)
+    assert (Path(volumes["config"]) / "config.yaml").read_text() == '{"kind": "DistillationJob"}'
+    with pytest.raises(ValueError, match="not supported"):
+        materialize_volumes({"volumes": [{"name": "c", "downwardAPI": {"items": [
+            {"path": "x", "fieldRef": {"fieldPath": "spec.nodeName"}}]}}]}, tmp_path / "p2", tmp_path,
+            lambda n: None, META)
