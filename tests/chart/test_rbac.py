@@ -7,13 +7,15 @@ token of the ServiceAccount itself (TokenRequest), so no admin credential is inv
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from kubestill.dev.controlplane import Cluster
 
-from .releases import Release, service_account_kubeconfig
+from .helm import Helm
+from .releases import Release, installed, service_account_kubeconfig, unique
 
 pytestmark = pytest.mark.integration
 
@@ -226,3 +228,81 @@ def test_namespaced_token_is_confined_to_the_watched_namespaces(
         assert denied.returncode != 0 and "forbidden" in denied.stderr.lower(), ns
     listing = cluster.kubectl(f"--kubeconfig={kubeconfig}", "get", "dj", "-A", check=False)
     assert listing.returncode != 0 and "forbidden" in listing.stderr.lower()
+
+
+@pytest.fixture(scope="module")
+def trainer_release(cluster: Cluster, cluster_helm: Helm) -> Iterator[Release]:
+    """Cluster mode with a trainer ServiceAccount in two namespaces of its own (CRDs managed elsewhere)."""
+    listed = (unique("train-a"), unique("train-b"))
+    sets = ["crds.enabled=false", f"trainer.namespaces={{{','.join(listed)}}}"]
+    with installed(cluster_helm, cluster, sets=sets, watched=listed) as release:
+        yield release
+
+
+def _trainer(namespace: str) -> str:
+    return f"system:serviceaccount:{namespace}:kubestill-trainer"
+
+
+# (verb, resource, allowed) for the trainer ServiceAccount in its own (listed) namespace: the report channel.
+TRAINER: list[tuple[str, str, bool]] = [
+    ("get", "configmaps", True),
+    ("create", "configmaps", True),
+    ("patch", "configmaps", True),
+    ("list", "configmaps", False),
+    ("watch", "configmaps", False),
+    ("update", "configmaps", False),
+    ("delete", "configmaps", False),
+    ("get", "secrets", False),
+    ("list", "secrets", False),
+    ("create", "pods", False),
+    ("create", "jobs.batch", False),
+    ("get", "distillationjobs.kubestill.io", False),
+    ("patch", "distillationjobs.kubestill.io/status", False),
+]
+
+
+@pytest.mark.parametrize(("verb", "resource", "allowed"), TRAINER, ids=[f"{v}-{r}" for v, r, _ in TRAINER])
+def test_trainer_permissions(
+    cluster: Cluster, trainer_release: Release, verb: str, resource: str, allowed: bool
+) -> None:
+    ns = trainer_release.watched[0]
+    resource, _, sub = resource.partition("/")
+    extra = [f"--subresource={sub}"] if sub else []
+    result = cluster.kubectl("auth", "can-i", verb, resource, *extra, "-n", ns, f"--as={_trainer(ns)}", check=False)
+    assert result.stdout.strip() == ("yes" if allowed else "no"), result.stderr
+
+
+def test_trainer_writes_the_report_only_in_its_namespace(
+    cluster: Cluster, trainer_release: Release, namespace: str
+) -> None:
+    ns, other = trainer_release.watched
+
+    def as_trainer(*args: str) -> tuple[int, str]:
+        result = cluster.kubectl(*args, f"--as={_trainer(ns)}", check=False)
+        return result.returncode, result.stdout + result.stderr
+
+    cluster.kubectl("create", "secret", "generic", "teacher-api-key", "-n", ns, "--from-literal=k=v")
+    # Allowed: what kubestill_trainer's report channel does (create on the first report, merge patches after).
+    code, out = as_trainer("create", "configmap", "dj-report", "-n", ns, "--from-literal=progress.json={}")
+    assert code == 0, out
+    code, out = as_trainer(
+        "patch", "configmap", "dj-report", "-n", ns, "--type=merge", "-p", '{"data": {"metrics.json": "{}"}}'
+    )
+    assert code == 0, out
+    data = cluster.kubectl("get", "configmap", "dj-report", "-n", ns, "-o", "jsonpath={.data}").stdout
+    assert json.loads(data) == {"progress.json": "{}", "metrics.json": "{}"}
+    # Denied: Secrets (even its own namespace's), and ConfigMaps anywhere else (each account is bound at home).
+    for args in (
+        ("get", "secret", "teacher-api-key", "-n", ns),
+        ("create", "configmap", "dj-report", "-n", other, "--from-literal=a=b"),
+        ("create", "configmap", "dj-report", "-n", namespace, "--from-literal=a=b"),
+        ("create", "configmap", "dj-report", "-n", trainer_release.namespace, "--from-literal=a=b"),
+        ("delete", "configmap", "dj-report", "-n", ns),
+    ):
+        code, out = as_trainer(*args)
+        assert code != 0 and "forbidden" in out.lower(), f"{args}: {out}"
+    # The operator's Deployment hands the account to stage Jobs that name none.
+    deployment = f"deployment/{trainer_release.service_account}"
+    jsonpath = "jsonpath={.spec.template.spec.containers[0].env}"
+    env = json.loads(cluster.kubectl("get", deployment, "-n", trainer_release.namespace, "-o", jsonpath).stdout)
+    assert {"name": "KUBESTILL_TRAINER_SERVICE_ACCOUNT", "value": "kubestill-trainer"} in env

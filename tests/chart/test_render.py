@@ -80,9 +80,10 @@ SHAPES: list[tuple[str, dict[str, int]]] = [
         "default",
         {
             "CustomResourceDefinition": 3,
-            "ClusterRole": 1,
+            "ClusterRole": 2,  # the operator's, and the trainer's (bound nowhere: trainer.namespaces is empty)
             "ClusterRoleBinding": 1,
             "Role": 0,
+            "RoleBinding": 0,
             "ClusterKopfPeering": 1,
             "KopfPeering": 0,
             "Service": 1,
@@ -97,7 +98,7 @@ SHAPES: list[tuple[str, dict[str, int]]] = [
         "namespaced",
         {
             "CustomResourceDefinition": 3,
-            "ClusterRole": 1,  # discovery only: CRDs and namespace names
+            "ClusterRole": 2,  # discovery only (CRDs and namespace names), and the trainer's
             "ClusterRoleBinding": 1,
             "Role": 2,
             "RoleBinding": 2,
@@ -105,7 +106,7 @@ SHAPES: list[tuple[str, dict[str, int]]] = [
             "KopfPeering": 2,
         },
     ),
-    ("no-crds", {"CustomResourceDefinition": 0, "ClusterRole": 1, "Deployment": 1}),
+    ("no-crds", {"CustomResourceDefinition": 0, "ClusterRole": 2, "Deployment": 1}),
     ("standalone", {"ClusterKopfPeering": 0, "KopfPeering": 0, "PodDisruptionBudget": 0, "Service": 0}),
     ("monitoring", {"ServiceMonitor": 1, "PrometheusRule": 1}),
     ("network-policy", {"NetworkPolicy": 1}),
@@ -168,17 +169,57 @@ def test_namespaced_mode_binds_the_release_service_account_in_each_namespace(hel
     for binding in find(objs, "RoleBinding"):
         assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "ks-kubestill", "namespace": "ops"}]
     assert sorted(p["metadata"]["namespace"] for p in find(objs, "KopfPeering")) == ["team-a", "team-b"]
-    discovery = one(objs, "ClusterRole")
-    assert discovery["metadata"]["name"] == "ks-kubestill-discovery"
+    discovery = one(objs, "ClusterRole", "ks-kubestill-discovery")
     assert {r for rule in discovery["rules"] for r in rule["resources"]} == {"customresourcedefinitions", "namespaces"}
     assert {v for rule in discovery["rules"] for v in rule["verbs"]} <= {"get", "list", "watch"}
     strict = helm.manifests(
         [CHART / "ci" / "namespaced-values.yaml"], sets=["rbac.namespacedDiscovery=false"], namespace="ops"
     )
-    assert find(strict, "ClusterRole") == [] and find(strict, "ClusterRoleBinding") == []
+    # No cluster-wide rights at all: the trainer's ClusterRole is only ever bound per namespace.
+    assert [r["metadata"]["name"] for r in find(strict, "ClusterRole")] == ["ks-kubestill-trainer"]
+    assert find(strict, "ClusterRoleBinding") == []
     # Default namespaced mode: the release namespace alone.
     alone = helm.manifests(sets=["watch.mode=namespaced"], namespace="ops")
     assert [r["metadata"]["namespace"] for r in find(alone, "Role")] == ["ops"]
+
+
+def test_trainer_service_account_and_role_binding_in_each_listed_namespace(helm: Helm) -> None:
+    objs = helm.manifests(sets=["trainer.namespaces={team-a,team-b}"], namespace="ops")
+    # The report channel and nothing more: stage Pods create and patch their <job>-report ConfigMap.
+    role = one(objs, "ClusterRole", "ks-kubestill-trainer")
+    assert role["rules"] == [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "create", "patch"]}]
+    accounts = find(objs, "ServiceAccount", "kubestill-trainer")
+    assert sorted(a["metadata"]["namespace"] for a in accounts) == ["team-a", "team-b"]
+    bindings = find(objs, "RoleBinding", "ks-kubestill-trainer")
+    assert sorted(b["metadata"]["namespace"] for b in bindings) == ["team-a", "team-b"]
+    for binding in bindings:
+        ns = binding["metadata"]["namespace"]
+        assert binding["roleRef"] == {
+            "apiGroup": "rbac.authorization.k8s.io",
+            "kind": "ClusterRole",
+            "name": "ks-kubestill-trainer",
+        }
+        assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "kubestill-trainer", "namespace": ns}]
+    # The operator's own account and bindings are untouched.
+    assert [a["metadata"]["namespace"] for a in find(objs, "ServiceAccount", "ks-kubestill")] == ["ops"]
+    assert one(objs, "ClusterRoleBinding")["roleRef"]["name"] == "ks-kubestill"
+    assert _env(_container(objs))["KUBESTILL_TRAINER_SERVICE_ACCOUNT"] == "kubestill-trainer"
+    renamed = helm.manifests(sets=["trainer.namespaces={team-a}", "trainer.serviceAccountName=distill"])
+    assert one(renamed, "RoleBinding")["subjects"][0]["name"] == "distill"
+    assert one(renamed, "ServiceAccount", "distill")["metadata"]["namespace"] == "team-a"
+    assert _env(_container(renamed))["KUBESTILL_TRAINER_SERVICE_ACCOUNT"] == "distill"
+
+
+def test_trainer_defaults_render_only_the_cluster_role(helm: Helm) -> None:
+    objs = helm.manifests()
+    assert one(objs, "ClusterRole", "ks-kubestill-trainer")["rules"][0]["resources"] == ["configmaps"]
+    assert find(objs, "ServiceAccount", "kubestill-trainer") == []
+    assert find(objs, "RoleBinding") == []
+    assert "KUBESTILL_TRAINER_SERVICE_ACCOUNT" not in _env(_container(objs))
+    # Without rbac.create the listed namespaces still get the account the operator names in stage Jobs.
+    manual = helm.manifests(sets=["rbac.create=false", "trainer.namespaces={team-a}"])
+    assert find(manual, "ClusterRole") == [] and find(manual, "RoleBinding") == []
+    assert one(manual, "ServiceAccount", "kubestill-trainer")["metadata"]["namespace"] == "team-a"
 
 
 def test_private_registry_pins_the_digest(helm: Helm) -> None:
@@ -216,6 +257,8 @@ INVALID: list[tuple[list[str], str, str]] = [
     (["probes.port=70000"], "/probes/port", "maximum"),
     (["replicaCount=-1"], "/replicaCount", "minimum"),
     (["watch.mode=namespaced", "watch.namespaces={Team_A}"], "/watch/namespaces/0", "does not match pattern"),
+    (["trainer.namespaces={Team_A}"], "/trainer/namespaces/0", "does not match pattern"),
+    (["trainer.serviceAccountName=Trainer"], "/trainer/serviceAccountName", "does not match pattern"),
     (["resources.requests.cpu=lots"], "/resources/requests/cpu", "does not match pattern"),
     (["operator.logLevel=warning"], "/operator/logLevel", "must be one of"),
     (["metrics.serviceMonitor.interval=often"], "/metrics/serviceMonitor/interval", "does not match pattern"),

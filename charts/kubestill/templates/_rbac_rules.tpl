@@ -25,7 +25,7 @@ pods/status, any delete (children go with their owner through garbage collection
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["get", "list", "watch"]
-# Stage config and report ConfigMaps (the trainer's progress and metrics), Triton's config.pbtxt.
+# Report ConfigMaps (the trainer's progress and metrics; the stage config travels in a pod annotation), Triton's config.pbtxt.
 - apiGroups: [""]
   resources: ["configmaps"]
   verbs: ["get", "list", "watch", "create", "patch"]
