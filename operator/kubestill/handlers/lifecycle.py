@@ -42,10 +42,11 @@ def configure(kopf_settings: kopf.OperatorSettings) -> None:
     # Our handlers post their own Events; kopf's per-log-line Events would double them.
     kopf_settings.posting.enabled = False
     kopf_settings.persistence.diffbase_storage = NoDiffBase()
+    # kopf keeps a worker per object alive this long after its last event, holding that event's body (a Job
+    # is tens of KB as Python objects). 5 s (the default) kept most of a 1,000-object burst in memory at once:
+    # peak RSS 204 MB vs 167 MB at 0.5 s; a later event just starts a new worker.
+    kopf_settings.queueing.idle_timeout = 0.5
     # Watch streams reconnect every few minutes so a silently dropped connection cannot stall us.
-    # Process an object's events after 10 ms of quiet instead of kopf's default 100 ms: a reconcile is
-    # idempotent and cheap, so batching longer only adds latency.
-    kopf_settings.batching.batch_window = 0.01
     kopf_settings.watching.server_timeout = 300
     kopf_settings.watching.client_timeout = 330
     if s.metrics_port:
