@@ -117,8 +117,24 @@ async def on_child_event(event_type: str | None, body: Mapping[str, Any], indexe
     """A stage Job or the report ConfigMap changed: reconcile the DistillationJob that owns it."""
     _indexes.update(indexes)
     owner = owner_key(body, DJ_LABEL)
-    if owner is not None and event_type is not None:
-        await RECONCILER.run(owner)
+    if owner is None or event_type is None:
+        return
+    if event_type == "ADDED" and _expected_job_arrived(owner, body):
+        return
+    await RECONCILER.run(owner)
+
+
+def _expected_job_arrived(owner: Key, body: Mapping[str, Any]) -> bool:
+    """A stage Job we created has just been seen, still unfinished: the status already says it is pending,
+    so there is nothing to reconcile (its later MODIFIED events are); only the expectation is met."""
+    stage = (body["metadata"].get("labels") or {}).get(STAGE_LABEL)
+    pending = _expected.get(owner) or {}
+    if stage not in pending or job_view(body).state in ("Succeeded", "Failed"):
+        return False
+    del pending[stage]
+    if not pending:
+        _expected.pop(owner, None)
+    return True
 
 
 def _one(index_name: str, key: Key) -> Any:
