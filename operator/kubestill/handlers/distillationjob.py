@@ -43,7 +43,7 @@ _desired: dict[Key, dict[str, Any]] = {}
 STATUS = StatusLane(KIND)
 # Stages whose Job we created but have not seen through the watch yet: (namespace, name) -> stage -> deadline
 # (monotonic). Under a burst the Job's watch event can trail the next reconcile; without this the reconcile
-# would POST the Job (and its ConfigMap) again. After the deadline an unseen Job is created again.
+# would POST the Job again (a 409, but API-server work). After the deadline an unseen Job is created again.
 _expected: dict[Key, dict[str, float]] = {}
 EXPECTATION_SECONDS = 30.0
 _settings: Settings | None = None
