@@ -40,7 +40,9 @@ _indexes: dict[str, Any] = {}
 _written: dict[Key, dict[str, Any]] = {}
 # The status a reconcile decided on that the lane has not written yet: what the next reconcile starts from.
 _desired: dict[Key, dict[str, Any]] = {}
-STATUS = StatusLane(KIND)
+# Stage Jobs being created right now: status writes wait while there are any (a burst's first Jobs first).
+_creating = 0
+STATUS = StatusLane(KIND, yield_to=lambda: _creating > 0)
 # Stages whose Job we created but have not seen through the watch yet: (namespace, name) -> stage -> deadline
 # (monotonic). Under a burst the Job's watch event can trail the next reconcile; without this the reconcile
 # would POST the Job again (a 409, but API-server work). After the deadline an unseen Job is created again.
@@ -255,11 +257,16 @@ def _pending_expectations(key: Key, jobs: Mapping[str, JobView]) -> set[str]:
 
 async def _create_stage(api: KubeClient, dj: Mapping[str, Any], spec: DistillationJobSpec, stage: Stage) -> bool:
     """The stage Job, carrying the current spec (so an edit reaches the stages that have not started)."""
+    global _creating
     s = settings()
     job = build_stage_job(dj, spec, stage.value, default_image=s.trainer_image, pull_policy=s.image_pull_policy,
                           pull_secrets=s.image_pull_secrets, extra_labels=s.extra_labels,
                           service_account=s.trainer_service_account)
-    return await api.create(job)
+    _creating += 1
+    try:
+        return await api.create(job)
+    finally:
+        _creating -= 1
 
 
 async def _publish(api: KubeClient, dj: Mapping[str, Any], spec: DistillationJobSpec,

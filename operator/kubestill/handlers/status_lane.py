@@ -22,10 +22,14 @@ log = logging.getLogger("kubestill.status")
 class StatusLane:
     """One pending write per key (a newer submit replaces an older one); `concurrency` writes at a time."""
 
-    def __init__(self, kind: str, concurrency: int = 4, max_backoff: float = 30.0) -> None:
+    def __init__(self, kind: str, concurrency: int = 4, max_backoff: float = 30.0,
+                 yield_to: Callable[[], bool] | None = None, max_yield: float = 5.0) -> None:
         self.kind = kind
         self.concurrency = concurrency
         self.max_backoff = max_backoff
+        # While yield_to() is true (children being created), writes wait, up to max_yield seconds each.
+        self.yield_to = yield_to
+        self.max_yield = max_yield
         self._pending: dict[Key, Callable[[], Awaitable[None]]] = {}
         self._draining: dict[Key, asyncio.Task[None]] = {}
         self._slots: asyncio.Semaphore | None = None
@@ -48,12 +52,20 @@ class StatusLane:
         while self._draining:
             await asyncio.gather(*list(self._draining.values()), return_exceptions=True)
 
+    async def _yield(self) -> None:
+        if self.yield_to is None:
+            return
+        deadline = asyncio.get_running_loop().time() + self.max_yield
+        while self.yield_to() and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.05)
+
     async def _drain(self, key: Key) -> None:
         if self._slots is None:
             self._slots = asyncio.Semaphore(self.concurrency)
         attempt = 0
         try:
             while key in self._pending:
+                await self._yield()
                 async with self._slots:
                     write = self._pending.pop(key, None)
                     if write is None:

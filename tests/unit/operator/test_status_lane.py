@@ -80,3 +80,38 @@ def test_forget_drops_the_pending_write() -> None:
         return written
 
     assert asyncio.run(scenario()) == []
+
+
+def test_writes_wait_while_children_are_being_created() -> None:
+    async def scenario() -> tuple[list[str], list[str]]:
+        busy = True
+        log: list[str] = []
+        lane = StatusLane("Test", yield_to=lambda: busy, max_yield=5.0)
+
+        async def write() -> None:
+            log.append("status")
+
+        lane.submit(A, write)
+        await asyncio.sleep(0.2)
+        before = list(log)  # still creating: nothing written
+        busy = False
+        await lane.idle()
+        return before, log
+
+    before, after = asyncio.run(scenario())
+    assert before == [] and after == ["status"]
+
+
+def test_yielding_is_bounded() -> None:
+    async def scenario() -> list[str]:
+        log: list[str] = []
+        lane = StatusLane("Test", yield_to=lambda: True, max_yield=0.1)
+
+        async def write() -> None:
+            log.append("status")
+
+        lane.submit(A, write)
+        await asyncio.wait_for(lane.idle(), timeout=5)
+        return log
+
+    assert asyncio.run(scenario()) == ["status"]
