@@ -122,3 +122,16 @@ def test_stage_service_account(dj: dict[str, Any], in_spec: str, default: str, e
         dj["spec"]["run"] = {"serviceAccountName": in_spec}
     pod = _job(dj, service_account=default)["spec"]["template"]["spec"]
     assert pod.get("serviceAccountName") == expected
+
+
+def test_each_stage_job_carries_the_spec_current_at_its_creation(dj: dict[str, Any]) -> None:
+    """A spec edit reaches the stages created after it; a Job already created keeps the spec it ran with."""
+    def epochs(job: dict[str, Any]) -> int | None:
+        config = yaml.safe_load(job["spec"]["template"]["metadata"]["annotations"]["kubestill.io/config"])
+        value = (config["spec"].get("training") or {}).get("epochs")
+        return None if value is None else int(value)
+
+    label = _job(dj, "label")
+    edited = {**dj, "spec": {**dj["spec"], "training": {**dj["spec"].get("training", {}), "epochs": 7}}}
+    train = _job(edited, "train")
+    assert epochs(train) == 7 and epochs(label) != 7
