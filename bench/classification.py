@@ -143,6 +143,8 @@ def main() -> None:
     p.add_argument("--teacher-epochs", type=int, default=3)
     p.add_argument("--workdir", type=Path, default=None)
     args = p.parse_args()
+    if not 0 < args.gold_fraction <= 1:
+        p.error(f"--gold-fraction must be in (0, 1], not {args.gold_fraction}")
     budget = args.gold_fraction < 1.0
     torch.manual_seed(0)
     clock = Stopwatch()
