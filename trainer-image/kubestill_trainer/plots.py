@@ -16,7 +16,7 @@ def _pyplot() -> Any:
     return plt
 
 
-def learning_curve(history: Mapping[str, list[dict[str, float]]], path: Path) -> None:
+def learning_curve(history: Mapping[str, Any], path: Path) -> None:
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 3.5))
     train = history.get("train", [])
@@ -32,6 +32,8 @@ def learning_curve(history: Mapping[str, list[dict[str, float]]], path: Path) ->
     val = history.get("validation", [])
     if val:
         ax.plot([h["step"] for h in val], [h["loss"] for h in val], "o-", label="validation loss")
+    if history.get("best"):  # training.keepBest / earlyStoppingPatience
+        ax.plot([history["best"]["step"]], [history["best"]["loss"]], "r*", markersize=14, label="kept weights")
     ax.set_xlabel("optimiser step")
     ax.set_ylabel("loss")
     ax.set_title("Learning curve")

@@ -53,6 +53,10 @@ def render_report(metrics: Mapping[str, Any], history: Mapping[str, Any], out: P
         try:
             learning_curve(history, out / "learning_curve.png")
             lines += ["", "## Learning curve", "", "![learning curve](learning_curve.png)"]
+            if history.get("best"):
+                best = history["best"]
+                lines += ["", f"Kept the weights of step {best['step']}, the lowest validation loss "
+                          f"({_fmt(best['loss'])}), not those of the last step."]
         except Exception as e:
             log.warning("learning curve plot failed: %s", e)
     segments = metrics.get("segments") or {}

@@ -35,3 +35,12 @@ def epoch_order(n: int, seed: int, epoch: int, confidence: Array | None) -> list
     rank = np.empty(n, dtype=np.int64)
     rank[perm] = np.arange(n)
     return [int(i) for i in np.lexsort((rank, -confidence))]
+
+
+def epochs_since_best(losses: list[float]) -> int:
+    """How many validation losses came after the lowest one (0: the last one is the best so far). Ties go to
+    the earlier epoch, so a plateau counts against patience."""
+    if not losses:
+        raise ValueError("no validation loss yet")
+    best = min(range(len(losses)), key=lambda i: (losses[i], i))
+    return len(losses) - 1 - best

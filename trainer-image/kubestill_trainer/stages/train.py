@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -28,7 +30,7 @@ from ..progress import ProgressWriter, progress_at
 from ..storage import resolve_uri, write_json
 from ..tasks.base import Row, TaskModel
 from .checkpoint import load_checkpoint, save_checkpoint
-from .schedule import epoch_order, lr_factor, plan_steps
+from .schedule import epoch_order, epochs_since_best, lr_factor, plan_steps
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +132,11 @@ def run_train(ctx: RunContext) -> dict[str, Any]:
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, total, tr.warmup_ratio))
 
     step, history, val_history = 0, [], []
-    ckpt_dir = out_dir / "checkpoint"
+    ckpt_dir, best_dir = out_dir / "checkpoint", out_dir / "best"
+    patience = tr.early_stopping_patience
+    select_best = tr.keep_best or patience is not None
+    if select_best and not val_rows:
+        raise ValueError("training.keepBest / earlyStoppingPatience: the validation split is empty")
     state = load_checkpoint(ckpt_dir)
     if state is not None:
         model.load_state_dict(state["model"])
@@ -140,6 +146,7 @@ def run_train(ctx: RunContext) -> dict[str, Any]:
         torch.set_rng_state(state["rng"])
         step, history, val_history = int(state["step"]), list(state["history"]), list(state["val_history"])
         log.info("train: resumed from checkpoint at step %d of %d", step, total)
+    _drop_best_after(best_dir, step)
     start_step, started = step, datetime.now(UTC)
     progress = ProgressWriter(ctx.path("progress.json"), ctx.report)
     batcher = Batcher(ctx, rows, targets, labels.meta)
@@ -151,7 +158,8 @@ def run_train(ctx: RunContext) -> dict[str, Any]:
     log.info("train: %d examples, %d steps (%d per epoch), device %s, resume at %d",
              len(rows), total, per_epoch, ctx.device, step)
     t0 = time.monotonic()
-    while step < total:
+    stopped_early = False
+    while step < total and not stopped_early:
         epoch = step // per_epoch
         order = distributed.shard(epoch_order(len(rows), tr.seed, epoch, order_conf), dist_info)
         model.train()
@@ -192,17 +200,44 @@ def run_train(ctx: RunContext) -> dict[str, Any]:
                                                                         micro)})
             log.info("train: step %d/%d, loss %.4f, validation loss %.4f", step, total, last_loss or 0.0,
                      val_history[-1]["loss"])
+            if select_best:
+                since = epochs_since_best([v["loss"] for v in val_history])
+                if since == 0 and dist_info.is_main:
+                    save_checkpoint(best_dir, {"model": model.state_dict(), "step": step})
+                stopped_early = patience is not None and since >= patience and step < total
+                if stopped_early:
+                    log.info("train: early stop at step %d: no lower validation loss for %d epochs", step, since)
+    best = min(val_history, key=lambda v: v["loss"]) if select_best and val_history else None
+    if best is not None and dist_info.is_main:
+        kept = load_checkpoint(best_dir)
+        if kept is None or int(kept["step"]) != int(best["step"]):
+            raise RuntimeError(f"train: the best epoch's weights (step {best['step']}) are missing from {best_dir}")
+        model.load_state_dict(kept["model"])
+        log.info("train: kept the weights of step %d (validation loss %.4f)", best["step"], best["loss"])
     elapsed = time.monotonic() - t0
     summary = {"steps": step, "totalSteps": total, "examples": len(rows), "finalLoss": last_loss,
                "resumedFrom": start_step, "seconds": round(elapsed, 2),
                "stepsPerSecond": round((step - start_step) / elapsed, 3) if elapsed > 0 else None,
-               "processes": dist_info.world_size}
+               "processes": dist_info.world_size, "stoppedEarly": stopped_early,
+               "bestStep": best["step"] if best else None, "bestValidationLoss": best["loss"] if best else None}
     if dist_info.is_main:
+        if stopped_early:
+            progress.maybe_write(progress_at(step, step, per_epoch, last_loss, started, start_step,
+                                             datetime.now(UTC)), force=True)
         model.save(out_dir / "student")
-        write_json(out_dir / "history.json", {"train": history, "validation": val_history})
+        write_json(out_dir / "history.json", {"train": history, "validation": val_history, "best": best})
         write_json(done_file, summary)
     distributed.finish(dist_info)
     return summary
+
+
+def _drop_best_after(best_dir: Path, step: int) -> None:
+    """A resumed run replays the steps after its checkpoint: best weights saved in that replayed stretch
+    belong to the run that was killed, and the replay decides again."""
+    kept = load_checkpoint(best_dir)
+    if kept is not None and int(kept["step"]) > step:
+        for path in (best_dir, best_dir.with_name(best_dir.name + ".old")):
+            shutil.rmtree(path, ignore_errors=True)
 
 
 @torch.no_grad()

@@ -203,7 +203,10 @@ class DataSplits(KubeModel):
     )
 
     train: float = Field(default=0.8, gt=0, le=1, description="Fraction used to train.")
-    validation: float = Field(default=0.1, ge=0, lt=1, description="Fraction used for early stopping.")
+    validation: float = Field(
+        default=0.1, ge=0, lt=1,
+        description="Fraction for the per-epoch validation loss (learning curve, keepBest, early stopping).",
+    )
     test: float = Field(default=0.1, gt=0, lt=1, description="Held-out fraction the gates are computed on.")
 
 
@@ -361,6 +364,16 @@ class TrainingSpec(KubeModel):
     checkpoint_every_steps: int = Field(
         default=200, ge=1, description="Save a resumable checkpoint this often."
     )
+    keep_best: bool = Field(
+        default=False,
+        description="Keep the weights of the epoch with the lowest validation loss instead of the last "
+        "(needs a validation split).",
+    )
+    early_stopping_patience: int | None = Field(
+        default=None, ge=1, le=1000,
+        description="Stop after this many epochs without a lower validation loss, keeping the best epoch's "
+        "weights (needs a validation split); empty: run every epoch.",
+    )
 
 
 class EvaluationSpec(KubeModel):
@@ -479,6 +492,15 @@ class DistillationJobSpec(KubeModel):
             check=lambda s: s.student.architecture is None or s.student.architecture.num_layers > 0
             or s.task in (Task.CLASSIFICATION, Task.EMBEDDING),
             field="student",
+        ),
+        Rule(
+            cel="!self.training.keepBest && !has(self.training.earlyStoppingPatience) || "
+            "self.data.splits.validation > 0.0",
+            message="training.keepBest and training.earlyStoppingPatience need a validation split "
+            "(data.splits.validation > 0)",
+            check=lambda s: not (s.training.keep_best or s.training.early_stopping_patience)
+            or s.data.splits.validation > 0,
+            field="training",
         ),
     )
 
