@@ -17,6 +17,7 @@ for as many epochs as it takes to see as many examples as the KD student.
     python bench/classification.py --student static --gold-fraction 0.1 --seeds 3
     python bench/classification.py --student static --teacher finetuned --seeds 3
     python bench/classification.py --dataset tweets --limit 6000 --seeds 3
+    python bench/classification.py --dataset tweets --limit 40000 --student static --epochs 8 --patience 2
 """
 
 from __future__ import annotations
@@ -70,7 +71,7 @@ STUDENTS: dict[str, tuple[dict[str, Any], float, str]] = {
 
 
 def job(data: Path, teacher: Path, workdir: Path, student: str, kd: bool, seed: int, epochs: int,
-        max_len: int, alpha: float = 0.9) -> dict[str, Any]:
+        max_len: int, alpha: float = 0.9, patience: int | None = None) -> dict[str, Any]:
     terms = ([{"name": "logit-kl", "temperature": 2.0, "alpha": alpha}] if kd
              else [{"name": "cross-entropy"}])
     return {
@@ -82,7 +83,8 @@ def job(data: Path, teacher: Path, workdir: Path, student: str, kd: bool, seed: 
         "labeling": {"batchSize": 128},
         "loss": {"terms": terms},
         "training": {"epochs": epochs, "batchSize": 32, "learningRate": STUDENTS[student][1],
-                     "maxSeqLength": max_len, "seed": seed, "warmupRatio": 0.1, "checkpointEverySteps": 100000},
+                     "maxSeqLength": max_len, "seed": seed, "warmupRatio": 0.1, "checkpointEverySteps": 100000,
+                     **({"earlyStoppingPatience": patience} if patience else {})},
         "output": {"studentModelName": "bench", "artifactUri": f"file://{workdir}"},
     }
 
@@ -141,6 +143,9 @@ def main() -> None:
                    help="head: a linear head fitted on frozen MiniLM features; finetuned: MiniLM fine-tuned on the "
                    "gold rows by the trainer's own train stage (cross-entropy), a stronger teacher")
     p.add_argument("--teacher-epochs", type=int, default=3)
+    p.add_argument("--patience", type=int, default=None,
+                   help="students: training.earlyStoppingPatience (stop after N epochs without a lower validation "
+                   "loss, keep the best epoch); default: keep the last epoch")
     p.add_argument("--workdir", type=Path, default=None)
     args = p.parse_args()
     if not 0 < args.gold_fraction <= 1:
@@ -195,19 +200,22 @@ def main() -> None:
     results: dict[str, list[dict[str, float]]] = {"kd": [], "nokd": []}
     students: dict[str, Path] = {}
     train_seconds: dict[str, list[float]] = {"kd": [], "nokd": []}
+    stops: dict[str, list[float]] = {"kd": [], "nokd": []}  # epochs actually run
     alpha = 1.0 if budget else 0.9  # with a budget, most rows have no gold label to mix in
     nokd_epochs = max(1, round(args.epochs / args.gold_fraction)) if budget else args.epochs
     for seed in range(args.seeds):
         for variant in ("kd", "nokd"):
-            work = root / f"{variant}-{seed}-e{args.epochs}-g{args.gold_fraction:g}-{args.student}-{args.teacher}"
+            work = root / (f"{variant}-{seed}-e{args.epochs}-g{args.gold_fraction:g}-{args.student}-{args.teacher}"
+                           + (f"-p{args.patience}" if args.patience else ""))
             if not (work / "train" / "done.json").exists():
                 copy_labels(base, work)
                 if variant == "nokd" and budget:
                     restrict_train(work, labelled)
             epochs = args.epochs if variant == "kd" else nokd_epochs
             summary = run_stage(run_train, job(data, teacher_dir, work, args.student, variant == "kd", seed,
-                                               epochs, max_len, alpha), work)
+                                               epochs, max_len, alpha, args.patience), work)
             train_seconds[variant].append(float(summary["seconds"]))
+            stops[variant].append(round(summary["steps"] * epochs / summary["totalSteps"], 1))
             model = load_classifier(work / "train" / "student", max_len)
             results[variant].append(quality(task, model, test, teacher_logits, labels.meta))
             students.setdefault(variant, work / "train" / "student")
@@ -269,8 +277,10 @@ def main() -> None:
         [f"gold labels: {len(gold_rows)} of {len(train_rows)} train rows (--gold-fraction {args.gold_fraction:g}); "
          f"the teacher ({'a head on frozen MiniLM' if args.teacher == 'head' else 'MiniLM fine-tuned'}) "
          "learns from those",
-         f"student: {student_desc}; KD {args.epochs} epochs, no-KD {nokd_epochs} epochs, batch 32, mean train "
-         "time KD "
+         f"student: {student_desc}; KD {args.epochs} epochs, no-KD {nokd_epochs} epochs"
+         + (f" (at most; early stopping, patience {args.patience}, best epoch kept: KD stopped at "
+            f"{stops['kd']}, no-KD at {stops['nokd']} epochs)" if args.patience else "")
+         + ", batch 32, mean train time KD "
          f"{np.mean(train_seconds['kd']):.0f}s / no-KD {np.mean(train_seconds['nokd']):.0f}s per seed",
          "accuracy / macro-F1 vs gold labels on the held-out test split; ± is the sample SD over seeds",
          "latency: CPU, end to end from text (tokenizer included), p50/p99 over 200 single-row calls; "
