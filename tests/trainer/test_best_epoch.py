@@ -66,12 +66,22 @@ def _train(bbc_teacher: Path, labels: Path, work: Path, epochs: int, training: d
 
     shutil.copytree(labels, work / "labels")
     ctx = RunContext.create(_spec(bbc_teacher, work, epochs, training), {"name": "best"}, f"file://{work}")
+    saved: dict[int, dict[str, torch.Tensor]] = {}  # best-epoch weights as the stage saved them, by step
+
+    def spy(path: Path, state: dict[str, Any]) -> None:
+        if path.name == "best":
+            saved[int(state["step"])] = {k: v.detach().clone() for k, v in state["model"].items()}
+        save_checkpoint(path, state)
+
     with monkeypatch.context() as patch:
         if curve is not None:
             scripted: Iterator[float] = iter(curve)
             patch.setattr(train_stage, "_validation_loss", lambda *_a, **_k: next(scripted))
+        patch.setattr(train_stage, "save_checkpoint", spy)
         summary = run_train(ctx)
-    return summary, json.loads((work / "train" / "history.json").read_text())
+    # Resume state is gone once the stage is done.
+    assert not (work / "train" / "best").exists() and not (work / "train" / "checkpoint").exists()
+    return summary, {**json.loads((work / "train" / "history.json").read_text()), "saved": saved}
 
 
 def _weights(model_dir: Path) -> dict[str, torch.Tensor]:
@@ -95,9 +105,9 @@ def test_early_stopping_stops_and_keeps_the_best_epoch(bbc_teacher: Path, labell
     assert summary["bestStep"] == 2 * STEPS_PER_EPOCH and summary["bestValidationLoss"] == 0.8
     assert history["best"] == {"step": 2 * STEPS_PER_EPOCH, "loss": 0.8}
     assert [v["loss"] for v in history["validation"]] == [1.0, 0.8, 0.9, 0.95]
-    best = load_checkpoint(tmp_path / "train" / "best")
-    assert best is not None and best["step"] == 2 * STEPS_PER_EPOCH
-    assert _same(_weights(tmp_path / "train" / "student"), best["model"])
+    assert sorted(history["saved"]) == [STEPS_PER_EPOCH, 2 * STEPS_PER_EPOCH]  # each new lowest loss
+    assert _same(_weights(tmp_path / "train" / "student"), history["saved"][2 * STEPS_PER_EPOCH])
+    history.pop("saved")
     progress = json.loads((tmp_path / "progress.json").read_text())
     assert progress["percent"] == 100.0, progress
     # The evaluate stage's report says which weights were kept, and marks them on the learning curve.
@@ -110,7 +120,8 @@ def test_early_stopping_stops_and_keeps_the_best_epoch(bbc_teacher: Path, labell
 
 def test_keep_best_without_patience_runs_every_epoch(bbc_teacher: Path, labelled: Path, tmp_path: Path,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    kept, _ = _train(bbc_teacher, labelled, tmp_path / "kept", 3, {"keepBest": True}, [0.5, 0.4, 0.6], monkeypatch)
+    kept, kept_history = _train(bbc_teacher, labelled, tmp_path / "kept", 3, {"keepBest": True}, [0.5, 0.4, 0.6],
+                                monkeypatch)
     assert kept["stoppedEarly"] is False and kept["steps"] == 3 * STEPS_PER_EPOCH
     assert kept["bestStep"] == 2 * STEPS_PER_EPOCH
     # The same run without keepBest (same seed, same order) ends with the last epoch's weights: different ones.
@@ -120,8 +131,7 @@ def test_keep_best_without_patience_runs_every_epoch(bbc_teacher: Path, labelled
     last_weights = _weights(tmp_path / "last" / "train" / "student")
     assert kept_weights.keys() == last_weights.keys()
     assert any(not torch.equal(kept_weights[k], last_weights[k]) for k in kept_weights)
-    best = load_checkpoint(tmp_path / "kept" / "train" / "best")
-    assert best is not None and _same(kept_weights, best["model"])
+    assert _same(kept_weights, kept_history["saved"][2 * STEPS_PER_EPOCH])
 
 
 def test_a_resumed_run_forgets_best_weights_from_the_replayed_stretch(tmp_path: Path) -> None:

@@ -2,7 +2,8 @@
 
 Checkpoints every `training.checkpointEverySteps` (model, loss projections, optimiser, schedule, RNG,
 history) make a killed run resume where it stopped; progress.json is rewritten every few seconds.
-Output: train/student/ (a model directory), train/history.json (learning curve), train/done.json.
+Output: train/student/ (a model directory), train/history.json (learning curve), train/done.json; the
+checkpoint (and the best epoch's weights, with training.keepBest) are removed once done.json is written.
 """
 
 from __future__ import annotations
@@ -227,6 +228,9 @@ def run_train(ctx: RunContext) -> dict[str, Any]:
         model.save(out_dir / "student")
         write_json(out_dir / "history.json", {"train": history, "validation": val_history, "best": best})
         write_json(done_file, summary)
+        # Resume state is dead weight once done.json exists (optimiser moments alone are twice the model).
+        for path in (ckpt_dir, best_dir):
+            _remove_checkpoint(path)
     distributed.finish(dist_info)
     return summary
 
@@ -236,8 +240,12 @@ def _drop_best_after(best_dir: Path, step: int) -> None:
     belong to the run that was killed, and the replay decides again."""
     kept = load_checkpoint(best_dir)
     if kept is not None and int(kept["step"]) > step:
-        for path in (best_dir, best_dir.with_name(best_dir.name + ".old")):
-            shutil.rmtree(path, ignore_errors=True)
+        _remove_checkpoint(best_dir)
+
+
+def _remove_checkpoint(path: Path) -> None:
+    for p in (path, path.with_name(path.name + ".old"), path.with_name(path.name + ".tmp")):
+        shutil.rmtree(p, ignore_errors=True)
 
 
 @torch.no_grad()
