@@ -94,3 +94,24 @@ def test_train_stage_runs_data_parallel_in_two_cpu_processes(tmp_path: Path) -> 
     assert (work / "train" / "student" / "kubestill.json").exists()
     history = json.loads((work / "train" / "history.json").read_text())["train"]
     assert [h["step"] for h in history] == list(range(1, done["totalSteps"] + 1))
+
+
+@pytest.mark.slow
+def test_early_stopping_under_data_parallel_keeps_ranks_together(tmp_path: Path) -> None:
+    """Every epoch end asks rank 0 whether to stop (a broadcast): ranks deciding apart would hang the run."""
+    work = tmp_path / "work"
+    job = _job(work)
+    job["training"].update({"epochs": 3, "earlyStoppingPatience": 1})
+    config = write_job(tmp_path / "job.yaml", job)
+    assert run_trainer(["label", "--config", str(config)]).returncode == 0
+    env = trainer_env({"KUBESTILL_TRAIN_PROCESSES": "2", "KUBESTILL_DDP_BACKEND": "gloo", "OMP_NUM_THREADS": "1"})
+    trained = run_trainer(["train", "--config", str(config)], env=env, timeout=300)
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    done = json.loads((work / "train" / "done.json").read_text())
+    history = json.loads((work / "train" / "history.json").read_text())
+    assert done["processes"] == 2 and done["bestStep"] == history["best"]["step"]
+    assert done["steps"] == (done["totalSteps"] if not done["stoppedEarly"] else history["validation"][-1]["step"])
+    # Both ranks validated every epoch they ran, with the same losses.
+    val = [line.rsplit("validation loss", 1)[1] for line in trained.stderr.splitlines()
+           if "train: step" in line and "validation loss" in line]
+    assert sorted(val) == sorted([f" {v['loss']:.4f}" for v in history["validation"]] * 2), val

@@ -113,6 +113,18 @@ def barrier(info: DistInfo) -> None:
         dist.barrier()
 
 
+def main_says(flag: bool, info: DistInfo) -> bool:
+    """Rank 0's value of a decision, on every rank. Ranks that decided apart (a validation loss differing in the
+    last bit) would leave one waiting forever on the other's gradients."""
+    if not info.enabled:
+        return flag
+    import torch.distributed as dist
+
+    value = torch.tensor([int(flag)], device=info.device)
+    dist.broadcast(value, src=0)
+    return bool(value.item())
+
+
 def finish(info: DistInfo) -> None:
     if info.enabled:
         import torch.distributed as dist

@@ -147,7 +147,8 @@ def run_train(ctx: RunContext) -> dict[str, Any]:
         torch.set_rng_state(state["rng"])
         step, history, val_history = int(state["step"]), list(state["history"]), list(state["val_history"])
         log.info("train: resumed from checkpoint at step %d of %d", step, total)
-    _drop_best_after(best_dir, step)
+    if dist_info.is_main:  # rank 0 alone writes (and so clears) train/
+        _drop_best_after(best_dir, step)
     start_step, started = step, datetime.now(UTC)
     progress = ProgressWriter(ctx.path("progress.json"), ctx.report)
     batcher = Batcher(ctx, rows, targets, labels.meta)
@@ -205,7 +206,8 @@ def run_train(ctx: RunContext) -> dict[str, Any]:
                 since = epochs_since_best([v["loss"] for v in val_history])
                 if since == 0 and dist_info.is_main:
                     save_checkpoint(best_dir, {"model": model.state_dict(), "step": step})
-                stopped_early = patience is not None and since >= patience and step < total
+                stopped_early = distributed.main_says(patience is not None and since >= patience and step < total,
+                                                      dist_info)
                 if stopped_early:
                     log.info("train: early stop at step %d: no lower validation loss for %d epochs", step, since)
     best = min(val_history, key=lambda v: v["loss"]) if select_best and val_history else None
