@@ -17,8 +17,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from kubestill.api.v1alpha1 import DistillationJobSpec
 from kubestill_trainer.context import RunContext
+from kubestill_trainer.labelstore import Labels, load_labels, save_labels
 from kubestill_trainer.latency import dir_size_mb, measure
 from kubestill_trainer.tasks.base import Row, TaskModel
 from kubestill_trainer.tasks.encoder import param_count
@@ -46,6 +49,27 @@ def run_stage(stage: Callable[[RunContext], dict[str, Any]], spec: dict[str, Any
 def copy_labels(src: Path, dst: Path) -> None:
     shutil.rmtree(dst, ignore_errors=True)
     shutil.copytree(src / "labels", dst / "labels")
+
+
+def labelled_subset(rows: list[Row], fraction: float, seed: int) -> set[str]:
+    """Ids of the rows whose gold label is "paid for": a fixed random fraction, at least one per class."""
+    rng = np.random.default_rng(seed)
+    order = [rows[i] for i in rng.permutation(len(rows))]
+    keep = {r.id for r in order[: max(1, round(fraction * len(rows)))]}
+    for label in {r.label for r in rows}:
+        if not any(r.label == label and r.id in keep for r in rows):
+            keep.add(next(r.id for r in order if r.label == label))
+    return keep
+
+
+def restrict_train(work: Path, labelled: set[str]) -> None:
+    """Keep only the labelled train rows (validation and test untouched) in a copied label store."""
+    labels = load_labels(work / "labels")
+    keep = [i for i, (r, s) in enumerate(zip(labels.rows, labels.splits, strict=True))
+            if s != "train" or r.id in labelled]
+    save_labels(work / "labels", Labels([labels.rows[i] for i in keep], [labels.splits[i] for i in keep],
+                                        {k: v[keep] for k, v in labels.targets.items()}, labels.meta),
+                json.loads((work / "labels" / "report.json").read_text()))
 
 
 def latency(predict: Callable[[Sequence[Row]], object], rows: Sequence[Row], single: int = 200) -> dict[str, float]:

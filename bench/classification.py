@@ -23,7 +23,6 @@ for as many epochs as it takes to see as many examples as the KD student.
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -37,18 +36,20 @@ from _common import (
     bbc_rows,
     copy_labels,
     fmt,
+    labelled_subset,
     latency,
     machine_note,
     mean_sd,
     model_facts,
     print_table,
+    restrict_train,
     run_stage,
     tweets_rows,
     write_jsonl,
 )
 from kubestill_trainer.data import split_rows
 from kubestill_trainer.fit_head import fit_teacher
-from kubestill_trainer.labelstore import Labels, load_labels, save_labels
+from kubestill_trainer.labelstore import load_labels
 from kubestill_trainer.serving.loader import quantize_int8
 from kubestill_trainer.stages.label import run_label
 from kubestill_trainer.stages.train import run_train
@@ -93,27 +94,6 @@ def quality(task: Classification, model: torch.nn.Module, rows: list[Row], teach
             meta: dict[str, Any]) -> dict[str, float]:
     pred = task.predict(model, rows, 64)  # type: ignore[arg-type]
     return task.metrics(pred, {"logits": teacher_logits}, rows, meta)
-
-
-def labelled_subset(rows: list[Row], fraction: float, seed: int) -> set[str]:
-    """Ids of the rows whose gold label is "paid for": a fixed random fraction, at least one per class."""
-    rng = np.random.default_rng(seed)
-    order = [rows[i] for i in rng.permutation(len(rows))]
-    keep = {r.id for r in order[: max(1, round(fraction * len(rows)))]}
-    for label in {r.label for r in rows}:
-        if not any(r.label == label and r.id in keep for r in rows):
-            keep.add(next(r.id for r in order if r.label == label))
-    return keep
-
-
-def restrict_train(work: Path, labelled: set[str]) -> None:
-    """Keep only the labelled train rows (validation and test untouched) in a copied label store."""
-    labels = load_labels(work / "labels")
-    keep = [i for i, (r, s) in enumerate(zip(labels.rows, labels.splits, strict=True))
-            if s != "train" or r.id in labelled]
-    save_labels(work / "labels", Labels([labels.rows[i] for i in keep], [labels.splits[i] for i in keep],
-                                        {k: v[keep] for k, v in labels.targets.items()}, labels.meta),
-                json.loads((work / "labels" / "report.json").read_text()))
 
 
 def tfidf_baseline(train: list[Row], test: list[Row]) -> dict[str, float]:

@@ -11,7 +11,11 @@ teacher layers 0 and 5. KD: margin-mse + listwise-kl on the teacher's scores of 
 and train stages). No-KD: the same init trained by the same train stage with cross-entropy on the gold
 relevant candidate only (what one does without a teacher). int8: the KD student, dynamic int8.
 
+With --gold-fraction F < 1 (a labelling budget): the no-KD student has gold relevance for a fraction F of the
+train queries only, and trains for epochs / F epochs (as many steps as KD); both keep their best epoch.
+
     python bench/reranking.py --groups 800 --epochs 1
+    python bench/reranking.py --groups 2225 --epochs 2 --max-len 64 --gold-fraction 0.2
 """
 
 from __future__ import annotations
@@ -30,10 +34,12 @@ from _common import (
     Stopwatch,
     copy_labels,
     fmt,
+    labelled_subset,
     latency,
     machine_note,
     model_facts,
     print_table,
+    restrict_train,
     run_stage,
 )
 from kubestill.api.v1alpha1 import DistillationJobSpec
@@ -52,7 +58,7 @@ SEED = 13
 FIELDS = {"text": "query", "pair": "passages", "label": "label", "segment": "segment"}
 
 
-def job(data: Path, workdir: Path, epochs: int, max_len: int, kd: bool) -> dict[str, Any]:
+def job(data: Path, workdir: Path, epochs: int, max_len: int, kd: bool, keep_best: bool = False) -> dict[str, Any]:
     loss = ([{"name": "margin-mse"}, {"name": "listwise-kl", "temperature": 0.05, "weight": 0.1}] if kd
             else [{"name": "cross-entropy"}])
     return {
@@ -64,7 +70,7 @@ def job(data: Path, workdir: Path, epochs: int, max_len: int, kd: bool) -> dict[
         "labeling": {"batchSize": 32},
         "loss": {"terms": loss},
         "training": {"epochs": epochs, "batchSize": 8, "learningRate": 1e-4, "maxSeqLength": max_len,
-                     "warmupRatio": 0.05, "checkpointEverySteps": 100000},
+                     "warmupRatio": 0.05, "checkpointEverySteps": 100000, "keepBest": keep_best},
         "output": {"studentModelName": "bench", "artifactUri": f"file://{workdir}"},
     }
 
@@ -75,8 +81,14 @@ def main() -> None:
     p.add_argument("--group-size", type=int, default=8)
     p.add_argument("--epochs", type=int, default=1)
     p.add_argument("--max-len", type=int, default=96)
+    p.add_argument("--gold-fraction", type=float, default=1.0,
+                   help="share of the train queries with a gold relevant passage; KD learns from the teacher's "
+                   "scores on all of them, no-KD from the gold ones only (as many steps, best epoch kept)")
     p.add_argument("--workdir", type=Path, default=None)
     args = p.parse_args()
+    if not 0 < args.gold_fraction <= 1:
+        p.error(f"--gold-fraction must be in (0, 1], not {args.gold_fraction}")
+    budget = args.gold_fraction < 1.0
     torch.manual_seed(0)
     clock = Stopwatch()
     root = args.workdir or Path(tempfile.mkdtemp(prefix="bench-rerank-"))
@@ -87,11 +99,15 @@ def main() -> None:
             if split[g["id"]] != "train"]
     data = write_jsonl(train, root / "train_groups.jsonl")
     kd_work, nokd_work = root / "kd", root / "nokd"
-    kd_spec = job(data, kd_work, args.epochs, args.max_len, kd=True)
-    nokd_spec = job(data, nokd_work, args.epochs, args.max_len, kd=False)
+    nokd_epochs = max(1, round(args.epochs / args.gold_fraction))  # as many steps as KD
+    kd_spec = job(data, kd_work, args.epochs, args.max_len, kd=True, keep_best=budget)
+    nokd_spec = job(data, nokd_work, nokd_epochs, args.max_len, kd=False, keep_best=budget)
     run_stage(run_label, kd_spec, kd_work)
     copy_labels(kd_work, nokd_work)  # the same rows and split; no-KD reads only the gold labels
-    print(f"[{clock():.0f}s] labelled {len(train)} train groups", flush=True)
+    labelled = labelled_subset([Row(g["id"], g["query"], label=g["label"]) for g in train], args.gold_fraction, SEED)
+    if budget:
+        restrict_train(nokd_work, labelled)
+    print(f"[{clock():.0f}s] labelled {len(train)} train groups; gold for {len(labelled)}", flush=True)
     kd_summary = run_stage(run_train, kd_spec, kd_work)
     print(f"[{clock():.0f}s] KD trained: {kd_summary}", flush=True)
     nokd_summary = run_stage(run_train, nokd_spec, nokd_work)
@@ -155,6 +171,10 @@ def main() -> None:
         [f"training: {kd_summary['examples']} train queries x {args.group_size} candidates, "
          f"{kd_summary['steps']} steps at batch 8 queries (KD {kd_summary['seconds']:.0f}s, "
          f"no-KD {nokd_summary['seconds']:.0f}s)",
+         f"gold relevance: {nokd_summary['examples']} train queries (--gold-fraction {args.gold_fraction:g}); KD "
+         "learns from the teacher's scores only"
+         + (f"; best epoch by validation loss kept (KD step {kd_summary['bestStep']}, no-KD step "
+            f"{nokd_summary['bestStep']} of {nokd_summary['steps']})" if budget else ""),
          f"latency: CPU, end to end from text (tokenizer included); batch 1 = one query with its "
          f"{args.group_size} candidates, p50/p99 over 100 calls; throughput in queries/s at batch "
          f"{LATENCY_BATCH} queries",
