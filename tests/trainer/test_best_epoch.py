@@ -5,6 +5,7 @@ student on BBC titles, seconds); only the validation loss is scripted, so which 
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -62,8 +63,6 @@ def labelled(bbc_teacher: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
 
 def _train(bbc_teacher: Path, labels: Path, work: Path, epochs: int, training: dict[str, Any],
            curve: list[float] | None, monkeypatch: pytest.MonkeyPatch) -> tuple[dict[str, Any], dict[str, Any]]:
-    import shutil
-
     shutil.copytree(labels, work / "labels")
     ctx = RunContext.create(_spec(bbc_teacher, work, epochs, training), {"name": "best"}, f"file://{work}")
     saved: dict[int, dict[str, torch.Tensor]] = {}  # best-epoch weights as the stage saved them, by step
