@@ -103,7 +103,19 @@ async def triton_deployment_event(type: str | None, body: kopf.Body, **kwargs: A
 # --- CanaryRollout --------------------------------------------------------------------------------------
 
 
+@kopf.index(GROUP, VERSION, "canaryrollouts")
+async def canary_claims(body: kopf.Body, **_: Any) -> Any:
+    """Each rollout's claim on its route rule, so two rollouts never weight the same rule."""
+    return canary.index_claim(body)
+
+
+@kopf.on.event(GROUP, VERSION, "studentmodels")
+async def candidate_event(type: str | None, body: kopf.Body, **_: Any) -> None:
+    """A StudentModel changed or went away: the rollouts of it decide now."""
+    canary.on_candidate_event(type, body)
+
+
 @kopf.on.event(GROUP, VERSION, "canaryrollouts")
-async def canaryrollout_event(type: str | None, body: kopf.Body, **_: Any) -> None:
+async def canaryrollout_event(type: str | None, body: kopf.Body, **kwargs: Any) -> None:
     """Any change of a CanaryRollout (and the initial listing): measure, decide, set the route's weights."""
-    await canary.on_event(type, body)
+    await canary.on_event(type, body, kwargs)

@@ -22,7 +22,12 @@ HTTPROUTE_API_VERSION = f"{GATEWAY_GROUP}/{GATEWAY_VERSION}"
 
 
 class RouteError(ValueError):
-    """The route cannot carry the rollout (missing rule or baseline); the message says what to fix."""
+    """The route cannot carry the rollout (missing rule or baseline); the message says what to fix and
+    `reason` is the RouteReady condition's reason (RuleNotFound, BaselineNotInRoute)."""
+
+    def __init__(self, message: str, reason: str = "RouteInvalid") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -55,7 +60,8 @@ def _rule(route: Mapping[str, Any], rule_index: int) -> dict[str, Any]:
     if rule_index >= len(rules):
         name = (route.get("metadata") or {}).get("name")
         raise RouteError(
-            f"HTTPRoute {name} has {len(rules)} rule(s); spec.route.ruleIndex {rule_index} is out of range"
+            f"HTTPRoute {name} has {len(rules)} rule(s); spec.route.ruleIndex {rule_index} is out of range",
+            "RuleNotFound",
         )
     rule: dict[str, Any] = rules[rule_index]
     return rule
@@ -113,7 +119,8 @@ def build_httproute_weights(
     if not has_baseline and keep_baseline:
         raise RouteError(
             f"HTTPRoute {meta.get('name')} rule {rule_index} has no backendRef {baseline.name}:{baseline.port}; "
-            "add the baseline Service to it"
+            "add the baseline Service to it",
+            "BaselineNotInRoute",
         )
     out_refs: list[dict[str, Any]] = []
     for ref in refs:

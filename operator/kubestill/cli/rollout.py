@@ -88,6 +88,10 @@ def format_status(obj: dict[str, Any], now: datetime) -> str:
         f"Next:     {_age(status.get('nextStepAt'), now)}",
         f"Message:  {status.get('message', '')}",
     ]
+    route = next((c for c in status.get("conditions") or [] if c.get("type") == "RouteReady"), None)
+    if route is not None:
+        lines.insert(4, f"Route:    {'ready' if route.get('status') == 'True' else route.get('reason', '')}: "
+                        f"{route.get('message', '')}")
     measurements = status.get("measurements") or []
     if measurements:
         lines.append("Latest measurements:")

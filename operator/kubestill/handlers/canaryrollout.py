@@ -1,4 +1,4 @@
-"""CanaryRollout: measure, decide, write status, then make the HTTPRoute's weights match the status.
+"""CanaryRollout: observe the route, measure, decide, write status, then make the route match the status.
 
 One evaluation per wake-up, serialised per rollout by the shared Reconciler and re-queued for the moment
 the pure logic says something may change next (the next analysis round, the end of a pause, the baseline
@@ -7,7 +7,11 @@ and `kubestill rollout ...` act within a round trip.
 
 Restart safety: the status is written first, with the resourceVersion the decision was based on (a stale
 view fails with 409 and is retried on fresh data, so no step is taken twice); the route is then reconciled
-to whatever the status says, so a crash between the two writes is repaired by the next evaluation.
+to whatever the status says, so a crash between the two writes is repaired by the next evaluation. A step's
+clock starts only once the route is seen carrying its weight (start_clocks), so what the gateway carries
+never skips a step or shortens its pause, whenever the operator dies; a route that cannot carry the rollout
+(missing, no baseline, another rollout on the same rule) holds it with one RouteReady=False condition, one
+Warning Event per new reason, and retries backing off to a minute.
 """
 
 from __future__ import annotations
@@ -17,11 +21,13 @@ import logging
 import time
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import ValidationError
 
+from kubestill.api.names import triton_name
 from kubestill.api.v1alpha1.canaryrollout import BackendRef, CanaryRolloutSpec, CanaryRolloutStatus, RolloutPhase
 from kubestill.builders.httproute import RouteError, build_httproute_weights, desired_observation, observe_route
 from kubestill.clients import gateway, metrics, prometheus, rollouts
@@ -29,15 +35,21 @@ from kubestill.clients.events import post_event
 from kubestill.clients.kube import ApiError, KubeClient, client
 from kubestill.logic.analysis import AnalysisRound, QueryResult, assess_round, matching_alerts, render_query
 from kubestill.logic.canary import (
+    ROUTE_OK,
+    ROUTE_UNSEEN,
     Action,
     ActionKind,
+    RouteView,
     analysis_due,
     handled_controls,
+    holds_route,
     next_action,
     next_wakeup,
     pending_controls,
+    step_entered,
 )
-from kubestill.logic.canary_status import apply_action, route_state, routine_round
+from kubestill.logic.canary_route import RouteClaim, candidate_invalid, conflict_message, route_holder
+from kubestill.logic.canary_status import apply_action, route_condition, route_state, routine_round, start_clocks
 
 from .reconciler import Key, Reconciler, newer
 
@@ -54,7 +66,15 @@ STATUS_REFRESH = 30.0
 _persisted: dict[Key, float] = {}
 # Waiting for a StudentModel's Service, a missing route, a bad spec: look again this often.
 RETRY = 5.0
-WARNING_ACTIONS = (ActionKind.ROLLBACK, ActionKind.PAUSE)
+# A route that cannot carry the rollout is retried after RETRY, doubling up to this.
+ROUTE_BACKOFF_MAX = 60.0
+_route_failures: dict[Key, int] = {}
+# The route changed between our read and our apply (409): read it again at once.
+ROUTE_RETRY = RouteView(False, "Conflict", "the route changed while it was written")
+WARNING_ACTIONS = (ActionKind.ROLLBACK, ActionKind.PAUSE, ActionKind.FAIL)
+# Every rollout's claim on its route rule, kept by kopf's index (complete before the first event is handled).
+CLAIMS_INDEX = "canary_claims"
+_indexes: dict[str, Any] = {}
 # prometheus-api-client blocks; its queries get their own threads so a thousand rollouts analysing at once
 # do not queue behind asyncio's small default pool (cores + 4).
 _PROMETHEUS_POOL = ThreadPoolExecutor(max_workers=32, thread_name_prefix="kubestill-prometheus")
@@ -67,13 +87,60 @@ async def _reconcile(key: Key) -> float | None:
 RECONCILER = Reconciler("CanaryRollout", _reconcile)
 
 
-async def on_event(event_type: str | None, body: Mapping[str, Any]) -> None:
+def index_claim(body: Mapping[str, Any]) -> dict[tuple[str, str, int], RouteClaim] | None:
+    """A rollout's claim on its route rule, keyed by (namespace, route, ruleIndex)."""
+    meta = body["metadata"]
+    try:
+        spec = CanaryRolloutSpec.model_validate(body.get("spec") or {})
+        status = CanaryRolloutStatus.model_validate(body.get("status") or {})
+    except ValidationError:
+        return None
+    claim = RouteClaim(meta.get("creationTimestamp") or "", meta["name"], spec.route.name, spec.route.rule_index,
+                       holds_route(status))
+    return {(meta["namespace"], spec.route.name, spec.route.rule_index): claim}
+
+
+def _claims(namespace: str, route: str, rule: int) -> list[RouteClaim]:
+    store = _indexes.get(CLAIMS_INDEX)
+    if store is None:
+        return []
+    return list(store.get((namespace, route, rule), ()))
+
+
+def _wake_waiting(key: Key, body: Mapping[str, Any], deleted: bool) -> None:
+    """A rollout that no longer holds its rule (ended, or deleted) wakes the rollouts waiting for that rule."""
+    claim = index_claim(body)
+    if claim is None:
+        return
+    ((_, route, rule), mine), = claim.items()
+    if mine.holds and not deleted:
+        return
+    for other in _claims(key[0], route, rule):
+        if other.name != key[1] and other.holds:
+            RECONCILER.requeue((key[0], other.name), 0.0)
+
+
+def on_candidate_event(event_type: str | None, body: Mapping[str, Any]) -> None:
+    """A StudentModel was deleted or changed: the rollouts that roll it out decide now (a deleted candidate
+    rolls back at once, not at the next periodic wake-up)."""
+    if event_type not in ("DELETED", "MODIFIED"):
+        return
+    namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
+    for (ns, rollout), known in list(_bodies.items()):
+        if ns == namespace and ((known.get("spec") or {}).get("candidate") or {}).get("studentModel") == name:
+            RECONCILER.requeue((ns, rollout), 0.0)
+
+
+async def on_event(event_type: str | None, body: Mapping[str, Any], indexes: Mapping[str, Any]) -> None:
     """A CanaryRollout changed (or was listed at start-up): evaluate it now."""
+    _indexes.update(indexes)
     meta = body["metadata"]
     key = (meta["namespace"], meta["name"])
+    _wake_waiting(key, body, deleted=event_type == "DELETED")
     if event_type == "DELETED":
         RECONCILER.forget(key)
         _persisted.pop(key, None)
+        _route_failures.pop(key, None)
         old = _bodies.pop(key, None)
         _route_ok.pop(key, None)
         names = [m.get("name", "") for m in ((old or {}).get("spec", {}).get("analysis") or {}).get("metrics", [])]
@@ -86,25 +153,43 @@ async def on_event(event_type: str | None, body: Mapping[str, Any]) -> None:
     await RECONCILER.run(key)
 
 
+@dataclass(frozen=True)
+class CandidateView:
+    """The candidate's Service, or why it cannot be used: `waiting` (before the first step) or `gone` (the
+    StudentModel was deleted after it; the Service recorded in status still lets the route be rolled back)."""
+
+    backend: BackendRef | None
+    waiting: str | None = None
+    gone: str | None = None
+
+
 async def _candidate(
-    api: KubeClient, namespace: str, spec: CanaryRolloutSpec, started: bool
-) -> BackendRef | str:
-    """The candidate Service, or why it is not known yet. A StudentModel must be Ready before the first
-    step sends it traffic; once started, its health is the analysis' business, not a reason to stop acting
-    (a rollback must still reach the route)."""
+    api: KubeClient, namespace: str, spec: CanaryRolloutSpec, status: CanaryRolloutStatus
+) -> CandidateView:
+    """A StudentModel must be Ready before the first step sends it traffic; once started, its health is the
+    analysis' business, not a reason to stop acting (a rollback must still reach the route), but its
+    disappearance is a reason to roll back."""
     if spec.candidate.service is not None:
-        return spec.candidate.service
+        return CandidateView(spec.candidate.service)
     name = spec.candidate.student_model or ""
+    started = step_entered(status)
+    recorded = status.candidate_backend or BackendRef(name=triton_name(name), port=rollouts.TRITON_HTTP_PORT)
     sm = await api.get("kubestill.io/v1alpha1", "StudentModel", namespace, name)
-    if sm is None:
-        return f"StudentModel {name} not found"
+    if sm is None or (sm.get("metadata") or {}).get("deletionTimestamp"):
+        if started:
+            return CandidateView(recorded, gone=f"candidate StudentModel {name} was deleted")
+        return CandidateView(None, waiting=f"StudentModel {name} not found")
     sm_status = sm.get("status") or {}
     service = sm_status.get("serviceName")
     if not service:
-        return f"waiting for StudentModel {name} to report its Service (status.serviceName)"
+        if started:
+            return CandidateView(recorded)
+        return CandidateView(None, waiting=f"waiting for StudentModel {name} to report its Service "
+                                           "(status.serviceName)")
     if not started and sm_status.get("phase") != "Ready":
-        return f"waiting for StudentModel {name} to be Ready (phase {sm_status.get('phase', 'Pending')})"
-    return BackendRef(name=service, port=rollouts.TRITON_HTTP_PORT)
+        return CandidateView(None, waiting=f"waiting for StudentModel {name} to be Ready "
+                                           f"(phase {sm_status.get('phase', 'Pending')})")
+    return CandidateView(BackendRef(name=service, port=rollouts.TRITON_HTTP_PORT))
 
 
 def _measure(spec: CanaryRolloutSpec, namespace: str, candidate: str, step: int, now: datetime) -> tuple[
@@ -151,52 +236,110 @@ async def reconcile(key: Key, api: KubeClient) -> float | None:
     generation = meta.get("generation")
     annotations = dict(meta.get("annotations") or {})
     now = datetime.now(UTC)
+    controls = pending_controls(annotations, status.handled_annotations)
 
-    candidate = await _candidate(api, namespace, spec, started=status.phase != RolloutPhase.PENDING)
-    if isinstance(candidate, str):
-        if status.phase == RolloutPhase.PENDING and status.message != candidate:
-            fresh = status.model_copy(update={"message": candidate, "observed_generation": generation})
-            await _write_status(api, key, body, fresh)
-        return RETRY
+    cand = await _candidate(api, namespace, spec, status)
+    invalid = candidate_invalid(spec.baseline, cand.backend) if cand.backend is not None else None
+    holder = _holder(key, spec, status, meta)
+    if holder is not None and holder != name:
+        view = RouteView(False, "RouteConflict", conflict_message(spec.route.name, spec.route.rule_index, holder),
+                         held_by=holder)
+    elif cand.backend is None or not step_entered(status) or not holds_route(status):
+        view = ROUTE_UNSEEN  # nothing of ours in the route yet, or nothing left to do there
+    else:
+        # Make the route carry what the status says before deciding anything: after a restart between the
+        # status write and the route write, this is where the route catches up, before the step's clock.
+        view = await _sync_route(api, key, spec, status, cand.backend)
+        if view is ROUTE_RETRY:
+            return 0.2
 
     round_: AnalysisRound | None = None
     alerts: list[str] = []
-    if analysis_due(spec, status, now):
+    if view.carries and analysis_due(spec, status, now) and cand.backend is not None:
         measured, alerts = await asyncio.get_running_loop().run_in_executor(
-            _PROMETHEUS_POOL, _measure, spec, namespace, candidate.name, status.current_step, now
+            _PROMETHEUS_POOL, _measure, spec, namespace, cand.backend.name, status.current_step, now
         )
         round_ = measured
         for m in measured.measurements:
             metrics.observe_measurement(namespace, name, m.metric, m.value, m.result)
-    controls = pending_controls(annotations, status.handled_annotations)
-    action = next_action(spec, status, round_, alerts, now, controls)
-    new = apply_action(spec, status, action, round_, now, generation, handled_controls(annotations))
-    if new != status:
-        if routine_round(status, new) and time.monotonic() - _persisted.get(key, 0.0) < STATUS_REFRESH:
-            # Keep it in memory (same resourceVersion) so the next decision sees this round.
-            _bodies[key] = {**body, "status": new.model_dump(by_alias=True, mode="json")}
-        else:
-            written = await _write_status(api, key, body, new)
-            if written is None:
-                return 0.2  # somebody changed the rollout meanwhile: decide again on the fresh object
-            _persisted[key] = time.monotonic()
+    clocked = start_clocks(spec, status, view.carries, now)
+    action = next_action(spec, clocked, round_, alerts, now, controls, route=view,
+                         candidate_gone=cand.gone or cand.waiting, candidate_invalid=invalid)
+    new = apply_action(spec, clocked, action, round_, now, generation, handled_controls(annotations))
+    if new.candidate_backend is None and step_entered(new) and cand.backend is not None:
+        new = new.model_copy(update={"candidate_backend": cand.backend})
+    if view is not ROUTE_UNSEEN:
+        new = route_condition(new, view, generation, now)
+    if not await _persist(api, key, body, status, new, view):
+        return 0.2  # somebody changed the rollout meanwhile: decide again on the fresh object
     if action.kind != ActionKind.HOLD:
         await _announce(api, body, action, new)
 
-    state = route_state(spec, new)
-    try:
-        await _sync_route(api, key, spec, candidate, state.candidate_weight, state.mirror_percent,
-                          state.keep_baseline)
-    except RouteError as err:
-        await _route_problem(api, key, body, new, str(err))
-        return RETRY
-    except ApiError as err:
-        if err.status != 409:
-            raise
-        return 0.2  # the route changed under us: rebuild from the new version
+    if route_state(spec, new) != route_state(spec, clocked) and cand.backend is not None and holds_route(new) \
+            and view.held_by is None and step_entered(new):
+        # The decision moved the route (a new step, promotion, rollback): write it now, and start what waits
+        # for it as soon as the route carries it.
+        latest = _bodies.get(key, body)
+        view = await _sync_route(api, key, spec, new, cand.backend)
+        if view is ROUTE_RETRY:
+            return 0.2
+        after = route_condition(start_clocks(spec, new, view.carries, datetime.now(UTC)), view, generation, now)
+        if not await _persist(api, key, latest, new, after, view):
+            return 0.2
+        new = after
     metrics.observe_state(namespace, name, new.phase, new.current_step, new.current_weight)
     metrics.RECONCILE_SECONDS.observe(time.perf_counter() - started)
+    if view.held_by is not None:
+        return RETRY  # the holder's end wakes this one at once (on_event); this is a safety net
+    if not view.carries and view is not ROUTE_UNSEEN:
+        return _backoff(key)
+    _route_failures.pop(key, None)
+    if cand.waiting is not None and new.phase == RolloutPhase.PENDING:
+        return RETRY
     return next_wakeup(spec, new, datetime.now(UTC))
+
+
+def _holder(key: Key, spec: CanaryRolloutSpec, status: CanaryRolloutStatus, meta: Mapping[str, Any]) -> str | None:
+    """The rollout holding this rollout's route rule (see logic/canary_route.py), from the index of every
+    CanaryRollout, with this rollout's own claim taken from its latest status."""
+    namespace, name = key
+    mine = RouteClaim(meta.get("creationTimestamp") or "", name, spec.route.name, spec.route.rule_index,
+                      holds_route(status))
+    others = [c for c in _claims(namespace, spec.route.name, spec.route.rule_index) if c.name != name]
+    return route_holder([*others, mine], spec.route.name, spec.route.rule_index)
+
+
+async def _persist(
+    api: KubeClient,
+    key: Key,
+    body: Mapping[str, Any],
+    old: CanaryRolloutStatus,
+    new: CanaryRolloutStatus,
+    view: RouteView,
+) -> bool:
+    """Write `new` when it differs from `old` (routine healthy rounds at most every STATUS_REFRESH); a Warning
+    Event when the RouteReady condition turns False or changes its reason. False on a conflict."""
+    if new == old:
+        return True
+    if routine_round(old, new) and time.monotonic() - _persisted.get(key, 0.0) < STATUS_REFRESH:
+        # Keep it in memory (same resourceVersion) so the next decision sees this round.
+        _bodies[key] = {**body, "status": new.model_dump(by_alias=True, mode="json")}
+        return True
+    written = await _write_status(api, key, body, new)
+    if written is None:
+        return False
+    _persisted[key] = time.monotonic()
+    before = next((c for c in old.conditions if c.type == "RouteReady"), None)
+    after = next((c for c in new.conditions if c.type == "RouteReady"), None)
+    if after is not None and after.status == "False" and (
+        before is None or (before.status, before.reason, before.message) != (after.status, after.reason,
+                                                                            after.message)
+    ):
+        try:
+            await post_event(api, written, "Warning", after.reason, after.message[:1000])
+        except ApiError as err:
+            log.warning("%s/%s: event not posted: %s", *key, err)
+    return True
 
 
 async def _write_status(
@@ -219,40 +362,48 @@ async def _write_status(
 
 
 async def _sync_route(
-    api: KubeClient,
-    key: Key,
-    spec: CanaryRolloutSpec,
-    candidate: BackendRef,
-    weight: int,
-    mirror: int | None,
-    keep_baseline: bool,
-) -> None:
-    """Make the route match; a GET only when the wanted weights changed or the last check is old."""
-    want = desired_observation(weight, mirror, keep_baseline)
+    api: KubeClient, key: Key, spec: CanaryRolloutSpec, status: CanaryRolloutStatus, candidate: BackendRef
+) -> RouteView:
+    """Make the route carry what `status` implies and say whether it does (from the route as read, or as the
+    API server returned it after our apply). A GET only when the wanted weights changed or the last check
+    is old. ROUTE_RETRY: the route changed under us (409), read it again."""
+    state = route_state(spec, status)
+    want = desired_observation(state.candidate_weight, state.mirror_percent, state.keep_baseline)
     seen = _route_ok.get(key)
     if seen is not None and seen[0] == want and time.monotonic() - seen[1] < ROUTE_RECHECK:
-        return
-    route = await gateway.get_route(api, key[0], spec.route.name)
-    if route is None:
-        raise RouteError(f"HTTPRoute {spec.route.name} not found in namespace {key[0]}")
-    rule = spec.route.rule_index
-    if observe_route(route, rule, spec.baseline, candidate) != want:
-        body = build_httproute_weights(route, rule, spec.baseline, candidate, weight, mirror, keep_baseline)
-        await gateway.apply_route(api, body)
-        log.info("%s/%s: route %s weights %d/%d", *key, spec.route.name, 100 - weight, weight)
-    _route_ok[key] = (want, time.monotonic())
-
-
-async def _route_problem(
-    api: KubeClient, key: Key, body: Mapping[str, Any], status: CanaryRolloutStatus, problem: str
-) -> None:
-    """The route cannot carry the rollout: say so in status (once) and as a Warning event."""
+        return ROUTE_OK
     _route_ok.pop(key, None)
-    if status.message == problem:
-        return
-    latest = _bodies.get(key, body)
-    await _write_status(api, key, latest, status.model_copy(update={"message": problem}))
-    await post_event(api, latest, "Warning", "RouteInvalid", problem)
+    route_name, rule = spec.route.name, spec.route.rule_index
+    try:
+        route = await gateway.get_route(api, key[0], route_name)
+        if route is None:
+            return RouteView(False, "RouteNotFound", f"HTTPRoute {route_name} not found in namespace {key[0]}")
+        if observe_route(route, rule, spec.baseline, candidate) != want:
+            patch = build_httproute_weights(route, rule, spec.baseline, candidate, state.candidate_weight,
+                                            state.mirror_percent, state.keep_baseline)
+            route = await gateway.apply_route(api, patch)
+            log.info("%s/%s: route %s weights %d/%d", *key, route_name, 100 - state.candidate_weight,
+                     state.candidate_weight)
+        if observe_route(route, rule, spec.baseline, candidate) != want:
+            return RouteView(False, "RouteWriteFailed", f"HTTPRoute {route_name} does not keep the weights written "
+                             "to it (an admission webhook or another controller changes them)")
+    except RouteError as err:
+        return RouteView(False, err.reason, str(err))
+    except ApiError as err:
+        if err.status == 409:
+            return ROUTE_RETRY
+        if err.status == 404:
+            return RouteView(False, "RouteNotFound", f"HTTPRoute {route_name} not found in namespace {key[0]}")
+        return RouteView(False, "RouteWriteFailed", f"cannot write HTTPRoute {route_name}: {err}")
+    _route_ok[key] = (want, time.monotonic())
+    return ROUTE_OK
+
+
+def _backoff(key: Key) -> float:
+    """Retry a route that cannot carry the rollout after 5 s, doubling to at most ROUTE_BACKOFF_MAX."""
+    failures = _route_failures.get(key, 0)
+    _route_failures[key] = failures + 1
+    return min(RETRY * 2.0**failures, ROUTE_BACKOFF_MAX)
 
 
 async def _announce(api: KubeClient, body: Mapping[str, Any], action: Action, new: CanaryRolloutStatus) -> None:

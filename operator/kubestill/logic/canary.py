@@ -7,7 +7,9 @@ only moves forward from status).
 
 Worked examples (steps 10% for 1h, then 50% for 1h; analysis every 60s; `t` = when the rollout started):
 
-- t+0, Pending                                   -> Start: weight 10, nextStepAt t+1h
+- t+0, Pending                                   -> Start: weight 10 (entered; the route is written next)
+- t+0.1s, the route is seen carrying 10%         -> the step's clock starts: nextStepAt t+0.1s+1h
+- route missing or without the baseline          -> Hold: no clock, no analysis, no advance (RouteReady False)
 - t+60s, round Successful                        -> Hold (pause not over)
 - t+1h, round Successful                         -> Advance to step 1: weight 50, nextStepAt t+2h
 - t+1h+60s, round Inconclusive (no data) x3      -> Pause (inconclusiveLimit 2 exceeded); no data never passes
@@ -54,6 +56,26 @@ class ActionKind(StrEnum):
     PROMOTE = "Promote"
     ROLLBACK = "Rollback"
     RELEASE_BASELINE = "ReleaseBaseline"
+    FAIL = "Fail"
+
+
+@dataclass(frozen=True)
+class RouteView:
+    """What the HTTPRoute carries, as the handler saw it after trying to make it match the status.
+
+    `carries`: the rule holds exactly the weights (and mirror) the status implies. Otherwise `reason` (one
+    CamelCase word: RouteNotFound, RuleNotFound, BaselineNotInRoute, RouteWriteFailed, RouteConflict,
+    NotWritten) and `message` say why. `held_by` names another rollout that holds the same rule.
+    """
+
+    carries: bool
+    reason: str = "Ready"
+    message: str = ""
+    held_by: str | None = None
+
+
+ROUTE_OK = RouteView(True)
+ROUTE_UNSEEN = RouteView(False, "NotWritten", "the route has not been written for this rollout yet")
 
 
 @dataclass(frozen=True)
@@ -158,7 +180,7 @@ def next_wakeup(
     if release is not None:
         due.append(release)
     if status.phase == RolloutPhase.PENDING or (
-        status.phase == RolloutPhase.PROGRESSING and status.step_started_at is None
+        status.phase == RolloutPhase.PROGRESSING and not step_entered(status)
     ):
         return 0.0  # the first step is to be started now
     if not due:
@@ -166,8 +188,37 @@ def next_wakeup(
     return max(0.0, min(longest, min((d - now).total_seconds() for d in due)))
 
 
+def step_entered(status: CanaryRolloutStatus) -> bool:
+    """Whether a step (or the shadow step) has been decided on: Start happened. Statuses written before
+    stepEnteredAt existed have only stepStartedAt."""
+    return status.step_entered_at is not None or status.step_started_at is not None
+
+
+def holds_route(status: CanaryRolloutStatus) -> bool:
+    """Whether the rollout holds its route rule: from Pending until the route is seen in its final state."""
+    if status.phase in (RolloutPhase.PENDING, *ACTIVE_PHASES):
+        return True
+    if status.phase == RolloutPhase.FAILED:
+        return False
+    return status.route_settled_at is None
+
+
 def _is_last(spec: CanaryRolloutSpec, step: int) -> bool:
     return step >= len(spec.steps) - 1
+
+
+def _start(
+    spec: CanaryRolloutSpec, route: RouteView, candidate_gone: str | None, candidate_invalid: str | None
+) -> Action:
+    """Before the first step: fail on a candidate that can never be used, wait for one that is not there yet
+    or for the rule another rollout holds, else start."""
+    if candidate_invalid is not None:
+        return Action(ActionKind.FAIL, candidate_invalid)
+    if candidate_gone is not None:
+        return Action(ActionKind.HOLD, candidate_gone)
+    if route.held_by is not None:
+        return Action(ActionKind.HOLD, route.message)
+    return Action(ActionKind.START, "shadow step" if spec.shadow is not None else "first step")
 
 
 def next_action(
@@ -177,9 +228,21 @@ def next_action(
     alerts: Sequence[str],
     now: datetime,
     controls: Controls = Controls(),
+    route: RouteView = ROUTE_OK,
+    candidate_gone: str | None = None,
+    candidate_invalid: str | None = None,
 ) -> Action:
-    """Decide the next action. `analysis` is this tick's round (None when none was due), `alerts` the firing
-    rollback alerts. Precedence: abort > alerts > failed analysis > promote > resume/pause > time.
+    """Decide the next action. `analysis` is this tick's round (None when none was due, and never taken while
+    the route does not carry the step), `alerts` the firing rollback alerts, `route` what the HTTPRoute
+    carries. `candidate_gone` says why the candidate cannot be used: before the first step a reason to wait,
+    after it (the StudentModel was deleted) a reason to roll back. `candidate_invalid` says why it can never be
+    used (e.g. it is the baseline itself): the rollout fails before sending it anything.
+    Precedence: abort > candidate gone > alerts > failed analysis > promote > resume/pause > route > time.
+
+    A step's clock (stepStartedAt, nextStepAt) starts only once the route carries its weight
+    (canary_status.start_clocks), so a step is never judged, advanced or promoted on a weight the route
+    does not carry: not after an operator restart between the status and the route write, and not when the
+    route is missing.
 
     >>> from datetime import UTC
     >>> spec = CanaryRolloutSpec.model_validate({"route": {"name": "r"}, "baseline": {"name": "b", "port": 80},
@@ -192,6 +255,8 @@ def next_action(
     if phase == RolloutPhase.PROMOTED:
         if controls.abort is not None and status.baseline_released_at is None:
             return Action(ActionKind.ROLLBACK, "aborted after promotion, while the baseline was still kept")
+        if candidate_gone is not None and status.baseline_released_at is None:
+            return Action(ActionKind.ROLLBACK, f"{candidate_gone}, while the baseline was still kept")
         if release is not None and now >= release:
             return Action(ActionKind.RELEASE_BASELINE, f"baseline kept for {spec.promotion.keep_baseline_for}")
         return Action(ActionKind.HOLD)
@@ -205,7 +270,14 @@ def next_action(
         if spec.paused or controls.pause is not None:
             reason = PauseReason.SPEC if spec.paused else PauseReason.MANUAL
             return Action(ActionKind.PAUSE, "paused before the first step", reason)
-        return Action(ActionKind.START, "shadow step" if spec.shadow is not None else "first step")
+        return _start(spec, route, candidate_gone, candidate_invalid)
+
+    if candidate_gone is not None and step_entered(status):
+        return Action(ActionKind.ROLLBACK, candidate_gone)
+    if candidate_invalid is not None and step_entered(status):
+        return Action(ActionKind.ROLLBACK, candidate_invalid)
+    if route.held_by is not None and step_entered(status):
+        return Action(ActionKind.HOLD, route.message)
 
     if alerts:
         return Action(ActionKind.ROLLBACK, "alert firing: " + ", ".join(alerts))
@@ -219,7 +291,6 @@ def next_action(
                 f"analysis failed {failures} time(s) in this step (limit {failure_limit}): {analysis.summary()}",
             )
 
-    not_started = status.step_started_at is None
     if controls.promote is not None:
         if controls.promote_full or (_is_last(spec, status.current_step) and not status.shadowing):
             return Action(ActionKind.PROMOTE, "promoted by user")
@@ -238,9 +309,15 @@ def next_action(
         return Action(ActionKind.PAUSE, "spec.paused is true", PauseReason.SPEC)
     if controls.pause is not None:
         return Action(ActionKind.PAUSE, "paused by user", PauseReason.MANUAL)
-    if not_started:
+    if not step_entered(status):
         # Resumed from a pause taken while Pending: the first step has not begun yet.
-        return Action(ActionKind.START, "shadow step" if spec.shadow is not None else "first step")
+        return _start(spec, route, candidate_gone, candidate_invalid)
+    if not route.carries:
+        what = f"{spec.shadow.percent if spec.shadow else 0}% mirrored" if status.shadowing else (
+            f"{status.current_weight}%")
+        return Action(ActionKind.HOLD, f"waiting for the route to carry {what} to the candidate: {route.message}")
+    if status.step_started_at is None:
+        return Action(ActionKind.HOLD, "waiting for the route to carry the step")
 
     inconclusive_limit = spec.analysis.inconclusive_limit if spec.analysis is not None else 0
     if analysis is not None and analysis.verdict == MeasurementResult.INCONCLUSIVE:

@@ -20,7 +20,7 @@ from kubestill.api.v1alpha1.canaryrollout import (
 )
 
 from .analysis import AnalysisRound
-from .canary import Action, ActionKind, step_pause
+from .canary import ACTIVE_PHASES, Action, ActionKind, RouteView, step_entered, step_pause
 
 # Bounds keep the object far below etcd's 1.5 MiB limit even for rollouts that run for weeks.
 MAX_MEASUREMENTS = 30
@@ -97,15 +97,17 @@ def _record(status: CanaryRolloutStatus, analysis: AnalysisRound | None) -> Cana
 
 
 def _enter_step(spec: CanaryRolloutSpec, status: CanaryRolloutStatus, step: int, now: datetime) -> dict[str, object]:
-    """Fields that change when a step (or, with step -1, the shadow step) begins: its clock and counters."""
-    pause = step_pause(spec, step)
+    """Fields that change when a step (or, with step -1, the shadow step) is entered: its counters; its clock
+    waits for the route."""
     return {
         "phase": RolloutPhase.PROGRESSING,
         "current_step": step,
         "current_weight": 0 if step < 0 else spec.steps[step].weight,
         "shadowing": step < 0,
-        "step_started_at": now,
-        "next_step_at": now + pause if pause is not None else None,
+        "step_entered_at": now,
+        # The clock starts when the route carries the step (start_clocks), not when it is decided.
+        "step_started_at": None,
+        "next_step_at": None,
         "step_failures": 0,
         "consecutive_inconclusive": 0,
         "last_verdict": None,
@@ -189,12 +191,14 @@ def apply_action(
     elif kind == ActionKind.PROMOTE:
         update.update(
             phase=RolloutPhase.PROMOTED, current_step=len(spec.steps) - 1, current_weight=100, shadowing=False,
-            promoted_at=now, next_step_at=None, paused_at=None, pause_reason=None,
+            promoted_at=None, next_step_at=None, paused_at=None, pause_reason=None,
         )
-    elif kind == ActionKind.ROLLBACK:
+    elif kind in (ActionKind.ROLLBACK, ActionKind.FAIL):
         update.update(
-            phase=RolloutPhase.ROLLED_BACK, current_weight=0, shadowing=False, next_step_at=None,
-            paused_at=None, pause_reason=None,
+            phase=RolloutPhase.ROLLED_BACK if kind == ActionKind.ROLLBACK else RolloutPhase.FAILED,
+            current_weight=0, shadowing=False, next_step_at=None, paused_at=None, pause_reason=None,
+            # Nothing was ever written to the route before the first step: nothing to restore.
+            route_settled_at=None if step_entered(new) else now,
         )
     elif kind == ActionKind.PAUSE:
         update.update(phase=RolloutPhase.PAUSED, paused_at=now, pause_reason=action.pause_reason)
@@ -215,6 +219,8 @@ def apply_action(
         update["history"] = [*new.history, entry][-MAX_HISTORY:]
     elif new.phase == RolloutPhase.PROGRESSING:
         update["message"] = action.reason or _message(spec, new, action)
+    elif new.phase == RolloutPhase.PENDING and action.reason:
+        update["message"] = action.reason
     new = new.model_copy(update=update)
     return new.model_copy(update={"conditions": _conditions(new, generation, now)})
 
@@ -227,9 +233,66 @@ def _message(spec: CanaryRolloutSpec, status: CanaryRolloutStatus, action: Actio
         return f"promoted; baseline kept in the route (weight 0) for {spec.promotion.keep_baseline_for}"
     if phase == RolloutPhase.ROLLED_BACK:
         return f"rolled back: {action.reason}"
+    if phase == RolloutPhase.FAILED:
+        return f"failed: {action.reason}"
     if phase == RolloutPhase.PAUSED:
         return f"paused: {action.reason}"
     if status.shadowing:
         return f"shadowing {spec.shadow.percent if spec.shadow else 0}% of requests to the candidate"
     total = len(spec.steps)
     return f"step {status.current_step + 1}/{total}: {status.current_weight}% to the candidate"
+
+
+def start_clocks(
+    spec: CanaryRolloutSpec, status: CanaryRolloutStatus, route_carries: bool, now: datetime
+) -> CanaryRolloutStatus:
+    """Start what waits for the route, once the route carries what the status says: the entered step's clock
+    (stepStartedAt, nextStepAt), the promotion's (promotedAt, from which keepBaselineFor counts), and the end
+    of the rollout's hold on the route (routeSettledAt, once rolled back or the baseline released).
+
+    >>> from datetime import UTC
+    >>> spec = CanaryRolloutSpec.model_validate({"route": {"name": "r"}, "baseline": {"name": "b", "port": 80},
+    ...     "candidate": {"service": {"name": "c", "port": 80}}, "steps": [{"weight": 10, "pause": "1m"}]})
+    >>> entered = CanaryRolloutStatus(phase="Progressing", current_step=0, current_weight=10,
+    ...     step_entered_at=datetime(2026, 1, 1, tzinfo=UTC))
+    >>> start_clocks(spec, entered, False, datetime(2026, 1, 1, 0, 5, tzinfo=UTC)).next_step_at is None
+    True
+    >>> start_clocks(spec, entered, True, datetime(2026, 1, 1, 0, 5, tzinfo=UTC)).next_step_at.isoformat()
+    '2026-01-01T00:06:00+00:00'
+    """
+    if not route_carries:
+        return status
+    phase = status.phase
+    if phase == RolloutPhase.PROGRESSING and step_entered(status) and status.step_started_at is None:
+        pause = step_pause(spec, status.current_step)
+        return status.model_copy(
+            update={"step_started_at": now, "next_step_at": now + pause if pause is not None else None}
+        )
+    if phase == RolloutPhase.PROMOTED and status.promoted_at is None:
+        return status.model_copy(update={"promoted_at": now})
+    settled = phase == RolloutPhase.ROLLED_BACK or (
+        phase == RolloutPhase.PROMOTED and status.baseline_released_at is not None
+    )
+    if settled and status.route_settled_at is None:
+        return status.model_copy(update={"route_settled_at": now})
+    return status
+
+
+def route_condition(
+    status: CanaryRolloutStatus, view: RouteView, generation: int | None, now: datetime
+) -> CanaryRolloutStatus:
+    """The RouteReady condition: True while the route carries what the status says, else False with the
+    view's reason (RouteNotFound, RuleNotFound, BaselineNotInRoute, RouteWriteFailed, RouteConflict ...).
+    Unchanged (same status, reason and message) it keeps its transition time, so a broken route is one
+    condition, written once, not a write per retry."""
+    if view.carries:
+        if status.phase in ACTIVE_PHASES and status.shadowing:
+            what = "the route mirrors the shadow step's share to the candidate"
+        else:
+            what = f"the route gives the candidate {status.current_weight}%"
+        cond = Condition(type="RouteReady", status=ConditionStatus.TRUE, reason="Ready", message=what,
+                         observed_generation=generation)
+    else:
+        cond = Condition(type="RouteReady", status=ConditionStatus.FALSE, reason=view.reason,
+                         message=view.message, observed_generation=generation)
+    return status.model_copy(update={"conditions": _condition(status, cond, now)})

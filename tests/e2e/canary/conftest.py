@@ -241,8 +241,10 @@ class Bare:
         env = {**self.cluster.env(),
                "PYTHONPATH": os.pathsep.join([str(REPO / "operator"), os.environ.get("PYTHONPATH", "")])}
         kubestill = str(Path(sys.executable).parent / "kubestill")
-        return subprocess.run([kubestill, *args], env=env, text=True,
-                              capture_output=True, timeout=60, check=True)
+        done = subprocess.run([kubestill, *args], env=env, text=True, capture_output=True, timeout=60)
+        if done.returncode != 0:
+            raise AssertionError(f"kubestill {' '.join(args)} exited {done.returncode}:\n{done.stdout}{done.stderr}")
+        return done
 
 
 @pytest.fixture

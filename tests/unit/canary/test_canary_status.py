@@ -8,8 +8,23 @@ import pytest
 
 from kubestill.api.v1alpha1.canaryrollout import CanaryRolloutSpec, CanaryRolloutStatus
 from kubestill.logic.analysis import QueryResult, assess_round
-from kubestill.logic.canary import Action, ActionKind, analysis_due, next_action
-from kubestill.logic.canary_status import MAX_MEASUREMENTS, RouteState, apply_action, route_state
+from kubestill.logic.canary import (
+    Action,
+    ActionKind,
+    RouteView,
+    analysis_due,
+    holds_route,
+    next_action,
+    step_entered,
+)
+from kubestill.logic.canary_status import (
+    MAX_MEASUREMENTS,
+    RouteState,
+    apply_action,
+    route_condition,
+    route_state,
+    start_clocks,
+)
 
 from .helpers import at, in_step, spec, status
 
@@ -20,21 +35,29 @@ SHADOW = spec(shadow={"percent": 40, "pause": "30s"})
 @pytest.mark.parametrize(
     ("spec_", "before", "action", "now", "expect"),
     [
+        # Entering a step starts no clock: that waits for the route (start_clocks).
         (SPEC, status(), Action(ActionKind.START), 0,
-         {"phase": "Progressing", "current_step": 0, "current_weight": 10, "next_step_at": at(60)}),
+         {"phase": "Progressing", "current_step": 0, "current_weight": 10, "step_entered_at": at(0),
+          "step_started_at": None, "next_step_at": None}),
         (SHADOW, status(), Action(ActionKind.START), 0,
          {"phase": "Progressing", "current_step": -1, "current_weight": 0, "shadowing": True,
-          "next_step_at": at(30)}),
+          "next_step_at": None}),
         (SHADOW, in_step(-1, 0, 0, pause=30, shadowing=True), Action(ActionKind.ADVANCE), 30,
-         {"current_step": 0, "current_weight": 10, "shadowing": False, "step_started_at": at(30)}),
+         {"current_step": 0, "current_weight": 10, "shadowing": False, "step_entered_at": at(30),
+          "step_started_at": None}),
         (SPEC, in_step(0, 10, 0, step_failures=1, consecutive_inconclusive=1, last_verdict="Successful"),
          Action(ActionKind.ADVANCE), 70,
          {"current_step": 1, "current_weight": 50, "step_failures": 0, "consecutive_inconclusive": 0,
-          "last_verdict": None, "next_step_at": at(130)}),
+          "last_verdict": None, "next_step_at": None}),
         (SPEC, in_step(1, 50, 0), Action(ActionKind.PROMOTE), 60,
-         {"phase": "Promoted", "current_weight": 100, "promoted_at": at(60), "next_step_at": None}),
+         {"phase": "Promoted", "current_weight": 100, "promoted_at": None, "next_step_at": None}),
         (SPEC, in_step(1, 50, 0), Action(ActionKind.ROLLBACK, "alert"), 20,
-         {"phase": "RolledBack", "current_weight": 0, "message": "rolled back: alert"}),
+         {"phase": "RolledBack", "current_weight": 0, "message": "rolled back: alert", "route_settled_at": None}),
+        # Aborted before the first step: the route was never touched, nothing to restore.
+        (SPEC, status(), Action(ActionKind.ROLLBACK, "aborted by user"), 20,
+         {"phase": "RolledBack", "route_settled_at": at(20)}),
+        (SPEC, status(), Action(ActionKind.FAIL, "the candidate Service t:80 is the baseline itself"), 20,
+         {"phase": "Failed", "message": "failed: the candidate Service t:80 is the baseline itself"}),
         (SPEC, in_step(0, 10, 0), Action(ActionKind.PAUSE, "why", "Manual"), 20,
          {"phase": "Paused", "paused_at": at(20), "pause_reason": "Manual", "next_step_at": at(60)}),
         # Paused 5 days 20 s into a 60 s step: 40 s of the pause are left after resuming.
@@ -105,25 +128,52 @@ def test_route_state(spec_: CanaryRolloutSpec, status_: CanaryRolloutStatus, exp
     assert route_state(spec_, status_) == expected
 
 
+def run(
+    spec_: CanaryRolloutSpec,
+    error_rate: dict[int, float | None],
+    seconds: int,
+    restart_every_tick: bool = False,
+    route_from: int = 0,
+    kill_after_status_write: bool = False,
+) -> tuple[CanaryRolloutStatus, list[tuple[int, RouteState]]]:
+    """Drive the rollout one second at a time as the handler does, against a route that exists from
+    `route_from` on; `error_rate[step]` is what Prometheus answers in that step. With `restart_every_tick` the
+    status goes through its wire form (what the API server stores) each tick, which is all an operator restart
+    keeps; with `kill_after_status_write` every transition's route write is lost (the operator dies between
+    the status write and the route write), so only the next tick's sync puts it on the route.
+    Returns the final status and every change of what the route carried, by tick."""
+    assert spec_.analysis is not None
+    current = CanaryRolloutStatus()
+    carried = RouteState(0)
+    log: list[tuple[int, RouteState]] = [(-1, carried)]
+    for tick in range(seconds):
+        now = at(tick)
+        exists = tick >= route_from
+        if exists and step_entered(current) and holds_route(current):
+            carried = route_state(spec_, current)
+        view = RouteView(carried == route_state(spec_, current)) if exists else RouteView(
+            False, "RouteNotFound", "HTTPRoute route not found")
+        round_ = None
+        if view.carries and analysis_due(spec_, current, now):
+            value = error_rate.get(current.current_step, 0.0)
+            round_ = assess_round(spec_.analysis, {"errors": QueryResult(value)}, current.current_step, now)
+        clocked = start_clocks(spec_, current, view.carries, now)
+        action = next_action(spec_, clocked, round_, [], now, route=view)
+        new = apply_action(spec_, clocked, action, round_, now)
+        moved = route_state(spec_, new) != route_state(spec_, clocked)
+        if moved and exists and step_entered(new) and not kill_after_status_write:
+            carried = route_state(spec_, new)
+            new = start_clocks(spec_, new, True, now)
+        current = CanaryRolloutStatus.model_validate(new.to_wire()) if restart_every_tick else new
+        if log[-1][1] != carried:
+            log.append((tick, carried))
+    return current, log
+
+
 def simulate(
     spec_: CanaryRolloutSpec, error_rate: dict[int, float | None], seconds: int, restart_every_tick: bool
 ) -> CanaryRolloutStatus:
-    """Drive the rollout one second at a time; `error_rate[step]` is what Prometheus answers in that step.
-    With `restart_every_tick` the status goes through its wire form (what the API server stores) each tick,
-    which is all an operator restart keeps."""
-    assert spec_.analysis is not None
-    current = CanaryRolloutStatus()
-    for tick in range(seconds):
-        now = at(tick)
-        round_ = None
-        if analysis_due(spec_, current, now):
-            value = error_rate.get(current.current_step, 0.0)
-            round_ = assess_round(spec_.analysis, {"errors": QueryResult(value)}, current.current_step, now)
-        action = next_action(spec_, current, round_, [], now)
-        current = apply_action(spec_, current, action, round_, now)
-        if restart_every_tick:
-            current = CanaryRolloutStatus.model_validate(current.to_wire())
-    return current
+    return run(spec_, error_rate, seconds, restart_every_tick)[0]
 
 
 @pytest.mark.parametrize("restart", [False, True])
@@ -157,3 +207,49 @@ def test_failing_candidate_rolls_back_on_the_second_failure() -> None:
     assert final.history[-1].action == "Rollback"
     assert final.history[-1].weight == 0
     assert "errors: 0.5 > max 0.01" in final.message
+
+
+@pytest.mark.parametrize("kill", [False, True])
+def test_every_step_is_carried_by_the_route_for_its_whole_pause(kill: bool) -> None:
+    """What the route carries, not what status says: each weight in order, each for at least its pause, also
+    when every route write after a transition is lost to an operator kill."""
+    spec_ = spec(shadow={"percent": 40, "pause": "30s"}, promotion={"keepBaselineFor": "10s"})
+    final, log = run(spec_, {}, 300, restart_every_tick=True, kill_after_status_write=kill)
+    assert final.phase == "Promoted"
+    assert [state for _, state in log] == [
+        RouteState(0), RouteState(0, 40), RouteState(10), RouteState(50), RouteState(100, None, True),
+        RouteState(100, None, False),
+    ]
+    ticks = [tick for tick, _ in log]
+    assert ticks[2] - ticks[1] >= 30  # shadow pause
+    assert ticks[3] - ticks[2] >= 60
+    assert ticks[4] - ticks[3] >= 60
+    assert final.promoted_at == at(ticks[4])  # keepBaselineFor counts from the route at 100%
+    assert ticks[5] - ticks[4] >= 10
+    assert final.route_settled_at is not None
+
+
+def test_a_missing_route_holds_the_first_step_without_judging_it() -> None:
+    """The route appears 100 s late: no analysis, no advance before; the step's pause starts then."""
+    final, _ = run(SPEC, {}, 99, route_from=100)
+    assert final.phase == "Progressing"
+    assert [h.action for h in final.history] == ["Start"]
+    assert final.step_started_at is None and final.measurements == []
+    assert "waiting for the route to carry 10%" in final.message
+    final, _ = run(SPEC, {}, 400, route_from=100)
+    assert final.phase == "Promoted"
+    times = [h.at for h in final.history]
+    assert times[1] - at(100) >= timedelta(seconds=60)
+
+
+def test_route_condition_is_written_once_per_problem() -> None:
+    entered = apply_action(SPEC, status(), Action(ActionKind.START), None, at(0))
+    missing = RouteView(False, "RouteNotFound", "HTTPRoute route not found in namespace ns")
+    first = route_condition(entered, missing, 1, at(1))
+    again = route_condition(first, missing, 1, at(9))
+    assert first == again  # nothing new to write on a retry
+    cond = next(c for c in first.conditions if c.type == "RouteReady")
+    assert (cond.status, cond.reason, cond.last_transition_time) == ("False", "RouteNotFound", at(1))
+    ok = route_condition(again, RouteView(True), 1, at(20))
+    cond = next(c for c in ok.conditions if c.type == "RouteReady")
+    assert (cond.status, cond.reason, cond.message) == ("True", "Ready", "the route gives the candidate 10%")

@@ -7,10 +7,10 @@ from types import ModuleType
 
 import pytest
 
-from kubestill.logic import analysis, canary, canary_status
+from kubestill.logic import analysis, canary, canary_route, canary_status
 
 
-@pytest.mark.parametrize("module", [analysis, canary, canary_status], ids=lambda m: m.__name__)
+@pytest.mark.parametrize("module", [analysis, canary, canary_route, canary_status], ids=lambda m: m.__name__)
 def test_docstring_examples(module: ModuleType) -> None:
     result = doctest.testmod(module)
     assert result.attempted > 0

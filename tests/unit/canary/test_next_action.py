@@ -7,7 +7,9 @@ import pytest
 from kubestill.api.v1alpha1.canaryrollout import CanaryRolloutSpec, CanaryRolloutStatus
 from kubestill.logic.analysis import AnalysisRound, QueryResult, assess_round
 from kubestill.logic.canary import (
+    ROUTE_OK,
     Controls,
+    RouteView,
     analysis_due,
     next_action,
     next_wakeup,
@@ -178,3 +180,55 @@ def test_pending_controls(annotations: dict[str, str], handled: dict[str, str], 
 def test_promote_full_flag() -> None:
     assert Controls(promote="full/2026").promote_full
     assert not Controls(promote="2026").promote_full
+
+
+MISSING = RouteView(False, "RouteNotFound", "HTTPRoute route not found in namespace ns")
+HELD = RouteView(False, "RouteConflict", "HTTPRoute route rule 0 is being rolled out by CanaryRollout one",
+                 held_by="one")
+ENTERED = status(phase="Progressing", current_step=0, current_weight=10, step_entered_at=at(0))
+GONE = "candidate StudentModel s was deleted"
+SAME = "the candidate Service teacher:8000 is the baseline itself"
+ROUTE_CASES: list[tuple[str, CanaryRolloutStatus, RouteView, Controls, str | None, str | None, float, str, str]] = [
+    # (id, status, route, controls, candidate gone, candidate invalid, now, expected kind, substring of reason)
+    ("entered, route missing: no clock, hold", ENTERED, MISSING, Controls(), None, None, 3600, "Hold",
+     "waiting for the route to carry 10%"),
+    ("started, route lost mid-step: never advance on it", in_step(0, 10, 0, last_verdict=OK), MISSING,
+     Controls(), None, None, 61, "Hold", "HTTPRoute route not found"),
+    ("entered, route carries but clock not started: hold", ENTERED, ROUTE_OK, Controls(), None, None, 3600,
+     "Hold", "waiting for the route"),
+    ("route missing does not stop an abort", ENTERED, MISSING, Controls(abort="x"), None, None, 5, "Rollback",
+     "aborted"),
+    ("pending, rule held by another rollout: wait", status(), HELD, Controls(), None, None, 0, "Hold",
+     "CanaryRollout one"),
+    ("pending, rule held by another rollout: abort still acts", status(), HELD, Controls(abort="x"), None, None,
+     0, "Rollback", "aborted"),
+    ("pending, candidate not there yet: wait", status(), ROUTE_OK, Controls(), "StudentModel s not found", None,
+     0, "Hold", "not found"),
+    ("pending, candidate is the baseline: fail", status(), ROUTE_OK, Controls(), None, SAME, 0, "Fail",
+     "baseline itself"),
+    ("started, candidate deleted: roll back", in_step(0, 10, 0), ROUTE_OK, Controls(), GONE, None, 5,
+     "Rollback", GONE),
+    ("paused, candidate deleted: roll back", in_step(0, 10, 0, phase="Paused", pause_reason="Manual"), ROUTE_OK,
+     Controls(), GONE, None, 5, "Rollback", GONE),
+    ("promoted, candidate deleted while the baseline is kept: roll back",
+     status(phase="Promoted", promoted_at=at(0), current_weight=100), ROUTE_OK, Controls(), GONE, None, 5,
+     "Rollback", "baseline was still kept"),
+    ("promoted and released, candidate deleted: nothing left to roll back to",
+     status(phase="Promoted", promoted_at=at(0), current_weight=100, baseline_released_at=at(1)), ROUTE_OK,
+     Controls(), GONE, None, 5, "Hold", ""),
+]
+
+
+@pytest.mark.parametrize(
+    ("status_", "route", "controls", "gone", "invalid", "now", "kind", "reason"),
+    [c[1:] for c in ROUTE_CASES],
+    ids=[c[0] for c in ROUTE_CASES],
+)
+def test_next_action_route_and_candidate(
+    status_: CanaryRolloutStatus, route: RouteView, controls: Controls, gone: str | None, invalid: str | None,
+    now: float, kind: str, reason: str,
+) -> None:
+    action = next_action(SPEC, status_, None, [], at(now), controls, route=route, candidate_gone=gone,
+                         candidate_invalid=invalid)
+    assert action.kind == kind
+    assert reason in action.reason

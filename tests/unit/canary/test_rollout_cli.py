@@ -56,3 +56,15 @@ def test_format_status() -> None:
     assert "Next:     in 60s" in out
     assert "0.001" in out and "0.5 > max" not in out  # the latest measurement per metric
     assert "Advance" in out and "step 0 passed" in out
+    assert "Route:" not in out  # written by operators that know about the route condition only
+
+
+def test_format_status_names_the_route_problem() -> None:
+    obj = {
+        "metadata": {"name": "r", "namespace": "prod"},
+        "spec": {"steps": [{"weight": 10}]},
+        "status": {"phase": "Progressing", "currentStep": 0, "currentWeight": 10,
+                   "conditions": [{"type": "RouteReady", "status": "False", "reason": "RouteNotFound",
+                                   "message": "HTTPRoute r not found in namespace prod"}]},
+    }
+    assert "Route:    RouteNotFound: HTTPRoute r not found in namespace prod" in format_status(obj, NOW)

@@ -239,9 +239,26 @@ class CanaryRolloutStatus(KubeModel):
     observed_generation: int | None = Field(default=None, description="Generation the status reflects.")
     conditions: list[Condition] = Field(default_factory=list, description="Progressing, Healthy ...")
     current_step: int = Field(default=-1, description="Index into spec.steps; -1 before the first, or shadow.")
-    current_weight: int = Field(default=0, ge=0, le=100, description="Candidate weight now in the route.")
+    current_weight: int = Field(default=0, ge=0, le=100, description="Candidate weight of the current step (the "
+        "route carries it while the RouteReady condition is True).")
     shadowing: bool = Field(default=False, description="True while the mirror step runs.")
-    step_started_at: datetime | None = Field(default=None, description="When the current step began.")
+    step_entered_at: datetime | None = Field(
+        default=None, description="When the current step was decided; its clock (stepStartedAt) starts only "
+        "once the HTTPRoute is observed carrying the step's weight."
+    )
+    step_started_at: datetime | None = Field(
+        default=None, description="When the HTTPRoute was first observed carrying the current step's weight (or "
+        "mirror): the step's pause and analysis count from here, never from the decision."
+    )
+    candidate_backend: BackendRef | None = Field(
+        default=None, description="The candidate Service the route sends traffic to, recorded when the first step "
+        "is entered, so an abort or a rollback still reaches the route after the StudentModel is gone."
+    )
+    route_settled_at: datetime | None = Field(
+        default=None, description="When the HTTPRoute was observed in the rollout's final state (rolled back: "
+        "baseline 100%; promoted: baseline released); from then on the rollout no longer writes the route and "
+        "no longer holds its rule, so another rollout may use it."
+    )
     next_step_at: datetime | None = Field(default=None, description="When the current step's pause ends.")
     last_analysis_at: datetime | None = Field(default=None, description="When metrics were last measured.")
     step_failures: int = Field(default=0, ge=0, description="Failed measurements in this step.")
@@ -259,7 +276,10 @@ class CanaryRolloutStatus(KubeModel):
     )
     measurements: list[Measurement] = Field(default_factory=list, description="Recent measurements (bounded).")
     history: list[HistoryEntry] = Field(default_factory=list, description="Transitions (bounded).")
-    promoted_at: datetime | None = Field(default=None, description="When the candidate took 100%.")
+    promoted_at: datetime | None = Field(
+        default=None, description="When the HTTPRoute was first observed giving the candidate 100% (promotion is "
+        "decided earlier; keepBaselineFor counts from here)."
+    )
     baseline_released_at: datetime | None = Field(
         default=None, description="When the baseline entry is removed from the route."
     )
