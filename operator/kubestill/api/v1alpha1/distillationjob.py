@@ -391,8 +391,12 @@ class EvaluationSpec(KubeModel):
     max_segment_drop: float | None = Field(
         default=None, ge=0, le=1, description="Largest allowed absolute drop vs the teacher in any segment."
     )
+    # Floor: no model answers one request in under 10 µs, so a smaller budget can only fail. Ceiling: an hour
+    # per request is no budget (leave it empty for none).
     latency_budget_ms: float | None = Field(
-        default=None, gt=0, description="Student p95 latency at batch 1 must be under this (CPU or GPU)."
+        default=None, ge=0.01, le=3_600_000,
+        description="Student p95 latency at batch 1 must be under this (CPU or GPU), 0.01 ms to 3600000 ms "
+        "(1 hour).",
     )
 
 
@@ -432,8 +436,11 @@ class RunSpec(KubeModel):
     image: str | None = Field(default=None, description="Trainer image; the operator's default when empty.")
     service_account_name: ResourceName | None = Field(default=None, description="ServiceAccount of the Jobs.")
     backoff_limit: int = Field(default=1, ge=0, le=10, description="Retries of a failed stage Job.")
+    # Floor: a stage needs a minute to pull its model and start. Ceiling: a deadline over a month is none
+    # (leave it empty for none).
     active_deadline_seconds: int | None = Field(
-        default=None, ge=60, description="Kill a stage Job that runs longer than this."
+        default=None, ge=60, le=30 * 86400,
+        description="Kill a stage Job that runs longer than this, 60 to 2592000 seconds (30 days); empty: never.",
     )
 
 
