@@ -169,6 +169,11 @@ CASES = [
          "spec.resources.train.tolerations[0].tolerationSeconds", "less than or equal to 2592000"),
     Case("sm-queue-delay-over-1s", SM, (("spec.serving.dynamicBatching.maxQueueDelayMicroseconds", 1000001),),
          "spec.serving.dynamicBatching.maxQueueDelayMicroseconds", "less than or equal to 1000000"),
+    # The candidate is the baseline's own backendRef (issue 13, fault 6).
+    Case("canary-candidate-is-baseline", CR,
+         (("spec.candidate.studentModel", _DELETE),
+          ("spec.candidate.service", {"name": "sentiment-teacher", "port": 8000})),
+         "spec.candidate.service", "must not be the baseline"),
 ]
 
 # Values on the edge of a rule, which the API server and the models must both accept.
@@ -186,6 +191,12 @@ ACCEPTED = [
     Case("shadow-pause-ceiling", CR, (("spec.shadow.pause", "30d"),)),
     Case("keep-baseline-zero", CR, (("spec.promotion.keepBaselineFor", "0s"),)),
     Case("keep-baseline-ceiling", CR, (("spec.promotion.keepBaselineFor", "30d"),)),
+    Case("candidate-baseline-other-port", CR,
+         (("spec.candidate.studentModel", _DELETE),
+          ("spec.candidate.service", {"name": "sentiment-teacher", "port": 8001}))),
+    Case("candidate-other-name-same-port", CR,
+         (("spec.candidate.studentModel", _DELETE),
+          ("spec.candidate.service", {"name": "sentiment-student", "port": 8000}))),
     Case("dj-time-bounds", DJ,
          (("spec.run.activeDeadlineSeconds", 2592000), ("spec.evaluation.latencyBudgetMs", 0.01),
           ("spec.resources.train.tolerations",

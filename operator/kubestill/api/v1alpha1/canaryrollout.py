@@ -69,7 +69,10 @@ class CandidateRef(KubeModel):
     )
 
     student_model: ResourceName | None = Field(default=None, description="StudentModel to roll out.")
-    service: BackendRef | None = Field(default=None, description="A Service, when not a StudentModel.")
+    service: BackendRef | None = Field(
+        default=None,
+        description="A Service, when not a StudentModel; never the baseline itself (same name and port).",
+    )
 
 
 class CanaryStep(KubeModel):
@@ -189,6 +192,19 @@ class CanaryRolloutSpec(KubeModel):
             message="step weights must be strictly increasing",
             check=lambda s: all(a.weight < b.weight for a, b in zip(s.steps, s.steps[1:], strict=False)),
             field="steps",
+        ),
+        # The candidate is the same backendRef as the baseline: its weight and the baseline's land on one entry,
+        # which after promotion carries weight 0 and every request fails. Another port of the baseline's
+        # Service stays allowed: Gateway API and the route builder tell backends apart by name and port, and
+        # that port can front another container of the Pods (both entries keep their own weight).
+        Rule(
+            cel="!has(self.candidate.service) || self.candidate.service.name != self.baseline.name || "
+            "self.candidate.service.port != self.baseline.port",
+            message="candidate.service must not be the baseline (same name and port): the candidate needs a "
+            "backend of its own",
+            check=lambda s: s.candidate.service is None
+            or (s.candidate.service.name, s.candidate.service.port) != (s.baseline.name, s.baseline.port),
+            field="candidate.service",
         ),
         Rule(
             cel="!has(self.rollbackAlerts) || size(self.rollbackAlerts) == 0 || has(self.analysis)",
