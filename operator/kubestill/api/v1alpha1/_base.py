@@ -88,24 +88,26 @@ class Rule:
         return out
 
 
-def _cel_duration(expr: str) -> str:
-    """CEL turning the duration string `expr` (matching DURATION_PATTERN) into a duration; days become hours,
-    the rest is Go syntax already: "2d3h" -> duration("48h3h")."""
+def _cel_milliseconds(expr: str) -> str:
+    """CEL for the length in milliseconds of the duration string `expr` (matching DURATION_PATTERN): the days
+    counted by hand, the rest by duration() ("2d3h" -> 2 * 86400000 + duration("3h0s")). Integer arithmetic
+    because string(int) has no size bound, which puts a rule over the API server's cost budget."""
     return (
-        f"duration({expr}.contains('d') ? "
-        f"string(int({expr}.split('d')[0]) * 24) + 'h' + {expr}.split('d')[1] : {expr})"
+        f"({expr}.contains('d') ? int({expr}.split('d')[0]) * 86400000 + "
+        f"duration({expr}.split('d')[1] + '0s').getMilliseconds() : duration({expr}).getMilliseconds())"
     )
 
 
 def duration_rule(field: str, low: timedelta, high: timedelta) -> Rule:
     """A rule keeping the duration `field` (wire name, on this model) within [low, high]; unset passes.
 
-    A value the pattern rejects is left to the pattern's own error, so the rule never fails to evaluate."""
+    A value the pattern rejects is left to the pattern's error (the API server evaluates the rules even then),
+    so the rule never fails to evaluate."""
     attr = to_snake(field)
     value = f"self.{field}"
-    low_cel, high_cel = (f"duration('{int(b.total_seconds())}s')" for b in (low, high))
-    # `[x].all(d, ...)` names the parsed value once (cel.bind is missing from older API servers).
-    within = f"[{_cel_duration(value)}].all(d, d >= {low_cel} && d <= {high_cel})"
+    low_ms, high_ms = (int(b / timedelta(milliseconds=1)) for b in (low, high))
+    # `[x].all(ms, ...)` names the value once (cel.bind is missing from older API servers).
+    within = f"[{_cel_milliseconds(value)}].all(ms, ms >= {low_ms} && ms <= {high_ms})"
 
     def check(model: Any) -> bool:
         text = getattr(model, attr)
