@@ -22,8 +22,8 @@ API_VERSION = f"{GROUP}/{VERSION}"
 CATEGORY = "kubestill"
 
 # Kubernetes-style durations with a day unit, because canary pauses are measured in days: "90s", "1h30m", "2d".
-# Units in canonical order (d, h, m, s, ms), each at most once and with at most 5 digits. The order lets CEL turn
-# the days into hours (its duration() is Go's time.ParseDuration, which has no day unit); the digit limit keeps
+# Units in canonical order (d, h, m, s, ms), each at most once and with at most 5 digits. The order lets CEL count
+# the leading days itself (its duration() is Go's time.ParseDuration, which has no day unit); the digit limit keeps
 # every value inside Go's ~292-year Duration, so a bounds rule can never fail to evaluate.
 DURATION_PATTERN = r"^([0-9]{1,5}d)?([0-9]{1,5}h)?([0-9]{1,5}m)?([0-9]{1,5}s)?([0-9]{1,5}ms)?$"
 DURATION_MAX_LENGTH = 32  # longest match is 31; stated so the API server can bound the CEL cost

@@ -33,7 +33,7 @@ MAX_STEPS = 20
 MIN_ANALYSIS_INTERVAL = timedelta(seconds=1)
 # Ceiling: a failing candidate is measured at least hourly; a longer look back belongs in the query's range window.
 MAX_ANALYSIS_INTERVAL = timedelta(hours=1)
-# Floor: a step (or shadow) that holds for no time is a typo for no step and would race its own route write.
+# Floor: a step (or shadow) that holds its weight for no time is a typo for no step at all.
 MIN_PAUSE = timedelta(seconds=1)
 # Ceiling: a hold longer than a month is "until promoted": leave a step's pause empty and promote by hand.
 MAX_PAUSE = timedelta(days=30)

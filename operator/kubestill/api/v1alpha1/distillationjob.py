@@ -405,7 +405,7 @@ class EvaluationSpec(KubeModel):
     max_segment_drop: float | None = Field(
         default=None, ge=0, le=1, description="Largest allowed absolute drop vs the teacher in any segment."
     )
-    # Ceiling: an hour per request is no budget (leave it empty for none). The floor is a rule (below).
+    # Ceiling: an hour per request is no budget (leave it empty for none). The floor is in `rules`.
     latency_budget_ms: float | None = Field(
         default=None, le=MAX_LATENCY_BUDGET_MS,
         description="Student p95 latency at batch 1 must be under this (CPU or GPU), 0.01 ms to 3600000 ms "
