@@ -1,6 +1,7 @@
 """Invalid objects, one per validation rule (plus wrong types and unknown enum values), each with the field the
 error must name. The API server must reject each (tests/integration) and so must the Python models
-(tests/unit), so the CRD and the trainer can never disagree about what is valid."""
+(tests/unit), so the CRD and the trainer can never disagree about what is valid. ACCEPTED holds the boundary
+values next to those rules, which both must accept."""
 
 from __future__ import annotations
 
@@ -25,12 +26,12 @@ class Case:
     id: str
     base: str  # example file the case starts from
     changes: tuple[tuple[str, Any], ...]  # dotted path -> new value (_DELETE removes it)
-    field: str  # the field the API server's message must name
-    words: str  # a phrase of the message
+    field: str = ""  # the field the API server's message must name (none for ACCEPTED)
+    words: str = ""  # a phrase of the message
 
-    def build(self) -> dict[str, Any]:
+    def build(self, prefix: str = "bad") -> dict[str, Any]:
         obj = copy.deepcopy(example(self.base))
-        obj["metadata"]["name"] = f"bad-{self.id}"
+        obj["metadata"]["name"] = f"{prefix}-{self.id}"
         for path, value in self.changes:
             *parents, last = path.split(".")
             node: Any = obj
@@ -122,4 +123,90 @@ CASES = [
          (("spec.candidate.service", {"name": "s", "port": 8000}),), "spec.candidate", "exactly one of"),
     Case("canary-empty-alert", CR, (("spec.rollbackAlerts", [{}]),), "spec.rollbackAlerts[0]",
          "needs a name or labels"),
+    Case("canary-bad-duration-order", CR, (("spec.steps.0.pause", "30m1h"),), "spec.steps[0].pause",
+         "should match"),
+    Case("canary-bad-duration-digits", CR, (("spec.steps.0.pause", "100000s"),), "spec.steps[0].pause",
+         "should match"),
+    Case("canary-empty-duration", CR, (("spec.steps.0.pause", ""),), "spec.steps[0].pause", "at least 2 chars"),
+    # Degenerate durations (issue 13, fault 5): floors and ceilings, each just outside.
+    Case("canary-interval-zero", CR, (("spec.analysis.interval", "0s"),), "spec.analysis.interval",
+         "interval must be between 1s and 1h"),
+    Case("canary-interval-zero-ms", CR, (("spec.analysis.interval", "0ms"),), "spec.analysis.interval",
+         "interval must be between 1s and 1h"),
+    Case("canary-interval-one-ms", CR, (("spec.analysis.interval", "1ms"),), "spec.analysis.interval",
+         "interval must be between 1s and 1h"),
+    Case("canary-interval-under-1s", CR, (("spec.analysis.interval", "999ms"),), "spec.analysis.interval",
+         "interval must be between 1s and 1h"),
+    Case("canary-interval-over-1h", CR, (("spec.analysis.interval", "1h1ms"),), "spec.analysis.interval",
+         "interval must be between 1s and 1h"),
+    Case("canary-interval-one-day", CR, (("spec.analysis.interval", "1d"),), "spec.analysis.interval",
+         "interval must be between 1s and 1h"),
+    Case("canary-step-pause-zero", CR, (("spec.steps.0.pause", "0s"),), "spec.steps[0].pause",
+         "pause must be between 1s and 30d"),
+    Case("canary-step-pause-under-1s", CR, (("spec.steps.1.pause", "999ms"),), "spec.steps[1].pause",
+         "pause must be between 1s and 30d"),
+    Case("canary-step-pause-over-30d", CR, (("spec.steps.3.pause", "30d1s"),), "spec.steps[3].pause",
+         "pause must be between 1s and 30d"),
+    Case("canary-step-pause-hours-over-30d", CR, (("spec.steps.3.pause", "721h"),), "spec.steps[3].pause",
+         "pause must be between 1s and 30d"),
+    Case("canary-shadow-pause-zero", CR, (("spec.shadow.pause", "0ms"),), "spec.shadow.pause",
+         "pause must be between 1s and 30d"),
+    Case("canary-shadow-pause-over-30d", CR, (("spec.shadow.pause", "31d"),), "spec.shadow.pause",
+         "pause must be between 1s and 30d"),
+    Case("canary-keep-baseline-over-30d", CR, (("spec.promotion.keepBaselineFor", "29d24h1m"),),
+         "spec.promotion.keepBaselineFor", "keepBaselineFor must be between 0s and 30d"),
+    Case("dj-deadline-over-30d", DJ, (("spec.run.activeDeadlineSeconds", 2592001),),
+         "spec.run.activeDeadlineSeconds", "less than or equal to 2592000"),
+    Case("dj-deadline-under-60s", DJ, (("spec.run.activeDeadlineSeconds", 59),),
+         "spec.run.activeDeadlineSeconds", "greater than or equal to 60"),
+    Case("dj-latency-budget-zero", DJ, (("spec.evaluation.latencyBudgetMs", 0),),
+         "spec.evaluation.latencyBudgetMs", "latencyBudgetMs must be between 0.01 and 3600000 ms"),
+    Case("dj-latency-budget-under-floor", DJ, (("spec.evaluation.latencyBudgetMs", 0.001),),
+         "spec.evaluation.latencyBudgetMs", "latencyBudgetMs must be between 0.01 and 3600000 ms"),
+    Case("dj-latency-budget-negative", DJ, (("spec.evaluation.latencyBudgetMs", -5),),
+         "spec.evaluation.latencyBudgetMs", "latencyBudgetMs must be between 0.01 and 3600000 ms"),
+    Case("dj-latency-budget-over-1h", DJ, (("spec.evaluation.latencyBudgetMs", 3600001),),
+         "spec.evaluation.latencyBudgetMs", "less than or equal to 3600000"),
+    Case("dj-toleration-seconds-over-30d", DJ,
+         (("spec.resources.train.tolerations",
+           [{"key": "k", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 2592001}]),),
+         "spec.resources.train.tolerations[0].tolerationSeconds", "less than or equal to 2592000"),
+    Case("sm-queue-delay-over-1s", SM, (("spec.serving.dynamicBatching.maxQueueDelayMicroseconds", 1000001),),
+         "spec.serving.dynamicBatching.maxQueueDelayMicroseconds", "less than or equal to 1000000"),
+    # The candidate is the baseline's own backendRef (issue 13, fault 6).
+    Case("canary-candidate-is-baseline", CR,
+         (("spec.candidate.studentModel", _DELETE),
+          ("spec.candidate.service", {"name": "sentiment-teacher", "port": 8000})),
+         "spec.candidate.service", "must not be the baseline"),
+]
+
+# Values on the edge of a rule, which the API server and the models must both accept.
+ACCEPTED = [
+    Case("interval-floor", CR, (("spec.analysis.interval", "1s"),)),
+    Case("interval-floor-ms", CR, (("spec.analysis.interval", "1000ms"),)),
+    Case("interval-ceiling", CR, (("spec.analysis.interval", "1h"),)),
+    Case("interval-ceiling-parts", CR, (("spec.analysis.interval", "0d59m60s"),)),
+    Case("step-pause-floor", CR, (("spec.steps.0.pause", "1s"),)),
+    Case("step-pause-ceiling", CR, (("spec.steps.3.pause", "30d"),)),
+    Case("step-pause-ceiling-parts", CR, (("spec.steps.3.pause", "29d23h59m59s1000ms"),)),
+    Case("step-pause-every-unit", CR, (("spec.steps.3.pause", "1d2h3m4s5ms"),)),
+    Case("step-pause-ceiling-hours", CR, (("spec.steps.3.pause", "720h"),)),
+    Case("shadow-pause-floor", CR, (("spec.shadow.pause", "1s"),)),
+    Case("shadow-pause-ceiling", CR, (("spec.shadow.pause", "30d"),)),
+    Case("keep-baseline-zero", CR, (("spec.promotion.keepBaselineFor", "0s"),)),
+    Case("keep-baseline-ceiling", CR, (("spec.promotion.keepBaselineFor", "30d"),)),
+    Case("candidate-baseline-other-port", CR,
+         (("spec.candidate.studentModel", _DELETE),
+          ("spec.candidate.service", {"name": "sentiment-teacher", "port": 8001}))),
+    Case("candidate-other-name-same-port", CR,
+         (("spec.candidate.studentModel", _DELETE),
+          ("spec.candidate.service", {"name": "sentiment-student", "port": 8000}))),
+    Case("dj-time-bounds", DJ,
+         (("spec.run.activeDeadlineSeconds", 2592000), ("spec.evaluation.latencyBudgetMs", 0.01),
+          ("spec.resources.train.tolerations",
+           [{"key": "k", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 2592000}]))),
+    Case("dj-time-bounds-other-end", DJ,
+         (("spec.run.activeDeadlineSeconds", 60), ("spec.evaluation.latencyBudgetMs", 3600000))),
+    Case("sm-queue-delay-bounds", SM, (("spec.serving.dynamicBatching.maxQueueDelayMicroseconds", 1000000),)),
+    Case("sm-queue-delay-zero", SM, (("spec.serving.dynamicBatching.maxQueueDelayMicroseconds", 0),)),
 ]

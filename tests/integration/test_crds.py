@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from kubestill.dev.controlplane import Cluster
-from tests.invalid_objects import CASES, EXAMPLES, Case
+from tests.invalid_objects import ACCEPTED, CASES, EXAMPLES, Case
 
 pytestmark = pytest.mark.integration
 
@@ -32,6 +32,13 @@ def test_invalid_object_rejected(cluster: Cluster, namespace: str, case: Case) -
     kind = obj["kind"].lower()
     got = cluster.kubectl("get", kind, obj["metadata"]["name"], "-n", namespace, check=False)
     assert got.returncode != 0 and "NotFound" in got.stderr
+
+
+@pytest.mark.parametrize("case", ACCEPTED, ids=[c.id for c in ACCEPTED])
+def test_boundary_value_accepted(cluster: Cluster, namespace: str, case: Case) -> None:
+    obj = case.build("ok")
+    result = cluster.kubectl("create", "-n", namespace, "-f", "-", input=json.dumps(obj), check=False)
+    assert result.returncode == 0, f"{case.id} was rejected:\n{result.stderr}"
 
 
 def test_explain_shows_descriptions(cluster: Cluster) -> None:

@@ -17,7 +17,7 @@ from kubestill.api.v1alpha1 import (
     format_duration,
     parse_duration,
 )
-from tests.invalid_objects import CASES, EXAMPLES, Case
+from tests.invalid_objects import ACCEPTED, CASES, EXAMPLES, Case
 
 MODELS: dict[str, type[BaseModel]] = {
     "DistillationJob": DistillationJob,
@@ -60,6 +60,15 @@ def test_invalid_objects_rejected_naming_the_field(case: Case) -> None:
             path = f"{path}.{head}"
         paths.append(path)
     assert _python_field(case) in paths, f"{case.id}: expected an error at {_python_field(case)}, got {paths}"
+    # A rule's message is the API server's message too (field constraints are worded by each side).
+    rule_messages = [e["msg"] for e in err.value.errors() if e["type"] == "value_error"]
+    assert not rule_messages or any(case.words in m for m in rule_messages), rule_messages
+
+
+@pytest.mark.parametrize("case", ACCEPTED, ids=[c.id for c in ACCEPTED])
+def test_boundary_values_accepted(case: Case) -> None:
+    obj = case.build("ok")
+    MODELS[obj["kind"]].model_validate(obj)
 
 
 @pytest.mark.parametrize(
@@ -70,7 +79,7 @@ def test_parse_duration(text: str, seconds: float) -> None:
     assert parse_duration(text) == timedelta(seconds=seconds)
 
 
-@pytest.mark.parametrize("text", ["", "6 hours", "1w", "h", "-5s"])
+@pytest.mark.parametrize("text", ["", "6 hours", "1w", "h", "-5s", "30m1h", "1s1s", "100000s", "2d 3h"])
 def test_parse_duration_rejects(text: str) -> None:
     with pytest.raises(ValueError, match="invalid duration"):
         parse_duration(text)

@@ -14,7 +14,7 @@ from enum import StrEnum
 from typing import Annotated, Any, ClassVar, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
-from pydantic.alias_generators import to_camel
+from pydantic.alias_generators import to_camel, to_snake
 
 GROUP = "kubestill.io"
 VERSION = "v1alpha1"
@@ -22,7 +22,11 @@ API_VERSION = f"{GROUP}/{VERSION}"
 CATEGORY = "kubestill"
 
 # Kubernetes-style durations with a day unit, because canary pauses are measured in days: "90s", "1h30m", "2d".
-DURATION_PATTERN = r"^([0-9]+(ms|s|m|h|d))+$"
+# Units in canonical order (d, h, m, s, ms), each at most once and with at most 5 digits. The order lets CEL count
+# the leading days itself (its duration() is Go's time.ParseDuration, which has no day unit); the digit limit keeps
+# every value inside Go's ~292-year Duration, so a bounds rule can never fail to evaluate.
+DURATION_PATTERN = r"^([0-9]{1,5}d)?([0-9]{1,5}h)?([0-9]{1,5}m)?([0-9]{1,5}s)?([0-9]{1,5}ms)?$"
+DURATION_MAX_LENGTH = 32  # longest match is 31; stated so the API server can bound the CEL cost
 _DURATION_PART = re.compile(r"([0-9]+)(ms|s|m|h|d)")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
@@ -34,8 +38,11 @@ DNS1123_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 
 def parse_duration(value: str) -> timedelta:
     """Parse a duration such as "1h30m" or "2d" (the pattern is enforced by the CRD schema too)."""
-    if not re.fullmatch(DURATION_PATTERN, value):
-        raise ValueError(f"invalid duration {value!r}: use numbers with units ms, s, m, h, d, e.g. '90s', '2d'")
+    if not value or not re.fullmatch(DURATION_PATTERN, value):
+        raise ValueError(
+            f"invalid duration {value!r}: use numbers of at most 5 digits with units in the order d, h, m, s, ms, "
+            "e.g. '90s', '1h30m', '2d'"
+        )
     seconds = sum(int(n) * _UNIT_SECONDS[unit] for n, unit in _DURATION_PART.findall(value))
     return timedelta(seconds=seconds)
 
@@ -53,7 +60,9 @@ def format_duration(delta: timedelta) -> str:
     return "".join(parts)
 
 
-Duration = Annotated[str, Field(pattern=DURATION_PATTERN, examples=["30s", "6h", "2d"])]
+Duration = Annotated[
+    str, Field(pattern=DURATION_PATTERN, min_length=2, max_length=DURATION_MAX_LENGTH, examples=["30s", "6h", "2d"])
+]
 ArtifactURI = Annotated[str, Field(pattern=URI_PATTERN, max_length=2048)]
 ResourceName = Annotated[str, Field(pattern=DNS1123_PATTERN, min_length=1, max_length=63)]
 
@@ -77,6 +86,39 @@ class Rule:
         if self.field:
             out["fieldPath"] = "." + self.field
         return out
+
+
+def _cel_milliseconds(expr: str) -> str:
+    """CEL for the length in milliseconds of the duration string `expr` (matching DURATION_PATTERN): the days
+    counted by hand, the rest by duration() ("2d3h" -> 2 * 86400000 + duration("3h0s")). Integer arithmetic
+    because string(int) has no size bound, which puts a rule over the API server's cost budget."""
+    return (
+        f"({expr}.contains('d') ? int({expr}.split('d')[0]) * 86400000 + "
+        f"duration({expr}.split('d')[1] + '0s').getMilliseconds() : duration({expr}).getMilliseconds())"
+    )
+
+
+def duration_rule(field: str, low: timedelta, high: timedelta) -> Rule:
+    """A rule keeping the duration `field` (wire name, on this model) within [low, high]; unset passes.
+
+    A value the pattern rejects is left to the pattern's error (the API server evaluates the rules even then),
+    so the rule never fails to evaluate."""
+    attr = to_snake(field)
+    value = f"self.{field}"
+    low_ms, high_ms = (int(b / timedelta(milliseconds=1)) for b in (low, high))
+    # `[x].all(ms, ...)` names the value once (cel.bind is missing from older API servers).
+    within = f"[{_cel_milliseconds(value)}].all(ms, ms >= {low_ms} && ms <= {high_ms})"
+
+    def check(model: Any) -> bool:
+        text = getattr(model, attr)
+        return text is None or low <= parse_duration(text) <= high
+
+    return Rule(
+        cel=f"!has({value}) || !{value}.matches(r'{DURATION_PATTERN}') || {within}",
+        message=f"{field} must be between {format_duration(low)} and {format_duration(high)}",
+        check=check,
+        field=field,
+    )
 
 
 class KubeModel(BaseModel):

@@ -7,13 +7,13 @@ in status, so an operator restart resumes exactly where it was.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Literal
 
 from pydantic import Field
 
-from ._base import Condition, Duration, KubeModel, ResourceName, RootModel, Rule, nested
+from ._base import Condition, Duration, KubeModel, ResourceName, RootModel, Rule, duration_rule, nested
 
 KIND = "CanaryRollout"
 PLURAL = "canaryrollouts"
@@ -26,6 +26,21 @@ ANNOTATION_PAUSE = "kubestill.io/pause"
 ANNOTATION_RESUME = "kubestill.io/resume"
 ANNOTATION_PREFIX = "kubestill.io/"
 MAX_STEPS = 20
+
+# Bounds of every duration in the spec, enforced by the API server and the models alike. The operator may rely on
+# them (e.g. never measure more often than MIN_ANALYSIS_INTERVAL), and must still survive anything in range.
+# Floor: interval 0s measured ~137 Prometheus queries/s and a third of a core for one rollout; 1s is ~1/s.
+MIN_ANALYSIS_INTERVAL = timedelta(seconds=1)
+# Ceiling: a failing candidate is measured at least hourly; a longer look back belongs in the query's range window.
+MAX_ANALYSIS_INTERVAL = timedelta(hours=1)
+# Floor: a step (or shadow) that holds its weight for no time is a typo for no step at all.
+MIN_PAUSE = timedelta(seconds=1)
+# Ceiling: a hold longer than a month is "until promoted": leave a step's pause empty and promote by hand.
+MAX_PAUSE = timedelta(days=30)
+# Floor 0s: release the baseline at promotion (no rollback after it). Ceiling: a weight-0 entry kept longer than a
+# month is forgotten configuration in someone else's route, and an abort that late is a new rollout.
+MIN_KEEP_BASELINE = timedelta(0)
+MAX_KEEP_BASELINE = timedelta(days=30)
 
 
 class BackendRef(KubeModel):
@@ -54,23 +69,31 @@ class CandidateRef(KubeModel):
     )
 
     student_model: ResourceName | None = Field(default=None, description="StudentModel to roll out.")
-    service: BackendRef | None = Field(default=None, description="A Service, when not a StudentModel.")
+    service: BackendRef | None = Field(
+        default=None,
+        description="A Service, when not a StudentModel; never the baseline itself (same name and port).",
+    )
 
 
 class CanaryStep(KubeModel):
     """One step: send `weight` % of traffic to the candidate, then wait `pause` while analysing."""
 
+    rules = (duration_rule("pause", MIN_PAUSE, MAX_PAUSE),)
+
     weight: int = Field(ge=1, le=100, description="Candidate share of traffic in percent.")
     pause: Duration | None = Field(
-        default=None, description="How long to hold this weight ('90s', '6h', '2d'); empty: until promoted."
+        default=None,
+        description="How long to hold this weight ('90s', '6h', '2d'), 1s to 30d; empty: until promoted.",
     )
 
 
 class ShadowStep(KubeModel):
     """Before any real traffic, mirror a share of requests to the candidate (HTTPRoute RequestMirror)."""
 
+    rules = (duration_rule("pause", MIN_PAUSE, MAX_PAUSE),)
+
     percent: int = Field(default=100, ge=1, le=100, description="Share of requests mirrored.")
-    pause: Duration = Field(description="How long to shadow while analysing.")
+    pause: Duration = Field(description="How long to shadow while analysing, 1s to 30d.")
 
 
 class NoDataPolicy(StrEnum):
@@ -109,7 +132,7 @@ class AnalysisSpec(KubeModel):
     """Periodic Prometheus analysis during every step."""
 
     prometheus_url: str = Field(pattern=r"^https?://.+", description="Prometheus base URL.")
-    interval: Duration = Field(default="60s", description="Time between measurements.")
+    interval: Duration = Field(default="60s", description="Time between measurements, 1s to 1h.")
     failure_limit: int = Field(default=0, ge=0, le=100, description="Failed measurements tolerated per step.")
     inconclusive_limit: int = Field(
         default=2, ge=0, le=100, description="Consecutive inconclusive measurements before pausing."
@@ -123,6 +146,7 @@ class AnalysisSpec(KubeModel):
     )
 
     rules = (
+        duration_rule("interval", MIN_ANALYSIS_INTERVAL, MAX_ANALYSIS_INTERVAL),
         Rule(
             cel="!has(self.metrics) || self.metrics.all(a, self.metrics.exists_one(b, b.name == a.name))",
             message="metric names must be unique",
@@ -150,8 +174,11 @@ class AlertMatcher(KubeModel):
 class PromotionSpec(KubeModel):
     """What happens after the last step."""
 
+    rules = (duration_rule("keepBaselineFor", MIN_KEEP_BASELINE, MAX_KEEP_BASELINE),)
+
     keep_baseline_for: Duration = Field(
-        default="24h", description="Keep the baseline route entry (weight 0) this long after promotion."
+        default="24h",
+        description="Keep the baseline route entry (weight 0) this long after promotion, 0s to 30d.",
     )
 
 
@@ -165,6 +192,19 @@ class CanaryRolloutSpec(KubeModel):
             message="step weights must be strictly increasing",
             check=lambda s: all(a.weight < b.weight for a, b in zip(s.steps, s.steps[1:], strict=False)),
             field="steps",
+        ),
+        # The candidate is the same backendRef as the baseline: its weight and the baseline's land on one entry,
+        # which after promotion carries weight 0 and every request fails. Another port of the baseline's
+        # Service stays allowed: Gateway API and the route builder tell backends apart by name and port, and
+        # that port can front another container of the Pods (both entries keep their own weight).
+        Rule(
+            cel="!has(self.candidate.service) || self.candidate.service.name != self.baseline.name || "
+            "self.candidate.service.port != self.baseline.port",
+            message="candidate.service must not be the baseline (same name and port): the candidate needs a "
+            "backend of its own",
+            check=lambda s: s.candidate.service is None
+            or (s.candidate.service.name, s.candidate.service.port) != (s.baseline.name, s.baseline.port),
+            field="candidate.service",
         ),
         Rule(
             cel="!has(self.rollbackAlerts) || size(self.rollbackAlerts) == 0 || has(self.analysis)",

@@ -9,6 +9,8 @@ from pydantic import Field
 from ._base import KubeModel, ResourceName, Rule, nested
 
 QUANTITY_PATTERN = r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|Ki|Mi|Gi|Ti)?$"
+MAX_TOLERATION_SECONDS = 30 * 86400
+MAX_QUEUE_DELAY_MICROSECONDS = 1_000_000
 
 
 class Task(StrEnum):
@@ -45,8 +47,12 @@ class Toleration(KubeModel):
     operator: TolerationOperator = Field(default=TolerationOperator.EQUAL, description="Exists or Equal.")
     value: str | None = Field(default=None, description="Taint value to match when operator is Equal.")
     effect: TaintEffect | None = Field(default=None, description="Taint effect to match; empty matches all.")
+    # Ceiling: tolerating a taint for over a month is tolerating it for good (leave this empty for that), and
+    # far larger values overflow the taint manager's nanosecond arithmetic into an immediate eviction.
     toleration_seconds: int | None = Field(
-        default=None, ge=0, description="How long a NoExecute taint is tolerated before eviction."
+        default=None, ge=0, le=MAX_TOLERATION_SECONDS,
+        description="How long a NoExecute taint is tolerated before eviction, 0 to 2592000 (30 days); "
+        "empty: for good.",
     )
 
 
@@ -84,8 +90,11 @@ class DynamicBatching(KubeModel):
     """Triton's dynamic batcher: requests arriving close together are served as one batch."""
 
     enabled: bool = Field(default=True, description="Turn Triton's dynamic batcher on.")
+    # 0 is Triton's own default (batch only what is already queued); the ceiling is added to every request's
+    # latency, and a wait of seconds is a stalled server, not batching.
     max_queue_delay_microseconds: int = Field(
-        default=100, ge=0, le=10_000_000, description="How long a request may wait for others to batch with."
+        default=100, ge=0, le=MAX_QUEUE_DELAY_MICROSECONDS,
+        description="How long a request may wait for others to batch with, 0 to 1000000 (1 s).",
     )
     preferred_batch_sizes: list[int] = Field(
         default_factory=list, max_length=16, description="Batch sizes the batcher tries to form first."

@@ -340,6 +340,9 @@ class LossSpec(KubeModel):
 
 # --- training, evaluation, output, cost ----------------------------------------------------------------
 
+MIN_LATENCY_BUDGET_MS = 0.01
+MAX_LATENCY_BUDGET_MS = 3_600_000
+
 
 class Curriculum(StrEnum):
     NONE = "none"
@@ -379,6 +382,17 @@ class TrainingSpec(KubeModel):
 class EvaluationSpec(KubeModel):
     """Held-out evaluation and the gates a student must pass to be published."""
 
+    rules = (
+        # Floor: no model answers one request in under 10 µs, so a smaller budget can only fail. A rule, not a
+        # schema minimum: the API server truncates a fractional minimum for an integer value (0 >= int(0.01)).
+        Rule(
+            cel=f"!has(self.latencyBudgetMs) || self.latencyBudgetMs >= {MIN_LATENCY_BUDGET_MS}",
+            message=f"latencyBudgetMs must be between {MIN_LATENCY_BUDGET_MS} and {MAX_LATENCY_BUDGET_MS} ms",
+            check=lambda e: e.latency_budget_ms is None or e.latency_budget_ms >= MIN_LATENCY_BUDGET_MS,
+            field="latencyBudgetMs",
+        ),
+    )
+
     metrics: list[str] = Field(
         default_factory=list, max_length=32, description="Metrics to report; empty: the task's defaults."
     )
@@ -391,8 +405,11 @@ class EvaluationSpec(KubeModel):
     max_segment_drop: float | None = Field(
         default=None, ge=0, le=1, description="Largest allowed absolute drop vs the teacher in any segment."
     )
+    # Ceiling: an hour per request is no budget (leave it empty for none). The floor is in `rules`.
     latency_budget_ms: float | None = Field(
-        default=None, gt=0, description="Student p95 latency at batch 1 must be under this (CPU or GPU)."
+        default=None, le=MAX_LATENCY_BUDGET_MS,
+        description="Student p95 latency at batch 1 must be under this (CPU or GPU), 0.01 ms to 3600000 ms "
+        "(1 hour).",
     )
 
 
@@ -432,8 +449,11 @@ class RunSpec(KubeModel):
     image: str | None = Field(default=None, description="Trainer image; the operator's default when empty.")
     service_account_name: ResourceName | None = Field(default=None, description="ServiceAccount of the Jobs.")
     backoff_limit: int = Field(default=1, ge=0, le=10, description="Retries of a failed stage Job.")
+    # Floor: a stage needs a minute to pull its model and start. Ceiling: a deadline over a month is none
+    # (leave it empty for none).
     active_deadline_seconds: int | None = Field(
-        default=None, ge=60, description="Kill a stage Job that runs longer than this."
+        default=None, ge=60, le=30 * 86400,
+        description="Kill a stage Job that runs longer than this, 60 to 2592000 seconds (30 days); empty: never.",
     )
 
 
