@@ -28,7 +28,15 @@ from typing import Any
 from pydantic import ValidationError
 
 from kubestill.api.names import triton_name
-from kubestill.api.v1alpha1.canaryrollout import BackendRef, CanaryRolloutSpec, CanaryRolloutStatus, RolloutPhase
+from kubestill.api.v1alpha1._base import Condition, ConditionStatus
+from kubestill.api.v1alpha1.canaryrollout import (
+    BackendRef,
+    CanaryRolloutSpec,
+    CanaryRolloutStatus,
+    CandidateRef,
+    RolloutPhase,
+    RouteRef,
+)
 from kubestill.builders.httproute import RouteError, build_httproute_weights, desired_observation, observe_route
 from kubestill.clients import gateway, metrics, prometheus, rollouts
 from kubestill.clients.events import post_event
@@ -49,7 +57,14 @@ from kubestill.logic.canary import (
     step_entered,
 )
 from kubestill.logic.canary_route import RouteClaim, candidate_invalid, conflict_message, route_holder
-from kubestill.logic.canary_status import apply_action, route_condition, route_state, routine_round, start_clocks
+from kubestill.logic.canary_status import (
+    apply_action,
+    route_condition,
+    route_state,
+    routine_round,
+    set_condition,
+    start_clocks,
+)
 
 from .reconciler import Key, Reconciler, newer
 
@@ -229,9 +244,9 @@ async def reconcile(key: Key, api: KubeClient) -> float | None:
         spec = CanaryRolloutSpec.model_validate(body.get("spec") or {})
         status = CanaryRolloutStatus.model_validate(body.get("status") or {})
     except ValidationError as err:
-        # The API server's schema and CEL rules make this rare (e.g. a status written by a newer version).
-        log.error("%s/%s: cannot parse: %s", namespace, name, err)
-        return RETRY
+        # The API server's schema and CEL rules make this rare: an object stored before a rule was tightened
+        # (e.g. analysis.interval 0s), or a status written by a newer version.
+        return await _unparsable(api, key, body, err)
     meta = body["metadata"]
     generation = meta.get("generation")
     annotations = dict(meta.get("annotations") or {})
@@ -297,6 +312,55 @@ async def reconcile(key: Key, api: KubeClient) -> float | None:
     if cand.waiting is not None and new.phase == RolloutPhase.PENDING:
         return RETRY
     return next_wakeup(spec, new, datetime.now(UTC))
+
+
+async def _unparsable(api: KubeClient, key: Key, body: Mapping[str, Any], err: ValidationError) -> float:
+    """A stored rollout the models refuse: say so once (a SpecValid=False condition and a Warning Event), and
+    still honour an abort, which needs only the route, the baseline and the candidate's Service."""
+    first = err.errors()[0]
+    where = ".".join(str(p) for p in first.get("loc", ()))
+    problem = f"spec.{where}: {first.get('msg', '')}; fix the spec (or abort the rollout)"
+    meta = body["metadata"]
+    raw_spec, raw_status = dict(body.get("spec") or {}), dict(body.get("status") or {})
+    try:
+        status = CanaryRolloutStatus.model_validate(raw_status)
+    except ValidationError:
+        log.error("%s/%s: cannot parse spec or status: %s", *key, err)
+        return ROUTE_BACKOFF_MAX
+    controls = pending_controls(dict(meta.get("annotations") or {}), status.handled_annotations)
+    now = datetime.now(UTC)
+    new = status
+    if controls.abort is not None and status.phase not in (RolloutPhase.ROLLED_BACK, RolloutPhase.FAILED):
+        try:
+            route = RouteRef.model_validate(raw_spec.get("route") or {})
+            baseline = BackendRef.model_validate(raw_spec.get("baseline") or {})
+            candidate = status.candidate_backend or CandidateRef.model_validate(
+                raw_spec.get("candidate") or {}).service
+        except ValidationError:
+            route = baseline = candidate = None  # type: ignore[assignment]
+        if route is not None and baseline is not None and candidate is not None and step_entered(status):
+            current = await gateway.get_route(api, key[0], route.name)
+            if current is not None:
+                try:
+                    patch = build_httproute_weights(current, route.rule_index, baseline, candidate, 0)
+                    await gateway.apply_route(api, patch)
+                except (RouteError, ApiError) as write_err:
+                    problem = f"{problem}; the abort could not restore the route: {write_err}"
+        new = new.model_copy(update={"phase": RolloutPhase.ROLLED_BACK, "current_weight": 0, "shadowing": False,
+                                     "next_step_at": None, "message": "rolled back: aborted by user"})
+        new = new.model_copy(update={"handled_annotations": handled_controls(dict(meta.get("annotations") or {}))})
+    cond = Condition(type="SpecValid", status=ConditionStatus.FALSE, reason="InvalidSpec", message=problem[:1000],
+                     observed_generation=meta.get("generation"))
+    new = new.model_copy(update={"conditions": set_condition(new.conditions, cond, now)})
+    if new != status:
+        written = await _write_status(api, key, body, new)
+        if written is not None and not any(c.type == "SpecValid" and c.message == cond.message
+                                           for c in status.conditions):
+            try:
+                await post_event(api, written, "Warning", "InvalidSpec", cond.message)
+            except ApiError as event_err:
+                log.warning("%s/%s: event not posted: %s", *key, event_err)
+    return ROUTE_BACKOFF_MAX
 
 
 def _holder(key: Key, spec: CanaryRolloutSpec, status: CanaryRolloutStatus, meta: Mapping[str, Any]) -> str | None:

@@ -32,6 +32,7 @@ from kubestill.api.v1alpha1.canaryrollout import (
     ANNOTATION_PAUSE,
     ANNOTATION_PROMOTE,
     ANNOTATION_RESUME,
+    MIN_ANALYSIS_INTERVAL,
     CanaryRolloutSpec,
     CanaryRolloutStatus,
     MeasurementResult,
@@ -136,7 +137,11 @@ def step_pause(spec: CanaryRolloutSpec, step: int) -> timedelta | None:
 
 
 def analysis_interval(spec: CanaryRolloutSpec) -> timedelta | None:
-    return parse_duration(spec.analysis.interval) if spec.analysis is not None else None
+    """The analysis interval, never below MIN_ANALYSIS_INTERVAL (the schema enforces it; a spec stored before
+    it did, or parsed without it, still never makes the operator query Prometheus in a tight loop)."""
+    if spec.analysis is None:
+        return None
+    return max(parse_duration(spec.analysis.interval), MIN_ANALYSIS_INTERVAL)
 
 
 def baseline_release_due(spec: CanaryRolloutSpec, status: CanaryRolloutStatus) -> datetime | None:

@@ -117,9 +117,15 @@ def _enter_step(spec: CanaryRolloutSpec, status: CanaryRolloutStatus, step: int,
 
 
 def _condition(status: CanaryRolloutStatus, new: Condition, now: datetime) -> list[Condition]:
+    return set_condition(status.conditions, new, now)
+
+
+def set_condition(conditions: list[Condition], new: Condition, now: datetime) -> list[Condition]:
+    """`conditions` with `new` in place of the one of its type; its transition time moves only when the
+    status flips."""
     out = []
     placed = False
-    for cond in status.conditions:
+    for cond in conditions:
         if cond.type == new.type:
             keep = cond.status == new.status and cond.last_transition_time is not None
             out.append(new.model_copy(update={"last_transition_time": cond.last_transition_time if keep else now}))

@@ -124,7 +124,7 @@ def test_random_operator_kills_never_skip_or_shorten_a_step(bare: Bare) -> None:
             bare.operator.start()
     time.sleep(0.5)
     assert not log.error, log.error
-    assert kills >= WAVES + 4, f"only {kills} kills: the test did not test much (seed {seed})"
+    assert kills >= WAVES + 2, f"only {kills} kills: the test did not test much (seed {seed})"
     for name in names:
         runs = carried(log.versions[name])
         weights = [w for w, _ in runs]

@@ -162,3 +162,42 @@ def test_a_deleted_candidate_rolls_traffic_back(bare: Bare, then: str) -> None:
     else:
         assert "candidate StudentModel stu was deleted" in final["message"]
     assert "Rollback" in warnings(bare, "c")
+
+
+def test_a_rollout_stored_before_a_rule_was_tightened_says_so_and_can_be_aborted(bare: Bare) -> None:
+    """shared case 01 from the other side: `analysis.interval: 0s` is refused at apply time now, but one stored
+    before (an older CRD) must neither spin the operator nor freeze the route: one SpecValid=False condition,
+    and an abort still restores the baseline."""
+    crd_name = "canaryrollouts.kubestill.io"
+    original = json.loads(bare.cluster.kubectl("get", "crd", crd_name, "-o", "json").stdout)
+    relaxed = json.loads(json.dumps(original))
+    for key in ("resourceVersion", "uid", "creationTimestamp", "generation", "managedFields"):
+        relaxed["metadata"].pop(key, None)
+    relaxed.pop("status", None)
+    version = relaxed["spec"]["versions"][0]
+    analysis = version["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["analysis"]
+    analysis["properties"]["interval"].pop("pattern", None)
+    analysis["x-kubernetes-validations"] = [r for r in analysis.get("x-kubernetes-validations", [])
+                                            if "interval" not in r["rule"]]
+    bare.cluster.kubectl("replace", "-f", "-", input=json.dumps(relaxed))
+    try:
+        rollout = spec([{"weight": 20, "pause": "1h"}])
+        rollout["analysis"] = {"prometheusUrl": "http://127.0.0.1:9", "interval": "0s",
+                               "metrics": [{"name": "m", "query": "vector(1)", "min": 0.5}]}
+        bare.api.wait_for("the relaxed CRD", lambda: bare.cluster.kubectl(
+            "apply", "--server-side", "-n", bare.namespace, "-f", "-", check=False,
+            input=yaml.safe_dump({"apiVersion": "kubestill.io/v1alpha1", "kind": "CanaryRollout",
+                                  "metadata": {"name": "old"}, "spec": rollout})).returncode == 0, 20)
+    finally:
+        current = json.loads(bare.cluster.kubectl("get", "crd", crd_name, "-o", "json").stdout)
+        original["metadata"] = {"name": crd_name, "resourceVersion": current["metadata"]["resourceVersion"]}
+        original.pop("status", None)
+        bare.cluster.kubectl("replace", "-f", "-", input=json.dumps(original))
+    bare.api.wait_for("SpecValid False", lambda: condition(bare, "old", "SpecValid").get("reason"), 20)
+    assert "interval" in condition(bare, "old", "SpecValid")["message"]
+    version_before = bare.api.rollout(bare.namespace, "old")["metadata"]["resourceVersion"]
+    time.sleep(3)
+    assert bare.api.rollout(bare.namespace, "old")["metadata"]["resourceVersion"] == version_before
+    assert warnings(bare, "old") == ["InvalidSpec"]
+    bare.cli("rollout", "abort", "old", "-n", bare.namespace)
+    bare.api.wait_for("RolledBack", lambda: status(bare, "old").get("phase") == "RolledBack", 20)
