@@ -283,6 +283,8 @@ async def reconcile(key: Key, api: KubeClient) -> float | None:
     new = apply_action(spec, clocked, action, round_, now, generation, handled_controls(annotations))
     if new.candidate_backend is None and step_entered(new) and cand.backend is not None:
         new = new.model_copy(update={"candidate_backend": cand.backend})
+    if view.carries and route_state(spec, new) == route_state(spec, clocked):
+        new = start_clocks(spec, new, True, now)  # e.g. promoted from a last step already at 100%
     if view is not ROUTE_UNSEEN:
         new = route_condition(new, view, generation, now)
     if not await _persist(api, key, body, status, new, view):

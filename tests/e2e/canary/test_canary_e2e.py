@@ -71,7 +71,7 @@ def test_healthy_candidate_is_promoted_through_every_step(stack: Stack) -> None:
         stack.api.wait_for(
             "baseline released",
             lambda: weights(stack.api.route(stack.namespace)) == {CANDIDATE.name: 100},
-            timeout=10,
+            timeout=10, context=lambda: stack.api.rollout(stack.namespace, "healthy").get("status"),
         )
         # The operator's own /metrics, scraped by the same Prometheus.
         stack.api.wait_for(

@@ -161,6 +161,8 @@ def run(
         action = next_action(spec_, clocked, round_, [], now, route=view)
         new = apply_action(spec_, clocked, action, round_, now)
         moved = route_state(spec_, new) != route_state(spec_, clocked)
+        if not moved and view.carries:
+            new = start_clocks(spec_, new, True, now)
         if moved and exists and step_entered(new) and not kill_after_status_write:
             carried = route_state(spec_, new)
             new = start_clocks(spec_, new, True, now)
@@ -253,3 +255,15 @@ def test_route_condition_is_written_once_per_problem() -> None:
     ok = route_condition(again, RouteView(True), 1, at(20))
     cond = next(c for c in ok.conditions if c.type == "RouteReady")
     assert (cond.status, cond.reason, cond.message) == ("True", "Ready", "the route gives the candidate 10%")
+
+
+def test_promotion_from_a_last_step_at_100_starts_its_clock_at_once() -> None:
+    """The last step already gives the candidate 100%: promotion does not move the route, and keepBaselineFor
+    counts from the promotion itself."""
+    spec_ = spec(steps=[{"weight": 10, "pause": "20s"}, {"weight": 100, "pause": "20s"}],
+                 promotion={"keepBaselineFor": "10s"})
+    final, _ = run(spec_, {}, 120)
+    promote = next(h for h in final.history if h.action == "Promote")
+    release = next(h for h in final.history if h.action == "ReleaseBaseline")
+    assert final.promoted_at == promote.at
+    assert release.at - promote.at == timedelta(seconds=10)
