@@ -236,6 +236,23 @@ class Bare:
         self.cluster.kubectl("apply", "--server-side", "-n", self.namespace, "-f", "-",
                              input=yaml.safe_dump(manifest))
 
+    def student_model(self, name: str) -> None:
+        """A classification StudentModel (its artifact is never loaded: no node serves it in this suite)."""
+        sm = {"apiVersion": "kubestill.io/v1alpha1", "kind": "StudentModel",
+              "metadata": {"name": name, "namespace": self.namespace},
+              "spec": {"task": "classification", "artifactUri": "file:///nonexistent/export", "labels": ["a", "b"]}}
+        self.cluster.kubectl("apply", "--server-side", "-f", "-", input=json.dumps(sm))
+
+    def mark_ready(self, deployment: str) -> None:
+        """Play the Deployment controller and kubelet for every replica (no node runs in this suite)."""
+        body = json.loads(self.cluster.kubectl("get", "deployment", deployment, "-n", self.namespace,
+                                               "-o", "json").stdout)
+        replicas = body["spec"].get("replicas", 1)
+        ready = {"status": {"observedGeneration": body["metadata"]["generation"], "replicas": replicas,
+                            "readyReplicas": replicas, "updatedReplicas": replicas, "availableReplicas": replicas}}
+        self.cluster.kubectl("patch", "deployment", deployment, "-n", self.namespace, "--subresource=status",
+                             "--type=merge", "-p", json.dumps(ready))
+
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
         """Run the real `kubestill` command line against this cluster."""
         env = {**self.cluster.env(),

@@ -122,31 +122,17 @@ def test_two_rollouts_never_weight_one_rule(bare: Bare) -> None:
     assert status(bare, "one")["phase"] == "RolledBack" and status(bare, "one").get("routeSettledAt")
 
 
-def _ready(bare: Bare, deployment: str) -> None:
-    """Play the Deployment controller for the one replica (no node runs in this suite)."""
-    body = json.loads(bare.cluster.kubectl("get", "deployment", deployment, "-n", bare.namespace,
-                                           "-o", "json").stdout)
-    replicas = body["spec"].get("replicas", 1)
-    ready = {"status": {"observedGeneration": body["metadata"]["generation"], "replicas": replicas,
-                        "readyReplicas": replicas, "updatedReplicas": replicas, "availableReplicas": replicas}}
-    bare.cluster.kubectl("patch", "deployment", deployment, "-n", bare.namespace, "--subresource=status",
-                         "--type=merge", "-p", json.dumps(ready))
-
-
 @pytest.mark.parametrize("then", ["nothing", "abort"])
 def test_a_deleted_candidate_rolls_traffic_back(bare: Bare, then: str) -> None:
     """shared case 04: the StudentModel goes (its DistillationJob deleted) at 30%; before, traffic stayed on a
     Service that no longer existed and abort was ignored."""
-    sm = {"apiVersion": "kubestill.io/v1alpha1", "kind": "StudentModel",
-          "metadata": {"name": "stu", "namespace": bare.namespace},
-          "spec": {"task": "classification", "artifactUri": "file:///nonexistent/export", "labels": ["a", "b"]}}
-    bare.cluster.kubectl("apply", "--server-side", "-f", "-", input=json.dumps(sm))
+    bare.student_model("stu")
     rollout = spec([{"weight": 30, "pause": "1h"}])
     rollout["candidate"] = {"studentModel": "stu"}
     bare.rollout("c", rollout)
     bare.api.wait_for("the Triton Deployment", lambda: bare.cluster.kubectl(
         "get", "deployment", "stu-triton", "-n", bare.namespace, check=False).returncode == 0, 20)
-    _ready(bare, "stu-triton")
+    bare.mark_ready("stu-triton")
     bare.api.wait_for("stu-triton at 30%", lambda: weights(bare).get("stu-triton") == 30, 20)
     assert status(bare, "c")["candidateBackend"] == {"name": "stu-triton", "port": 8000}
 
