@@ -28,6 +28,7 @@ from typing import Any, ClassVar, TypeVar
 
 import torch
 from torch import nn
+from transformers import PreTrainedTokenizerBase
 
 from kubestill.api.v1alpha1.common import Task
 from kubestill.api.v1alpha1.distillationjob import DistillationJobSpec
@@ -130,6 +131,9 @@ class DistillTask(ABC):
     task: ClassVar[Task]
     # The metric the quality ratio and the segment gate are computed on, unless the spec names another.
     primary_metric: ClassVar[str]
+    # The stored targets hold the teacher's token ids, which the student reads as its own (generation):
+    # a baseModelUri student must then have the teacher's tokenizer (see `tokenizer_check`).
+    reads_teacher_token_ids: ClassVar[bool] = False
 
     def __init__(self, spec: DistillationJobSpec) -> None:
         self.spec = spec
@@ -157,6 +161,12 @@ class DistillTask(ABC):
     @abstractmethod
     def load_model(self, path: Path) -> TaskModel:
         """A model saved by `TaskModel.save` (a student), or a local teacher directory."""
+
+    def load_tokenizer(self, path: Path) -> PreTrainedTokenizerBase:
+        """The tokenizer `load_model(path)` would use, without the model (cheap: checks run before loading)."""
+        from .encoder import load_tokenizer
+
+        return load_tokenizer(path)
 
     # --- train -----------------------------------------------------------------------------------------
 

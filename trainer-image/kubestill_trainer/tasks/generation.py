@@ -145,19 +145,22 @@ def load_generation_model(path: Path, max_length: int, max_new_tokens: int) -> G
     card_file = path / MODEL_CARD
     card = json.loads(card_file.read_text()) if card_file.exists() else {}
     tok = load_tokenizer(path)
+    # A plain model directory is chat-formatted when its tokenizer has a template, as a student built from
+    # it is (`Generation._wrap`): teacher and student must read the same token sequence.
+    chat = bool(card.get("chat", bool(getattr(tok, "chat_template", None))))
     if card.get("quantization") == "gptq":  # export/gptq: gptqmodel's packed low-bit weights
         from ..quantize_gptq import load_gptq
 
-        model = GenerationModel(load_gptq(path), tok, max_length, max_new_tokens, bool(card.get("chat", True)))
+        model = GenerationModel(load_gptq(path), tok, max_length, max_new_tokens, chat)
     elif card.get("adapter"):
         from ..lora import load_adapter
 
         base = Path(card["baseModel"])
         lm: nn.Module = load_adapter(load_causal_lm(base), path / "adapter")
-        model = GenerationModel(lm, tok, max_length, max_new_tokens, bool(card.get("chat", True)), base, False)
+        model = GenerationModel(lm, tok, max_length, max_new_tokens, chat, base, False)
     else:
         model = GenerationModel(load_causal_lm(path), tok, max_length, max_new_tokens,
-                                bool(card.get("chat", True)))
+                                chat)
     if card:
         model.max_new_tokens = int(card.get("maxNewTokens", max_new_tokens))
     return model.eval()
@@ -185,6 +188,7 @@ def _pad_targets(tokens: list[list[int]], topk_ids: torch.Tensor, topk_lp: torch
 @register_task(Task.GENERATION)
 class Generation(DistillTask):
     primary_metric = "rougeL"
+    reads_teacher_token_ids = True
 
     @property
     def _lora(self) -> LoRASpec | None:
@@ -281,6 +285,9 @@ class Generation(DistillTask):
 
     def load_model(self, path: Path) -> TaskModel:
         return load_generation_model(path, self.spec.training.max_seq_length, self.spec.labeling.max_new_tokens)
+
+    def load_tokenizer(self, path: Path) -> PreTrainedTokenizerBase:
+        return load_tokenizer(path)
 
     # --- train -----------------------------------------------------------------------------------------
 
