@@ -103,6 +103,7 @@ def run_train(ctx: RunContext) -> dict[str, Any]:
         log.info("train: already done (%s); nothing to do", done_file)
         return dict(json.loads(done_file.read_text()))
     labels = load_labels(ctx.path("labels"))
+    labels.targets = ctx.task.read_targets(labels.meta, labels.targets, spec.labeling.temperature)
     train_rows, train_targets = labels.subset("train")
     confidence = train_targets.pop(CONFIDENCE)
     rows, targets = ctx.task.training_examples(train_rows, train_targets)

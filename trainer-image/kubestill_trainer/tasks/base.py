@@ -177,6 +177,12 @@ class DistillTask(ABC):
         the embedding task adds each pair as a sentence of its own)."""
         return list(rows), dict(targets)
 
+    def read_targets(self, meta: Mapping[str, Any], targets: dict[str, Array], spec_temperature: float
+                     ) -> dict[str, Array]:
+        """Stored targets as this trainer reads them: labels of an older format converted (default: as is).
+        `spec_temperature` is the spec's labeling.temperature."""
+        return targets
+
     @abstractmethod
     def teacher_outputs(self, targets: Mapping[str, torch.Tensor]) -> ModelOutputs:
         """Stored label-stage targets of a batch as teacher `ModelOutputs` for the losses."""
