@@ -1,6 +1,6 @@
-"""Tiny random causal LMs with tokenizers trained here on a few hundred lines (seconds, nothing downloaded):
-the teacher/student pairs of the tokenizer and temperature tests (from ../shared/cases/turn2/07's
-make_models.py)."""
+"""Tiny random models with tokenizers trained here on a few hundred lines (seconds, nothing downloaded): the
+causal LM teacher/student pairs of the tokenizer and temperature tests (from ../shared/cases/turn2/07's
+make_models.py), and an exported classifier artifact for the serving tests."""
 
 from __future__ import annotations
 
@@ -80,3 +80,30 @@ def generation_spec(teacher: Path, student: Path, data: Path, work: Path, **labe
         "evaluation": {"minQualityRatio": 0.05},
         "output": {"studentModelName": "gen", "artifactUri": f"file://{work}"},
     }
+
+
+def classifier_artifact(export: Path, labels: list[str]) -> Path:
+    """An export directory as the export stage writes it, for a random tiny BERT classifier: `model/` (weights,
+    tokenizer, kubestill.json with its class order `labels` and a spec) and `triton/model.py`."""
+    from importlib import resources
+
+    import torch
+    from transformers import BertConfig, BertModel
+
+    from kubestill_trainer.tasks.classification import EncoderClassifier
+
+    torch.manual_seed(0)
+    tok = tokenizer(120, "wp")
+    encoder = BertModel(BertConfig(vocab_size=len(tok), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                                   intermediate_size=32, max_position_embeddings=64, pad_token_id=tok.pad_token_id))
+    EncoderClassifier(encoder, tok, labels, "mean", 32).save(export / "model")
+    card = json.loads((export / "model" / "kubestill.json").read_text())
+    card["spec"] = {"task": "classification", "teacher": {"modelUri": "file:///x"},
+                    "student": {"architecture": {"numLayers": 1}}, "data": {"uri": "file:///x.jsonl"},
+                    "loss": {"terms": [{"name": "logit-kl"}]},
+                    "output": {"studentModelName": "s", "artifactUri": "file:///o"}}
+    (export / "model" / "kubestill.json").write_text(json.dumps(card))
+    (export / "triton").mkdir(parents=True, exist_ok=True)
+    source = resources.files("kubestill_trainer.serving").joinpath("triton_model.py")
+    (export / "triton" / "model.py").write_text(source.read_text())
+    return export

@@ -30,14 +30,12 @@ import torch
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
+from kubestill.api.triton import MODEL_CARD as MODEL_CARD  # kubestill.json; the trainer imports it from here
 from kubestill.api.v1alpha1.common import Task
 from kubestill.api.v1alpha1.distillationjob import DistillationJobSpec
 
 from ..outputs import Array, ModelOutputs
 from ..teachers.base import Teacher
-
-# The file in every exported model directory that says how to load and call it.
-MODEL_CARD = "kubestill.json"
 
 
 def texts_of(tensor: Any) -> list[str]:
