@@ -112,3 +112,29 @@ def test_what_same_tokenizer_means() -> None:
     lower = tiny_lm.tokenizer(400, "bpe", lowercase=True)
     assert [p.split(":")[0] for p in tokenizer_differences(teacher, lower, probe)] == ["tokenization"]
     assert [p.split(":")[0] for p in tokenizer_differences(teacher, teacher, probe, 300)] == ["output layer"]
+
+
+def test_a_student_cut_from_the_teacher_reads_the_teachers_tokens(tmp_path: Path) -> None:
+    """student.architecture shares the teacher's tokenizer by construction; with hidden-mse the live teacher must also
+    read the very sequence the student reads. A plain teacher directory (no chat template) whose tokenizer adds <s>:
+    the teacher used to read prompts without it (chat assumed) and the student with it, one position apart."""
+    tok = tiny_lm.tokenizer(400, "bpe", bos=True)
+    teacher = tiny_lm.save(tmp_path / "teacher", tiny_lm.llama(tok), tok)
+    raw = tiny_lm.generation_spec(teacher, teacher, tiny_lm.prompts(tmp_path / "p.jsonl", 16), tmp_path / "w")
+    raw["student"] = {"architecture": {"numLayers": 1}}
+    raw["loss"] = {"terms": [{"name": "token-kl"}, {"name": "hidden-mse", "weight": 0.1}]}
+    ctx = RunContext.create(DistillationJobSpec.model_validate(raw), {"name": "gen"}, f"file://{tmp_path / 'w'}")
+    run_label(ctx)
+    assert run_train(ctx)["steps"] > 0
+
+
+def test_a_live_teacher_reading_other_tokens_is_refused() -> None:
+    """The per-batch guard behind the up-front check (a prompt template or special token on one side only)."""
+    import torch
+
+    same = {"input_ids": torch.tensor([[5, 6, 7]]), "attention_mask": torch.ones(1, 3)}
+    train_stage._same_tokens(same, dict(same), None)
+    shifted = {"input_ids": torch.tensor([[9, 5, 6, 7]])}
+    words = r"read different token sequences .* teacher \[9, 5, 6, 7\], student \[5, 6, 7\]"
+    with pytest.raises(ValueError, match=words):
+        train_stage._same_tokens(same, shifted, "file:///m")

@@ -12,12 +12,13 @@ CORPUS = [f"news item {i}: markets rise as rates fall and sport teams win the cu
     [f"write one sentence about topic {w}" for w in ["business", "sport", "tech", "politics", "entertainment"]] * 20
 
 
-def tokenizer(vocab: int, kind: str, lowercase: bool = False) -> Any:
-    """A fast tokenizer: byte-level BPE ("bpe", the teacher's) or WordPiece ("wp")."""
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+def tokenizer(vocab: int, kind: str, lowercase: bool = False, bos: bool = False) -> Any:
+    """A fast tokenizer: byte-level BPE ("bpe", the teacher's) or WordPiece ("wp"); `bos` prepends <s> to every
+    text it encodes with special tokens (as Llama's do), without a chat template."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
-    specials = ["<unk>", "<eos>", "<pad>"]
+    specials = ["<unk>", "<eos>", "<pad>", *(["<s>"] if bos else [])]
     if kind == "bpe":
         t = Tokenizer(models.BPE(unk_token="<unk>"))
         t.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -32,7 +33,11 @@ def tokenizer(vocab: int, kind: str, lowercase: bool = False) -> Any:
     t.train_from_iterator(CORPUS, tr)
     if lowercase:
         t.normalizer = normalizers.Lowercase()
-    return PreTrainedTokenizerFast(tokenizer_object=t, unk_token="<unk>", eos_token="<eos>", pad_token="<pad>")
+    if bos:
+        t.post_processor = processors.TemplateProcessing(single="<s> $A",
+                                                         special_tokens=[("<s>", t.token_to_id("<s>"))])
+    return PreTrainedTokenizerFast(tokenizer_object=t, unk_token="<unk>", eos_token="<eos>", pad_token="<pad>",
+                                   **({"bos_token": "<s>"} if bos else {}))
 
 
 def llama(tok: Any, vocab_size: int | None = None, seed: int = 0) -> Any:
