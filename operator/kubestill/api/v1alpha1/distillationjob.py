@@ -305,8 +305,8 @@ class LossTerm(KubeModel):
     weight: float = Field(default=1.0, ge=0, le=1e6, description="Multiplier of this term in the total.")
     temperature: float | None = Field(
         default=None, gt=0, le=100,
-        description="Softening temperature T of teacher and student (KL losses are scaled by T^2); the only "
-        "temperature the stored targets see.",
+        description="Softening temperature T (KL losses are scaled by T^2), applied to teacher and student alike: "
+        "the only temperature the stored targets see.",
     )
     alpha: float | None = Field(
         default=None, ge=0, le=1, description="logit-kl: alpha * KD + (1 - alpha) * hard-label CE."
