@@ -21,7 +21,7 @@ pods/status, any delete (children go with their owner through garbage collection
 - apiGroups: ["batch"]
   resources: ["jobs"]
   verbs: ["get", "list", "watch", "create"]
-# Stage Pods are read for their termination message (the trainer's failure reason).
+# Stage and Triton Pods are read for their termination message (the trainer's failure reason; why a model does not load).
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["get", "list", "watch"]

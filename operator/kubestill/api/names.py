@@ -17,6 +17,9 @@ PVC_ROOT = "/mnt/kubestill/pvc"
 CONFIG_DIR = "/etc/kubestill"
 CONFIG_KEY = "config.yaml"
 CONFIG_ANNOTATION = "kubestill.io/config"
+# On a Triton Pod: the digest of the config.pbtxt it serves (a config change rolls the Deployment, and the
+# operator reads only the Pods of the current config).
+CONFIG_HASH_ANNOTATION = "kubestill.io/config-hash"
 
 
 def job_name(dj_name: str, stage: str) -> str:

@@ -12,7 +12,7 @@ import hashlib
 from collections.abc import Mapping
 from typing import Any
 
-from kubestill.api.names import SM_LABEL, triton_name
+from kubestill.api.names import CONFIG_HASH_ANNOTATION, SM_LABEL, triton_name
 from kubestill.api.triton import render_config_pbtxt
 from kubestill.api.v1alpha1.studentmodel import GRPC_PORT, HTTP_PORT, METRICS_PORT, StudentModelSpec
 
@@ -24,6 +24,7 @@ TRITON_CONFIG_DIR = "/etc/kubestill/triton"
 CONFIG_KEY = "config.pbtxt"
 TRITON_CONTAINER = "tritonserver"
 ASSEMBLE_CONTAINER = "assemble-model-repository"
+TERMINATION_LOG = "/dev/termination-log"
 
 
 def model_name(sm_name: str) -> str:
@@ -115,7 +116,12 @@ def build_triton_deployment(
             {"name": "grpc", "containerPort": GRPC_PORT},
             {"name": "metrics", "containerPort": METRICS_PORT},
         ],
-        "env": [{"name": "HF_HUB_OFFLINE", "value": "1"}],
+        # model.py leaves why it refused to load in the termination log (kubestill.api.triton.LoadFailure);
+        # the kubelet copies it into the Pod status, where the operator reads it (else the log tail).
+        "env": [{"name": "HF_HUB_OFFLINE", "value": "1"},
+                {"name": "KUBESTILL_TERMINATION_LOG", "value": TERMINATION_LOG}],
+        "terminationMessagePath": TERMINATION_LOG,
+        "terminationMessagePolicy": "FallbackToLogsOnError",
         "readinessProbe": {
             "httpGet": {"path": "/v2/health/ready", "port": "http"},
             "periodSeconds": 2,
@@ -153,7 +159,7 @@ def build_triton_deployment(
                 "metadata": {
                     "labels": dict(metadata["labels"]),
                     "annotations": {
-                        "kubestill.io/config-hash": config_digest,
+                        CONFIG_HASH_ANNOTATION: config_digest,
                         "prometheus.io/scrape": "true",
                         "prometheus.io/port": str(METRICS_PORT),
                     },

@@ -2,6 +2,11 @@
 
 Children are applied when the StudentModel's generation changes (or they are missing) and are otherwise
 only observed through a kopf index of the Deployment, so a steady state costs no API requests.
+
+While the Deployment is not ready, its Pods say why: model.py leaves the reason it refused to load (e.g. a
+spec.labels order that is not the artifact's) in the tritonserver container's termination log, and a
+container that cannot start has a waiting reason. A crash loop does not change the Deployment's status, so
+a not-ready StudentModel is looked at again every POLL_SECONDS (one Pod list each time); a Ready one, never.
 """
 
 from __future__ import annotations
@@ -26,13 +31,16 @@ from kubestill.builders.triton import (
 from kubestill.clients.events import emit
 from kubestill.clients.kube import KubeClient, client
 from kubestill.logic.conditions import Cond, rfc3339, set_conditions
-from kubestill.logic.serving import DeploymentView, deployment_view, serving_state
+from kubestill.logic.serving import DeploymentView, deployment_view, pod_failure, serving_state
 
 from .distillationjob import settings
 from .reconciler import Key, Reconciler, first_indexed, newer, owner_key
 
 KIND = "StudentModel"
 log = logging.getLogger("kubestill.studentmodel")
+# Seconds between looks at the Pods of a StudentModel that is not ready (Deploying), and of a Failed one.
+POLL_SECONDS = 5.0
+FAILED_POLL_SECONDS = 30.0
 
 _indexes: dict[str, Any] = {}
 _written: dict[Key, dict[str, Any]] = {}
@@ -122,17 +130,17 @@ async def reconcile(key: Key, api: KubeClient) -> float | None:
 
     view: DeploymentView | None = _one("triton_deployments", key)
     events: list[tuple[str, str, str]] = []
+    s = settings()
+    try:
+        config = build_triton_config_map(sm, spec, s.extra_labels)
+    except (ValueError, KeyError) as err:
+        message = f"cannot render the Triton config: {err}"
+        new = dict(status, phase="Failed", message=message, observedGeneration=generation)
+        new["conditions"] = set_conditions(status.get("conditions") or [],
+                                           [Cond("Ready", "False", "RenderFailed", message)], now, generation)
+        await _write_status(api, sm, status, new, [("Warning", "RenderFailed", message)])
+        return None
     if _applied.get(key) != generation or view is None:
-        s = settings()
-        try:
-            config = build_triton_config_map(sm, spec, s.extra_labels)
-        except (ValueError, KeyError) as err:
-            message = f"cannot render the Triton config: {err}"
-            new = dict(status, phase="Failed", message=message, observedGeneration=generation)
-            new["conditions"] = set_conditions(status.get("conditions") or [],
-                                               [Cond("Ready", "False", "RenderFailed", message)], now, generation)
-            await _write_status(api, sm, status, new, [("Warning", "RenderFailed", message)])
-            return None
         await _apply(api, config)
         await _apply(api, build_triton_deployment(
             sm, spec, default_image=s.triton_image, config_digest=config_hash(config),
@@ -143,6 +151,9 @@ async def reconcile(key: Key, api: KubeClient) -> float | None:
         _applied[key] = generation
 
     state = serving_state(spec.serving.replicas, view)
+    if not state.ready and view is not None and spec.serving.replicas > 0:
+        pods = await api.list("v1", "Pod", key[0], f"{SM_LABEL}={key[1]}")
+        state = pod_failure(pods, config_hash(config)) or state
     new = dict(status)
     new.update(
         phase=state.phase,
@@ -159,9 +170,12 @@ async def reconcile(key: Key, api: KubeClient) -> float | None:
     if state.ready and not status.get("readyAt"):
         new["readyAt"] = rfc3339(now)
     if state.phase != status.get("phase"):
-        events.append(("Normal" if state.phase != "Failed" else "Warning", state.phase, state.message))
+        events.append(("Normal", state.phase, state.message) if state.phase != "Failed" else
+                      ("Warning", state.reason, state.message))
     await _write_status(api, sm, status, new, events)
-    return None
+    if state.ready or view is None or spec.serving.replicas == 0:
+        return None  # Ready, or waiting for an event (the Deployment's ADDED, a spec change)
+    return FAILED_POLL_SECONDS if state.phase == "Failed" else POLL_SECONDS
 
 
 async def _write_status(api: KubeClient, sm: Mapping[str, Any], old: Mapping[str, Any], new: dict[str, Any],

@@ -30,6 +30,7 @@ from ..outputs import Array, LossInputs, ModelOutputs
 from ..progress import ProgressWriter, progress_at
 from ..storage import resolve_uri, write_json
 from ..tasks.base import Row, TaskModel
+from ..tokenizer_check import check_student_tokenizer
 from .checkpoint import load_checkpoint, save_checkpoint
 from .schedule import epoch_order, epochs_since_best, lr_factor, plan_steps
 
@@ -62,6 +63,7 @@ class Batcher:
         if teacher is not None:
             with torch.no_grad():
                 t_feats = {k: v.to(dev) for k, v in teacher.encode(rows, max_len).items()}
+                _same_tokens(feats, t_feats, self.ctx.spec.student.base_model_uri)
                 live = teacher(t_feats, output_hidden_states="hidden_states" in needs,
                                output_attentions="attentions" in needs)
             t_out.hidden_states, t_out.attentions = live.hidden_states, live.attentions
@@ -69,6 +71,20 @@ class Batcher:
         return feats, LossInputs(student=ModelOutputs(), teacher=t_out,
                                  labels=None if labels is None else labels.to(dev),
                                  attention_mask=feats.get("attention_mask"))
+
+
+def _same_tokens(student: dict[str, torch.Tensor], teacher: dict[str, torch.Tensor], base_uri: str | None) -> None:
+    """The live teacher must read the very token sequence the student reads: hidden-mse and attention-mse
+    compare them position by position. `tokenizer_check` refuses a different tokenizer up front; this
+    catches what it cannot see (a different prompt template, special tokens added on one side only)."""
+    for key in student.keys() & teacher.keys():
+        if key.endswith("input_ids") and not torch.equal(student[key], teacher[key]):
+            s, t = student[key], teacher[key]
+            raise ValueError(
+                f"the teacher and the student (student.baseModelUri {base_uri or 'unset: cut from the teacher'}) "
+                f"read different token sequences for the same rows ({key} {tuple(t.shape)} vs {tuple(s.shape)}, "
+                f"first row teacher {t[0, :12].tolist()}, student {s[0, :12].tolist()}); the losses that "
+                "compare hidden states or attentions token by token cannot be used with this pair")
 
 
 def _step_loss(model: nn.Module, loss_fn: WeightedLoss, feats: dict[str, torch.Tensor], inputs: LossInputs,
@@ -87,6 +103,7 @@ def run_train(ctx: RunContext) -> dict[str, Any]:
         log.info("train: already done (%s); nothing to do", done_file)
         return dict(json.loads(done_file.read_text()))
     labels = load_labels(ctx.path("labels"))
+    labels.targets = ctx.task.read_targets(labels.meta, labels.targets, spec.labeling.temperature)
     train_rows, train_targets = labels.subset("train")
     confidence = train_targets.pop(CONFIDENCE)
     rows, targets = ctx.task.training_examples(train_rows, train_targets)
@@ -97,6 +114,7 @@ def run_train(ctx: RunContext) -> dict[str, Any]:
     val_targets.pop(CONFIDENCE)
     val_rows, val_targets = ctx.task.training_examples(val_rows, val_targets)
 
+    check_student_tokenizer(spec, ctx.task, train_rows)  # before any model is loaded
     torch.manual_seed(tr.seed)
     teacher_dir = resolve_uri(spec.teacher.model_uri) if spec.teacher.model_uri else None
     model = ctx.task.build_student(labels.meta, teacher_dir)

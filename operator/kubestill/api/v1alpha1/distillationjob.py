@@ -225,7 +225,13 @@ class LabelingSpec(KubeModel):
     """How the teacher labels the data."""
 
     batch_size: int = Field(default=32, ge=1, le=4096, description="Teacher inference batch size.")
-    temperature: float = Field(default=1.0, gt=0, le=100, description="Softmax temperature of stored targets.")
+    temperature: float = Field(
+        default=1.0, gt=0, le=100,
+        description="Temperature of the teacher confidence that minConfidence and training.curriculum "
+        "'confidence' read (top class probability, top candidate's share, the teacher's own tokens' "
+        "probability). Stored targets are always raw (logits, scores, log-probabilities at temperature 1): "
+        "soften them for the loss with loss.terms[].temperature, applied once.",
+    )
     top_k: int = Field(default=20, ge=1, le=1000, description="Logits kept per position (generation).")
     min_confidence: float = Field(
         default=0.0, ge=0, le=1, description="Drop rows whose top teacher probability is below this."
@@ -298,7 +304,9 @@ class LossTerm(KubeModel):
     name: LossName = Field(description="Registered loss name.")
     weight: float = Field(default=1.0, ge=0, le=1e6, description="Multiplier of this term in the total.")
     temperature: float | None = Field(
-        default=None, gt=0, le=100, description="Softening temperature T (KL losses are scaled by T^2)."
+        default=None, gt=0, le=100,
+        description="Softening temperature T (KL losses are scaled by T^2), applied to teacher and student alike: "
+        "the only temperature the stored targets see.",
     )
     alpha: float | None = Field(
         default=None, ge=0, le=1, description="logit-kl: alpha * KD + (1 - alpha) * hard-label CE."

@@ -38,7 +38,11 @@ class StudentModelSpec(KubeModel):
     format: ModelFormat = Field(default=ModelFormat.HF, description="hf (safetensors), onnx or quantized.")
     task: Task = Field(description="What the model does; decides its Triton inputs and outputs.")
     labels: list[str] = Field(
-        default_factory=list, max_length=10_000, description="Class names, in logit order (classification)."
+        default_factory=list, max_length=10_000,
+        description="Class names in the artifact's order (its kubestill.json \"labels\", the order of "
+        "PROBABILITIES), published in the Triton config for clients and Triton teachers (classification). "
+        "Another order or other names: the model refuses to load (Ready=False, reason LabelsMismatch). "
+        "Empty: the artifact's own order is served, and none is published.",
     )
     metrics: dict[str, float] = Field(
         default_factory=dict, description="Evaluation metrics, copied from the DistillationJob."
