@@ -45,3 +45,11 @@ async def apply_route(client: KubeClient, body: Mapping[str, Any]) -> dict[str, 
         params={"fieldManager": FIELD_MANAGER, "force": "true"},
         content_type="application/apply-patch+yaml",
     )
+
+
+async def give_back_fields(client: KubeClient, namespace: str, name: str, patch: Mapping[str, Any]) -> dict[str, Any]:
+    """Send a managedFields merge patch (builders.meta.build_field_manager_release): `kubestill-canary` stops
+    owning the route's fields, their values stay. A stale resourceVersion raises ApiError 409."""
+    return await client.request(
+        "PATCH", route_path(namespace, name), body=patch, content_type="application/merge-patch+json"
+    )

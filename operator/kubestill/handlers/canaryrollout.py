@@ -39,6 +39,7 @@ from kubestill.logic.canary import (
 )
 from kubestill.logic.canary_status import apply_action, route_state, routine_round
 
+from . import canary_finalizer
 from .reconciler import Key, Reconciler, newer
 
 log = logging.getLogger("kubestill.canary")
@@ -138,6 +139,8 @@ async def reconcile(key: Key, api: KubeClient) -> float | None:
     body = _bodies.get(key)
     if body is None:
         return None
+    if body["metadata"].get("deletionTimestamp"):  # route-restore finalizer: restore, then release
+        return await canary_finalizer.on_deleting(api, key, _bodies)
     namespace, name = key
     started = time.perf_counter()
     try:
@@ -183,6 +186,9 @@ async def reconcile(key: Key, api: KubeClient) -> float | None:
     if action.kind != ActionKind.HOLD:
         await _announce(api, body, action, new)
 
+    gate = await canary_finalizer.before_route_write(api, key, _bodies, spec, new, candidate)  # route-restore
+    if not gate.proceed:  # finalizer: held before the first route write; finished rollouts never write
+        return gate.requeue
     state = route_state(spec, new)
     try:
         await _sync_route(api, key, spec, candidate, state.candidate_weight, state.mirror_percent,
@@ -194,6 +200,7 @@ async def reconcile(key: Key, api: KubeClient) -> float | None:
         if err.status != 409:
             raise
         return 0.2  # the route changed under us: rebuild from the new version
+    await canary_finalizer.after_route_write(api, key, _bodies, spec, new, candidate)  # route-restore: release
     metrics.observe_state(namespace, name, new.phase, new.current_step, new.current_weight)
     metrics.RECONCILE_SECONDS.observe(time.perf_counter() - started)
     return next_wakeup(spec, new, datetime.now(UTC))
