@@ -5,6 +5,10 @@ own a single weight: an apply must carry the whole `spec.rules`. The builder the
 rules as they are and changes only the two backendRefs' weights, our RequestMirror filter and (after
 promotion) the baseline entry; the client sends it with the route's resourceVersion, so a concurrent edit by
 anyone else fails the apply instead of being overwritten, and the next tick rebuilds from the new route.
+
+The same atomicity makes kubestill the owner of all of `spec.rules` while a rollout runs. At the end the route
+is given back (builders/meta.py), and a deleted rollout's rule is restored from the RouteRecord taken before
+the first write (`build_route_record`, `build_route_restore` below).
 """
 
 from __future__ import annotations

@@ -69,7 +69,7 @@ def pvc_volumes(claims: list[str]) -> tuple[list[dict[str, Any]], list[dict[str,
 
 # What a manager that gives everything back keeps owning when it is the object's only manager: metadata.name, which
 # never changes, so it can never conflict with anyone.
-PLACEHOLDER_FIELDS = {"f:metadata": {"f:name": {}}}
+PLACEHOLDER_FIELDS: dict[str, Any] = {"f:metadata": {"f:name": {}}}
 
 
 def build_field_manager_release(obj: Mapping[str, Any], manager: str) -> dict[str, Any] | None:

@@ -1,10 +1,11 @@
-"""HTTPRoute reads and the server-side apply of the rollout's weights (field manager `kubestill-canary`).
+"""HTTPRoute reads, the server-side apply of the rollout's weights (field manager `kubestill-canary`), and giving
+the route back.
 
 The apply carries the route's resourceVersion (see builders/httproute.py for why the whole `spec.rules`
-travels): when anyone changed the route since we read it, the API server answers 409 and we re-read.
-GitOps tools can recognise our writes by the field manager and ignore the weights, e.g. Argo CD's
-`ignoreDifferences: [{group: gateway.networking.k8s.io, kind: HTTPRoute, managedFieldsManagers:
-[kubestill-canary]}]`.
+travels): when anyone changed the route since we read it, the API server answers 409 and we re-read. Because
+`spec.rules` is atomic, `kubestill-canary` owns all of it while a rollout runs; `give_back_fields` hands that
+ownership back when the rollout ends (builders/meta.py `build_field_manager_release`), so GitOps tools apply
+the route again without conflicts.
 """
 
 from __future__ import annotations
