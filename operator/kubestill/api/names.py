@@ -16,6 +16,9 @@ ROUTE_RESTORE_FINALIZER = "kubestill.io/route-restore"
 # On a CanaryRollout: the RouteRecord (kubestill.api.route_record) of the route as it was before kubestill
 # changed it, and when the route was given back.
 ROUTE_RECORD_ANNOTATION = "kubestill.io/route-record"
+# On a CanaryRollout while it holds the finalizer: its HTTPRoute's name, so the rollouts that may still write a
+# route are one labelled LIST away (kubestill's field ownership of a route is given back by the last of them).
+ROUTE_LABEL = "kubestill.io/route"
 
 # Where a Pod sees claim <claim> of a pvc://<claim>/<path> URI.
 PVC_ROOT = "/mnt/kubestill/pvc"

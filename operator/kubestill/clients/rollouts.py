@@ -41,9 +41,10 @@ async def patch_status(
     )
 
 
-async def list_in(api: KubeClient, namespace: str) -> list[dict[str, Any]]:
-    """Every CanaryRollout of a namespace."""
-    found = await api.request("LIST", f"/apis/{API_VERSION}/namespaces/{quote(namespace)}/{PLURAL}")
+async def list_in(api: KubeClient, namespace: str, selector: str) -> list[dict[str, Any]]:
+    """The CanaryRollouts of a namespace that match a label selector."""
+    path = f"/apis/{API_VERSION}/namespaces/{quote(namespace)}/{PLURAL}"
+    found = await api.request("LIST", path, params={"labelSelector": selector})
     return list(found.get("items") or [])
 
 

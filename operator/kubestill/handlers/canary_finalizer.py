@@ -25,7 +25,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from kubestill.api.names import ROUTE_RECORD_ANNOTATION, ROUTE_RESTORE_FINALIZER, triton_name
+from kubestill.api.names import ROUTE_LABEL, ROUTE_RECORD_ANNOTATION, ROUTE_RESTORE_FINALIZER, triton_name
 from kubestill.api.route_record import RouteRecord
 from kubestill.api.v1alpha1.canaryrollout import BackendRef, CanaryRolloutSpec, CanaryRolloutStatus
 from kubestill.builders.httproute import (
@@ -89,7 +89,7 @@ async def before_route_write(
         # and never write again; otherwise hold first and write the outcome.
         route = await gateway.get_route(api, key[0], spec.route.name)
         if route is None or _at_rest(route, spec, status, candidate):
-            await _give_back(api, key, spec.route.name)
+            await _give_back(api, key, bodies, spec.route.name)
             await _release(api, key, bodies, record or _fallback_record(spec, candidate))
             return RouteGate(False)
     if record is None:
@@ -101,8 +101,9 @@ async def before_route_write(
         except RouteError:
             return PROCEED  # the route write reports it, and writes nothing
     finalizers = [*(meta.get("finalizers") or []), ROUTE_RESTORE_FINALIZER]
-    annotations = {ROUTE_RECORD_ANNOTATION: record.dumps()}
-    written = await _patch_rollout(api, key, bodies, {"finalizers": finalizers, "annotations": annotations})
+    held = {"finalizers": finalizers, "annotations": {ROUTE_RECORD_ANNOTATION: record.dumps()},
+            "labels": {ROUTE_LABEL: spec.route.name}}
+    written = await _patch_rollout(api, key, bodies, held)
     return PROCEED if written else RouteGate(False, 0.2)
 
 
@@ -121,7 +122,7 @@ async def after_route_write(
     route = await gateway.get_route(api, key[0], spec.route.name)
     if route is not None and not _at_rest(route, spec, status, candidate):
         return  # not there yet: the next reconcile writes it
-    await _give_back(api, key, spec.route.name)
+    await _give_back(api, key, bodies, spec.route.name)
     await _release(api, key, bodies, route_guard.record_of(meta) or _fallback_record(spec, candidate))
     await _event(api, bodies[key], "Normal", "RouteReleased",
                  f"rollout finished: HTTPRoute {spec.route.name} given back (kubestill no longer owns or writes it)")
@@ -158,7 +159,7 @@ async def on_deleting(api: KubeClient, key: Key, bodies: MutableMapping[Key, dic
         route = await gateway.get_route(api, key[0], record.route)
         if route is not None:
             await _restore(api, route, record, action, status)
-            await _give_back(api, key, record.route)
+            await _give_back(api, key, bodies, record.route)
     except (RouteError, ApiError) as err:
         deleted_at = _timestamp(meta.get("deletionTimestamp"))
         if not route_guard.restore_overdue(deleted_at, now, bound):
@@ -210,16 +211,22 @@ async def _restore(
     log.info("%s/%s: route restored (%s)", body["metadata"]["namespace"], record.route, action)
 
 
-async def _give_back(api: KubeClient, key: Key, route_name: str) -> None:
+async def _give_back(api: KubeClient, key: Key, bodies: MutableMapping[Key, dict[str, Any]], route_name: str) -> None:
     """Drop `kubestill-canary`'s managedFields entry from the route (its values stay) unless another rollout
-    on the route still writes it; conflicts are retried on a fresh read."""
+    on the route still writes it; conflicts are retried on a fresh read.
+
+    The rollout first takes its own route label off: of two rollouts on one route that finish at once, the one
+    that lists last then sees no other, so the route is always given back by someone."""
     namespace, name = key
+    if ROUTE_LABEL in (bodies[key]["metadata"].get("labels") or {}):
+        await _patch_rollout(api, key, bodies, {"labels": {ROUTE_LABEL: None}}, retry=True)
     for _ in range(CONFLICT_RETRIES):
         route = await gateway.get_route(api, namespace, route_name)
         patch = None if route is None else build_field_manager_release(route, gateway.FIELD_MANAGER)
         if patch is None:
             return
-        others = route_guard.other_holders(await rollouts.list_in(api, namespace), name, route_name)
+        sharing = await rollouts.list_in(api, namespace, f"{ROUTE_LABEL}={route_name}")
+        others = route_guard.other_holders(sharing, name, route_name)
         if others:
             log.info("%s/%s: route %s stays owned for %s", *key, route_name, ", ".join(others))
             return
@@ -241,13 +248,15 @@ async def _release(api: KubeClient, key: Key, bodies: MutableMapping[Key, dict[s
     released = record.model_copy(update={"released_at": datetime.now(UTC)})
     meta = bodies[key]["metadata"]
     finalizers = [f for f in meta.get("finalizers") or [] if f != ROUTE_RESTORE_FINALIZER]
-    annotations = {ROUTE_RECORD_ANNOTATION: released.dumps()}
-    await _patch_rollout(api, key, bodies, {"finalizers": finalizers or None, "annotations": annotations}, retry=True)
+    done = {"finalizers": finalizers or None, "annotations": {ROUTE_RECORD_ANNOTATION: released.dumps()},
+            "labels": {ROUTE_LABEL: None}}
+    await _patch_rollout(api, key, bodies, done, retry=True)
 
 
 async def _drop_finalizer(api: KubeClient, key: Key, bodies: MutableMapping[Key, dict[str, Any]]) -> None:
     finalizers = [f for f in bodies[key]["metadata"].get("finalizers") or [] if f != ROUTE_RESTORE_FINALIZER]
-    await _patch_rollout(api, key, bodies, {"finalizers": finalizers or None}, retry=True)
+    await _patch_rollout(api, key, bodies, {"finalizers": finalizers or None, "labels": {ROUTE_LABEL: None}},
+                         retry=True)
 
 
 async def _patch_rollout(

@@ -99,6 +99,7 @@ def restore_overdue(deleted_at: datetime | None, now: datetime, bound: timedelta
 def other_holders(rollouts: Iterable[Mapping[str, Any]], name: str, route: str) -> list[str]:
     """Other rollouts on the same route that may still write it (they hold the finalizer, or are not finished):
     kubestill's field manager is shared by every rollout, so its ownership is given back by the last of them.
+    (The handler lists the rollouts labelled with the route, i.e. those that hold it.)
     """
     out = []
     for body in rollouts:

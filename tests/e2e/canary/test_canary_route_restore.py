@@ -235,3 +235,33 @@ def test_gitops_applies_the_route_before_during_and_after(bare: Bare) -> None:
     bare.cluster.kubectl("annotate", "canaryrollout", "c", "-n", bare.namespace, "touched=1")
     time.sleep(3)
     assert weights(bare) == {BASELINE.name: 100}
+
+
+def test_the_last_rollout_on_a_route_gives_it_back(bare: Bare) -> None:
+    """Two rollouts on two rules of one route share kubestill's field manager: the first to finish keeps the
+    ownership for the other, the last gives it back."""
+    manifest = route_manifest(bare.namespace)
+    second = {"matches": [{"path": {"type": "PathPrefix", "value": "/v2/models/other"}}],
+              "backendRefs": [{"name": "teacher-b", "port": 8000, "weight": 100}]}
+    manifest["spec"]["rules"].append(second)
+    bare.cluster.kubectl("apply", "--server-side", "-f", "-", input=yaml.safe_dump(manifest))
+    bare.rollout("a", spec([{"weight": 20, "pause": "1h"}]))
+    other = spec([{"weight": 30, "pause": "1h"}], route={"name": ROUTE, "ruleIndex": 1},
+                  baseline={"name": "teacher-b", "port": 8000}, candidate={"service": {"name": "student-b",
+                                                                                       "port": 8000}})
+    bare.rollout("b", other)
+
+    def rule_weights(index: int) -> dict[str, int]:
+        refs = bare.api.route(bare.namespace)["spec"]["rules"][index]["backendRefs"]
+        return {r["name"]: r.get("weight", 1) for r in refs}
+
+    bare.api.wait_for("both stepping", lambda: rule_weights(0) == {BASELINE.name: 80, CANDIDATE.name: 20}
+                      and rule_weights(1) == {"teacher-b": 70, "student-b": 30}, timeout=20)
+    bare.cli("rollout", "abort", "a", "-n", bare.namespace)
+    bare.api.wait_for("a released", lambda: ROUTE_RESTORE_FINALIZER not in (
+        bare.api.rollout(bare.namespace, "a")["metadata"].get("finalizers") or []), timeout=20)
+    assert "kubestill-canary" in managers(bare)  # b still moves traffic in this route
+    delete(bare, "b")
+    bare.api.wait_for("b gone", lambda: rollout_or_none(bare, "b") is None, timeout=20)
+    assert rule_weights(1) == {"teacher-b": 100}
+    assert "kubestill-canary" not in managers(bare)
