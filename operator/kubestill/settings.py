@@ -56,6 +56,13 @@ def _labels(value: str) -> dict[str, str]:
     return out
 
 
+def _duration(env: Mapping[str, str], name: str, default: str) -> timedelta:
+    try:
+        return parse_duration(env.get(name) or default)
+    except ValueError as err:
+        raise ValueError(f"{name}: {err}") from None
+
+
 def from_env(env: Mapping[str, str] | None = None) -> Settings:
     """Settings from KUBESTILL_* variables; unset ones keep their defaults."""
     env = os.environ if env is None else env
@@ -69,5 +76,5 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         metrics_port=int(env.get("KUBESTILL_METRICS_PORT") or 0),
         extra_labels=_labels(env.get("KUBESTILL_EXTRA_LABELS", "")),
         trainer_service_account=env.get("KUBESTILL_TRAINER_SERVICE_ACCOUNT", ""),
-        route_restore_timeout=parse_duration(env.get("KUBESTILL_ROUTE_RESTORE_TIMEOUT") or "5m"),
+        route_restore_timeout=_duration(env, "KUBESTILL_ROUTE_RESTORE_TIMEOUT", "5m"),
     )

@@ -23,6 +23,7 @@ from kubestill.builders.httproute import (
 from kubestill.builders.meta import PLACEHOLDER_FIELDS, build_field_manager_release
 from kubestill.logic import route_guard
 from kubestill.logic.route_guard import Gate, OnDelete
+from kubestill.settings import from_env
 
 BASE = BackendRef(name="teacher", port=8000)
 CAND = BackendRef(name="student", port=8000)
@@ -262,3 +263,10 @@ def test_other_holders() -> None:
 def test_docstring_examples() -> None:
     result = doctest.testmod(route_guard)
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_restore_timeout_setting() -> None:
+    assert from_env({}).route_restore_timeout == timedelta(minutes=5)
+    assert from_env({"KUBESTILL_ROUTE_RESTORE_TIMEOUT": "90s"}).route_restore_timeout == timedelta(seconds=90)
+    with pytest.raises(ValueError, match="KUBESTILL_ROUTE_RESTORE_TIMEOUT: invalid duration 'soon'"):
+        from_env({"KUBESTILL_ROUTE_RESTORE_TIMEOUT": "soon"})
