@@ -8,6 +8,9 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import timedelta
+
+from kubestill.api.v1alpha1._base import parse_duration
 
 DEFAULT_TRAINER_IMAGE = "ghcr.io/kubestill/trainer:0.1.0"
 DEFAULT_TRITON_IMAGE = "nvcr.io/nvidia/tritonserver:24.10-py3"
@@ -34,6 +37,9 @@ class Settings:
     # ServiceAccount of stage Jobs whose spec names none (the chart's trainer account, allowed to write the
     # report ConfigMap); empty: the namespace's default account.
     trainer_service_account: str = ""
+    # How long a deleted CanaryRollout waits for its HTTPRoute to be restored before it is released regardless
+    # (with a Warning Event saying what was left): a route that cannot be written never blocks a delete for good.
+    route_restore_timeout: timedelta = timedelta(minutes=5)
 
 
 def _csv(value: str) -> tuple[str, ...]:
@@ -50,6 +56,13 @@ def _labels(value: str) -> dict[str, str]:
     return out
 
 
+def _duration(env: Mapping[str, str], name: str, default: str) -> timedelta:
+    try:
+        return parse_duration(env.get(name) or default)
+    except ValueError as err:
+        raise ValueError(f"{name}: {err}") from None
+
+
 def from_env(env: Mapping[str, str] | None = None) -> Settings:
     """Settings from KUBESTILL_* variables; unset ones keep their defaults."""
     env = os.environ if env is None else env
@@ -63,4 +76,5 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         metrics_port=int(env.get("KUBESTILL_METRICS_PORT") or 0),
         extra_labels=_labels(env.get("KUBESTILL_EXTRA_LABELS", "")),
         trainer_service_account=env.get("KUBESTILL_TRAINER_SERVICE_ACCOUNT", ""),
+        route_restore_timeout=_duration(env, "KUBESTILL_ROUTE_RESTORE_TIMEOUT", "5m"),
     )

@@ -10,6 +10,16 @@ STAGE_LABEL = "kubestill.io/stage"
 SM_LABEL = "kubestill.io/studentmodel"
 REPORT_LABEL = "kubestill.io/report"
 
+# A CanaryRollout holds this finalizer from before kubestill first changes its HTTPRoute until the route is in
+# its final state (or restored, on delete) and kubestill's field ownership is given back.
+ROUTE_RESTORE_FINALIZER = "kubestill.io/route-restore"
+# On a CanaryRollout: the RouteRecord (kubestill.api.route_record) of the route as it was before kubestill
+# changed it, and when the route was given back.
+ROUTE_RECORD_ANNOTATION = "kubestill.io/route-record"
+# On a CanaryRollout while it holds the finalizer: its HTTPRoute's name, so the rollouts that may still write a
+# route are one labelled LIST away (kubestill's field ownership of a route is given back by the last of them).
+ROUTE_LABEL = "kubestill.io/route"
+
 # Where a Pod sees claim <claim> of a pvc://<claim>/<path> URI.
 PVC_ROOT = "/mnt/kubestill/pvc"
 # Where a stage Job sees its config: the pod annotation CONFIG_ANNOTATION, projected by the downward API as

@@ -66,6 +66,7 @@ from kubestill.logic.canary_status import (
     start_clocks,
 )
 
+from . import canary_finalizer
 from .reconciler import Key, Reconciler, newer
 
 log = logging.getLogger("kubestill.canary")
@@ -238,6 +239,8 @@ async def reconcile(key: Key, api: KubeClient) -> float | None:
     body = _bodies.get(key)
     if body is None:
         return None
+    if body["metadata"].get("deletionTimestamp"):  # route-restore finalizer: restore, then release
+        return await canary_finalizer.on_deleting(api, key, _bodies)
     namespace, name = key
     started = time.perf_counter()
     try:
@@ -264,6 +267,10 @@ async def reconcile(key: Key, api: KubeClient) -> float | None:
     else:
         # Make the route carry what the status says before deciding anything: after a restart between the
         # status write and the route write, this is where the route catches up, before the step's clock.
+        gate = await canary_finalizer.before_route_write(api, key, _bodies, spec, status, cand.backend)
+        if not gate.proceed:
+            return gate.requeue  # released: this rollout never writes its route again
+        body = _bodies.get(key, body)  # the finalizer patch moved the resourceVersion
         view = await _sync_route(api, key, spec, status, cand.backend)
         if view is ROUTE_RETRY:
             return 0.2
@@ -295,7 +302,10 @@ async def reconcile(key: Key, api: KubeClient) -> float | None:
     if route_state(spec, new) != route_state(spec, clocked) and cand.backend is not None and holds_route(new) \
             and view.held_by is None and step_entered(new):
         # The decision moved the route (a new step, promotion, rollback): write it now, and start what waits
-        # for it as soon as the route carries it.
+        # for it as soon as the route carries it. The route-restore finalizer is held before the first write.
+        gate = await canary_finalizer.before_route_write(api, key, _bodies, spec, new, cand.backend)
+        if not gate.proceed:
+            return gate.requeue
         latest = _bodies.get(key, body)
         view = await _sync_route(api, key, spec, new, cand.backend)
         if view is ROUTE_RETRY:
@@ -304,6 +314,9 @@ async def reconcile(key: Key, api: KubeClient) -> float | None:
         if not await _persist(api, key, latest, new, after, view):
             return 0.2
         new = after
+    if cand.backend is not None and (view.carries or new.route_settled_at is not None):
+        # Finished and the route seen in its final state: give the route back (ownership, finalizer).
+        await canary_finalizer.after_route_write(api, key, _bodies, spec, new, cand.backend)
     metrics.observe_state(namespace, name, new.phase, new.current_step, new.current_weight)
     metrics.RECONCILE_SECONDS.observe(time.perf_counter() - started)
     if view.held_by is not None:

@@ -1,8 +1,9 @@
 """CanaryRollout: move traffic from a baseline to a StudentModel step by step, rolling back on bad signals.
 
-Traffic is split by the weights of two backendRefs in an existing Gateway API HTTPRoute; the operator owns
-only those weights (server-side apply with its own field manager). Every timestamp the decision needs lives
-in status, so an operator restart resumes exactly where it was.
+Traffic is split by the weights of two backendRefs in an existing Gateway API HTTPRoute; the operator changes
+only those weights (and a shadow step's mirror), by server-side apply with its own field manager, which owns
+the route's atomic `spec.rules` until the rollout ends and gives the route back. Every timestamp the decision
+needs lives in status, so an operator restart resumes exactly where it was.
 """
 
 from __future__ import annotations
