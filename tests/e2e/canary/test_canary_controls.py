@@ -53,7 +53,7 @@ def test_promote_pause_resume_abort_from_the_cli(bare: Bare) -> None:
 
     bare.cli("rollout", "abort", "manual", "-n", bare.namespace)
     bare.api.wait_for("RolledBack", lambda: status(bare, "manual").get("phase") == "RolledBack", timeout=10)
-    assert candidate_weight(bare) == 0
+    bare.api.wait_for("the candidate at 0%", lambda: candidate_weight(bare) == 0, timeout=10)  # route follows status
     final = status(bare, "manual")
     assert [h["action"] for h in final["history"]] == ["Start", "Advance", "Pause", "Resume", "Rollback"]
     assert "aborted by user" in final["message"]

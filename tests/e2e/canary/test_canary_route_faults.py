@@ -140,7 +140,9 @@ def test_a_deleted_candidate_rolls_traffic_back(bare: Bare, then: str) -> None:
     if then == "abort":
         bare.cli("rollout", "abort", "c", "-n", bare.namespace)
     bare.api.wait_for("RolledBack", lambda: status(bare, "c").get("phase") == "RolledBack", 20)
-    assert weights(bare) == {BASELINE.name: 100, "stu-triton": 0}
+    # The status is the intent log, written first; the route follows within the same reconcile.
+    bare.api.wait_for("the baseline back at 100%",
+                      lambda: weights(bare) == {BASELINE.name: 100, "stu-triton": 0}, 10)
     final = status(bare, "c")
     if then == "abort":  # whichever the operator saw first, the abort was acted on, not ignored
         assert "kubestill.io/abort" in final["handledAnnotations"]
