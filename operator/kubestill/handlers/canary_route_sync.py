@@ -99,7 +99,8 @@ async def sync_route(
         route = await gateway.get_route(api, key[0], route_name)
         if route is None:
             return RouteView(False, "RouteNotFound", f"HTTPRoute {route_name} not found in namespace {key[0]}")
-        if observe_route(route, rule, spec.baseline, candidate) != want:
+        repaired = observe_route(route, rule, spec.baseline, candidate) != want
+        if repaired:
             patch = build_httproute_weights(route, rule, spec.baseline, candidate, state.candidate_weight,
                                             state.mirror_percent, state.keep_baseline)
             route = await gateway.apply_route(api, patch)
@@ -117,7 +118,7 @@ async def sync_route(
             return RouteView(False, "RouteNotFound", f"HTTPRoute {route_name} not found in namespace {key[0]}")
         return RouteView(False, "RouteWriteFailed", f"cannot write HTTPRoute {route_name}: {err}")
     _route_ok[key] = (want, time.monotonic())
-    return ROUTE_OK
+    return RouteView(True, repaired=True) if repaired else ROUTE_OK
 
 
 def backoff(key: Key) -> float:

@@ -61,6 +61,7 @@ from kubestill.logic.canary_status import (
     routine_round,
     set_condition,
     start_clocks,
+    stop_clock,
 )
 
 from . import canary_finalizer
@@ -217,10 +218,16 @@ async def reconcile(key: Key, api: KubeClient) -> float | None:
         round_ = measured
         for m in measured.measurements:
             metrics.observe_measurement(namespace, name, m.metric, m.value, m.result)
-    clocked = start_clocks(spec, status, view.carries, now)
+    stopped = stop_clock(status, view)
+    if stopped is not status and view.carries:
+        await _event(api, body, "Warning", "RouteDrifted",
+                     f"HTTPRoute {spec.route.name} no longer gave the candidate {status.current_weight}% (changed by "
+                     "someone else) and was rewritten; the step's pause starts again")
+    clocked = start_clocks(spec, stopped, view.carries, now)
     action = next_action(spec, clocked, round_, alerts, now, controls, route=view,
                          candidate_gone=cand.gone or cand.waiting, candidate_invalid=invalid)
-    new = apply_action(spec, clocked, action, round_, now, generation, handled_controls(annotations))
+    handled = handled_controls(annotations, status.handled_annotations, action.defer)
+    new = apply_action(spec, clocked, action, round_, now, generation, handled)
     if new.candidate_backend is None and step_entered(new) and cand.backend is not None:
         new = new.model_copy(update={"candidate_backend": cand.backend})
     if view.carries and route_state(spec, new) == route_state(spec, clocked):
@@ -304,10 +311,7 @@ async def _unparsable(api: KubeClient, key: Key, body: Mapping[str, Any], err: V
         written = await _write_status(api, key, body, new)
         if written is not None and not any(c.type == "SpecValid" and c.message == cond.message
                                            for c in status.conditions):
-            try:
-                await post_event(api, written, "Warning", "InvalidSpec", cond.message)
-            except ApiError as event_err:
-                log.warning("%s/%s: event not posted: %s", *key, event_err)
+            await _event(api, written, "Warning", "InvalidSpec", cond.message)
     return route_sync.ROUTE_BACKOFF_MAX
 
 
@@ -337,10 +341,7 @@ async def _persist(
         before is None or (before.status, before.reason, before.message) != (after.status, after.reason,
                                                                             after.message)
     ):
-        try:
-            await post_event(api, written, "Warning", after.reason, after.message[:1000])
-        except ApiError as err:
-            log.warning("%s/%s: event not posted: %s", *key, err)
+        await _event(api, written, "Warning", after.reason, after.message)
     return True
 
 
@@ -363,13 +364,17 @@ async def _write_status(
     return written
 
 
+async def _event(api: KubeClient, body: Mapping[str, Any], type_: str, reason: str, message: str) -> None:
+    try:
+        await post_event(api, body, type_, reason, message[:1000])
+    except ApiError as err:  # an Event is best effort; the status already tells the story
+        log.warning("%s/%s: event not posted: %s", body["metadata"]["namespace"], body["metadata"]["name"], err)
+
+
 async def _announce(api: KubeClient, body: Mapping[str, Any], action: Action, new: CanaryRolloutStatus) -> None:
     """An Event per transition, and the rollback/promotion counters."""
     meta = body["metadata"]
     metrics.count_transition(meta["namespace"], meta["name"], str(action.kind))
     type_ = "Warning" if action.kind in WARNING_ACTIONS else "Normal"
     message = new.message if not action.reason else f"{new.message} ({action.reason})"
-    try:
-        await post_event(api, body, type_, str(action.kind), message[:1000])
-    except ApiError as err:  # an Event is best effort; the status already tells the story
-        log.warning("%s/%s: event not posted: %s", meta["namespace"], meta["name"], err)
+    await _event(api, body, type_, str(action.kind), message)

@@ -78,7 +78,8 @@ class Rule:
 
     cel: str
     message: str
-    check: Callable[[Any], bool]
+    # None for a transition rule (CEL `oldSelf`): only the API server holds the stored object to compare with.
+    check: Callable[[Any], bool] | None
     field: str | None = None
 
     def to_crd(self) -> dict[str, str]:
@@ -137,7 +138,7 @@ class KubeModel(BaseModel):
     @model_validator(mode="after")
     def _enforce_rules(self) -> Self:
         for rule in type(self).rules:
-            if not rule.check(self):
+            if rule.check is not None and not rule.check(self):
                 where = f"{rule.field}: " if rule.field else ""
                 raise ValueError(f"{where}{rule.message}")
         return self

@@ -187,6 +187,18 @@ class CanaryRolloutSpec(KubeModel):
     """Baseline, candidate, steps, analysis and rollback triggers."""
 
     rules = (
+        # What the rollout holds in the route is fixed for its life: a rollout moved to another route, rule,
+        # baseline or candidate mid-step would leave the old one carrying traffic that nobody manages.
+        *(
+            Rule(
+                cel=f"self.{field} == oldSelf.{field}",
+                message=f"{field} is immutable: delete the CanaryRollout (its route is restored) and create a new "
+                "one",
+                check=None,
+                field=field,
+            )
+            for field in ("route", "baseline", "candidate")
+        ),
         Rule(
             cel="self.steps.map(s, s.weight).isSorted() && "
             "self.steps.all(a, self.steps.exists_one(b, b.weight == a.weight))",
