@@ -37,10 +37,10 @@ def _api() -> Any:
 
     try:
         # Read $KUBECONFIG now: the client library fixes its default path when it is first imported.
-        config.load_kube_config(config_file=os.environ.get("KUBECONFIG"))  # type: ignore[no-untyped-call]
+        config.load_kube_config(config_file=os.environ.get("KUBECONFIG"))  # type: ignore[no-untyped-call,unused-ignore]
     except config.ConfigException:
         try:
-            config.load_incluster_config()  # type: ignore[no-untyped-call]
+            config.load_incluster_config()  # type: ignore[no-untyped-call,unused-ignore]
         except config.ConfigException as exc:
             raise SystemExit(
                 "kubestill rollout: no cluster to talk to: set KUBECONFIG (e.g. `kubestill dev up` prints one) "
