@@ -166,6 +166,13 @@ def test_failures_have_reasons(s3: S3Sandbox, case: str, reason: StorageReason) 
     assert s3.creds.secret_key not in err.value.message and s3.creds.access_key not in err.value.message
 
 
+def test_write_to_a_missing_bucket_says_so(s3: S3Sandbox) -> None:
+    with pytest.raises(StoreError) as err:
+        store_for(s3).check_writable("s3://kubestill-no-such-bucket/runs/x")
+    assert err.value.reason == StorageReason.BUCKET_NOT_FOUND
+    assert err.value.uri == "s3://kubestill-no-such-bucket/runs/x"
+
+
 def test_write_denied_to_a_read_only_identity(s3: S3Sandbox) -> None:
     reader = s3.server.add_identity(f"{s3.bucket}-ro", (f"Read:{s3.bucket}", f"List:{s3.bucket}"))
     env = {**reader.secret_data(s3.server.endpoint), "KUBESTILL_S3_SECRET": "ro"}

@@ -401,6 +401,10 @@ class ObjectStore:
             self.put_bytes(probe, b"ok", "text/plain")
             self.delete(probe)
         except StoreError as err:  # about `uri`, not the probe's name
+            if err.reason == StorageReason.ACCESS_DENIED:
+                # Some servers (SeaweedFS) deny a write to a missing bucket instead of saying it is missing.
+                bucket = split_s3_uri(uri)[0]
+                self._call(uri, self.client_for(uri).list_objects_v2, Bucket=bucket, MaxKeys=1)
             raise StoreError(err.reason, uri, err.message.replace(probe, uri)) from None
 
 
