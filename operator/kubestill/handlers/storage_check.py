@@ -66,11 +66,6 @@ async def storage_check(
     return decision
 
 
-def forget(namespace: str, jobs: Sequence[JobView]) -> None:
-    for job in jobs:
-        _messages.pop((namespace, job.name), None)
-
-
 # --- StudentModel: its s3:// artifact, as the condition ArtifactReady ---------------------------------------
 
 
