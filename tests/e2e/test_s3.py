@@ -259,3 +259,32 @@ def test_student_model_with_an_unreadable_artifact_never_starts_triton(
     assert st["phase"] == "Pending" and condition(st, "Ready")["reason"] == reason
     assert get_json(cluster, "deployments", "-n", namespace)["items"] == []  # no Triton Pod to crash-loop
     assert_no_credentials(cluster, namespace, s3, operator, local_node)
+
+
+def test_student_model_whose_download_fails_says_why_and_never_starts_triton(
+    cluster: Cluster, namespace: str, operator: OperatorProcess, local_node: LocalNode, s3: S3Sandbox,
+) -> None:
+    """The artifact passes the check (its prefix is not empty) but an object its manifest lists is gone, as
+    after a partial delete: the init step fails, the StudentModel names the missing object, Triton never runs."""
+    create_secret(cluster, namespace, s3)
+    uri = s3.uri("models", "broken", "export")
+    manifest = {"version": "", "files": {"model/model.safetensors": {"key": "model/model.safetensors", "size": 8}}}
+    s3.server.client().put_object(Bucket=s3.bucket, Key="models/broken/export/_manifest.json",
+                                  Body=json.dumps(manifest).encode())
+    body = {"apiVersion": "kubestill.io/v1alpha1", "kind": "StudentModel",
+            "metadata": {"name": "broken", "namespace": namespace},
+            "spec": {"artifactUri": uri, "task": "classification", "labels": ["a", "b"],
+                     "storageSecretRef": {"name": SECRET}}}
+    cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(body))
+    ready = wait_for(lambda: (c := condition(status(cluster, "studentmodel", namespace, "broken"), "Ready"))
+                     .get("reason") == "ObjectNotFound" and c, 120, "Ready=False ObjectNotFound")
+    assert f"{uri}/model/model.safetensors" in ready["message"] and "fetch-artifact" in ready["message"]
+    st = status(cluster, "studentmodel", namespace, "broken")
+    assert condition(st, "ArtifactReady")["reason"] == "ObjectNotFound" and st["readyReplicas"] == 0
+    (pod,) = get_json(cluster, "pods", "-n", namespace, "-l", "app.kubernetes.io/instance=broken-triton")["items"]
+    assert pod["status"]["initContainerStatuses"][0]["state"]["terminated"]["exitCode"] == 1
+    assert not (local_node.pod_dir(namespace, pod["metadata"]["name"]) / "tritonserver.log").exists()
+    events = cluster.kubectl("get", "events", "-n", namespace, "--field-selector", "involvedObject.name=broken",
+                             "-o", "jsonpath={.items[*].reason}").stdout.split()
+    assert "ObjectNotFound" in events
+    assert_no_credentials(cluster, namespace, s3, operator, local_node)

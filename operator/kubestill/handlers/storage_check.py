@@ -11,11 +11,11 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
-from kubestill.api.names import SM_LABEL
-from kubestill.api.storage import is_s3
+from kubestill.api.names import SM_LABEL, triton_name
+from kubestill.api.storage import is_s3, parse_check_result
 from kubestill.api.v1alpha1.storage import StorageSecretRef
 from kubestill.api.v1alpha1.studentmodel import StudentModelSpec
-from kubestill.builders.storage import build_storage_check_job, check_key
+from kubestill.builders.storage import FETCH_CONTAINER, build_storage_check_job, check_key
 from kubestill.clients.kube import KubeClient
 from kubestill.logic.conditions import Cond, set_conditions
 from kubestill.logic.jobs import JobView, termination_message
@@ -96,3 +96,25 @@ def artifact_status(status: Mapping[str, Any], check: StorageCheck, generation: 
     if check.state == "failed" and status.get("message") != check.message:
         events.append(("Warning", check.reason, check.message))
     return new, events
+
+
+FETCH_RECHECK_SECONDS = 10.0
+
+
+async def fetch_failure(api: KubeClient, sm: Mapping[str, Any], check: StorageCheck) -> StorageCheck:
+    """A Triton Pod whose init container could not download the artifact (it went away, or the credentials
+    changed, after the check passed): that container's CheckResult as a failed check; else `check`."""
+    namespace, name = sm["metadata"]["namespace"], sm["metadata"]["name"]
+    pods = await api.list("v1", "Pod", namespace, f"app.kubernetes.io/instance={triton_name(name)}")
+    for pod in pods:
+        for cs in (pod.get("status") or {}).get("initContainerStatuses") or []:
+            term = (cs.get("state") or {}).get("terminated") or (cs.get("lastState") or {}).get("terminated")
+            if cs.get("name") != FETCH_CONTAINER or not term or not term.get("exitCode"):
+                continue
+            result = parse_check_result(term.get("message") or "")
+            where = f"init container {FETCH_CONTAINER} of Pod {pod['metadata']['name']}"
+            if result is not None and result.reason is not None:
+                return StorageCheck("failed", str(result.reason), f"{result.message} ({where})")
+            return StorageCheck("failed", "ArtifactDownloadFailed",
+                                f"{where} exited {term.get('exitCode')}: {(term.get('message') or '')[-300:]}")
+    return check

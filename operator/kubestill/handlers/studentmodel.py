@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -32,7 +33,7 @@ from kubestill.logic.serving import DeploymentView, deployment_view, serving_sta
 
 from .distillationjob import settings
 from .reconciler import Key, Reconciler, first_indexed, newer, owner_key
-from .storage_check import artifact_check, artifact_conditions, artifact_status
+from .storage_check import FETCH_RECHECK_SECONDS, artifact_check, artifact_conditions, artifact_status, fetch_failure
 
 KIND = "StudentModel"
 log = logging.getLogger("kubestill.studentmodel")
@@ -165,6 +166,12 @@ async def reconcile(key: Key, api: KubeClient) -> float | None:
         _applied[key] = generation
 
     state = serving_state(spec.serving.replicas, view)
+    if gate is not None and not state.ready:  # an s3:// artifact not served yet: did a Pod fail to fetch it?
+        gate = await fetch_failure(api, sm, gate)
+        if gate.state == "failed":
+            state = replace(state, reason=gate.reason, message=gate.message)
+            if status.get("message") != gate.message:
+                events.append(("Warning", gate.reason, gate.message))
     new = dict(status)
     new.update(
         phase=state.phase,
@@ -183,7 +190,8 @@ async def reconcile(key: Key, api: KubeClient) -> float | None:
     if state.phase != status.get("phase"):
         events.append(("Normal" if state.phase != "Failed" else "Warning", state.phase, state.message))
     await _write_status(api, sm, status, new, events)
-    return None
+    # Nothing is watched that changes when an init container fails: look again while not ready.
+    return FETCH_RECHECK_SECONDS if gate is not None and not state.ready else None
 
 
 async def _write_status(api: KubeClient, sm: Mapping[str, Any], old: Mapping[str, Any], new: dict[str, Any],
