@@ -47,4 +47,7 @@ fi
 # etcd, kube-apiserver, kube-controller-manager, kubectl, helm from Go modules (cached; minutes the first time).
 log "control-plane binaries"
 bash tests/cluster/build.sh >/dev/null
+# SeaweedFS `weed`, the S3 server of the s3:// tests and the demo, from its Go module (cached the same way).
+log "S3 server (SeaweedFS weed)"
+bash tests/cluster/seaweedfs/build.sh >/dev/null
 log "ready: source $VENV/bin/activate"

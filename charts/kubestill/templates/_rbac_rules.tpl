@@ -21,7 +21,7 @@ pods/status, any delete (children go with their owner through garbage collection
 - apiGroups: ["kubestill.io"]
   resources: ["distillationjobs/status", "studentmodels/status", "canaryrollouts/status"]
   verbs: ["patch"]
-# Stage Jobs (label/train/evaluate/export), watched to follow the pipeline.
+# Stage Jobs (label/train/evaluate/export) and storage checks of s3:// URIs, watched to follow the pipeline.
 - apiGroups: ["batch"]
   resources: ["jobs"]
   verbs: ["get", "list", "watch", "create"]

@@ -46,3 +46,9 @@ def report_map_name(dj_name: str) -> str:
 def triton_name(sm_name: str) -> str:
     """ConfigMap, Deployment and Service of a StudentModel: `<name>-triton`."""
     return f"{sm_name}-triton"
+
+
+def check_job_name(owner: str, key: str, attempt: int) -> str:
+    """Storage check Job `<owner>-check-<key>-<attempt>` of a DistillationJob or StudentModel (key: a digest of
+    what it checks)."""
+    return f"{owner}-check-{key}-{attempt}"

@@ -14,11 +14,23 @@ def cmd_up(args: argparse.Namespace) -> int:
     print(f"control plane ready at {cluster.server}")
     print(f"export KUBECONFIG={cluster.kubeconfig}")
     print(f"kubectl: {cluster.bin_dir / 'kubectl'}")
+    if args.s3:
+        from kubestill.dev.seaweedfs import dev_up
+
+        s3 = dev_up(cluster.state_dir)
+        print(f"S3 (SeaweedFS) at {s3.endpoint}, bucket s3://{s3.bucket}")
+        print(f"credentials for a Secret: kubectl create secret generic kubestill-s3 -n NAMESPACE "
+              f"--from-env-file={s3.env_file}   (then storageSecretRef: {{name: kubestill-s3}})")
     return 0
 
 
 def cmd_down(args: argparse.Namespace) -> int:
-    stopped = controlplane.down(Path(args.state_dir) if args.state_dir else None)
+    from kubestill.dev.seaweedfs import dev_down
+
+    state = Path(args.state_dir) if args.state_dir else controlplane.default_state_dir()
+    if dev_down(state):
+        print("S3 server stopped")
+    stopped = controlplane.down(state)
     print("control plane stopped" if stopped else "no control plane was running")
     return 0
 
@@ -42,9 +54,10 @@ def register(sub: Any) -> None:
     dev = sub.add_parser("dev", help="a local control plane (etcd + kube-apiserver) with kubestill's CRDs")
     dev.add_argument("--state-dir", help="where the dev cluster keeps its state (default ~/.cache/kubestill/dev)")
     verbs = dev.add_subparsers(dest="verb", required=True)
-    verbs.add_parser("up", help="start it (or reuse the running one) and print the kubeconfig").set_defaults(
-        func=cmd_up
-    )
+    up = verbs.add_parser("up", help="start it (or reuse the running one) and print the kubeconfig")
+    up.add_argument("--s3", action="store_true",
+                    help="also start an S3 server (SeaweedFS) with a bucket, for s3:// artifact URIs")
+    up.set_defaults(func=cmd_up)
     verbs.add_parser("down", help="stop it and delete its state").set_defaults(func=cmd_down)
     demo = verbs.add_parser(
         "demo", help="the whole lifecycle locally: DistillationJob -> StudentModel on Triton -> CanaryRollout"

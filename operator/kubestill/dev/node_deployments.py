@@ -58,6 +58,15 @@ class Replica:
     failed: str = ""
     restart_at: float | None = None  # monotonic time of the next start after a crash (CrashLoopBackOff)
     last_state: dict[str, Any] | None = None  # the last failed run, kept in the Pod status as the kubelet does
+    init_statuses: list[dict[str, Any]] = field(default_factory=list)
+
+
+class InitFailed(Exception):
+    """An init container exited non-zero; `status` is its initContainerStatuses entry."""
+
+    def __init__(self, message: str, status: dict[str, Any]) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 def _template_hash(template: dict[str, Any]) -> str:
@@ -150,16 +159,23 @@ class DeploymentRunner:
                 env.update(triton_env)
             rep.process = Process(argv, env, pod_dir / f"{container['name']}.log", pod_dir)
             log.info("deployment %s/%s: pod %s running %s", ns, meta["name"], name, " ".join(argv)[:200])
+        except InitFailed as err:  # as the kubelet reports it: the init container terminated, the Pod waits
+            rep.failed = str(err)
+            rep.init_statuses = [err.status]
+            log.warning("pod %s/%s: %s", ns, name, err)
         except (OSError, KeyError, ValueError, subprocess.SubprocessError) as err:
             rep.failed = str(err)
             log.warning("pod %s/%s failed to start: %s", ns, name, err)
+        reason = "PodInitializing" if rep.init_statuses else "CreateContainerError"
         status = [{"name": c["name"], "image": c.get("image", ""), "imageID": "", "ready": False,
                    "started": rep.process is not None, "restartCount": 0,
                    "state": {"running": {"startedAt": rep.started}} if rep.process else
-                   {"waiting": {"reason": "CreateContainerError", "message": rep.failed[:1000]}}}
+                   {"waiting": {"reason": reason, "message": rep.failed[:1000]}}}
                   for c in pod_spec["containers"][:1]]
-        self.node.api.patch(self.node.collection("v1", "pods", ns) + f"/{name}/status",
-                            pod_status_patch("Running" if rep.process else "Pending", False, status, rep.started))
+        patch = pod_status_patch("Running" if rep.process else "Pending", False, status, rep.started)
+        if rep.init_statuses:
+            patch["status"]["initContainerStatuses"] = rep.init_statuses
+        self.node.api.patch(self.node.collection("v1", "pods", ns) + f"/{name}/status", patch)
         return rep
 
     def _run_init(self, ns: str, pod: dict[str, Any], init: dict[str, Any], volumes: dict[str, str],
@@ -170,8 +186,16 @@ class DeploymentRunner:
         with open(pod_dir / f"{init['name']}.log", "wb") as out:
             done = subprocess.run(argv, env=env, stdout=out, stderr=subprocess.STDOUT, timeout=300, check=False)
         if done.returncode != 0:
-            tail = (pod_dir / f"{init['name']}.log").read_text(errors="replace")[-500:]
-            raise ValueError(f"init container {init['name']} exited {done.returncode}: {tail}")
+            log_file = pod_dir / f"{init['name']}.log"
+            message = termination_text(pod_dir / f"{init['name']}.termination-log", log_file,
+                                       init.get("terminationMessagePolicy", "File"), done.returncode)
+            from .node import now_rfc3339
+
+            terminated = {"exitCode": done.returncode, "reason": "Error", "message": message,
+                          "finishedAt": now_rfc3339()}
+            raise InitFailed(f"init container {init['name']} exited {done.returncode}: {message[-500:]}",
+                             {"name": init["name"], "image": init.get("image", ""), "imageID": "", "ready": False,
+                              "restartCount": 0, "state": {"terminated": terminated}})
 
     def _check(self, ns: str, rep: Replica, template: dict[str, Any]) -> None:
         """Readiness by the probe's httpGet on the local port; a dead process is restarted (kubelet)."""

@@ -1,7 +1,8 @@
 """train: the student minimises the spec's weighted registered losses against the teacher's targets.
 
 Checkpoints every `training.checkpointEverySteps` (model, loss projections, optimiser, schedule, RNG,
-history) make a killed run resume where it stopped; progress.json is rewritten every few seconds.
+history) make a killed run resume where it stopped (from the bucket, when the workdir is s3://);
+progress.json is rewritten every few seconds.
 Output: train/student/ (a model directory), train/history.json (learning curve), train/done.json; the
 checkpoint (and the best epoch's weights, with training.keepBest) are removed once done.json is written.
 """
@@ -215,6 +216,7 @@ def run_train(ctx: RunContext) -> dict[str, Any]:
                     "model": model.state_dict(), "loss": loss_fn.state_dict(), "optimizer": optimizer.state_dict(),
                     "scheduler": scheduler.state_dict(), "rng": torch.get_rng_state(), "step": step,
                     "history": history, "val_history": val_history})
+                ctx.workdir.checkpointed(ckpt_dir)  # durable in the bucket when the workdir is one
         if val_rows and (step % per_epoch == 0 or step >= total):
             val_history.append({"step": step, "loss": _validation_loss(model, loss_fn, val_batcher, teacher, needs,
                                                                         micro)})
@@ -224,6 +226,7 @@ def run_train(ctx: RunContext) -> dict[str, Any]:
                 since = epochs_since_best([v["loss"] for v in val_history])
                 if since == 0 and dist_info.is_main:
                     save_checkpoint(best_dir, {"model": model.state_dict(), "step": step})
+                    ctx.workdir.checkpointed(best_dir)
                 stopped_early = distributed.main_says(patience is not None and since >= patience and step < total,
                                                       dist_info)
                 if stopped_early:

@@ -15,6 +15,7 @@ from pydantic import Field
 
 from ._base import ArtifactURI, Condition, KubeModel, ResourceName, RootModel, nested
 from .common import ServingSpec, Task
+from .storage import StorageSecretRef
 
 KIND = "StudentModel"
 PLURAL = "studentmodels"
@@ -34,7 +35,9 @@ class ModelFormat(StrEnum):
 class StudentModelSpec(KubeModel):
     """The artifact to serve and how to serve it."""
 
-    artifact_uri: ArtifactURI = Field(description="Exported model directory (file://, pvc://claim/path, pkg://).")
+    artifact_uri: ArtifactURI = Field(
+        description="Exported model directory (file://, pvc://claim/path, s3://bucket/prefix, pkg://)."
+    )
     format: ModelFormat = Field(default=ModelFormat.HF, description="hf (safetensors), onnx or quantized.")
     task: Task = Field(description="What the model does; decides its Triton inputs and outputs.")
     labels: list[str] = Field(
@@ -49,6 +52,11 @@ class StudentModelSpec(KubeModel):
     )
     source_job: ResourceName | None = Field(default=None, description="DistillationJob that produced it.")
     serving: ServingSpec = nested(ServingSpec, "Triton image, replicas, resources and batching.")
+    storage_secret_ref: StorageSecretRef | None = Field(
+        default=None,
+        description="Secret with the S3 credentials and endpoint of an s3:// artifactUri (KServe's key names); "
+        "empty: the Pods' default AWS credential chain.",
+    )
 
 
 class StudentModelPhase(StrEnum):
