@@ -73,11 +73,30 @@ def test_tree_is_visible_only_with_its_manifest(s3: S3Sandbox, tmp_path: Path) -
     assert store.manifest_files(s3.uri("run", "export")) is not None
     store.download_tree(s3.uri("run", "export"), tmp_path / "dst")
     assert (tmp_path / "dst" / "model" / "weights.bin").read_bytes() == b"w" * 1000
-    # Uploading again removes the manifest first: a reader never pairs it with half-replaced files.
-    store.delete(s3.uri("run", "export", MANIFEST))
+    # Uploading again marks the tree incomplete first; killed after one new file, readers refuse the mix of old
+    # and new files instead of taking a plain listing.
+    store._mark_incomplete(s3.uri("run", "export"))
+    store.upload_file(write(tmp_path / "new" / "weights.bin", b"v2"), s3.uri("run", "export", "model", "weights.bin"))
     assert store.manifest_files(s3.uri("run", "export")) is None
+    export = s3.uri("run", "export")
+    for read in (lambda: store.tree_files(export), lambda: store.check_readable(export)):
+        with pytest.raises(StoreError, match="incomplete") as err:
+            read()
+        assert err.value.reason == StorageReason.OBJECT_NOT_FOUND
+    store.delete(s3.uri("run", "export", MANIFEST))
     # A tree written by other tools (no manifest) is still downloadable: every object under the prefix.
     assert set(store.tree_files(s3.uri("run", "export"))) == {"model/weights.bin", "triton/model.py"}
+
+
+def test_a_manifest_cannot_write_outside_the_destination(s3: S3Sandbox, tmp_path: Path) -> None:
+    store = store_for(s3)
+    store.upload_file(write(tmp_path / "config.json", b"{}"), s3.uri("evil", "config.json"))
+    for rel in ("../../outside", "/tmp/absolute"):
+        manifest = {"complete": True, "files": {rel: {"key": "config.json", "size": 2}}}
+        store.put_bytes(s3.uri("evil", MANIFEST), json.dumps(manifest).encode())
+        with pytest.raises(StoreError, match="outside the destination"):
+            store.download_tree(s3.uri("evil"), tmp_path / "dl" / "x")
+    assert not (tmp_path / "outside").exists() and not Path("/tmp/absolute").exists()
 
 
 def test_versioned_tree_survives_a_kill_between_versions(s3: S3Sandbox, tmp_path: Path) -> None:
@@ -118,6 +137,20 @@ def test_workdir_pull_push_and_background_checkpoints(s3: S3Sandbox, tmp_path: P
     listed = store_for(s3).list(uri)
     assert "train/done.json" in listed and "train/_manifest.json" in listed
     assert not any(k.startswith("train/checkpoint") for k in listed)  # resume state dropped once done
+
+
+def test_new_labels_drop_an_earlier_jobs_resume_state(s3: S3Sandbox, tmp_path: Path) -> None:
+    """Job A (same artifactUri) died mid-train; job B's labels must not be trained from A's checkpoint."""
+    uri = s3.uri("jobs", "reused")
+    a = ObjectWorkdir(uri, store_for(s3), scratch=tmp_path / "a")
+    write(a.path("train", "checkpoint", "state.pt"), b"job A step 100")
+    a.checkpointed(a.path("train", "checkpoint"))
+    a.close()
+    b = ObjectWorkdir(uri, store_for(s3), scratch=tmp_path / "b")
+    write(b.path("labels", "rows.jsonl"), b'{"id": "b"}\n')
+    b.push("label")
+    b.pull("train")
+    assert not b.path("train", "checkpoint", "state.pt").exists()
 
 
 def test_inputs_are_fetched_once(s3: S3Sandbox, tmp_path: Path) -> None:

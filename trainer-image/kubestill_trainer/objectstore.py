@@ -297,9 +297,10 @@ class ObjectStore:
         return data if isinstance(data, dict) else None
 
     def manifest_files(self, uri: str) -> dict[str, ObjectInfo] | None:
-        """Files of the complete tree at `uri` as its manifest lists them; None when it has no manifest."""
+        """Files of the complete tree at `uri` as its manifest lists them; None when it has no manifest, or an
+        incomplete one (being written, or its writer died)."""
         manifest = self.read_manifest(uri)
-        if manifest is None:
+        if manifest is None or manifest.get("complete") is False:
             return None
         base = split_s3_uri(uri)[1]
         return {rel: ObjectInfo(f"{base}/{entry['key']}".lstrip("/"), int(entry["size"]))
@@ -308,6 +309,9 @@ class ObjectStore:
     def tree_files(self, uri: str) -> dict[str, ObjectInfo]:
         """Files of the tree at `uri`: the manifest's when it has one, else every object under it (a tree
         uploaded by other tools)."""
+        manifest = self.read_manifest(uri)
+        if manifest is not None and manifest.get("complete") is False:
+            raise _incomplete(uri)
         listed = self.manifest_files(uri)
         if listed is not None:
             return listed
@@ -318,8 +322,12 @@ class ObjectStore:
         files = self.tree_files(uri) if files is None else files
         bucket = split_s3_uri(uri)[0]
         total = 0
+        root = dest.resolve()
         for rel, info in sorted(files.items()):
             obj_uri = f"s3://{bucket}/{info.key}"
+            if not (root / rel).resolve().is_relative_to(root):  # a manifest or key naming ../ or /abs
+                raise StoreError(StorageReason.STORAGE_ERROR, uri,
+                                 f"{uri}: refusing {rel!r}: it would be written outside the destination")
             got = self.download_file(obj_uri, dest / rel)
             if got != info.size:
                 raise StoreError(StorageReason.STORAGE_ERROR, obj_uri,
@@ -337,7 +345,9 @@ class ObjectStore:
         complete version readable (how checkpoints are kept).
         """
         if version is None:
-            self.delete(join(uri, MANIFEST))
+            # Readers refuse a tree whose manifest says incomplete, so a kill below never leaves old and new
+            # files mixed under a plain listing.
+            self._mark_incomplete(uri)
         entries: dict[str, Any] = {}
         for path in sorted(p for p in src.rglob("*") if p.is_file()):
             rel = path.relative_to(src).as_posix()
@@ -345,7 +355,7 @@ class ObjectStore:
                 continue
             key_rel = f"{version}/{rel}" if version else rel
             entries[rel] = {"key": key_rel, "size": self.upload_file(path, join(uri, key_rel))}
-        manifest = {"version": version or "", "files": entries}
+        manifest = {"version": version or "", "complete": True, "files": entries}
         self.put_bytes(join(uri, MANIFEST), json.dumps(manifest, indent=1).encode(), "application/json")
         if version is not None:
             keep = {e["key"] for e in entries.values()} | {MANIFEST}
@@ -365,9 +375,13 @@ class ObjectStore:
                        Delete={"Objects": batch, "Quiet": True})
 
     def delete_tree(self, uri: str) -> None:
-        """The manifest first (the tree stops being complete), then the rest."""
+        """Marked incomplete first (readers stop taking it), then the files, then the manifest."""
+        self._mark_incomplete(uri)
+        self.delete_many(uri, [rel for rel in self.list(uri) if rel != MANIFEST])
         self.delete(join(uri, MANIFEST))
-        self.delete_many(uri, list(self.list(uri)))
+
+    def _mark_incomplete(self, uri: str) -> None:
+        self.put_bytes(join(uri, MANIFEST), json.dumps({"complete": False, "files": {}}).encode(), "application/json")
 
     # --- what a URI names, and checks -------------------------------------------------------------------
 
@@ -392,6 +406,9 @@ class ObjectStore:
         if not found.get("KeyCount") and not found.get("Contents"):
             raise StoreError(StorageReason.OBJECT_NOT_FOUND, uri,
                              f"{uri}: no such object, and no objects under {uri.rstrip('/')}/")
+        manifest = self.read_manifest(uri)
+        if manifest is not None and manifest.get("complete") is False:
+            raise _incomplete(uri)
         return "tree"
 
     def check_writable(self, uri: str) -> None:
@@ -406,6 +423,12 @@ class ObjectStore:
                 bucket = split_s3_uri(uri)[0]
                 self._call(uri, self.client_for(uri).list_objects_v2, Bucket=bucket, MaxKeys=1)
             raise StoreError(err.reason, uri, err.message.replace(probe, uri)) from None
+
+
+def _incomplete(uri: str) -> StoreError:
+    return StoreError(StorageReason.OBJECT_NOT_FOUND, uri,
+                      f"{uri}: the tree is incomplete (still being written, or its writer died before its manifest); "
+                      "run the stage that writes it again")
 
 
 def join(uri: str, *parts: str) -> str:

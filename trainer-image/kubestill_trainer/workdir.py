@@ -115,7 +115,9 @@ class ObjectWorkdir:
             size = sum(int(e["size"]) for e in manifest["files"].values())
             log.info("pushed %s (%d files, %.1f MB) in %.1fs", join(self.uri, unit), len(manifest["files"]),
                      size / 1e6, time.monotonic() - t0)
-        if stage == "train":
+        if stage in ("label", "train"):
+            # After train the resume state is dead weight; after label it belongs to other labels (an earlier
+            # job that used the same artifactUri), and resuming from it would train on what this job never saw.
             for unit in VERSIONED:
                 self.store.delete_tree(join(self.uri, unit))
 

@@ -61,10 +61,24 @@ def scratch_volume() -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
             {"name": SCRATCH_ENV, "value": SCRATCH_DIR})
 
 
-def check_key(reads: Sequence[str], writes: Sequence[str], secret: StorageSecretRef | None) -> str:
-    """A short digest of what a check covers: a spec edit that changes it gets a check of its own."""
-    text = "\n".join(["r:" + u for u in reads] + ["w:" + u for u in writes] + [f"s:{secret.name if secret else ''}"])
+# A new value of this annotation on a DistillationJob or StudentModel runs its storage check again.
+RECHECK_ANNOTATION = "kubestill.io/recheck"
+
+
+def check_key(
+    reads: Sequence[str], writes: Sequence[str], secret: StorageSecretRef | None, recheck: str = ""
+) -> str:
+    """A short digest of what a check covers: a spec edit that changes it, or a new value of the owner's
+    `kubestill.io/recheck` annotation (after fixing the Secret's contents or uploading the object, which the
+    operator cannot see), gets a check of its own."""
+    text = "\n".join(["r:" + u for u in reads] + ["w:" + u for u in writes] + [f"s:{secret.name if secret else ''}"]
+                     + ([f"x:{recheck}"] if recheck else []))
     return hashlib.sha256(text.encode()).hexdigest()[:8]
+
+
+def recheck_token(owner: Mapping[str, Any]) -> str:
+    """The owner's `kubestill.io/recheck` annotation: set a new value to check its storage again."""
+    return str(((owner.get("metadata") or {}).get("annotations") or {}).get(RECHECK_ANNOTATION, ""))
 
 
 def build_storage_check_job(
@@ -83,7 +97,7 @@ def build_storage_check_job(
 ) -> dict[str, Any]:
     """batch/v1 Job running `python -m kubestill_trainer.storage_cli check --read .. --write ..` once (no
     retries: a failure is an answer); its result is the Pod's termination message."""
-    key = check_key(reads, writes, secret)
+    key = check_key(reads, writes, secret, recheck_token(owner))
     name = check_job_name(owner["metadata"]["name"], key, attempt)
     labels = {**owner_labels, CHECK_LABEL: key, "app.kubernetes.io/name": "kubestill-storage-check"}
     metadata = child_metadata(name, owner, labels, extra_labels)

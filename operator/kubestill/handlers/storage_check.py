@@ -15,7 +15,7 @@ from kubestill.api.names import SM_LABEL, triton_name
 from kubestill.api.storage import is_s3, parse_check_result
 from kubestill.api.v1alpha1.storage import StorageSecretRef
 from kubestill.api.v1alpha1.studentmodel import StudentModelSpec
-from kubestill.builders.storage import FETCH_CONTAINER, build_storage_check_job, check_key
+from kubestill.builders.storage import FETCH_CONTAINER, build_storage_check_job, check_key, recheck_token
 from kubestill.clients.kube import KubeClient
 from kubestill.logic.conditions import Cond, set_conditions
 from kubestill.logic.jobs import JobView, termination_message
@@ -49,7 +49,7 @@ async def storage_check(
 ) -> StorageCheck:
     """Where the check stands; creates the next check Job when one is due."""
     namespace, name = owner["metadata"]["namespace"], owner["metadata"]["name"]
-    key = check_key(reads, writes, secret)
+    key = check_key(reads, writes, secret, recheck_token(owner))
     messages = {j.name: await _message(api, namespace, j.name) for j in jobs if j.state == "Failed"}
     decision = decide_check(name, key, jobs, messages, time.time())
     if decision.create is not None:
