@@ -176,6 +176,18 @@ def route_manifest(namespace: str) -> dict[str, Any]:
     }
 
 
+def rollout_spec(steps: list[dict[str, Any]], route: str = ROUTE, candidate: str = CANDIDATE.name,
+                 **extra: Any) -> dict[str, Any]:
+    """A CanaryRollout spec from the baseline to `candidate` (a Service) on `route`."""
+    return {
+        "route": {"name": route},
+        "baseline": {"name": BASELINE.name, "port": BASELINE.port},
+        "candidate": {"service": {"name": candidate, "port": CANDIDATE.port}},
+        "steps": steps,
+        **extra,
+    }
+
+
 def analysis(prometheus_url: str, interval: str = "1s", **extra: Any) -> dict[str, Any]:
     return {
         "prometheusUrl": prometheus_url,

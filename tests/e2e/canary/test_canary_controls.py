@@ -8,20 +8,12 @@ from typing import Any
 
 import pytest
 
-from .conftest import BASELINE, CANDIDATE, ROUTE, Bare
+from .conftest import CANDIDATE, Bare, rollout_spec
 
 pytestmark = pytest.mark.e2e
 
 
-def spec(steps: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
-    return {
-        "route": {"name": ROUTE},
-        "baseline": {"name": BASELINE.name, "port": BASELINE.port},
-        "candidate": {"service": {"name": CANDIDATE.name, "port": CANDIDATE.port}},
-        "steps": steps,
-        **extra,
-    }
-
+spec = rollout_spec
 
 def candidate_weight(bare: Bare, name: str = CANDIDATE.name) -> int | None:
     refs = bare.api.route(bare.namespace)["spec"]["rules"][0]["backendRefs"]

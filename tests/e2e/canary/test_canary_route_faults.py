@@ -11,21 +11,12 @@ from typing import Any
 import pytest
 import yaml
 
-from .conftest import BASELINE, CANDIDATE, ROUTE, Bare
+from .conftest import BASELINE, CANDIDATE, ROUTE, Bare, rollout_spec
 
 pytestmark = pytest.mark.e2e
 
 
-def spec(steps: list[dict[str, Any]], route: str = ROUTE, candidate: str = CANDIDATE.name, **extra: Any
-         ) -> dict[str, Any]:
-    return {
-        "route": {"name": route},
-        "baseline": {"name": BASELINE.name, "port": BASELINE.port},
-        "candidate": {"service": {"name": candidate, "port": CANDIDATE.port}},
-        "steps": steps,
-        **extra,
-    }
-
+spec = rollout_spec
 
 SHORT = [{"weight": 10, "pause": "2s"}, {"weight": 50, "pause": "2s"}, {"weight": 100, "pause": "2s"}]
 

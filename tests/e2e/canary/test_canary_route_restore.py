@@ -13,20 +13,15 @@ import yaml
 
 from kubestill.api.names import ROUTE_RECORD_ANNOTATION, ROUTE_RESTORE_FINALIZER
 
-from .conftest import BASELINE, CANDIDATE, ROUTE, Bare, route_manifest
+from .conftest import BASELINE, CANDIDATE, ROUTE, Bare, rollout_spec, route_manifest
 
 pytestmark = pytest.mark.e2e
 
 
-def spec(steps: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
-    return {
-        "route": {"name": ROUTE},
-        "baseline": {"name": BASELINE.name, "port": BASELINE.port},
-        "candidate": {"service": {"name": CANDIDATE.name, "port": CANDIDATE.port}},
-        "steps": steps,
-        **extra,
-    }
 
+def spec(steps: list[dict[str, Any]], **fields: Any) -> dict[str, Any]:
+    """rollout_spec with whole fields (route, candidate ...) replaced."""
+    return {**rollout_spec(steps), **fields}
 
 def rule(bare: Bare) -> dict[str, Any]:
     got: dict[str, Any] = bare.api.route(bare.namespace)["spec"]["rules"][0]
