@@ -119,9 +119,9 @@ def run_export(ctx: RunContext) -> dict[str, Any]:
     if quant is not None and quant.method == QuantizationMethod.INT8:
         summary["int8"] = export_int8(ctx, model_dir, out / "int8")
     if quant is not None and quant.method == QuantizationMethod.GPTQ:
-        from ..quantize_gptq import export_gptq
+        from .export_gptq import export_gptq  # lazily: only GPTQ jobs pay for importing gptqmodel's stack
 
-        summary["gptq"] = export_gptq(ctx, model_dir, out / "gptq")
+        summary["gptq"] = export_gptq(ctx, quant, model_dir, out / "gptq")
     triton = out / "triton"
     triton.mkdir(parents=True, exist_ok=True)
     source = resources.files("kubestill_trainer.serving").joinpath("triton_model.py")

@@ -33,10 +33,10 @@ from kubestill.api.v1alpha1.distillationjob import LoRASpec
 
 from ..losses.extras import RESPONSE_MASK, TOKEN_IDS, TOPK_IDS, TOPK_LOGPROBS
 from ..outputs import Array, ModelOutputs
-from ..teachers.base import Teacher
 from .base import MODEL_CARD, DistillTask, Features, LabelBatch, Predictions, Row, TaskModel, register_task, texts_of
 from .generation_lm import drop_layers, generate, load_causal_lm, load_tokenizer, prompt_text
 from .generation_metrics import generation_metrics
+from .teacher import Teacher
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ import numpy as np
 from kubestill.api.v1alpha1.distillationjob import OpenAITeacher as OpenAITeacherSpec
 
 from ..outputs import Array
-from .base import ClassScores, Generated, Teacher, TeacherError
+from ..tasks.teacher import ClassScores, Generated, Teacher, TeacherError
 
 API_KEY_ENV = "KUBESTILL_TEACHER_API_KEY"
 _FLOOR = math.log(1e-6)
