@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -366,7 +366,7 @@ class ObjectStore:
         bucket, key = split_s3_uri(uri)
         self._call(uri, self.client_for(uri).delete_object, Bucket=bucket, Key=key)
 
-    def delete_many(self, uri: str, rels: list[str]) -> None:
+    def delete_many(self, uri: str, rels: Sequence[str]) -> None:  # not list[str]: in this class `list` is the method
         bucket, key = split_s3_uri(uri)
         keys = [f"{key}/{r}".lstrip("/") for r in rels]
         for i in range(0, len(keys), 1000):
