@@ -71,22 +71,14 @@ class S3Config:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> S3Config:
         env = os.environ if env is None else env
-        endpoint = env.get(contract.ENDPOINT_URL) or None
-        host = env.get(contract.ENDPOINT)
-        if endpoint is None and host:
-            scheme = "http" if env.get(contract.USE_HTTPS, "1").lower() in _FALSE else "https"
-            endpoint = host if "://" in host else f"{scheme}://{host}"
-        virtual = (env.get(contract.VIRTUAL_BUCKET) or "").lower()
-        # KServe's default for a custom endpoint (MinIO, SeaweedFS, Ceph) is path-style; AWS decides itself.
-        style = "virtual" if virtual in _TRUE else "path" if virtual in _FALSE and virtual else (
-            "path" if endpoint else "auto")
+        endpoint = _endpoint(env)
         verify: bool | str = env.get(contract.CA_BUNDLE) or True
         if (env.get(contract.VERIFY_SSL) or "1").lower() in _FALSE:
             verify = False
         return cls(
             endpoint_url=endpoint,
             region=env.get(contract.REGION) or env.get(contract.REGION_ALT) or None,
-            addressing_style=style,
+            addressing_style=_addressing_style(env, endpoint),
             verify=verify,
             anonymous=(env.get(contract.ANONYMOUS) or "").lower() in _TRUE,
             secret_name=env.get(contract.SECRET_NAME_ENV) or None,
@@ -111,6 +103,27 @@ class S3Config:
         return StoreError(StorageReason.SECRET_KEY_MISSING, "",
                           f"Secret {self.secret_name!r} has no key {' or '.join(missing)} (set "
                           f"{contract.ANONYMOUS}: \"true\" for anonymous access)")
+
+
+def _endpoint(env: Mapping[str, str]) -> str | None:
+    """The endpoint URL: stated whole, or built from a host and the HTTPS switch (KServe's variables)."""
+    endpoint = env.get(contract.ENDPOINT_URL) or None
+    host = env.get(contract.ENDPOINT)
+    if endpoint is None and host:
+        scheme = "http" if env.get(contract.USE_HTTPS, "1").lower() in _FALSE else "https"
+        endpoint = host if "://" in host else f"{scheme}://{host}"
+    return endpoint
+
+
+def _addressing_style(env: Mapping[str, str], endpoint: str | None) -> str:
+    """virtual | path | auto, from the virtual-bucket switch when it is set."""
+    virtual = (env.get(contract.VIRTUAL_BUCKET) or "").lower()
+    if virtual in _TRUE:
+        return "virtual"
+    if virtual and virtual in _FALSE:
+        return "path"
+    # KServe's default for a custom endpoint (MinIO, SeaweedFS, Ceph) is path-style; AWS decides itself.
+    return "path" if endpoint else "auto"
 
 
 def _error_code(err: Exception) -> tuple[str, int]:
