@@ -15,7 +15,6 @@ import numpy as np
 
 from kubestill.api.v1alpha1.distillationjob import QuantizationSpec
 
-from ..context import RunContext
 from ..labelstore import load_labels
 from ..quantize_gptq import quantize_gptq
 from ..serving.loader import load_for_serving
@@ -23,11 +22,14 @@ from ..tasks.generation_lm import load_tokenizer, prompt_text
 from ..tasks.generation_metrics import generation_metrics
 
 
-def export_gptq(ctx: RunContext, quant: QuantizationSpec, model_dir: Path, out: Path, check_rows: int = 8
+def export_gptq(labels_dir: Path, quant: QuantizationSpec, model_dir: Path, out: Path, check_rows: int = 8
                 ) -> dict[str, Any]:
-    """The export stage's GPTQ step: calibrate on the train split (prompt + teacher answer), quantize, then
-    compare the quantized model's greedy answers with the float model's on held-out prompts."""
-    labels = load_labels(ctx.path("labels"))
+    """The export stage's GPTQ step: calibrate on the train split of `labels_dir` (prompt + teacher answer),
+    quantize `model_dir` into `out`, then compare the quantized model's greedy answers with the float model's
+    on up to `check_rows` test prompts. Returns `quantize_gptq`'s summary with `agreementWithFp32` (exact
+    match, first token, token F1, ROUGE-L of quantized vs float answers) and `checkRows`. Raises
+    GPTQUnavailable without gptqmodel, ValueError for a non-generation model or too few calibration texts."""
+    labels = load_labels(labels_dir)
     rows, targets = labels.subset("train")
     tok = load_tokenizer(model_dir)
     chat = bool(getattr(tok, "chat_template", None))
