@@ -135,12 +135,17 @@ def _error_code(err: Exception) -> tuple[str, int]:
 
 def classify(err: Exception, uri: str, config: S3Config) -> StoreError:
     """A botocore exception -> the StoreError a user can act on."""
-    from botocore import exceptions as bx
-
     if isinstance(err, StoreError):
         return err
     secret = f"Secret {config.secret_name!r}" if config.secret_name else "the Pod's AWS credentials"
     where = config.endpoint_url or "AWS S3"
+    return _before_the_server(err, uri, secret, where) or _server_said(err, uri, secret, where)
+
+
+def _before_the_server(err: Exception, uri: str, secret: str, where: str) -> StoreError | None:
+    """Failures botocore raises itself: no credentials to sign with, or no connection to the endpoint."""
+    from botocore import exceptions as bx
+
     if isinstance(err, bx.NoCredentialsError | bx.PartialCredentialsError):
         return StoreError(StorageReason.SECRET_NOT_FOUND, uri, f"{uri}: no S3 credentials (name a Secret in "
                           "storageSecretRef, or give the Pods an AWS role)")
@@ -149,6 +154,11 @@ def classify(err: Exception, uri: str, config: S3Config) -> StoreError:
         return StoreError(StorageReason.ENDPOINT_UNREACHABLE, uri,
                           f"{uri}: cannot reach the S3 endpoint {where} ({type(err).__name__}); check "
                           f"{contract.ENDPOINT_URL}/{contract.ENDPOINT} in {secret}")
+    return None
+
+
+def _server_said(err: Exception, uri: str, secret: str, where: str) -> StoreError:
+    """Failures the S3 server answered, by its error code, else by HTTP status."""
     code, status = _error_code(err)
     if code == "NoSuchBucket":
         bucket = split_s3_uri(uri)[0] if contract.is_s3(uri) else "?"
@@ -163,6 +173,17 @@ def classify(err: Exception, uri: str, config: S3Config) -> StoreError:
     if code in _NO_KEY_CODES or status == 404:
         return StoreError(StorageReason.OBJECT_NOT_FOUND, uri, f"{uri}: no such object")
     return StoreError(StorageReason.STORAGE_ERROR, uri, f"{uri}: S3 error {code or status or type(err).__name__}")
+
+
+def _tree_files(src: Path, skip: tuple[str, ...]) -> list[tuple[Path, str]]:
+    """(path, relative posix path) of every file under `src` in sorted order, leaving out the manifest and the
+    files and folders named in `skip` (relative paths)."""
+    out = []
+    for path in sorted(p for p in src.rglob("*") if p.is_file()):
+        rel = path.relative_to(src).as_posix()
+        if rel != MANIFEST and not any(rel == s or rel.startswith(f"{s}/") for s in skip):
+            out.append((path, rel))
+    return out
 
 
 @dataclass(frozen=True)
@@ -362,10 +383,7 @@ class ObjectStore:
             # files mixed under a plain listing.
             self._mark_incomplete(uri)
         entries: dict[str, Any] = {}
-        for path in sorted(p for p in src.rglob("*") if p.is_file()):
-            rel = path.relative_to(src).as_posix()
-            if rel == MANIFEST or any(rel == s or rel.startswith(f"{s}/") for s in skip):
-                continue
+        for path, rel in _tree_files(src, skip):
             key_rel = f"{version}/{rel}" if version else rel
             entries[rel] = {"key": key_rel, "size": self.upload_file(path, join(uri, key_rel))}
         manifest = {"version": version or "", "complete": True, "files": entries}
