@@ -59,6 +59,29 @@ class Replica:
     init_statuses: list[dict[str, Any]] = field(default_factory=list)
 
 
+def selected_replica(namespace: str, selector: dict[str, str], ready: list[tuple[str, Replica]]
+                     ) -> Replica | None:
+    """The first ready replica (as (namespace, replica)) in `namespace` whose labels carry the whole selector;
+    None for an empty selector, as a Service without one selects no Pods."""
+    return next((rep for ns, rep in ready if ns == namespace and selector
+                 and all(rep.labels.get(k) == v for k, v in selector.items())), None)
+
+
+def service_urls(ports: list[dict[str, Any]], replica: Replica) -> dict[str, str]:
+    """Port name (or number) -> local URL of a Service's ports on `replica`: targetPort by container port name
+    or number (default: the port itself), `http://` except for the port named grpc; ports the replica does not
+    expose are left out."""
+    urls = {}
+    for port in ports:
+        target = port.get("targetPort", port["port"])
+        local = replica.ports.get(target) if isinstance(target, str) else replica.by_number.get(int(target))
+        if local is None:
+            continue
+        scheme = "" if port.get("name") == "grpc" else "http://"
+        urls[port.get("name") or str(port["port"])] = f"{scheme}127.0.0.1:{local}"
+    return urls
+
+
 class InitFailed(Exception):
     """An init container exited non-zero; `status` is its initContainerStatuses entry."""
 
@@ -289,19 +312,10 @@ class DeploymentRunner:
         found: dict[str, dict[str, str]] = {}
         for svc in self.node.api.list(self.node.collection("v1", "services"), "app.kubernetes.io/managed-by"):
             ns, name = svc["metadata"]["namespace"], svc["metadata"]["name"]
-            selector = (svc.get("spec") or {}).get("selector") or {}
-            match = next((rep for rns, rep in ready if rns == ns and selector
-                          and all(rep.labels.get(k) == v for k, v in selector.items())), None)
+            match = selected_replica(ns, (svc.get("spec") or {}).get("selector") or {}, ready)
             if match is None:
                 continue
-            urls = {}
-            for port in svc["spec"].get("ports") or []:
-                target = port.get("targetPort", port["port"])
-                local = match.ports.get(target) if isinstance(target, str) else match.by_number.get(int(target))
-                if local is None:
-                    continue
-                scheme = "" if port.get("name") == "grpc" else "http://"
-                urls[port.get("name") or str(port["port"])] = f"{scheme}127.0.0.1:{local}"
+            urls = service_urls(svc["spec"].get("ports") or [], match)
             found[f"{ns}/{name}"] = urls
             annotations = (svc["metadata"].get("annotations") or {})
             if annotations.get(ENDPOINTS_ANNOTATION) != json.dumps(urls, sort_keys=True):
