@@ -5,12 +5,16 @@ Kept out of handlers so tests and the CLI can build a Settings without touching 
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
-DEFAULT_TRAINER_IMAGE = "ghcr.io/kubestill/trainer:0.1.0"
-DEFAULT_TRITON_IMAGE = "nvcr.io/nvidia/tritonserver:24.10-py3"
+DEFAULT_TRAINER_IMAGE = "kubestill-trainer:0.1.0"  # the chart's operator.trainerImage
+# kubestill's serving image (serving-image/Dockerfile): tritonserver with the python backend and everything the
+# exported model.py imports. A stock Triton image cannot load a student (no kubestill, no torch).
+DEFAULT_TRITON_IMAGE = "kubestill-serving:0.1.0"
 
 
 @dataclass(frozen=True)
@@ -34,6 +38,19 @@ class Settings:
     # ServiceAccount of stage Jobs whose spec names none (the chart's trainer account, allowed to write the
     # report ConfigMap); empty: the namespace's default account.
     trainer_service_account: str = ""
+    # Security contexts of the stage Jobs' Pods and trainer containers (the chart sets its restricted ones:
+    # non-root, read-only root filesystem, no privilege escalation); empty: none.
+    trainer_pod_security_context: Mapping[str, Any] = field(default_factory=dict)
+    trainer_security_context: Mapping[str, Any] = field(default_factory=dict)
+
+
+def _json_object(name: str, value: str) -> dict[str, Any]:
+    if not value.strip():
+        return {}
+    parsed = json.loads(value)
+    if not isinstance(parsed, dict):
+        raise ValueError(f"{name}: expected a JSON object, got {value[:80]!r}")
+    return parsed
 
 
 def _csv(value: str) -> tuple[str, ...]:
@@ -63,4 +80,8 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         metrics_port=int(env.get("KUBESTILL_METRICS_PORT") or 0),
         extra_labels=_labels(env.get("KUBESTILL_EXTRA_LABELS", "")),
         trainer_service_account=env.get("KUBESTILL_TRAINER_SERVICE_ACCOUNT", ""),
+        trainer_pod_security_context=_json_object("KUBESTILL_TRAINER_POD_SECURITY_CONTEXT",
+                                                  env.get("KUBESTILL_TRAINER_POD_SECURITY_CONTEXT", "")),
+        trainer_security_context=_json_object("KUBESTILL_TRAINER_SECURITY_CONTEXT",
+                                              env.get("KUBESTILL_TRAINER_SECURITY_CONTEXT", "")),
     )

@@ -1,0 +1,219 @@
+"""The project's images, built here from the repository's Dockerfiles without Docker (root only).
+
+- base: a Debian-stable minbase with python3 and its venv module, made by mmdebstrap from this host's apt
+  sources and committed as `localhost/kubestill/base:bookworm`; passed as the Dockerfiles' base-image build
+  argument (users build the same Dockerfiles FROM their usual bases: python:3.12-slim, a CUDA image).
+- operator (operator/Dockerfile), trainer (trainer-image/Dockerfile), serving (serving-image/Dockerfile, on the
+  trainer image: tritonserver's python backend plus all the exported model.py imports), built by buildah with
+  its layer cache and pip's download cache (RUN cache mounts), so a rebuild after a source change redoes only
+  the layers from the source COPY on.
+- `load(node, ...)`: each image into the real node's containerd, skipped when containerd already holds that
+  exact image (its config digest, which is the image ID in both stores).
+
+Tags are the chart's defaults (`kubestill-operator:<appVersion>`, `operator.trainerImage`,
+`operator.tritonImage`), so `helm install` on the real node needs no image overrides.
+
+    python -m kubestill.dev.images build [operator trainer serving]    # what scripts/setup.sh runs
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .controlplane import REPO_ROOT
+
+if TYPE_CHECKING:
+    from .realnode import RealNode
+
+log = logging.getLogger("kubestill.images")
+
+VERSION = "0.1.0"
+BASE_IMAGE = "localhost/kubestill/base:bookworm"
+BASE_SUITE = "bookworm"
+BASE_PACKAGES = ("python3", "python3-venv", "ca-certificates")
+TOOLS = {"buildah": "buildah", "skopeo": "skopeo", "mmdebstrap": "mmdebstrap"}
+
+
+@dataclass(frozen=True)
+class Image:
+    name: str          # as Pods name it (containerd normalizes it to docker.io/library/...)
+    dockerfile: str    # relative to the repository root, which is the build context
+    build_args: tuple[tuple[str, str], ...]
+
+    @property
+    def ref(self) -> str:
+        """The fully qualified name containerd (and so the kubelet) knows it by."""
+        return f"docker.io/library/{self.name}"
+
+    @property
+    def local(self) -> str:
+        """buildah's name for it."""
+        return f"localhost/{self.name}"
+
+
+IMAGES = {
+    "operator": Image(f"kubestill-operator:{VERSION}", "operator/Dockerfile", (("PYTHON_IMAGE", BASE_IMAGE),)),
+    "trainer": Image(f"kubestill-trainer:{VERSION}", "trainer-image/Dockerfile", (("CUDA_IMAGE", BASE_IMAGE),)),
+    "serving": Image(f"kubestill-serving:{VERSION}", "serving-image/Dockerfile",
+                     (("TRAINER_IMAGE", f"localhost/kubestill-trainer:{VERSION}"),)),
+}
+# What each image is built on, so building one builds what it needs first.
+NEEDS = {"serving": ("trainer",)}
+
+
+class ImagesUnavailable(RuntimeError):
+    """Images cannot be built here (not root, or a tool is missing); the message says which."""
+
+
+def missing_tools() -> list[str]:
+    reasons = [] if os.geteuid() == 0 else ["not root: buildah builds into /var/lib/containers (rootful)"]
+    reasons += [f"{tool} is missing (Debian package {pkg})" for tool, pkg in TOOLS.items() if not shutil.which(tool)]
+    return reasons
+
+
+def _run(*argv: str, **kwargs: object) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(argv, text=True, check=True, **kwargs)  # type: ignore[call-overload, no-any-return]
+
+
+def image_id(local_name: str) -> str | None:
+    """buildah's image ID (the config digest) of `local_name`, None when it has none."""
+    out = subprocess.run(["buildah", "images", "--json", local_name], capture_output=True, text=True)
+    if out.returncode != 0 or not out.stdout.strip():
+        return None
+    found = json.loads(out.stdout)
+    return str(found[0]["id"]) if found else None
+
+
+def _apt_sources() -> list[str]:
+    """This host's apt sources, given to mmdebstrap as files: the base gets the mirror the host uses."""
+    files = [Path("/etc/apt/sources.list"), *sorted(Path("/etc/apt/sources.list.d").glob("*.sources")),
+             *sorted(Path("/etc/apt/sources.list.d").glob("*.list"))]
+    return [str(f) for f in files if f.is_file() and f.read_text().strip()]
+
+
+# pip in the base trusts the system's CA store (pip's own bundle is certifi's), so a build can hand it this
+# host's store (build_volumes): a host behind a TLS-inspecting proxy trusts that proxy's CA there.
+BASE_PIP_CONF = "[global]\ncert = /etc/ssl/certs/ca-certificates.crt\n"
+HOST_CA = Path("/etc/ssl/certs/ca-certificates.crt")
+
+
+def _base_recipe() -> str:
+    return hashlib.sha256(f"{BASE_SUITE} {BASE_PACKAGES} {BASE_PIP_CONF} v2".encode()).hexdigest()[:12]
+
+
+def build_volumes() -> list[str]:
+    """Mounted into every RUN of our builds, never committed: this host's CA store over the base's (the file
+    exists in the base, so no mount point is left in a layer)."""
+    return [f"--volume={HOST_CA}:{HOST_CA}:ro"] if HOST_CA.is_file() else []
+
+
+def build_base() -> str:
+    """The Debian minbase image (kept until its recipe changes: rebuilding it would change every layer above)."""
+    label = f"kubestill.base-recipe={_base_recipe()}"
+    if image_id(BASE_IMAGE):
+        inspect = json.loads(_run("buildah", "inspect", "--type", "image", BASE_IMAGE, capture_output=True).stdout)
+        labels = inspect.get("OCIv1", {}).get("config", {}).get("Labels") or {}
+        if labels.get("kubestill.base-recipe") == _base_recipe():
+            return BASE_IMAGE
+    t0 = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="kubestill-base-") as tmp:
+        rootfs = Path(tmp) / "rootfs.tar"
+        _run("mmdebstrap", "--quiet", "--variant=minbase", f"--include={','.join(BASE_PACKAGES)}",
+             "--dpkgopt=path-exclude=/usr/share/doc/*", "--dpkgopt=path-exclude=/usr/share/man/*",
+             "--dpkgopt=path-exclude=/usr/share/locale/*", BASE_SUITE, str(rootfs), *_apt_sources())
+        container = _run("buildah", "from", "scratch", capture_output=True).stdout.strip()
+        try:
+            _run("buildah", "add", "--quiet", container, str(rootfs), "/", stdout=subprocess.DEVNULL)
+            pip_conf = Path(tmp) / "pip.conf"
+            pip_conf.write_text(BASE_PIP_CONF)
+            _run("buildah", "copy", "--quiet", container, str(pip_conf), "/etc/pip.conf", stdout=subprocess.DEVNULL)
+            _run("buildah", "config", "--env", "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+                 "--cmd", "/bin/sh", "--label", label, container)
+            _run("buildah", "commit", "--quiet", container, BASE_IMAGE, capture_output=True)
+        finally:
+            subprocess.run(["buildah", "rm", container], capture_output=True)
+    log.info("base image %s in %.0fs", BASE_IMAGE, time.monotonic() - t0)
+    return BASE_IMAGE
+
+
+def build(names: tuple[str, ...] = tuple(IMAGES)) -> dict[str, float]:
+    """Build the named images (and what they are built on) in order; {name: seconds}."""
+    reasons = missing_tools()
+    if reasons:
+        raise ImagesUnavailable("images cannot be built here: " + "; ".join(reasons))
+    wanted: list[str] = []
+    for name in names:
+        for need in (*NEEDS.get(name, ()), name):
+            if need not in wanted:
+                wanted.append(need)
+    build_base()
+    times = {}
+    for name in wanted:
+        image = IMAGES[name]
+        t0 = time.monotonic()
+        dockerfile = REPO_ROOT / image.dockerfile
+        args = [f"--build-arg={k}={v}" for k, v in image.build_args]
+        ignore = dockerfile.with_name(dockerfile.name + ".dockerignore")
+        _run("buildah", "bud", "--layers", "--force-rm", "--pull=never", "--network=host", "--format=oci", "--quiet",
+             f"--ignorefile={ignore}", *build_volumes(), *args, "-f", str(dockerfile), "-t", image.local,
+             str(REPO_ROOT), stdout=subprocess.DEVNULL)
+        times[name] = time.monotonic() - t0
+        log.info("built %s in %.0fs", image.local, times[name])
+    return times
+
+
+def load(node: RealNode, names: tuple[str, ...] = tuple(IMAGES)) -> None:
+    """Copy the named images from buildah's store into the node's containerd. containerd's store is a cache kept
+    across nodes: an image is copied again only when buildah's image ID for it changed since its last import."""
+    stamps_file = node.containerd_root / "kubestill-images.json"
+    stamps = json.loads(stamps_file.read_text()) if stamps_file.exists() else {}
+    for name in names:
+        image = IMAGES[name]
+        wanted = image_id(image.local)
+        if wanted is None:
+            raise ImagesUnavailable(f"{image.local} is not built: python -m kubestill.dev.images build {name}")
+        if stamps.get(image.ref) == wanted and node.crictl("inspecti", image.ref, check=False).returncode == 0:
+            continue
+        t0 = time.monotonic()
+        with tempfile.TemporaryDirectory(prefix="kubestill-image-", dir=node.state_dir) as tmp:
+            archive = Path(tmp) / "image.tar"
+            _run("skopeo", "copy", "--quiet", f"containers-storage:{image.local}",
+                 f"docker-archive:{archive}:{image.ref}")
+            node.import_image(archive)
+        stamps[image.ref] = wanted
+        stamps_file.write_text(json.dumps(stamps, indent=1))
+        log.info("loaded %s into containerd in %.0fs", image.ref, time.monotonic() - t0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m kubestill.dev.images", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="verb", required=True)
+    b = sub.add_parser("build", help="build images with buildah (default: all)")
+    b.add_argument("names", nargs="*", choices=[*IMAGES, []], default=list(IMAGES))
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="[images] %(message)s", stream=sys.stderr)
+    try:
+        times = build(tuple(args.names))
+    except ImagesUnavailable as err:
+        print(err, file=sys.stderr)
+        return 2
+    for name, seconds in times.items():
+        print(f"{IMAGES[name].local}: {seconds:.0f}s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
