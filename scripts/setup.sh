@@ -18,6 +18,20 @@ if [ ${#missing[@]} -gt 0 ]; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
+# The real node (root only): Debian's containerd, runc and CNI plugins, iptables/nftables for kube-proxy and the
+# node's teardown; buildah, skopeo and mmdebstrap build the project's images without Docker.
+node_packages=(containerd runc containernetworking-plugins iptables nftables conntrack buildah skopeo mmdebstrap)
+if [ "$(id -u)" -eq 0 ]; then
+  missing=()
+  for pkg in "${node_packages[@]}"; do dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg"); done
+  if [ ${#missing[@]} -gt 0 ]; then
+    log "apt-get install ${missing[*]} (the real node and the image builds)"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  fi
+else
+  log "not root: no real node and no images here (tests/realnode skip; the process node is the fallback)"
+fi
 command -v go >/dev/null 2>&1 || { echo "Go (>= 1.26) is needed to build the control plane" >&2; exit 1; }
 
 # Python: one venv per machine, reinstalled only when the dependency list changes.
@@ -45,6 +59,12 @@ else
 fi
 
 # etcd, kube-apiserver, kube-controller-manager, kubectl, helm from Go modules (cached; minutes the first time).
-log "control-plane binaries"
+log "control-plane and node binaries"
 bash tests/cluster/build.sh >/dev/null
+# The operator, trainer and serving images from the repository's Dockerfiles (buildah; cached layers and pip
+# downloads: minutes the first time, seconds after a source change).
+if [ "$(id -u)" -eq 0 ]; then
+  log "images (python -m kubestill.dev.images build)"
+  "$VENV/bin/python" -m kubestill.dev.images build
+fi
 log "ready: source $VENV/bin/activate"
