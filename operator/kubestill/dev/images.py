@@ -20,12 +20,14 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import io
 import json
 import logging
 import os
 import shutil
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 from dataclasses import dataclass
@@ -174,27 +176,100 @@ def build(names: tuple[str, ...] = tuple(IMAGES)) -> dict[str, float]:
     return times
 
 
+def _oci_layout(node: RealNode) -> Path:
+    """An OCI layout kept beside containerd's store: skopeo writes into it only the blobs it does not hold yet."""
+    return node.containerd_root.parent / "oci-layout"
+
+
+def _referenced_blobs(layout: Path) -> dict[str, set[str]]:
+    """{manifest digest: {its manifest, config and layer digests}} for every image in the layout's index."""
+    index = json.loads((layout / "index.json").read_text())
+    out: dict[str, set[str]] = {}
+    for entry in index["manifests"]:
+        digest = entry["digest"]
+        manifest = json.loads((layout / "blobs" / "sha256" / digest.split(":")[1]).read_text())
+        out[digest] = {digest, manifest["config"]["digest"], *(layer["digest"] for layer in manifest["layers"])}
+    return out
+
+
+def _import_layout(node: RealNode, layout: Path, refs: dict[str, str]) -> None:
+    """Stream the layout into `ctr images import -`, naming each image, with only the blobs containerd lacks:
+    it needs the manifests and configs; layers it already holds (shared with another image, or unchanged since
+    the last build) are found in its content store when the image is unpacked."""
+    index = json.loads((layout / "index.json").read_text())
+    for entry in index["manifests"]:
+        name = entry.get("annotations", {}).get("org.opencontainers.image.ref.name", "")
+        entry.setdefault("annotations", {})["io.containerd.image.name"] = refs.get(name, name)
+    index["manifests"] = [m for m in index["manifests"] if m["annotations"]["io.containerd.image.name"]
+                          in refs.values()]
+    have = set(node.ctr("content", "ls", "-q", check=False).stdout.split())
+    wanted = set().union(*(blobs for digest, blobs in _referenced_blobs(layout).items()
+                           if digest in {m["digest"] for m in index["manifests"]}))
+    small = {m["digest"] for m in index["manifests"]} | {
+        d for d in wanted if (layout / "blobs" / "sha256" / d.split(":")[1]).stat().st_size < 1 << 20}
+    send = sorted((wanted - have) | small)
+    proc = subprocess.Popen(["ctr", f"--address={node.socket}", "-n", "k8s.io", "images", "import", "-"],
+                            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    assert proc.stdin is not None
+    with tarfile.open(fileobj=proc.stdin, mode="w|") as tar:
+        tar.add(layout / "oci-layout", arcname="oci-layout")
+        data = json.dumps(index).encode()
+        info = tarfile.TarInfo("index.json")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+        for digest in send:
+            tar.add(layout / "blobs" / "sha256" / digest.split(":")[1], arcname=f"blobs/sha256/{digest.split(':')[1]}")
+    proc.stdin.close()
+    assert proc.stderr is not None
+    err = proc.stderr.read()
+    if proc.wait() != 0:
+        raise RuntimeError(f"ctr images import failed: {err.decode(errors='replace')[-2000:]}")
+
+
+def _share_blobs(node: RealNode, layout: Path) -> None:
+    """Each layout blob containerd now holds becomes a hard link to containerd's copy (both are immutable files
+    named by their digest): gigabytes of layers are stored once, not twice."""
+    store = node.containerd_root / "io.containerd.content.v1.content" / "blobs" / "sha256"
+    for blob in (layout / "blobs" / "sha256").iterdir():
+        theirs = store / blob.name
+        if theirs.exists() and not blob.samefile(theirs):
+            tmp = blob.with_name(blob.name + ".link")
+            os.link(theirs, tmp)
+            tmp.replace(blob)
+
+
 def load(node: RealNode, names: tuple[str, ...] = tuple(IMAGES)) -> None:
-    """Copy the named images from buildah's store into the node's containerd. containerd's store is a cache kept
-    across nodes: an image is copied again only when buildah's image ID for it changed since its last import."""
+    """Copy the named images from buildah's store into the node's containerd, which is a cache kept across nodes:
+    nothing is copied when buildah's image ID is the one last imported, and only new layers otherwise."""
     stamps_file = node.containerd_root / "kubestill-images.json"
     stamps = json.loads(stamps_file.read_text()) if stamps_file.exists() else {}
+    todo: dict[str, str] = {}
     for name in names:
         image = IMAGES[name]
         wanted = image_id(image.local)
         if wanted is None:
             raise ImagesUnavailable(f"{image.local} is not built: python -m kubestill.dev.images build {name}")
-        if stamps.get(image.ref) == wanted and node.crictl("inspecti", image.ref, check=False).returncode == 0:
-            continue
-        t0 = time.monotonic()
-        with tempfile.TemporaryDirectory(prefix="kubestill-image-", dir=node.state_dir) as tmp:
-            archive = Path(tmp) / "image.tar"
-            _run("skopeo", "copy", "--quiet", f"containers-storage:{image.local}",
-                 f"docker-archive:{archive}:{image.ref}")
-            node.import_image(archive)
-        stamps[image.ref] = wanted
-        stamps_file.write_text(json.dumps(stamps, indent=1))
-        log.info("loaded %s into containerd in %.0fs", image.ref, time.monotonic() - t0)
+        if stamps.get(image.ref) != wanted or node.crictl("inspecti", image.ref, check=False).returncode != 0:
+            todo[name] = wanted
+    if not todo:
+        return
+    t0 = time.monotonic()
+    layout = _oci_layout(node)
+    for name in todo:
+        # Uncompressed, as buildah stores them: no gzip of gigabytes, and the digests containerd already knows.
+        _run("skopeo", "copy", "--quiet", "--dest-oci-accept-uncompressed-layers",
+             f"containers-storage:{IMAGES[name].local}", f"oci:{layout}:{name}")
+    # Blobs no image in the layout refers to any more (earlier builds) go.
+    keep = {d.split(":")[1] for blobs in _referenced_blobs(layout).values() for d in blobs}
+    for blob in (layout / "blobs" / "sha256").iterdir():
+        if blob.name not in keep:
+            blob.unlink()
+    _import_layout(node, layout, {name: IMAGES[name].ref for name in todo})
+    _share_blobs(node, layout)
+    for name, wanted in todo.items():
+        stamps[IMAGES[name].ref] = wanted
+    stamps_file.write_text(json.dumps(stamps, indent=1))
+    log.info("loaded %s into containerd in %.0fs", ", ".join(todo), time.monotonic() - t0)
 
 
 def main(argv: list[str] | None = None) -> int:
