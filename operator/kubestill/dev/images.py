@@ -277,11 +277,14 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="verb", required=True)
     b = sub.add_parser("build", help="build images with buildah (default: all)")
-    b.add_argument("names", nargs="*", choices=[*IMAGES, []], default=list(IMAGES))
+    b.add_argument("names", nargs="*", metavar="NAME", help=f"one of {', '.join(IMAGES)}")
     args = parser.parse_args(argv)
+    unknown = [n for n in args.names if n not in IMAGES]
+    if unknown:
+        parser.error(f"unknown image {', '.join(unknown)} (images: {', '.join(IMAGES)})")
     logging.basicConfig(level=logging.INFO, format="[images] %(message)s", stream=sys.stderr)
     try:
-        times = build(tuple(args.names))
+        times = build(tuple(args.names) or tuple(IMAGES))
     except ImagesUnavailable as err:
         print(err, file=sys.stderr)
         return 2
