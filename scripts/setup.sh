@@ -59,12 +59,22 @@ else
 fi
 
 # etcd, kube-apiserver, kube-controller-manager, kubectl, helm from Go modules (cached; minutes the first time).
+# As root, the operator, trainer and serving images from the repository's Dockerfiles (buildah; cached layers:
+# about 15 minutes the first time, mostly torch's download, seconds after a source change), built while Go
+# compiles: one waits on the network and the disk, the other on the CPU.
+images_pid=""
+if [ "$(id -u)" -eq 0 ]; then
+  images_log=$(mktemp)
+  log "images (python -m kubestill.dev.images build, log in $images_log)"
+  "$VENV/bin/python" -m kubestill.dev.images build >"$images_log" 2>&1 &
+  images_pid=$!
+fi
 log "control-plane and node binaries"
 bash tests/cluster/build.sh >/dev/null
-# The operator, trainer and serving images from the repository's Dockerfiles (buildah; cached layers and pip
-# downloads: minutes the first time, seconds after a source change).
-if [ "$(id -u)" -eq 0 ]; then
-  log "images (python -m kubestill.dev.images build)"
-  "$VENV/bin/python" -m kubestill.dev.images build
+if [ -n "$images_pid" ]; then
+  if ! wait "$images_pid"; then
+    tail -n 60 "$images_log" >&2; echo "image build failed (full log: $images_log)" >&2; exit 1
+  fi
+  rm -f "$images_log"
 fi
 log "ready: source $VENV/bin/activate"
