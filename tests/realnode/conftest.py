@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-from kubestill.dev import controlplane, hostcheck, images, realnode
+from kubestill.dev import controlplane, host, images, realnode
 from kubestill.dev.realnode import RealNode
 
 REQUIRED = os.environ.get("KUBESTILL_REQUIRE_REAL_NODE") == "1"
@@ -52,18 +52,18 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 @dataclass
 class NodeSession:
     node: RealNode
-    before: hostcheck.Footprint
+    before: host.Footprint
     stopped: bool = False
 
 
 @pytest.fixture(scope="session")
 def node_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeSession]:
     bins = controlplane.ensure_binaries()
-    reasons = hostcheck.missing(bins)
+    reasons = host.missing(bins)
     if reasons:
         unavailable("no real node on this host: " + "; ".join(reasons))
     state = tmp_path_factory.mktemp("realnode")
-    before = hostcheck.Footprint.take(bins, state)
+    before = host.Footprint.take(bins, state)
     session = NodeSession(realnode.start(state, bins), before)
     try:
         yield session

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from kubestill.dev import hostcheck, realnode
+from kubestill.dev import host, realnode
 
 from .conftest import NodeSession
 
@@ -14,7 +14,7 @@ pytestmark = [pytest.mark.realnode, pytest.mark.realnode_teardown]
 
 def test_teardown_leaves_nothing_behind(node_session: NodeSession) -> None:
     node = node_session.node
-    during = hostcheck.Footprint.take(node.bin_dir, node.state_dir)
+    during = host.Footprint.take(node.bin_dir, node.state_dir)
     changed = node_session.before.diff(during)
     # Sanity: the footprint sees the node while it runs (else the check below would prove nothing).
     assert any(realnode.NODE_LINK in link for link in changed["links"]["added"]), changed.get("links")
@@ -22,5 +22,5 @@ def test_teardown_leaves_nothing_behind(node_session: NodeSession) -> None:
 
     node_session.stopped = True
     realnode.stop(node, remove_state=False)
-    after = hostcheck.Footprint.take(node.bin_dir, node.state_dir)
+    after = host.Footprint.take(node.bin_dir, node.state_dir)
     assert node_session.before.diff(after) == {}

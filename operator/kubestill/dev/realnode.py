@@ -19,7 +19,7 @@ Facts this relies on, measured on these machines (2-core Debian 12 VMs, cgroup v
 - The kubelet rewrites six host sysctls, the bridge plugin turns on IP forwarding: saved and restored.
 Teardown stops everything through CRI first (so CNI releases each Pod's addresses and rules), then removes what
 the node added to the host: mounts, cgroups, links, routes, iptables chains, sysctls, directories.
-kubestill.dev.hostcheck.Footprint checks that nothing is left.
+kubestill.dev.host.Footprint checks that nothing is left.
 """
 
 from __future__ import annotations
@@ -33,10 +33,11 @@ import signal
 import subprocess
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from . import archive, controlplane, hostcheck, realnode_config
+from . import archive, controlplane, host, realnode_config
 from .controlplane import Cluster, NodeAccess, _spawn, _stop_pid
 
 log = logging.getLogger("kubestill.realnode")
@@ -127,56 +128,15 @@ class RealNode:
                    created_paths=d["created_paths"], iptables_before=d["iptables_before"])
 
 
-def _sh(*argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(argv, capture_output=True, text=True, check=check)
-
-
-def _read_sysctl(name: str) -> str | None:
-    path = Path("/proc/sys") / name.replace(".", "/")
-    try:
-        return path.read_text().strip()
-    except OSError:
-        return None
-
-
-def _write_sysctl(name: str, value: str) -> None:
-    with contextlib.suppress(OSError):
-        (Path("/proc/sys") / name.replace(".", "/")).write_text(value)
-
-
-def _iptables_chains() -> dict[str, list[str]]:
-    """{"iptables:nat": [chain, ...], ...}: the chains present now, per tool and table."""
-    out: dict[str, list[str]] = {}
-    for tool in ("iptables", "ip6tables"):
-        table = ""
-        for line in _sh(f"{tool}-save", check=False).stdout.splitlines():
-            if line.startswith("*"):
-                table = line[1:]
-                out[f"{tool}:{table}"] = []
-            elif line.startswith(":"):
-                out[f"{tool}:{table}"].append(line[1:].split()[0])
-    return out
-
-
-def _make_cgroup_root() -> None:
-    for hierarchy in hostcheck.cgroup_hierarchies():
-        root = hierarchy / CGROUP_ROOT
-        root.mkdir(exist_ok=True)
-        # A cpuset cgroup takes no task until it has CPUs and memory nodes: inherit the parent's.
-        for name in ("cpuset.cpus", "cpuset.mems"):
-            if (hierarchy / name).exists() and not (root / name).read_text().strip():
-                (root / name).write_text((hierarchy / name).read_text())
-
-
 def _start_network() -> None:
     # A bridge without ports: a dummy link (this kernel has no dummy driver) that drops what is routed into it.
-    _sh("ip", "link", "add", NODE_LINK, "type", "bridge")
-    _sh("ip", "addr", "add", f"{NODE_IP}/32", "dev", NODE_LINK)
-    _sh("ip", "link", "set", NODE_LINK, "up")
-    _sh("ip", "route", "add", controlplane.SERVICE_CIDR, "dev", NODE_LINK)
+    host.sh("ip", "link", "add", NODE_LINK, "type", "bridge")
+    host.sh("ip", "addr", "add", f"{NODE_IP}/32", "dev", NODE_LINK)
+    host.sh("ip", "link", "set", NODE_LINK, "up")
+    host.sh("ip", "route", "add", controlplane.SERVICE_CIDR, "dev", NODE_LINK)
 
 
-def _wait(what: str, ready: object, timeout: float, procs: dict[str, int], logs: Path) -> None:
+def _wait(what: str, ready: Callable[[], bool], timeout: float, procs: dict[str, int], logs: Path) -> None:
     """Poll `ready()` until true; fail early, with its log, when one of our processes died."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -186,7 +146,7 @@ def _wait(what: str, ready: object, timeout: float, procs: dict[str, int], logs:
                     tail = (logs / f"{name}.log").read_text(errors="replace")[-3000:]
                     raise RuntimeError(f"{name} exited while waiting for {what}:\n{tail}")
         with contextlib.suppress(Exception):
-            if ready():  # type: ignore[operator]
+            if ready():
                 return
         time.sleep(0.5)
     raise TimeoutError(f"{what}: not after {timeout:.0f}s (logs in {logs})")
@@ -197,11 +157,17 @@ def start(state_dir: Path, bin_dir: Path | None = None, *, containerd_root: Path
     """Start the control plane and the node, import `images` (archives), wait until the Node is Ready and
     schedulable and the default ServiceAccount exists. Raises RealNodeUnavailable when the host cannot."""
     bins = controlplane.ensure_binaries(bin_dir)
-    reasons = hostcheck.missing(bins)
+    reasons = host.missing(bins)
     if LOCK.exists():
-        owner = json.loads(LOCK.read_text())
-        reasons.append(f"a real node is already running from {owner['stateDir']} (kubestill dev down, or "
-                       f"remove {LOCK} if its processes are gone)")
+        owner = Path(json.loads(LOCK.read_text())["stateDir"])
+        if load(owner) is not None:
+            reasons.append(f"a real node is already running from {owner} (kubestill dev down --state-dir ...)")
+        else:  # its starter died without stopping it (SIGKILL): undo what it left, as its stop would have
+            stale = RealNode.load(owner)
+            if stale is not None:
+                log.warning("cleaning up after the real node of %s, whose processes are gone", owner)
+                stop(stale, remove_state=False)
+            LOCK.unlink(missing_ok=True)
     if reasons:
         raise RealNodeUnavailable(reasons)
     if state_dir.exists():
@@ -211,9 +177,9 @@ def start(state_dir: Path, bin_dir: Path | None = None, *, containerd_root: Path
     node = RealNode(cluster=Cluster(state_dir=state_dir / "controlplane", bin_dir=bins, server="", token="",
                                     ca_file=Path(), kubeconfig=Path()),
                     state_dir=state_dir, containerd_root=containerd_root or default_containerd_root())
-    node.created_paths = [p for p in hostcheck.HOST_PATHS if not os.path.lexists(p)]
-    node.sysctls = {name: value for name in SYSCTLS if (value := _read_sysctl(name)) is not None}
-    node.iptables_before = _iptables_chains()
+    node.created_paths = [p for p in host.HOST_PATHS if not os.path.lexists(p)]
+    node.sysctls = {name: value for name in SYSCTLS if (value := host.read_sysctl(name)) is not None}
+    node.iptables_before = host.iptables_chains()
     node.save()
     try:
         _start(node, images)
@@ -232,7 +198,7 @@ def _start(node: RealNode, images: tuple[Path, ...]) -> None:
                                       node=NodeAccess(NODE_NAME, NODE_IP, SERVICE_IP))
     node.save()
     log.info("control plane ready in %.1fs", time.monotonic() - t0)
-    _make_cgroup_root()
+    host.make_cgroup_root(CGROUP_ROOT)
     files = realnode_config.write(node, NODE_NAME, NODE_IP, POD_CIDR, BRIDGE, CGROUP_ROOT)
     node.containerd_root.mkdir(parents=True, exist_ok=True)
     procs = node.pids
@@ -246,7 +212,7 @@ def _start(node: RealNode, images: tuple[Path, ...]) -> None:
         node.import_image(image)
     log.info("containerd up, images imported at %.1fs", time.monotonic() - t0)
     for name, value in realnode_config.HOST_SYSCTLS.items():
-        _write_sysctl(name, value)
+        host.write_sysctl(name, value)
     b = node.bin_dir
     procs["kubelet"] = _spawn([str(b / "kubelet"), f"--config={files.kubelet}",
                                f"--kubeconfig={node.cluster.state_dir / 'kubelet.kubeconfig'}",
@@ -301,50 +267,6 @@ def _kill_strays(node: RealNode) -> None:
                 os.kill(int(proc.name), signal.SIGKILL)
 
 
-def _unmount_under(*roots: str) -> None:
-    mounts = [line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()]
-    for mount in sorted((m for m in mounts if any(m == r or m.startswith(r + "/") for r in roots)),
-                        key=len, reverse=True):
-        _sh("umount", "-l", mount, check=False)
-
-
-def _remove_iptables(before: dict[str, list[str]]) -> None:
-    """Chains the node created (kubelet, kube-proxy, CNI), and every rule that jumps to them."""
-    for key, chains in _iptables_chains().items():
-        tool, table = key.split(":")
-        new = [c for c in chains if c not in before.get(key, [])]
-        if not new:
-            continue
-        for line in _sh(f"{tool}-save", "-t", table, check=False).stdout.splitlines():
-            parts = line.split()
-            if line.startswith("-A ") and "-j" in parts and parts[parts.index("-j") + 1] in new \
-                    and parts[1] not in new:
-                _sh(tool, "-t", table, "-D", *parts[1:], check=False)
-        for chain in new:
-            _sh(tool, "-t", table, "-F", chain, check=False)
-        for chain in new:
-            _sh(tool, "-t", table, "-X", chain, check=False)
-    # iptables-nft creates each table it touches (with the built-in chains): drop the ones that were not there
-    # before, once they hold no rule.
-    for key in _iptables_chains():
-        tool, table = key.split(":")
-        rules = _sh(f"{tool}-save", "-t", table, check=False).stdout
-        if key not in before and "\n-A " not in rules:
-            _sh("nft", "delete", "table", "ip" if tool == "iptables" else "ip6", table, check=False)
-
-
-def _remove_cgroups() -> None:
-    for hierarchy in hostcheck.cgroup_hierarchies():
-        root = hierarchy / CGROUP_ROOT
-        if not root.is_dir():
-            continue
-        for path in sorted((p for p in root.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
-            with contextlib.suppress(OSError):
-                path.rmdir()
-        with contextlib.suppress(OSError):
-            root.rmdir()
-
-
 def stop(node: RealNode, *, remove_state: bool = True) -> None:
     """Stop the node and its control plane, and undo every change it made to the host."""
     for name in COMPONENTS:
@@ -355,16 +277,16 @@ def stop(node: RealNode, *, remove_state: bool = True) -> None:
         _stop_pid(node.pids["containerd"], timeout=20)
     _kill_strays(node)
     if (node.bin_dir / "kube-proxy").exists():
-        _sh(str(node.bin_dir / "kube-proxy"), "--cleanup", check=False)
+        host.sh(str(node.bin_dir / "kube-proxy"), "--cleanup", check=False)
     if node.cluster.server:
         controlplane.stop(node.cluster, remove_state=False)
-    _unmount_under(str(node.state_dir), *node.created_paths)
+    host.unmount_under(str(node.state_dir), *node.created_paths)
     for link in (BRIDGE, NODE_LINK):  # the Service route goes with its link
-        _sh("ip", "link", "del", link, check=False)
-    _remove_iptables(node.iptables_before)
-    _remove_cgroups()
+        host.sh("ip", "link", "del", link, check=False)
+    host.remove_iptables(node.iptables_before)
+    host.remove_cgroups(CGROUP_ROOT)
     for name, value in node.sysctls.items():
-        _write_sysctl(name, value)
+        host.write_sysctl(name, value)
     for path in node.created_paths:
         shutil.rmtree(path, ignore_errors=True)
         with contextlib.suppress(OSError):

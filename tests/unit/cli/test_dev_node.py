@@ -10,7 +10,7 @@ import pytest
 
 from kubestill.cli import dev as dev_cli
 from kubestill.cli import main
-from kubestill.dev import controlplane, hostcheck, realnode
+from kubestill.dev import controlplane, host, realnode
 
 REASONS = ["not root: containerd, runc and the kubelet mount filesystems", "runc is missing"]
 
@@ -50,8 +50,8 @@ def test_auto_falls_back_to_the_process_node_loudly(no_real_node: list[str],
     assert no_real_node == ["control plane", "process node"]
 
 
-def test_hostcheck_names_missing_root(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_host_names_missing_root(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setattr("os.geteuid", lambda: 1000)
-    reasons = hostcheck.missing(tmp_path)
+    reasons = host.missing(tmp_path)
     assert any(r.startswith("not root") for r in reasons)
     assert any("kubelet is missing" in r and "tests/cluster/build.sh" in r for r in reasons)

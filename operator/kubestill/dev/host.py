@@ -1,4 +1,5 @@
-"""What this host offers a real node, and what a real node leaves on it (kubestill.dev.realnode).
+"""The host side of the real node (kubestill.dev.realnode): what this host offers it, the changes it makes to the
+host and undoes (sysctls, cgroups, iptables, mounts), and what it leaves.
 
 `missing()` names each thing a real node needs that is absent here, and why it is needed, so `kubestill dev up
 --node real` and the tests can say exactly why they fall back to the process node. `Footprint` is a snapshot of
@@ -8,6 +9,7 @@ directories): taken before start and after teardown, the two must be equal.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -128,3 +130,91 @@ class Footprint:
             if before != now:
                 out[name] = {"added": sorted(now - before), "removed": sorted(before - now)}
         return out
+
+
+def sh(*argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(argv, capture_output=True, text=True, check=check)
+
+
+def read_sysctl(name: str) -> str | None:
+    path = Path("/proc/sys") / name.replace(".", "/")
+    try:
+        return path.read_text().strip()
+    except OSError:
+        return None
+
+
+def write_sysctl(name: str, value: str) -> None:
+    with contextlib.suppress(OSError):
+        (Path("/proc/sys") / name.replace(".", "/")).write_text(value)
+
+
+def iptables_chains() -> dict[str, list[str]]:
+    """{"iptables:nat": [chain, ...], ...}: the chains present now, per tool and table."""
+    out: dict[str, list[str]] = {}
+    for tool in ("iptables", "ip6tables"):
+        table = ""
+        for line in sh(f"{tool}-save", check=False).stdout.splitlines():
+            if line.startswith("*"):
+                table = line[1:]
+                out[f"{tool}:{table}"] = []
+            elif line.startswith(":"):
+                out[f"{tool}:{table}"].append(line[1:].split()[0])
+    return out
+
+
+def make_cgroup_root(name: str) -> None:
+    """The cgroup `name` in every hierarchy, ready to take tasks."""
+    for hierarchy in cgroup_hierarchies():
+        root = hierarchy / name
+        root.mkdir(exist_ok=True)
+        # A cpuset cgroup takes no task until it has CPUs and memory nodes: inherit the parent's.
+        for setting in ("cpuset.cpus", "cpuset.mems"):
+            if (hierarchy / setting).exists() and not (root / setting).read_text().strip():
+                (root / setting).write_text((hierarchy / setting).read_text())
+
+
+def unmount_under(*roots: str) -> None:
+    """Every mount at or below `roots`, deepest first (lazily: a busy one goes once released)."""
+    mounts = [line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()]
+    for mount in sorted((m for m in mounts if any(m == r or m.startswith(r + "/") for r in roots)),
+                        key=len, reverse=True):
+        sh("umount", "-l", mount, check=False)
+
+
+def remove_iptables(before: dict[str, list[str]]) -> None:
+    """Chains the node created (kubelet, kube-proxy, CNI), and every rule that jumps to them."""
+    for key, chains in iptables_chains().items():
+        tool, table = key.split(":")
+        new = [c for c in chains if c not in before.get(key, [])]
+        if not new:
+            continue
+        for line in sh(f"{tool}-save", "-t", table, check=False).stdout.splitlines():
+            parts = line.split()
+            if line.startswith("-A ") and "-j" in parts and parts[parts.index("-j") + 1] in new \
+                    and parts[1] not in new:
+                sh(tool, "-t", table, "-D", *parts[1:], check=False)
+        for chain in new:
+            sh(tool, "-t", table, "-F", chain, check=False)
+        for chain in new:
+            sh(tool, "-t", table, "-X", chain, check=False)
+    # iptables-nft creates each table it touches (with the built-in chains): drop the ones that were not there
+    # before, once they hold no rule.
+    for key in iptables_chains():
+        tool, table = key.split(":")
+        rules = sh(f"{tool}-save", "-t", table, check=False).stdout
+        if key not in before and "\n-A " not in rules:
+            sh("nft", "delete", "table", "ip" if tool == "iptables" else "ip6", table, check=False)
+
+
+def remove_cgroups(name: str) -> None:
+    """The cgroup `name` and everything below it, in every hierarchy (they must hold no task)."""
+    for hierarchy in cgroup_hierarchies():
+        root = hierarchy / name
+        if not root.is_dir():
+            continue
+        for path in sorted((p for p in root.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
+            with contextlib.suppress(OSError):
+                path.rmdir()
+        with contextlib.suppress(OSError):
+            root.rmdir()
