@@ -71,6 +71,9 @@ if [ "$(id -u)" -eq 0 ]; then
 fi
 log "control-plane and node binaries"
 bash tests/cluster/build.sh >/dev/null
+# SeaweedFS `weed`, the S3 server of the s3:// tests and the demo, from its Go module (cached the same way).
+log "S3 server (SeaweedFS weed)"
+bash tests/cluster/seaweedfs/build.sh >/dev/null
 if [ -n "$images_pid" ]; then
   if ! wait "$images_pid"; then
     tail -n 60 "$images_log" >&2; echo "image build failed (full log: $images_log)" >&2; exit 1

@@ -6,12 +6,17 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from kubestill.dev import controlplane
 from kubestill.dev.controlplane import Cluster
+
+if TYPE_CHECKING:
+    from kubestill.dev.seaweedfs import Credentials, SeaweedFS
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -42,3 +47,45 @@ def namespace(cluster: Cluster) -> Iterator[str]:
         yield name
     finally:
         cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+@pytest.fixture(scope="session")
+def seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedFS]:
+    """A real S3 server (SeaweedFS `weed mini`, built from its Go module) for the session."""
+    from kubestill.dev.seaweedfs import start_seaweedfs
+
+    server = start_seaweedfs(tmp_path_factory.mktemp("seaweedfs"))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@dataclass
+class S3Sandbox:
+    """One test's bucket and credentials on the session's S3 server."""
+
+    server: SeaweedFS
+    bucket: str
+    creds: Credentials
+
+    def uri(self, *parts: str) -> str:
+        return "/".join([f"s3://{self.bucket}", *parts])
+
+    def env(self, **extra: str) -> dict[str, str]:
+        """The environment a kubestill Pod gets from a Secret holding these credentials."""
+        return {**self.creds.secret_data(self.server.endpoint), "KUBESTILL_S3_SECRET": "s3-creds", **extra}
+
+    def client(self) -> object:
+        return self.server.client(self.creds)
+
+
+@pytest.fixture
+def s3(seaweedfs: SeaweedFS) -> S3Sandbox:
+    """A fresh bucket and a fresh identity that may read and write (not administer) the server's buckets: not
+    scoped to this bucket, because SeaweedFS checks a scoped identity's permission before the bucket's existence
+    and would answer AccessDenied where AWS answers NoSuchBucket."""
+    bucket = f"t-{uuid.uuid4().hex[:12]}"
+    seaweedfs.make_bucket(bucket)
+    creds = seaweedfs.add_identity(bucket)
+    return S3Sandbox(seaweedfs, bucket, creds)

@@ -79,6 +79,7 @@ CASES = [
          "must be of type integer"),
     Case("bad-uri-scheme", DJ, (("spec.output.artifactUri", "ftp://host/x"),), "spec.output.artifactUri",
          "should match"),
+    Case("bad-s3-bucket", DJ, (("spec.data.uri", "s3://Bad_Bucket/data.jsonl"),), "spec.data.uri", "should match"),
     Case("layers-count", DJ, (("spec.student.architecture.fromTeacherLayers", [0, 3, 5]),),
          "spec.student.architecture.fromTeacherLayers", "exactly numLayers"),
     Case("static-student-generation", DJ,

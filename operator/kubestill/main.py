@@ -88,6 +88,12 @@ async def triton_deployments(body: kopf.Body, **_: Any) -> Any:
     return sm.index_deployment(body)
 
 
+@kopf.index("batch", "v1", "jobs", labels={**OURS, SM_LABEL: kopf.PRESENT})
+async def artifact_checks(body: kopf.Body, **_: Any) -> Any:
+    """Storage check Jobs of s3:// artifacts by StudentModel."""
+    return sm.index_check_job(body)
+
+
 @kopf.on.event(GROUP, VERSION, "studentmodels")
 async def studentmodel_event(type: str | None, body: kopf.Body, **kwargs: Any) -> None:
     """Any change of a StudentModel: render and apply its Triton objects, report readiness."""
@@ -97,6 +103,12 @@ async def studentmodel_event(type: str | None, body: kopf.Body, **kwargs: Any) -
 @kopf.on.event("apps", "v1", "deployments", labels={**OURS, SM_LABEL: kopf.PRESENT})
 async def triton_deployment_event(type: str | None, body: kopf.Body, **kwargs: Any) -> None:
     """A Triton Deployment changed: update its StudentModel's status."""
+    await sm.on_child_event(type, body, kwargs)
+
+
+@kopf.on.event("batch", "v1", "jobs", labels={**OURS, SM_LABEL: kopf.PRESENT})
+async def artifact_check_event(type: str | None, body: kopf.Body, **kwargs: Any) -> None:
+    """An artifact's storage check Job changed: reconcile its StudentModel."""
     await sm.on_child_event(type, body, kwargs)
 
 

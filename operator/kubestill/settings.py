@@ -9,7 +9,10 @@ import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
+
+from kubestill.api.v1alpha1._base import parse_duration
 
 DEFAULT_TRAINER_IMAGE = "kubestill-trainer:0.1.0"  # the chart's operator.trainerImage
 # kubestill's serving image (serving-image/Dockerfile): tritonserver with the python backend and everything the
@@ -42,6 +45,9 @@ class Settings:
     # non-root, read-only root filesystem, no privilege escalation); empty: none.
     trainer_pod_security_context: Mapping[str, Any] = field(default_factory=dict)
     trainer_security_context: Mapping[str, Any] = field(default_factory=dict)
+    # How long a deleted CanaryRollout waits for its HTTPRoute to be restored before it is released regardless
+    # (with a Warning Event saying what was left): a route that cannot be written never blocks a delete for good.
+    route_restore_timeout: timedelta = timedelta(minutes=5)
 
 
 def _json_object(name: str, value: str) -> dict[str, Any]:
@@ -67,6 +73,13 @@ def _labels(value: str) -> dict[str, str]:
     return out
 
 
+def _duration(env: Mapping[str, str], name: str, default: str) -> timedelta:
+    try:
+        return parse_duration(env.get(name) or default)
+    except ValueError as err:
+        raise ValueError(f"{name}: {err}") from None
+
+
 def from_env(env: Mapping[str, str] | None = None) -> Settings:
     """Settings from KUBESTILL_* variables; unset ones keep their defaults."""
     env = os.environ if env is None else env
@@ -84,4 +97,5 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
                                                   env.get("KUBESTILL_TRAINER_POD_SECURITY_CONTEXT", "")),
         trainer_security_context=_json_object("KUBESTILL_TRAINER_SECURITY_CONTEXT",
                                               env.get("KUBESTILL_TRAINER_SECURITY_CONTEXT", "")),
+        route_restore_timeout=_duration(env, "KUBESTILL_ROUTE_RESTORE_TIMEOUT", "5m"),
     )

@@ -1,9 +1,13 @@
 """The GitOps examples (deploy/gitops) fit the chart and the operator: their Helm values pass the chart's
-schema, their paths and source references resolve, Argo CD ignores exactly the field manager the operator
-writes HTTPRoute weights with, and the example application is accepted by the real API server."""
+schema, their paths and source references resolve, Argo CD ignores exactly the weights and the mirror a rollout
+moves in the HTTPRoute (nothing else of it), and the example application is accepted by the real API server."""
 
 from __future__ import annotations
 
+import copy
+import json
+import shutil
+import subprocess
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -11,7 +15,11 @@ from typing import Any
 import pytest
 import yaml
 
+from kubestill.api.names import triton_name
+from kubestill.api.v1alpha1.canaryrollout import BackendRef
+from kubestill.builders.httproute import build_httproute_weights
 from kubestill.clients.gateway import FIELD_MANAGER
+from kubestill.clients.rollouts import TRITON_HTTP_PORT
 from kubestill.dev.controlplane import Cluster
 
 from .helm import REPO_ROOT, Helm, one
@@ -44,14 +52,62 @@ def test_argocd_operator_application(helm: Helm) -> None:
     _renders_with(helm, source["helm"]["valuesObject"], dest["namespace"])
 
 
-def test_argocd_serving_application_ignores_the_canary_weights() -> None:
+def _argocd_route_ignores() -> list[str]:
     app = _load(GITOPS / "argocd" / "sentiment-serving.yaml")
-    assert (REPO_ROOT / app["spec"]["source"]["path"] / "kustomization.yaml").exists()
     routes = [d for d in app["spec"]["ignoreDifferences"] if d["kind"] == "HTTPRoute"]
     assert all(d["group"] == "gateway.networking.k8s.io" for d in routes)
-    assert [FIELD_MANAGER] in [d.get("managedFieldsManagers") for d in routes]
-    assert any(".spec.rules[].backendRefs[].weight" in d.get("jqPathExpressions", []) for d in routes)
+    # Not by field manager: kubestill-canary owns all of .spec.rules during a rollout (the list is atomic), so
+    # that would hide every diff in every rule.
+    assert not any(d.get("managedFieldsManagers") for d in routes)
+    return [e for d in routes for e in d.get("jqPathExpressions", [])]
+
+
+def test_argocd_serving_application_ignores_only_the_canary_weights_and_mirror() -> None:
+    app = _load(GITOPS / "argocd" / "sentiment-serving.yaml")
+    assert (REPO_ROOT / app["spec"]["source"]["path"] / "kustomization.yaml").exists()
     assert "RespectIgnoreDifferences=true" in app["spec"]["syncPolicy"]["syncOptions"]
+    rollout = _load(GITOPS / "apps" / "sentiment" / "canaryrollout.yaml")["spec"]
+    candidate = triton_name(rollout["candidate"]["studentModel"])
+    rule = rollout["route"].get("ruleIndex", 0)
+    expressions = _argocd_route_ignores()
+    assert any(f".spec.rules[{rule}].backendRefs[]" in e and rollout["baseline"]["name"] in e and candidate in e
+               and e.endswith("| .weight") for e in expressions), expressions
+    assert any("RequestMirror" in e and candidate in e for e in expressions), expressions
+
+
+def test_argocd_ignores_hide_a_rollout_but_not_a_route_change(tmp_path: Path) -> None:
+    """Argo CD deletes what each jq path expression selects from both sides before comparing; run them with jq
+    on Git's route and on the route in the middle of a rollout (weights moved, shadow mirror added)."""
+    jq = shutil.which("jq")
+    if jq is None:
+        pytest.skip("jq is not installed")
+    git = _load(GITOPS / "apps" / "sentiment" / "httproute.yaml")
+    rollout = _load(GITOPS / "apps" / "sentiment" / "canaryrollout.yaml")["spec"]
+    baseline = BackendRef(**rollout["baseline"])
+    candidate = BackendRef(name=triton_name(rollout["candidate"]["studentModel"]), port=TRITON_HTTP_PORT)
+    live = copy.deepcopy(git)
+    live["metadata"].update(namespace="sentiment", resourceVersion="1")
+    during = build_httproute_weights(live, 0, baseline, candidate, 25, mirror_percent=100)
+    changed = copy.deepcopy(git)
+    changed["spec"]["rules"][0]["matches"][0]["path"]["value"] = "/v3/models/"
+    program = "".join(f"del({e}) | " for e in _argocd_route_ignores()) + ".spec.rules"
+
+    def normalized(obj: dict[str, Any]) -> Any:
+        out = subprocess.run([jq, "-c", program], input=json.dumps(obj), text=True, capture_output=True, check=True)
+        return json.loads(out.stdout)
+
+    assert normalized({"spec": during["spec"]}) == normalized(git)
+    assert normalized(changed) != normalized(git)
+    # A rule with filters of its own: only kubestill's mirror is hidden, a change of theirs is not.
+    header = {"type": "RequestHeaderModifier", "requestHeaderModifier": {"set": [{"name": "x", "value": "1"}]}}
+    for route in (git, live):
+        route["spec"]["rules"][0]["filters"] = [header]
+    during = build_httproute_weights(live, 0, baseline, candidate, 0, mirror_percent=50)
+    assert len(during["spec"]["rules"][0]["filters"]) == 2
+    assert normalized({"spec": during["spec"]}) == normalized(git)
+    changed = copy.deepcopy(git)
+    changed["spec"]["rules"][0]["filters"][0]["requestHeaderModifier"]["set"][0]["value"] = "2"
+    assert normalized(changed) != normalized(git)
 
 
 def test_flux_helmrelease_and_sources(helm: Helm) -> None:

@@ -29,6 +29,7 @@ CLUSTER_MODE: list[tuple[str, str, str, bool]] = [
     ("watch", "distillationjobs.kubestill.io", ALL, True),
     ("watch", "canaryrollouts.kubestill.io", ALL, True),
     ("get", "canaryrollouts.kubestill.io", ANY, True),
+    ("patch", "canaryrollouts.kubestill.io", ANY, True),  # the route-restore finalizer
     ("patch", "distillationjobs.kubestill.io/status", ANY, True),
     ("patch", "studentmodels.kubestill.io/status", ANY, True),
     ("patch", "canaryrollouts.kubestill.io/status", ANY, True),

@@ -49,7 +49,9 @@ class OperatorProcess:
     def start(self, timeout: float = 60) -> None:
         env = source_env(self.cluster, KUBESTILL_TRAINER_IMAGE="kubestill-trainer:dev",
                          KUBESTILL_TRITON_IMAGE="kubestill-triton:dev",
-                         KUBESTILL_METRICS_PORT=str(self.metrics_port))
+                         KUBESTILL_METRICS_PORT=str(self.metrics_port),
+                         # A deleted CanaryRollout whose route cannot be restored is released after this.
+                         KUBESTILL_ROUTE_RESTORE_TIMEOUT="10s")
         code = "import sys; from kubestill.cli import main; sys.exit(main(sys.argv[1:]))"
         argv = [sys.executable, "-c", code, "operator", "--liveness", f"http://127.0.0.1:{self.health_port}/healthz"]
         with open(self.log_file, "ab") as log:

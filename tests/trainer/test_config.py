@@ -45,7 +45,7 @@ def _with(path: list[str | int], value: Any) -> dict[str, Any]:
         (_with(["loss", "terms", 0, "matryoshkaDims"], [8]), "spec.loss.terms.0.matryoshkaDims"),
         (_with(["loss", "terms"], [{"name": "infonce"}]), "spec.loss"),
         (_with(["task"], "translation"), "spec.task"),
-        (_with(["data", "uri"], "s3://bucket/x"), "spec.data.uri"),
+        (_with(["data", "uri"], "gs://bucket/x"), "spec.data.uri"),  # not a supported scheme
         (_with(["student", "architecture", "fromTeacherLayers"], [0]), "spec.student.architecture.fromTeacherLayers"),
         (_with(["data", "splits"], {"train": 0.5, "validation": 0.1, "test": 0.1}), "spec.data.splits"),
         (_with(["training", "batchSize"], 0), "spec.training.batchSize"),

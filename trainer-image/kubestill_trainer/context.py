@@ -13,7 +13,7 @@ import torch
 from kubestill.api.v1alpha1 import DistillationJobSpec
 
 from .report import ReportChannel
-from .storage import LocalStorage
+from .storage import Storage, open_workdir
 from .tasks import task_class
 from .tasks.base import DistillTask
 
@@ -30,7 +30,7 @@ def pick_device() -> str:
 class RunContext:
     spec: DistillationJobSpec
     metadata: dict[str, Any]
-    workdir: LocalStorage
+    workdir: Storage
     task: DistillTask
     report: ReportChannel
     device: str = "cpu"
@@ -38,7 +38,7 @@ class RunContext:
 
     @classmethod
     def create(cls, spec: DistillationJobSpec, metadata: dict[str, Any], workdir_uri: str) -> RunContext:
-        return cls(spec=spec, metadata=metadata, workdir=LocalStorage(workdir_uri),
+        return cls(spec=spec, metadata=metadata, workdir=open_workdir(workdir_uri),
                    task=task_class(spec.task)(spec), report=ReportChannel.from_env(), device=pick_device())
 
     def path(self, *parts: str) -> Path:

@@ -134,10 +134,18 @@ def finish(info: DistInfo) -> None:
             dist.destroy_process_group()
 
 
-def relaunch_train(spec: DistillationJobSpec, config: os.PathLike[str] | str, workdir: str, log_level: str = "INFO"
-                   ) -> dict[str, object]:
-    """The train stage in `requested_processes` processes under torchrun; its summary (train/done.json)."""
+def is_torchrun_worker(env: Mapping[str, str] | None = None) -> bool:
+    """Launched by torchrun (the launcher owns pulling and pushing the workdir)."""
+    env = os.environ if env is None else env
+    return all(v in env for v in _RANK_VARS)
+
+
+def relaunch_train(spec: DistillationJobSpec, config: os.PathLike[str] | str, workdir: str, log_level: str = "INFO",
+                   local_root: os.PathLike[str] | str | None = None) -> dict[str, object]:
+    """The train stage in `requested_processes` processes under torchrun; its summary (train/done.json under
+    `local_root`, the workdir's local directory, which the workers share)."""
     import json
+    from pathlib import Path
 
     from .storage import resolve_uri
 
@@ -146,5 +154,5 @@ def relaunch_train(spec: DistillationJobSpec, config: os.PathLike[str] | str, wo
     if code != 0:
         raise RuntimeError(f"the distributed train stage (torchrun, {requested_processes(spec)} processes) "
                            f"exited with code {code}")
-    done = resolve_uri(workdir) / "train" / "done.json"
+    done = (Path(local_root) if local_root is not None else resolve_uri(workdir)) / "train" / "done.json"
     return dict(json.loads(done.read_text()))

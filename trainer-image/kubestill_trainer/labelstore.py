@@ -2,7 +2,7 @@
 
 labels/rows.jsonl          kept rows with their split ({"id","text","pair","label","segment","split"})
 labels/targets.safetensors row-aligned teacher targets, plus "_confidence"
-labels/meta.json           task facts (class names, temperature, teacher kind)
+labels/meta.json           task facts (class names, confidence temperature, teacher kind, format markers)
 labels/report.json         filter reasons and counts, split sizes
 """
 

@@ -1,10 +1,12 @@
-"""Artifact URIs -> local directories. Small on purpose: every stage reads and writes plain files under one
-root; an object-store backend would implement `Storage` (download before, upload after a stage).
+"""Artifact URIs -> local directories. Every stage reads and writes plain files under one root; a workdir on
+object storage (`workdir.ObjectWorkdir`) mirrors that root to a bucket: pulled before, pushed after a stage.
 
 - `file:///abs/path` and plain paths: the path itself
 - `pvc://<claim>/<path>`: `${KUBESTILL_PVC_ROOT:-/mnt/kubestill/pvc}/<claim>/<path>` (the operator mounts
   claim <claim> at /mnt/kubestill/pvc/<claim>)
 - `pkg://<import_name>[/sub/path]`: inside an installed Python package (models and corpora from PyPI)
+- `s3://<bucket>/<key>`: an input (data file, model directory) is downloaded to a local cache first
+  (`workdir.fetch_input`); credentials and endpoint come from the environment (`objectstore.S3Config`)
 """
 
 from __future__ import annotations
@@ -26,8 +28,13 @@ class StorageError(Exception):
 
 
 def resolve_uri(uri: str, env: Mapping[str, str] | None = None) -> Path:
-    """The local path a URI stands for (it need not exist yet, except for pkg://)."""
+    """The local path a URI stands for (it need not exist yet, except for pkg://; s3:// is downloaded)."""
     env = os.environ if env is None else env
+    if uri.startswith("s3://"):
+        from .objectstore import ObjectStore, S3Config  # boto3 is only imported by jobs that use a bucket
+        from .workdir import fetch_input, scratch_root
+
+        return fetch_input(uri, ObjectStore(S3Config.from_env(env)), scratch_root(env) / "inputs")
     if "://" not in uri:
         return Path(uri).expanduser().resolve()
     parts = urlsplit(uri)
@@ -55,17 +62,31 @@ def resolve_uri(uri: str, env: Mapping[str, str] | None = None) -> Path:
         if not path.exists():
             raise StorageError(f"{uri}: {path} does not exist in package {name}")
         return path
-    raise StorageError(f"{uri}: unsupported scheme {scheme!r} (use file://, pvc://, pkg:// or a plain path)")
+    raise StorageError(f"{uri}: unsupported scheme {scheme!r} (use file://, pvc://, pkg://, s3:// or a plain path)")
 
 
 class Storage(Protocol):
     """Where a stage reads and writes; `root` is a local directory for the stage's lifetime."""
 
+    uri: str
     root: Path
+
+    def path(self, *parts: str) -> Path: ...
+
+    def pull(self, stage: str) -> None:
+        """Make what `stage` reads available under `root`."""
+
+    def push(self, stage: str) -> None:
+        """Make what `stage` wrote durable."""
+
+    def checkpointed(self, local_dir: Path) -> None:
+        """A resume checkpoint was just written to `local_dir`."""
+
+    def close(self) -> None: ...
 
 
 class LocalStorage:
-    """A workdir on a local or mounted filesystem (file://, plain paths, pvc://)."""
+    """A workdir on a local or mounted filesystem (file://, plain paths, pvc://): nothing to pull or push."""
 
     def __init__(self, uri: str, env: Mapping[str, str] | None = None) -> None:
         self.uri = uri
@@ -73,6 +94,27 @@ class LocalStorage:
 
     def path(self, *parts: str) -> Path:
         return self.root.joinpath(*parts)
+
+    def pull(self, stage: str) -> None:
+        pass
+
+    def push(self, stage: str) -> None:
+        pass
+
+    def checkpointed(self, local_dir: Path) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def open_workdir(uri: str) -> Storage:
+    """The workdir a URI names: a bucket mirrored to local scratch, or a local directory."""
+    if uri.startswith("s3://"):
+        from .workdir import ObjectWorkdir
+
+        return ObjectWorkdir(uri)
+    return LocalStorage(uri)
 
 
 def write_text_atomic(path: Path, text: str) -> None:

@@ -3,6 +3,7 @@ copies into the DistillationJob's condition. One paragraph, capped at Kubernetes
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from collections.abc import Mapping
@@ -26,9 +27,42 @@ def one_paragraph(message: str) -> str:
     return text if len(text) <= LIMIT else text[: LIMIT - 3] + "..."
 
 
+# Environment variables whose values are credentials (the S3 Secret's keys, the teacher's API key).
+SECRET_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "KUBESTILL_TEACHER_API_KEY")
+
+
+def secret_values(env: Mapping[str, str] | None = None) -> list[str]:
+    env = os.environ if env is None else env
+    return sorted({env[k] for k in SECRET_ENV if len(env.get(k) or "") >= 4}, key=len, reverse=True)
+
+
+def redact(text: str, env: Mapping[str, str] | None = None) -> str:
+    """`text` with every credential value of the environment replaced by ***."""
+    for value in secret_values(env):
+        text = text.replace(value, "***")
+    return text
+
+
+class _Redact(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        clean = redact(message)
+        if clean != message:
+            record.msg, record.args = clean, None
+        return True
+
+
+def install_redaction() -> None:
+    """Redact credentials from every log record of this process (on each root handler, so records of
+    libraries such as botocore are covered too)."""
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(f, _Redact) for f in handler.filters):
+            handler.addFilter(_Redact())
+
+
 def report_failure(message: str, env: Mapping[str, str] | None = None) -> None:
-    """Print the reason on stderr and write it to the termination log when there is one."""
-    text = one_paragraph(message)
+    """Print the reason on stderr and write it to the termination log when there is one (credentials redacted)."""
+    text = redact(one_paragraph(message), env)
     print(f"kubestill-trainer: {text}", file=sys.stderr)
     path = termination_path(env)
     if path is not None:

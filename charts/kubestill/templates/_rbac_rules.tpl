@@ -5,23 +5,27 @@ Secrets (the operator hands secretKeyRef to Job env; it never reads a Secret), p
 pods/status, any delete (children go with their owner through garbage collection), and CRD changes.
 */}}
 {{- define "kubestill.namespacedRules" -}}
-# The three kinds: watched (kopf event handlers and in-memory indexes, no finalizers or annotations);
-# StudentModels are created, and their spec patched, from a finished DistillationJob's export.
+# The three kinds: watched (kopf event handlers and in-memory indexes);
+# StudentModels are created, and their spec patched, from a finished DistillationJob's export;
+# CanaryRollouts get the kubestill.io/route-restore finalizer and route-record annotation (metadata patches).
 - apiGroups: ["kubestill.io"]
   resources: ["distillationjobs", "studentmodels", "canaryrollouts"]
   verbs: ["get", "list", "watch"]
 - apiGroups: ["kubestill.io"]
   resources: ["studentmodels"]
   verbs: ["create", "patch"]
+- apiGroups: ["kubestill.io"]
+  resources: ["canaryrollouts"]
+  verbs: ["patch"]
 # Status is written with merge patches on the status subresource only.
 - apiGroups: ["kubestill.io"]
   resources: ["distillationjobs/status", "studentmodels/status", "canaryrollouts/status"]
   verbs: ["patch"]
-# Stage Jobs (label/train/evaluate/export), watched to follow the pipeline.
+# Stage Jobs (label/train/evaluate/export) and storage checks of s3:// URIs, watched to follow the pipeline.
 - apiGroups: ["batch"]
   resources: ["jobs"]
   verbs: ["get", "list", "watch", "create"]
-# Stage Pods are read for their termination message (the trainer's failure reason).
+# Stage and Triton Pods are read for their termination message (the trainer's failure reason; why a model does not load).
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["get", "list", "watch"]
@@ -40,7 +44,8 @@ pods/status, any delete (children go with their owner through garbage collection
 - apiGroups: [""]
   resources: ["persistentvolumeclaims"]
   verbs: ["get"]
-# CanaryRollouts move weights in an existing HTTPRoute (server-side apply as field manager kubestill-canary).
+# CanaryRollouts move weights in an existing HTTPRoute (server-side apply as field manager kubestill-canary),
+# and give the route back when done (a merge patch of its managedFields).
 - apiGroups: ["gateway.networking.k8s.io"]
   resources: ["httproutes"]
   verbs: ["get", "list", "watch", "patch"]

@@ -10,6 +10,16 @@ STAGE_LABEL = "kubestill.io/stage"
 SM_LABEL = "kubestill.io/studentmodel"
 REPORT_LABEL = "kubestill.io/report"
 
+# A CanaryRollout holds this finalizer from before kubestill first changes its HTTPRoute until the route is in
+# its final state (or restored, on delete) and kubestill's field ownership is given back.
+ROUTE_RESTORE_FINALIZER = "kubestill.io/route-restore"
+# On a CanaryRollout: the RouteRecord (kubestill.api.route_record) of the route as it was before kubestill
+# changed it, and when the route was given back.
+ROUTE_RECORD_ANNOTATION = "kubestill.io/route-record"
+# On a CanaryRollout while it holds the finalizer: its HTTPRoute's name, so the rollouts that may still write a
+# route are one labelled LIST away (kubestill's field ownership of a route is given back by the last of them).
+ROUTE_LABEL = "kubestill.io/route"
+
 # Where a Pod sees claim <claim> of a pvc://<claim>/<path> URI.
 PVC_ROOT = "/mnt/kubestill/pvc"
 # Where a stage Job sees its config: the pod annotation CONFIG_ANNOTATION, projected by the downward API as
@@ -17,6 +27,9 @@ PVC_ROOT = "/mnt/kubestill/pvc"
 CONFIG_DIR = "/etc/kubestill"
 CONFIG_KEY = "config.yaml"
 CONFIG_ANNOTATION = "kubestill.io/config"
+# On a Triton Pod: the digest of the config.pbtxt it serves (a config change rolls the Deployment, and the
+# operator reads only the Pods of the current config).
+CONFIG_HASH_ANNOTATION = "kubestill.io/config-hash"
 
 
 def job_name(dj_name: str, stage: str) -> str:
@@ -33,3 +46,9 @@ def report_map_name(dj_name: str) -> str:
 def triton_name(sm_name: str) -> str:
     """ConfigMap, Deployment and Service of a StudentModel: `<name>-triton`."""
     return f"{sm_name}-triton"
+
+
+def check_job_name(owner: str, key: str, attempt: int) -> str:
+    """Storage check Job `<owner>-check-<key>-<attempt>` of a DistillationJob or StudentModel (key: a digest of
+    what it checks)."""
+    return f"{owner}-check-{key}-{attempt}"

@@ -9,10 +9,14 @@ parameter and answers with these tensors.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from .v1alpha1.common import ServingSpec, Task
+
+# The file in every exported model directory that says how to load and call it (task, format, class labels).
+MODEL_CARD = "kubestill.json"
 
 
 @dataclass(frozen=True)
@@ -99,3 +103,55 @@ def render_config_pbtxt(
     for key, value in params.items():
         lines.append(f"parameters {{ key: {_quote(key)} value: {{ string_value: {_quote(value)} }} }}")
     return "\n".join(lines) + "\n"
+
+
+# --- refusing to serve --------------------------------------------------------------------------------------
+# model.py checks what the StudentModel says against the artifact before loading it. A refusal ends the
+# tritonserver container (it exits when a model fails to load) with a `LoadFailure` in its termination log,
+# which the kubelet copies into the Pod's status and the operator into the StudentModel's Ready condition.
+
+LABELS_MISMATCH = "LabelsMismatch"
+MODEL_LOAD_FAILED = "ModelLoadFailed"
+_FAILURE = re.compile(r"([A-Z][A-Za-z]{2,63}): (.+)", re.DOTALL)
+
+
+@dataclass(frozen=True)
+class LoadFailure:
+    """Why model.py refused to load, as `Reason: message` on one line (the termination-log text)."""
+
+    reason: str
+    message: str
+
+    def to_text(self) -> str:
+        return f"{self.reason}: {self.message}"
+
+    @classmethod
+    def from_text(cls, text: str) -> LoadFailure | None:
+        """The failure model.py wrote, or None for any other text (e.g. a log tail)."""
+        match = _FAILURE.fullmatch(text.strip())
+        return cls(match[1], match[2]) if match else None
+
+
+def labels_mismatch(given: Sequence[str], artifact: Sequence[str] | None) -> str | None:
+    """Why the `labels` parameter (StudentModel spec.labels) cannot be served with an artifact whose
+    kubestill.json lists `artifact` (the order of its PROBABILITIES), or None when it can. Empty `given`
+    always can: the artifact's own order is served (LABEL) and no order is published in the config.
+
+    >>> labels_mismatch(["a", "b"], ["a", "b"]) is None and labels_mismatch([], ["b", "a"]) is None
+    True
+    >>> labels_mismatch(["b", "a"], ["a", "b"])[:70]
+    "StudentModel spec.labels ['b', 'a'] are not the artifact's class order"
+    """
+    given = list(given)
+    if not given or (artifact is not None and given == list(artifact)):
+        return None
+    if artifact is None:
+        return (f"StudentModel spec.labels {given}: the artifact lists no classes (kubestill.json has no "
+                '"labels"); leave spec.labels empty')
+    artifact = list(artifact)
+    how = ("the same classes in another order" if sorted(given) == sorted(artifact) else
+           f"classes differ: only in spec.labels {sorted(set(given) - set(artifact))}, only in the artifact "
+           f"{sorted(set(artifact) - set(given))}")
+    return (f"StudentModel spec.labels {given} are not the artifact's class order {artifact} (kubestill.json "
+            f'"labels", the order of PROBABILITIES): {how}. List them in the artifact\'s order, or leave '
+            "spec.labels empty to serve the artifact's own")

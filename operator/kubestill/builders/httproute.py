@@ -5,6 +5,10 @@ own a single weight: an apply must carry the whole `spec.rules`. The builder the
 rules as they are and changes only the two backendRefs' weights, our RequestMirror filter and (after
 promotion) the baseline entry; the client sends it with the route's resourceVersion, so a concurrent edit by
 anyone else fails the apply instead of being overwritten, and the next tick rebuilds from the new route.
+
+The same atomicity makes kubestill the owner of all of `spec.rules` while a rollout runs. At the end the route
+is given back (builders/meta.py), and a deleted rollout's rule is restored from the RouteRecord taken before
+the first write (`build_route_record`, `build_route_restore` below).
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from kubestill.api.route_record import RouteRecord
 from kubestill.api.v1alpha1.canaryrollout import BackendRef
 
 GATEWAY_GROUP = "gateway.networking.k8s.io"
@@ -151,6 +156,13 @@ def build_httproute_weights(
     else:
         rule.pop("filters", None)
 
+    return _apply_body(route, rules)
+
+
+def _apply_body(route: Mapping[str, Any], rules: list[dict[str, Any]]) -> dict[str, Any]:
+    """An apply body carrying `rules` (all of them: the list is atomic), conditioned on the route's
+    resourceVersion."""
+    meta = route.get("metadata") or {}
     metadata: dict[str, Any] = {"name": meta.get("name"), "namespace": meta.get("namespace")}
     if meta.get("resourceVersion"):
         metadata["resourceVersion"] = meta["resourceVersion"]
@@ -160,3 +172,92 @@ def build_httproute_weights(
         "metadata": metadata,
         "spec": {"rules": rules},
     }
+
+
+# --- Giving the route back: the record taken before the first write, and the restore on delete -------------
+
+
+def build_route_record(
+    route: Mapping[str, Any], rule_index: int, baseline: BackendRef, candidate: BackendRef
+) -> RouteRecord:
+    """What a restore needs to know of `route` before kubestill first changes it: whether the user declared the
+    candidate backendRef (kept at weight 0 on restore, not removed) and the baseline's weight.
+
+    A route that already carries candidate traffic or our mirror (a rollout started by an operator version
+    without the record) is not pristine: its baseline weight is then not known and restored as 100.
+    """
+    rule = _rule(route, rule_index)
+    refs = rule.get("backendRefs") or []
+    base = next((r for r in refs if _is(r, baseline)), None)
+    seen = observe_route(route, rule_index, baseline, candidate)
+    pristine = not seen.candidate_weight and seen.mirror_percent is None
+    weight: int | None = 100
+    if base is not None and pristine:
+        weight = (int(base["weight"]) or 100) if "weight" in base else None
+    return RouteRecord(
+        route=(route.get("metadata") or {}).get("name", ""),
+        rule_index=rule_index,
+        baseline=baseline,
+        baseline_weight=weight,
+        candidate=candidate,
+        candidate_declared=seen.candidate_weight is not None,
+    )
+
+
+def build_route_restore(route: Mapping[str, Any], record: RouteRecord) -> dict[str, Any] | None:
+    """The server-side apply body that gives the recorded rule its traffic back: the baseline at its recorded
+    weight, the candidate backendRef removed when kubestill added it (at weight 0 when the user had declared it),
+    our RequestMirror filter removed; every other field copied. None when the route already is so, so a restore
+    replayed after an operator kill writes nothing.
+
+    Raises RouteError when the rule or the baseline backendRef is gone: there is nothing to give traffic back to,
+    and guessing where it should go is the user's call.
+    """
+    meta = route.get("metadata") or {}
+    live = (route.get("spec") or {}).get("rules") or []
+    _rule(route, record.rule_index)
+    rules = copy.deepcopy(live)
+    rule = rules[record.rule_index]
+    refs: list[dict[str, Any]] = rule.get("backendRefs") or []
+    if not any(_is(r, record.baseline) for r in refs):
+        raise RouteError(
+            f"HTTPRoute {meta.get('name')} rule {record.rule_index} has no backendRef "
+            f"{record.baseline.name}:{record.baseline.port} to give the traffic back to"
+        )
+    out_refs: list[dict[str, Any]] = []
+    for ref in refs:
+        if _is(ref, record.baseline):
+            ref = {k: v for k, v in ref.items() if k != "weight"}
+            if record.baseline_weight is not None:
+                ref["weight"] = record.baseline_weight
+        elif _is(ref, record.candidate):
+            if not record.candidate_declared:
+                continue
+            ref = {**ref, "weight": 0}
+        out_refs.append(ref)
+    rule["backendRefs"] = out_refs
+    filters = [f for f in rule.get("filters") or [] if not _is_our_mirror(f, record.candidate)]
+    if filters:
+        rule["filters"] = filters
+    else:
+        rule.pop("filters", None)
+    if rules == live:
+        return None
+    return _apply_body(route, rules)
+
+
+def describe_rule(route: Mapping[str, Any] | None, record: RouteRecord) -> str:
+    """The recorded rule's traffic in words, for the Event that says what a released rollout left behind."""
+    if route is None:
+        return f"HTTPRoute {record.route} not found"
+    try:
+        seen = observe_route(route, record.rule_index, record.baseline, record.candidate)
+    except RouteError as err:
+        return str(err)
+    parts = [
+        f"{record.baseline.name} weight {'absent' if seen.baseline_weight is None else seen.baseline_weight}",
+        f"{record.candidate.name} weight {'absent' if seen.candidate_weight is None else seen.candidate_weight}",
+    ]
+    if seen.mirror_percent is not None:
+        parts.append(f"{seen.mirror_percent}% mirrored to {record.candidate.name}")
+    return f"HTTPRoute {record.route} rule {record.rule_index}: " + ", ".join(parts)

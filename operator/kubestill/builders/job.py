@@ -20,6 +20,7 @@ from kubestill.api.v1alpha1.distillationjob import DistillationJobSpec
 
 from .configmap import config_text, report_metadata
 from .meta import child_metadata, pvc_claims, pvc_volumes
+from .storage import s3_env, s3_uris, scratch_volume
 
 TRAINER_CONTAINER = "trainer"
 API_KEY_ENV = "KUBESTILL_TEACHER_API_KEY"
@@ -90,6 +91,12 @@ def build_stage_job(
     if openai is not None and openai.api_key_secret_ref is not None:
         ref = openai.api_key_secret_ref
         env.append({"name": API_KEY_ENV, "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}})
+    if s3_uris(spec_uris(spec)):  # S3 settings from the Secret; an s3:// workdir lives in a scratch emptyDir
+        env += s3_env(spec.storage_secret_ref)
+        volume, mount, scratch_env = scratch_volume()
+        volumes.append(volume)
+        mounts.append(mount)
+        env.append(scratch_env)
     if security_context and security_context.get("readOnlyRootFilesystem"):
         volumes.append({"name": "tmp", "emptyDir": {}})
         mounts.append({"name": "tmp", "mountPath": "/tmp"})

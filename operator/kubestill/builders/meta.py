@@ -65,3 +65,34 @@ def pvc_volumes(claims: list[str]) -> tuple[list[dict[str, Any]], list[dict[str,
     volumes = [{"name": f"pvc-{c}"[:63], "persistentVolumeClaim": {"claimName": c}} for c in claims]
     mounts = [{"name": f"pvc-{c}"[:63], "mountPath": f"{PVC_ROOT}/{c}"} for c in claims]
     return volumes, mounts
+
+
+# What a manager that gives everything back keeps owning when it is the object's only manager: metadata.name, which
+# never changes, so it can never conflict with anyone.
+PLACEHOLDER_FIELDS: dict[str, Any] = {"f:metadata": {"f:name": {}}}
+
+
+def build_field_manager_release(obj: Mapping[str, Any], manager: str) -> dict[str, Any] | None:
+    """A merge patch that gives back every field `manager` owns by server-side apply, leaving the values as they
+    are: `metadata.managedFields` without `manager`'s entries, conditioned on the object's resourceVersion (a write
+    in between fails with 409 instead of being undone). None when `manager` owns nothing.
+
+    Why not an empty apply as `manager`: for a field it alone owns, an apply that omits it deletes the field.
+    When `manager` is the only manager, its entry is shrunk to PLACEHOLDER_FIELDS instead of dropped: an object
+    without managedFields makes the next apply see a "before-first-apply" manager owning every field, so it would
+    conflict on all of them (tests/integration/test_route_ownership.py shows both on the real API server).
+    """
+    meta = obj.get("metadata") or {}
+    entries = list(meta.get("managedFields") or [])
+    ours = [e for e in entries if e.get("manager") == manager]
+    keep = [e for e in entries if e.get("manager") != manager]
+    if not ours:
+        return None
+    if not keep:
+        if [e.get("fieldsV1") for e in ours] == [PLACEHOLDER_FIELDS]:
+            return None
+        keep = [{**ours[0], "fieldsV1": PLACEHOLDER_FIELDS}]
+    patch: dict[str, Any] = {"managedFields": keep}
+    if meta.get("resourceVersion"):
+        patch["resourceVersion"] = meta["resourceVersion"]
+    return {"metadata": patch}

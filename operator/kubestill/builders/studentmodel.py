@@ -42,4 +42,6 @@ def build_student_model(
             "serving": spec.output.serving.to_wire(),
         },
     }
+    if spec.storage_secret_ref is not None:  # the artifact is read with the job's S3 Secret
+        body["spec"]["storageSecretRef"] = spec.storage_secret_ref.to_wire()
     return body

@@ -4,6 +4,8 @@ Service in front of it. Pure: spec in, manifest dicts out.
 The model repository is assembled at Pod start by an init container, in an emptyDir:
 `/models/<model>/config.pbtxt` from the ConfigMap and `/models/<model>/1/model.py` from the artifact's
 `triton/model.py` (contract). The python backend's model.py then loads the model from `artifact_dir`.
+An s3:// artifact is first downloaded by another init container (the trainer image's storage CLI, with the
+StudentModel's S3 Secret) into an emptyDir at /mnt/kubestill/artifact, which the others then read.
 """
 
 from __future__ import annotations
@@ -12,18 +14,21 @@ import hashlib
 from collections.abc import Mapping
 from typing import Any
 
-from kubestill.api.names import SM_LABEL, triton_name
+from kubestill.api.names import CONFIG_HASH_ANNOTATION, SM_LABEL, triton_name
+from kubestill.api.storage import is_s3
 from kubestill.api.triton import render_config_pbtxt
 from kubestill.api.v1alpha1.studentmodel import GRPC_PORT, HTTP_PORT, METRICS_PORT, StudentModelSpec
 
 from .job import container_resources, placement
 from .meta import child_metadata, local_path, pvc_claims, pvc_volumes
+from .storage import ARTIFACT_DIR, ARTIFACT_VOLUME, fetch_artifact_container
 
 MODELS_DIR = "/models"
 TRITON_CONFIG_DIR = "/etc/kubestill/triton"
 CONFIG_KEY = "config.pbtxt"
 TRITON_CONTAINER = "tritonserver"
 ASSEMBLE_CONTAINER = "assemble-model-repository"
+TERMINATION_LOG = "/dev/termination-log"
 
 
 def model_name(sm_name: str) -> str:
@@ -32,7 +37,10 @@ def model_name(sm_name: str) -> str:
 
 
 def artifact_root(spec: StudentModelSpec) -> str:
-    """Where the Pods see the exported artifact (`export/`); pkg:// ones must be inside the Triton image."""
+    """Where the Pods see the exported artifact (`export/`); pkg:// ones must be inside the Triton image, s3://
+    ones are downloaded to ARTIFACT_DIR."""
+    if is_s3(spec.artifact_uri):
+        return ARTIFACT_DIR
     return local_path(spec.artifact_uri) or spec.artifact_uri
 
 
@@ -76,8 +84,10 @@ def build_triton_deployment(
     pull_policy: str = "IfNotPresent",
     pull_secrets: tuple[str, ...] = (),
     extra_labels: Mapping[str, str] | None = None,
+    fetch_image: str = "",
 ) -> dict[str, Any]:
-    """apps/v1 Deployment `<sm>-triton`: tritonserver on 8000/8001/8002, ready on /v2/health/ready."""
+    """apps/v1 Deployment `<sm>-triton`: tritonserver on 8000/8001/8002, ready on /v2/health/ready; an s3://
+    artifact is downloaded first by `fetch_image` (the trainer image)."""
     name = sm["metadata"]["name"]
     serving = spec.serving
     image = serving.image or default_image
@@ -90,6 +100,12 @@ def build_triton_deployment(
         {"name": "models", "emptyDir": {}},
         {"name": "triton-config", "configMap": {"name": triton_name(name)}},
     ]
+    init_containers: list[dict[str, Any]] = []
+    if is_s3(spec.artifact_uri):
+        volumes.append({"name": ARTIFACT_VOLUME, "emptyDir": {}})
+        mounts.append({"name": ARTIFACT_VOLUME, "mountPath": ARTIFACT_DIR, "readOnly": True})
+        init_containers.append(fetch_artifact_container(spec.artifact_uri, spec.storage_secret_ref,
+                                                        fetch_image or image, pull_policy))
     models_mount = {"name": "models", "mountPath": MODELS_DIR}
     assemble = (
         f"mkdir -p {MODELS_DIR}/{model}/1 && "
@@ -115,7 +131,12 @@ def build_triton_deployment(
             {"name": "grpc", "containerPort": GRPC_PORT},
             {"name": "metrics", "containerPort": METRICS_PORT},
         ],
-        "env": [{"name": "HF_HUB_OFFLINE", "value": "1"}],
+        # model.py leaves why it refused to load in the termination log (kubestill.api.triton.LoadFailure);
+        # the kubelet copies it into the Pod status, where the operator reads it (else the log tail).
+        "env": [{"name": "HF_HUB_OFFLINE", "value": "1"},
+                {"name": "KUBESTILL_TERMINATION_LOG", "value": TERMINATION_LOG}],
+        "terminationMessagePath": TERMINATION_LOG,
+        "terminationMessagePolicy": "FallbackToLogsOnError",
         "readinessProbe": {
             "httpGet": {"path": "/v2/health/ready", "port": "http"},
             "periodSeconds": 2,
@@ -132,7 +153,7 @@ def build_triton_deployment(
     if resources:
         server["resources"] = resources
     pod_spec: dict[str, Any] = {
-        "initContainers": [init],
+        "initContainers": [*init_containers, init],
         "containers": [server],
         "volumes": volumes,
         **placement(serving.placement),
@@ -153,7 +174,7 @@ def build_triton_deployment(
                 "metadata": {
                     "labels": dict(metadata["labels"]),
                     "annotations": {
-                        "kubestill.io/config-hash": config_digest,
+                        CONFIG_HASH_ANNOTATION: config_digest,
                         "prometheus.io/scrape": "true",
                         "prometheus.io/port": str(METRICS_PORT),
                     },

@@ -39,6 +39,15 @@ def _start_process_node(cluster: controlplane.Cluster, state: Path) -> None:
     pid_file.write_text(str(proc.pid))
 
 
+def _start_s3(state_dir: Path) -> None:
+    from kubestill.dev.seaweedfs import dev_up
+
+    s3 = dev_up(state_dir)
+    print(f"S3 (SeaweedFS) at {s3.endpoint}, bucket s3://{s3.bucket}")
+    print(f"credentials for a Secret: kubectl create secret generic kubestill-s3 -n NAMESPACE "
+          f"--from-env-file={s3.env_file}   (then storageSecretRef: {{name: kubestill-s3}})")
+
+
 def cmd_up(args: argparse.Namespace) -> int:
     state = _state(args)
     node_kind = args.node
@@ -59,6 +68,8 @@ def cmd_up(args: argparse.Namespace) -> int:
             print(f"real node {realnode.NODE_NAME} ready ({node.cluster.server}); Pods run in containerd")
             print(f"export KUBECONFIG={node.cluster.kubeconfig}")
             print(f"kubectl: {node.cluster.bin_dir / 'kubectl'}")
+            if args.s3:
+                _start_s3(node.cluster.state_dir)
             return 0
     cluster = controlplane.up(state)
     print(f"control plane ready at {cluster.server}")
@@ -69,13 +80,18 @@ def cmd_up(args: argparse.Namespace) -> int:
         print("no node: nothing runs Pods (kubestill dev up --node real|process|auto)")
     print(f"export KUBECONFIG={cluster.kubeconfig}")
     print(f"kubectl: {cluster.bin_dir / 'kubectl'}")
+    if args.s3:
+        _start_s3(cluster.state_dir)
     return 0
 
 
 def cmd_down(args: argparse.Namespace) -> int:
     from kubestill.dev import realnode
+    from kubestill.dev.seaweedfs import dev_down
 
     state = _state(args)
+    if dev_down(state):
+        print("S3 server stopped")
     if realnode.down(state):
         print("real node and control plane stopped; host restored")
         return 0
@@ -114,8 +130,10 @@ def register(sub: Any) -> None:
     up = verbs.add_parser("up", help="start it (or reuse the running one) and print the kubeconfig")
     up.add_argument("--node", choices=("none", "real", "process", "auto"), default="none",
                     help="what runs Pods (default none; see `kubestill dev --help`)")
+    up.add_argument("--s3", action="store_true",
+                    help="also start an S3 server (SeaweedFS) with a bucket, for s3:// artifact URIs")
     up.set_defaults(func=cmd_up)
-    verbs.add_parser("down", help="stop it (and its node) and delete its state").set_defaults(func=cmd_down)
+    verbs.add_parser("down", help="stop it (and its node and S3 server) and delete its state").set_defaults(func=cmd_down)
     demo = verbs.add_parser(
         "demo", help="the whole lifecycle locally: DistillationJob -> StudentModel on Triton -> CanaryRollout"
     )

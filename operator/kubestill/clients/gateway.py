@@ -1,10 +1,11 @@
-"""HTTPRoute reads and the server-side apply of the rollout's weights (field manager `kubestill-canary`).
+"""HTTPRoute reads, the server-side apply of the rollout's weights (field manager `kubestill-canary`), and giving
+the route back.
 
 The apply carries the route's resourceVersion (see builders/httproute.py for why the whole `spec.rules`
-travels): when anyone changed the route since we read it, the API server answers 409 and we re-read.
-GitOps tools can recognise our writes by the field manager and ignore the weights, e.g. Argo CD's
-`ignoreDifferences: [{group: gateway.networking.k8s.io, kind: HTTPRoute, managedFieldsManagers:
-[kubestill-canary]}]`.
+travels): when anyone changed the route since we read it, the API server answers 409 and we re-read. Because
+`spec.rules` is atomic, `kubestill-canary` owns all of it while a rollout runs; `give_back_fields` hands that
+ownership back when the rollout ends (builders/meta.py `build_field_manager_release`), so GitOps tools apply
+the route again without conflicts.
 """
 
 from __future__ import annotations
@@ -44,4 +45,12 @@ async def apply_route(client: KubeClient, body: Mapping[str, Any]) -> dict[str, 
         body=body,
         params={"fieldManager": FIELD_MANAGER, "force": "true"},
         content_type="application/apply-patch+yaml",
+    )
+
+
+async def give_back_fields(client: KubeClient, namespace: str, name: str, patch: Mapping[str, Any]) -> dict[str, Any]:
+    """Send a managedFields merge patch (builders.meta.build_field_manager_release): `kubestill-canary` stops
+    owning the route's fields, their values stay. A stale resourceVersion raises ApiError 409."""
+    return await client.request(
+        "PATCH", route_path(namespace, name), body=patch, content_type="application/merge-patch+json"
     )

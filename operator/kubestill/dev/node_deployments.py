@@ -1,6 +1,8 @@
 """Deployment controller + kubelet for the local node: `replicas` local processes per Deployment, init
 containers run first, readiness from the readinessProbe's httpGet, status written like the controller;
-Services selecting the Pods get their local URLs (annotation + services.json)."""
+Services selecting the Pods get their local URLs (annotation + services.json). A container that exits is
+restarted after the kubelet's CrashLoopBackOff delay (10 s, doubling, at most 5 min), and its Pod status
+shows the failed run (lastState.terminated with the termination message) as the kubelet writes it."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import logging
 import secrets
 import socket
 import subprocess
+import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +25,7 @@ from .node_procs import (
     container_env,
     container_mounts,
     materialize_volumes,
+    termination_text,
     triton_argv,
 )
 
@@ -30,6 +34,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("kubestill.node.deployments")
 ENDPOINTS_ANNOTATION = "kubestill.io/local-endpoints"
+BACKOFF_S, MAX_BACKOFF_S = 10.0, 300.0  # the kubelet's CrashLoopBackOff
 
 
 def free_port() -> int:
@@ -51,6 +56,17 @@ class Replica:
     started: str = ""
     restarts: int = 0
     failed: str = ""
+    restart_at: float | None = None  # monotonic time of the next start after a crash (CrashLoopBackOff)
+    last_state: dict[str, Any] | None = None  # the last failed run, kept in the Pod status as the kubelet does
+    init_statuses: list[dict[str, Any]] = field(default_factory=list)
+
+
+class InitFailed(Exception):
+    """An init container exited non-zero; `status` is its initContainerStatuses entry."""
+
+    def __init__(self, message: str, status: dict[str, Any]) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 def _template_hash(template: dict[str, Any]) -> str:
@@ -143,16 +159,23 @@ class DeploymentRunner:
                 env.update(triton_env)
             rep.process = Process(argv, env, pod_dir / f"{container['name']}.log", pod_dir)
             log.info("deployment %s/%s: pod %s running %s", ns, meta["name"], name, " ".join(argv)[:200])
+        except InitFailed as err:  # as the kubelet reports it: the init container terminated, the Pod waits
+            rep.failed = str(err)
+            rep.init_statuses = [err.status]
+            log.warning("pod %s/%s: %s", ns, name, err)
         except (OSError, KeyError, ValueError, subprocess.SubprocessError) as err:
             rep.failed = str(err)
             log.warning("pod %s/%s failed to start: %s", ns, name, err)
+        reason = "PodInitializing" if rep.init_statuses else "CreateContainerError"
         status = [{"name": c["name"], "image": c.get("image", ""), "imageID": "", "ready": False,
                    "started": rep.process is not None, "restartCount": 0,
                    "state": {"running": {"startedAt": rep.started}} if rep.process else
-                   {"waiting": {"reason": "CreateContainerError", "message": rep.failed[:1000]}}}
+                   {"waiting": {"reason": reason, "message": rep.failed[:1000]}}}
                   for c in pod_spec["containers"][:1]]
-        self.node.api.patch(self.node.collection("v1", "pods", ns) + f"/{name}/status",
-                            pod_status_patch("Running" if rep.process else "Pending", False, status, rep.started))
+        patch = pod_status_patch("Running" if rep.process else "Pending", False, status, rep.started)
+        if rep.init_statuses:
+            patch["status"]["initContainerStatuses"] = rep.init_statuses
+        self.node.api.patch(self.node.collection("v1", "pods", ns) + f"/{name}/status", patch)
         return rep
 
     def _run_init(self, ns: str, pod: dict[str, Any], init: dict[str, Any], volumes: dict[str, str],
@@ -163,22 +186,48 @@ class DeploymentRunner:
         with open(pod_dir / f"{init['name']}.log", "wb") as out:
             done = subprocess.run(argv, env=env, stdout=out, stderr=subprocess.STDOUT, timeout=300, check=False)
         if done.returncode != 0:
-            tail = (pod_dir / f"{init['name']}.log").read_text(errors="replace")[-500:]
-            raise ValueError(f"init container {init['name']} exited {done.returncode}: {tail}")
+            log_file = pod_dir / f"{init['name']}.log"
+            message = termination_text(pod_dir / f"{init['name']}.termination-log", log_file,
+                                       init.get("terminationMessagePolicy", "File"), done.returncode)
+            from .node import now_rfc3339
+
+            terminated = {"exitCode": done.returncode, "reason": "Error", "message": message,
+                          "finishedAt": now_rfc3339()}
+            raise InitFailed(f"init container {init['name']} exited {done.returncode}: {message[-500:]}",
+                             {"name": init["name"], "image": init.get("image", ""), "imageID": "", "ready": False,
+                              "restartCount": 0, "state": {"terminated": terminated}})
 
     def _check(self, ns: str, rep: Replica, template: dict[str, Any]) -> None:
         """Readiness by the probe's httpGet on the local port; a dead process is restarted (kubelet)."""
-        from .node import pod_status_patch
+        from .node import now_rfc3339
 
         if rep.process is None:
             return
         container = template["spec"]["containers"][0]
+        if rep.restart_at is not None:
+            if time.monotonic() < rep.restart_at:
+                return
+            rep.restart_at = None
+            (self.node.pod_dir(ns, rep.pod) / f"{container['name']}.termination-log").unlink(missing_ok=True)
+            rep.process = rep.process.restart()
+            rep.started = now_rfc3339()
+            self._container_status(ns, rep, container, {"running": {"startedAt": rep.started}})
+            return
         code = rep.process.poll()
         if code is not None:
-            log.warning("pod %s exited %s; restarting (log %s)", rep.pod, code, rep.process.log_file)
+            delay = min(BACKOFF_S * 2 ** rep.restarts, MAX_BACKOFF_S)
+            log.warning("pod %s exited %s; restarting in %.0fs (log %s)", rep.pod, code, delay, rep.process.log_file)
             rep.ready = False
             rep.restarts += 1
-            rep.process = rep.process.restart()
+            rep.restart_at = time.monotonic() + delay
+            text = termination_text(self.node.pod_dir(ns, rep.pod) / f"{container['name']}.termination-log",
+                                    rep.process.log_file, container.get("terminationMessagePolicy", "File"), code)
+            terminated = {"exitCode": code, "reason": "Error" if code else "Completed", "message": text,
+                          "startedAt": rep.started, "finishedAt": now_rfc3339()}
+            waiting = {"waiting": {"reason": "CrashLoopBackOff",
+                                   "message": f"back-off {delay:.0f}s restarting failed container"}}
+            rep.last_state = {"terminated": terminated}
+            self._container_status(ns, rep, container, waiting)
             return
         if rep.ready:
             return
@@ -195,11 +244,18 @@ class DeploymentRunner:
             ok = True
         if ok:
             rep.ready = True
-            status = [{"name": container["name"], "image": container.get("image", ""), "imageID": "",
-                       "ready": True, "started": True, "restartCount": rep.restarts,
-                       "state": {"running": {"startedAt": rep.started}}}]
-            self.node.api.patch(self.node.collection("v1", "pods", ns) + f"/{rep.pod}/status",
-                                pod_status_patch("Running", True, status, rep.started))
+            self._container_status(ns, rep, container, {"running": {"startedAt": rep.started}})
+
+    def _container_status(self, ns: str, rep: Replica, container: dict[str, Any], state: dict[str, Any]) -> None:
+        from .node import pod_status_patch
+
+        status: dict[str, Any] = {"name": container["name"], "image": container.get("image", ""), "imageID": "",
+                                  "ready": rep.ready, "started": "running" in state, "restartCount": rep.restarts,
+                                  "state": state}
+        if rep.last_state is not None:
+            status["lastState"] = rep.last_state
+        self.node.api.patch(self.node.collection("v1", "pods", ns) + f"/{rep.pod}/status",
+                            pod_status_patch("Running", rep.ready, [status], rep.started))
 
     def _stop(self, ns: str, rep: Replica) -> None:
         if rep.process is not None:

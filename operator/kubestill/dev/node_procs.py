@@ -94,8 +94,10 @@ def materialize_volumes(
 
 def rewrite_config_files(pod_spec: Mapping[str, Any], volumes: Mapping[str, str]) -> None:
     """ConfigMap files that name paths inside the Pod (Triton's config.pbtxt names its artifact_dir under
-    /mnt/kubestill/pvc/<claim>) get the host paths, as if the claims were mounted at those paths."""
-    claims = {v["name"]: v for v in pod_spec.get("volumes") or [] if "persistentVolumeClaim" in v}
+    /mnt/kubestill/pvc/<claim>, or in the emptyDir an s3:// artifact is downloaded to) get the host paths, as
+    if the volumes were mounted at those paths."""
+    claims = {v["name"]: v for v in pod_spec.get("volumes") or [] if "persistentVolumeClaim" in v
+              or "emptyDir" in v}
     mounts = Mounts()
     for container in [*(pod_spec.get("initContainers") or []), *(pod_spec.get("containers") or [])]:
         for m in container.get("volumeMounts") or []:
@@ -145,6 +147,9 @@ def container_env(
             ref = source["secretKeyRef"]
             data = read_secret(ref["name"])
             if data is None or ref["key"] not in data:
+                if ref.get("optional"):  # as the kubelet does: the variable is left unset
+                    env.pop(name, None)
+                    continue
                 raise KeyError(f'secret "{ref["name"]}" key "{ref["key"]}" not found')
             env[name] = base64.b64decode(data[ref["key"]]).decode()
         elif "fieldRef" in source:
@@ -153,7 +158,8 @@ def container_env(
 
 
 def is_trainer(command: list[str]) -> bool:
-    return len(command) >= 3 and command[1:3] == ["-m", "kubestill_trainer"]
+    """`python -m kubestill_trainer ...` or one of its modules (the storage CLI of check Jobs and init steps)."""
+    return len(command) >= 3 and command[1] == "-m" and command[2].split(".")[0] == "kubestill_trainer"
 
 
 def container_argv(container: Mapping[str, Any], mounts: Mounts) -> list[str]:

@@ -21,13 +21,11 @@ import logging
 import time
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import ValidationError
 
-from kubestill.api.names import triton_name
 from kubestill.api.v1alpha1._base import Condition, ConditionStatus
 from kubestill.api.v1alpha1.canaryrollout import (
     BackendRef,
@@ -37,13 +35,12 @@ from kubestill.api.v1alpha1.canaryrollout import (
     RolloutPhase,
     RouteRef,
 )
-from kubestill.builders.httproute import RouteError, build_httproute_weights, desired_observation, observe_route
+from kubestill.builders.httproute import RouteError, build_httproute_weights
 from kubestill.clients import gateway, metrics, prometheus, rollouts
 from kubestill.clients.events import post_event
 from kubestill.clients.kube import ApiError, KubeClient, client
 from kubestill.logic.analysis import AnalysisRound, QueryResult, assess_round, matching_alerts, render_query
 from kubestill.logic.canary import (
-    ROUTE_OK,
     ROUTE_UNSEEN,
     Action,
     ActionKind,
@@ -56,7 +53,7 @@ from kubestill.logic.canary import (
     pending_controls,
     step_entered,
 )
-from kubestill.logic.canary_route import RouteClaim, candidate_invalid, conflict_message, route_holder
+from kubestill.logic.canary_route import candidate_invalid, conflict_message
 from kubestill.logic.canary_status import (
     apply_action,
     route_condition,
@@ -64,32 +61,25 @@ from kubestill.logic.canary_status import (
     routine_round,
     set_condition,
     start_clocks,
+    stop_clock,
 )
 
+from . import canary_finalizer
+from . import canary_route_sync as route_sync
+from .canary_candidate import resolve_candidate
 from .reconciler import Key, Reconciler, newer
 
 log = logging.getLogger("kubestill.canary")
 
 # Latest known body per rollout: the watched one or the one our own write returned, whichever is newer.
 _bodies: dict[Key, dict[str, Any]] = {}
-# Route observation we last confirmed per rollout, and when (monotonic): skips a GET in steady state.
-_route_ok: dict[Key, tuple[Any, float]] = {}
-ROUTE_RECHECK = 10.0
 # A healthy step's routine rounds are written at most this often (transitions and anything unhealthy are
 # written at once): at a thousand rollouts, one status write per round is what the API server feels most.
 STATUS_REFRESH = 30.0
 _persisted: dict[Key, float] = {}
 # Waiting for a StudentModel's Service, a missing route, a bad spec: look again this often.
 RETRY = 5.0
-# A route that cannot carry the rollout is retried after RETRY, doubling up to this.
-ROUTE_BACKOFF_MAX = 60.0
-_route_failures: dict[Key, int] = {}
-# The route changed between our read and our apply (409): read it again at once.
-ROUTE_RETRY = RouteView(False, "Conflict", "the route changed while it was written")
 WARNING_ACTIONS = (ActionKind.ROLLBACK, ActionKind.PAUSE, ActionKind.FAIL)
-# Every rollout's claim on its route rule, kept by kopf's index (complete before the first event is handled).
-CLAIMS_INDEX = "canary_claims"
-_indexes: dict[str, Any] = {}
 # prometheus-api-client blocks; its queries get their own threads so a thousand rollouts analysing at once
 # do not queue behind asyncio's small default pool (cores + 4).
 _PROMETHEUS_POOL = ThreadPoolExecutor(max_workers=32, thread_name_prefix="kubestill-prometheus")
@@ -102,35 +92,20 @@ async def _reconcile(key: Key) -> float | None:
 RECONCILER = Reconciler("CanaryRollout", _reconcile)
 
 
-def index_claim(body: Mapping[str, Any]) -> dict[tuple[str, str, int], RouteClaim] | None:
-    """A rollout's claim on its route rule, keyed by (namespace, route, ruleIndex)."""
-    meta = body["metadata"]
-    try:
-        spec = CanaryRolloutSpec.model_validate(body.get("spec") or {})
-        status = CanaryRolloutStatus.model_validate(body.get("status") or {})
-    except ValidationError:
-        return None
-    claim = RouteClaim(meta.get("creationTimestamp") or "", meta["name"], spec.route.name, spec.route.rule_index,
-                       holds_route(status))
-    return {(meta["namespace"], spec.route.name, spec.route.rule_index): claim}
-
-
-def _claims(namespace: str, route: str, rule: int) -> list[RouteClaim]:
-    store = _indexes.get(CLAIMS_INDEX)
-    if store is None:
-        return []
-    return list(store.get((namespace, route, rule), ()))
+def index_claim(body: Mapping[str, Any]) -> Any:
+    """A rollout's claim on its route rule, for kopf's index (see canary_route_sync)."""
+    return route_sync.index_claim(body)
 
 
 def _wake_waiting(key: Key, body: Mapping[str, Any], deleted: bool) -> None:
     """A rollout that no longer holds its rule (ended, or deleted) wakes the rollouts waiting for that rule."""
-    claim = index_claim(body)
+    claim = route_sync.index_claim(body)
     if claim is None:
         return
     ((_, route, rule), mine), = claim.items()
     if mine.holds and not deleted:
         return
-    for other in _claims(key[0], route, rule):
+    for other in route_sync.claims(key[0], route, rule):
         if other.name != key[1] and other.holds:
             RECONCILER.requeue((key[0], other.name), 0.0)
 
@@ -148,16 +123,15 @@ def on_candidate_event(event_type: str | None, body: Mapping[str, Any]) -> None:
 
 async def on_event(event_type: str | None, body: Mapping[str, Any], indexes: Mapping[str, Any]) -> None:
     """A CanaryRollout changed (or was listed at start-up): evaluate it now."""
-    _indexes.update(indexes)
+    route_sync.remember_indexes(indexes)
     meta = body["metadata"]
     key = (meta["namespace"], meta["name"])
     _wake_waiting(key, body, deleted=event_type == "DELETED")
     if event_type == "DELETED":
         RECONCILER.forget(key)
         _persisted.pop(key, None)
-        _route_failures.pop(key, None)
         old = _bodies.pop(key, None)
-        _route_ok.pop(key, None)
+        route_sync.forget(key)
         names = [m.get("name", "") for m in ((old or {}).get("spec", {}).get("analysis") or {}).get("metrics", [])]
         metrics.forget(*key, names)
         return
@@ -166,45 +140,6 @@ async def on_event(event_type: str | None, body: Mapping[str, Any], indexes: Map
         return  # the echo of our own status write: already decided on, and the next wake-up is scheduled
     _bodies[key] = newer(dict(body), known) or dict(body)
     await RECONCILER.run(key)
-
-
-@dataclass(frozen=True)
-class CandidateView:
-    """The candidate's Service, or why it cannot be used: `waiting` (before the first step) or `gone` (the
-    StudentModel was deleted after it; the Service recorded in status still lets the route be rolled back)."""
-
-    backend: BackendRef | None
-    waiting: str | None = None
-    gone: str | None = None
-
-
-async def _candidate(
-    api: KubeClient, namespace: str, spec: CanaryRolloutSpec, status: CanaryRolloutStatus
-) -> CandidateView:
-    """A StudentModel must be Ready before the first step sends it traffic; once started, its health is the
-    analysis' business, not a reason to stop acting (a rollback must still reach the route), but its
-    disappearance is a reason to roll back."""
-    if spec.candidate.service is not None:
-        return CandidateView(spec.candidate.service)
-    name = spec.candidate.student_model or ""
-    started = step_entered(status)
-    recorded = status.candidate_backend or BackendRef(name=triton_name(name), port=rollouts.TRITON_HTTP_PORT)
-    sm = await api.get("kubestill.io/v1alpha1", "StudentModel", namespace, name)
-    if sm is None or (sm.get("metadata") or {}).get("deletionTimestamp"):
-        if started:
-            return CandidateView(recorded, gone=f"candidate StudentModel {name} was deleted")
-        return CandidateView(None, waiting=f"StudentModel {name} not found")
-    sm_status = sm.get("status") or {}
-    service = sm_status.get("serviceName")
-    if not service:
-        if started:
-            return CandidateView(recorded)
-        return CandidateView(None, waiting=f"waiting for StudentModel {name} to report its Service "
-                                           "(status.serviceName)")
-    if not started and sm_status.get("phase") != "Ready":
-        return CandidateView(None, waiting=f"waiting for StudentModel {name} to be Ready "
-                                           f"(phase {sm_status.get('phase', 'Pending')})")
-    return CandidateView(BackendRef(name=service, port=rollouts.TRITON_HTTP_PORT))
 
 
 def _measure(spec: CanaryRolloutSpec, namespace: str, candidate: str, step: int, now: datetime) -> tuple[
@@ -238,6 +173,8 @@ async def reconcile(key: Key, api: KubeClient) -> float | None:
     body = _bodies.get(key)
     if body is None:
         return None
+    if body["metadata"].get("deletionTimestamp"):  # route-restore finalizer: restore, then release
+        return await canary_finalizer.on_deleting(api, key, _bodies)
     namespace, name = key
     started = time.perf_counter()
     try:
@@ -253,9 +190,9 @@ async def reconcile(key: Key, api: KubeClient) -> float | None:
     now = datetime.now(UTC)
     controls = pending_controls(annotations, status.handled_annotations)
 
-    cand = await _candidate(api, namespace, spec, status)
+    cand = await resolve_candidate(api, namespace, spec, status)
     invalid = candidate_invalid(spec.baseline, cand.backend) if cand.backend is not None else None
-    holder = _holder(key, spec, status, meta)
+    holder = route_sync.holder(key, spec, status, meta)
     if holder is not None and holder != name:
         view = RouteView(False, "RouteConflict", conflict_message(spec.route.name, spec.route.rule_index, holder),
                          held_by=holder)
@@ -264,8 +201,12 @@ async def reconcile(key: Key, api: KubeClient) -> float | None:
     else:
         # Make the route carry what the status says before deciding anything: after a restart between the
         # status write and the route write, this is where the route catches up, before the step's clock.
-        view = await _sync_route(api, key, spec, status, cand.backend)
-        if view is ROUTE_RETRY:
+        gate = await canary_finalizer.before_route_write(api, key, _bodies, spec, status, cand.backend)
+        if not gate.proceed:
+            return gate.requeue  # released: this rollout never writes its route again
+        body = _bodies.get(key, body)  # the finalizer patch moved the resourceVersion
+        view = await route_sync.sync_route(api, key, spec, status, cand.backend)
+        if view is route_sync.ROUTE_RETRY:
             return 0.2
 
     round_: AnalysisRound | None = None
@@ -277,10 +218,16 @@ async def reconcile(key: Key, api: KubeClient) -> float | None:
         round_ = measured
         for m in measured.measurements:
             metrics.observe_measurement(namespace, name, m.metric, m.value, m.result)
-    clocked = start_clocks(spec, status, view.carries, now)
+    stopped = stop_clock(status, view)
+    if stopped is not status and view.carries:
+        await _event(api, body, "Warning", "RouteDrifted",
+                     f"HTTPRoute {spec.route.name} no longer gave the candidate {status.current_weight}% (changed by "
+                     "someone else) and was rewritten; the step's pause starts again")
+    clocked = start_clocks(spec, stopped, view.carries, now)
     action = next_action(spec, clocked, round_, alerts, now, controls, route=view,
                          candidate_gone=cand.gone or cand.waiting, candidate_invalid=invalid)
-    new = apply_action(spec, clocked, action, round_, now, generation, handled_controls(annotations))
+    handled = handled_controls(annotations, status.handled_annotations, action.defer)
+    new = apply_action(spec, clocked, action, round_, now, generation, handled)
     if new.candidate_backend is None and step_entered(new) and cand.backend is not None:
         new = new.model_copy(update={"candidate_backend": cand.backend})
     if view.carries and route_state(spec, new) == route_state(spec, clocked):
@@ -295,22 +242,28 @@ async def reconcile(key: Key, api: KubeClient) -> float | None:
     if route_state(spec, new) != route_state(spec, clocked) and cand.backend is not None and holds_route(new) \
             and view.held_by is None and step_entered(new):
         # The decision moved the route (a new step, promotion, rollback): write it now, and start what waits
-        # for it as soon as the route carries it.
+        # for it as soon as the route carries it. The route-restore finalizer is held before the first write.
+        gate = await canary_finalizer.before_route_write(api, key, _bodies, spec, new, cand.backend)
+        if not gate.proceed:
+            return gate.requeue
         latest = _bodies.get(key, body)
-        view = await _sync_route(api, key, spec, new, cand.backend)
-        if view is ROUTE_RETRY:
+        view = await route_sync.sync_route(api, key, spec, new, cand.backend)
+        if view is route_sync.ROUTE_RETRY:
             return 0.2
         after = route_condition(start_clocks(spec, new, view.carries, datetime.now(UTC)), view, generation, now)
         if not await _persist(api, key, latest, new, after, view):
             return 0.2
         new = after
+    if cand.backend is not None and (view.carries or new.route_settled_at is not None):
+        # Finished and the route seen in its final state: give the route back (ownership, finalizer).
+        await canary_finalizer.after_route_write(api, key, _bodies, spec, new, cand.backend)
     metrics.observe_state(namespace, name, new.phase, new.current_step, new.current_weight)
     metrics.RECONCILE_SECONDS.observe(time.perf_counter() - started)
     if view.held_by is not None:
         return RETRY  # the holder's end wakes this one at once (on_event); this is a safety net
     if not view.carries and view is not ROUTE_UNSEEN:
-        return _backoff(key)
-    _route_failures.pop(key, None)
+        return route_sync.backoff(key)
+    route_sync.routable(key)
     if cand.waiting is not None and new.phase == RolloutPhase.PENDING:
         return RETRY
     return next_wakeup(spec, new, datetime.now(UTC))
@@ -328,7 +281,7 @@ async def _unparsable(api: KubeClient, key: Key, body: Mapping[str, Any], err: V
         status = CanaryRolloutStatus.model_validate(raw_status)
     except ValidationError:
         log.error("%s/%s: cannot parse spec or status: %s", *key, err)
-        return ROUTE_BACKOFF_MAX
+        return route_sync.ROUTE_BACKOFF_MAX
     controls = pending_controls(dict(meta.get("annotations") or {}), status.handled_annotations)
     now = datetime.now(UTC)
     new = status
@@ -358,21 +311,8 @@ async def _unparsable(api: KubeClient, key: Key, body: Mapping[str, Any], err: V
         written = await _write_status(api, key, body, new)
         if written is not None and not any(c.type == "SpecValid" and c.message == cond.message
                                            for c in status.conditions):
-            try:
-                await post_event(api, written, "Warning", "InvalidSpec", cond.message)
-            except ApiError as event_err:
-                log.warning("%s/%s: event not posted: %s", *key, event_err)
-    return ROUTE_BACKOFF_MAX
-
-
-def _holder(key: Key, spec: CanaryRolloutSpec, status: CanaryRolloutStatus, meta: Mapping[str, Any]) -> str | None:
-    """The rollout holding this rollout's route rule (see logic/canary_route.py), from the index of every
-    CanaryRollout, with this rollout's own claim taken from its latest status."""
-    namespace, name = key
-    mine = RouteClaim(meta.get("creationTimestamp") or "", name, spec.route.name, spec.route.rule_index,
-                      holds_route(status))
-    others = [c for c in _claims(namespace, spec.route.name, spec.route.rule_index) if c.name != name]
-    return route_holder([*others, mine], spec.route.name, spec.route.rule_index)
+            await _event(api, written, "Warning", "InvalidSpec", cond.message)
+    return route_sync.ROUTE_BACKOFF_MAX
 
 
 async def _persist(
@@ -401,10 +341,7 @@ async def _persist(
         before is None or (before.status, before.reason, before.message) != (after.status, after.reason,
                                                                             after.message)
     ):
-        try:
-            await post_event(api, written, "Warning", after.reason, after.message[:1000])
-        except ApiError as err:
-            log.warning("%s/%s: event not posted: %s", *key, err)
+        await _event(api, written, "Warning", after.reason, after.message)
     return True
 
 
@@ -427,49 +364,11 @@ async def _write_status(
     return written
 
 
-async def _sync_route(
-    api: KubeClient, key: Key, spec: CanaryRolloutSpec, status: CanaryRolloutStatus, candidate: BackendRef
-) -> RouteView:
-    """Make the route carry what `status` implies and say whether it does (from the route as read, or as the
-    API server returned it after our apply). A GET only when the wanted weights changed or the last check
-    is old. ROUTE_RETRY: the route changed under us (409), read it again."""
-    state = route_state(spec, status)
-    want = desired_observation(state.candidate_weight, state.mirror_percent, state.keep_baseline)
-    seen = _route_ok.get(key)
-    if seen is not None and seen[0] == want and time.monotonic() - seen[1] < ROUTE_RECHECK:
-        return ROUTE_OK
-    _route_ok.pop(key, None)
-    route_name, rule = spec.route.name, spec.route.rule_index
+async def _event(api: KubeClient, body: Mapping[str, Any], type_: str, reason: str, message: str) -> None:
     try:
-        route = await gateway.get_route(api, key[0], route_name)
-        if route is None:
-            return RouteView(False, "RouteNotFound", f"HTTPRoute {route_name} not found in namespace {key[0]}")
-        if observe_route(route, rule, spec.baseline, candidate) != want:
-            patch = build_httproute_weights(route, rule, spec.baseline, candidate, state.candidate_weight,
-                                            state.mirror_percent, state.keep_baseline)
-            route = await gateway.apply_route(api, patch)
-            log.info("%s/%s: route %s weights %d/%d", *key, route_name, 100 - state.candidate_weight,
-                     state.candidate_weight)
-        if observe_route(route, rule, spec.baseline, candidate) != want:
-            return RouteView(False, "RouteWriteFailed", f"HTTPRoute {route_name} does not keep the weights written "
-                             "to it (an admission webhook or another controller changes them)")
-    except RouteError as err:
-        return RouteView(False, err.reason, str(err))
-    except ApiError as err:
-        if err.status == 409:
-            return ROUTE_RETRY
-        if err.status == 404:
-            return RouteView(False, "RouteNotFound", f"HTTPRoute {route_name} not found in namespace {key[0]}")
-        return RouteView(False, "RouteWriteFailed", f"cannot write HTTPRoute {route_name}: {err}")
-    _route_ok[key] = (want, time.monotonic())
-    return ROUTE_OK
-
-
-def _backoff(key: Key) -> float:
-    """Retry a route that cannot carry the rollout after 5 s, doubling to at most ROUTE_BACKOFF_MAX."""
-    failures = _route_failures.get(key, 0)
-    _route_failures[key] = failures + 1
-    return min(RETRY * 2.0**failures, ROUTE_BACKOFF_MAX)
+        await post_event(api, body, type_, reason, message[:1000])
+    except ApiError as err:  # an Event is best effort; the status already tells the story
+        log.warning("%s/%s: event not posted: %s", body["metadata"]["namespace"], body["metadata"]["name"], err)
 
 
 async def _announce(api: KubeClient, body: Mapping[str, Any], action: Action, new: CanaryRolloutStatus) -> None:
@@ -478,7 +377,4 @@ async def _announce(api: KubeClient, body: Mapping[str, Any], action: Action, ne
     metrics.count_transition(meta["namespace"], meta["name"], str(action.kind))
     type_ = "Warning" if action.kind in WARNING_ACTIONS else "Normal"
     message = new.message if not action.reason else f"{new.message} ({action.reason})"
-    try:
-        await post_event(api, body, type_, str(action.kind), message[:1000])
-    except ApiError as err:  # an Event is best effort; the status already tells the story
-        log.warning("%s/%s: event not posted: %s", meta["namespace"], meta["name"], err)
+    await _event(api, body, type_, str(action.kind), message)

@@ -20,6 +20,7 @@ from kubestill.api.v1alpha1 import API_VERSION
 from kubestill.api.v1alpha1.distillationjob import DistillationJobSpec, DistillationJobStatus, Stage
 from kubestill.builders.job import build_stage_job, spec_uris
 from kubestill.builders.meta import pvc_claims
+from kubestill.builders.storage import CHECK_STAGE, s3_uris
 from kubestill.builders.studentmodel import build_student_model
 from kubestill.clients.events import emit
 from kubestill.clients.kube import ApiError, KubeClient, client
@@ -30,6 +31,7 @@ from kubestill.settings import Settings, from_env
 
 from .reconciler import Key, Reconciler, first_indexed, newer, owner_key
 from .status_lane import StatusLane
+from .storage_check import storage_check
 
 KIND = "DistillationJob"
 log = logging.getLogger("kubestill.distillationjob")
@@ -177,6 +179,12 @@ async def reference_problems(api: KubeClient, namespace: str, spec: Distillation
     return problems
 
 
+def storage_reads_writes(spec: DistillationJobSpec) -> tuple[list[str], list[str]]:
+    """The s3:// URIs a job reads (data, teacher, base model) and the one it writes (its artifacts)."""
+    reads = s3_uris([spec.data.uri, spec.teacher.model_uri, spec.student.base_model_uri])
+    return reads, s3_uris([spec.output.artifact_uri])
+
+
 async def _failure_message(api: KubeClient, namespace: str, name: str, stage: str) -> str:
     pods = await api.list("v1", "Pod", namespace, f"{DJ_LABEL}={name},{STAGE_LABEL}={stage}")
     pods.sort(key=lambda p: p["metadata"].get("creationTimestamp") or "")
@@ -212,8 +220,10 @@ async def reconcile(key: Key, api: KubeClient) -> float | None:
 
     jobs: dict[str, JobView] = {}
     store = (_indexes.get("stage_jobs") or {}).get(key, ())
+    checks = [view for stage, view in store if stage == CHECK_STAGE]
     for stage, view in store:
-        jobs[stage] = view
+        if stage != CHECK_STAGE:
+            jobs[stage] = view
     for stage, view in list(jobs.items()):
         # Only once per job: a failed stage makes the phase Failed, and terminal jobs are not reconciled.
         if view.state == "Failed":
@@ -224,9 +234,15 @@ async def reconcile(key: Key, api: KubeClient) -> float | None:
     report = _one("reports", key) or {}
     expected = _pending_expectations(key, jobs)
     problems = () if jobs or expected else tuple(await reference_problems(api, namespace, spec))
-    result = plan(name, spec, generation, status, Observed(jobs, report, problems, frozenset(expected)), now)
+    storage = None
+    if not (jobs or expected or problems) and s3_uris(spec_uris(spec)):
+        storage = await storage_check(
+            api, dj, {DJ_LABEL: name, STAGE_LABEL: CHECK_STAGE}, *storage_reads_writes(spec), spec.storage_secret_ref,
+            checks, settings(), spec.run.service_account_name or settings().trainer_service_account)
+    observed = Observed(jobs, report, problems, frozenset(expected), storage)
+    result = plan(name, spec, generation, status, observed, now)
 
-    requeue: float | None = REFERENCE_RECHECK_SECONDS if problems else None
+    requeue: float | None = REFERENCE_RECHECK_SECONDS if problems else storage.requeue if storage else None
     if result.create_stage is not None:
         created = await _create_stage(api, dj, spec, result.create_stage)
         _expected.setdefault(key, {})[result.create_stage.value] = time.monotonic() + EXPECTATION_SECONDS

@@ -4,7 +4,9 @@ kopf's change-detecting handlers (on.create/on.update) store a diff-base annotat
 finalizer: an extra write per object, and objects stuck on deletion when the operator is down. The
 pipeline needs neither: every reconcile recomputes the status from what exists (kopf in-memory indexes,
 no API reads), so we react to raw watch events of the object and of its children, serialise reconciles of
-one object with a lock, and retry a failed reconcile with backoff ourselves.
+one object with a lock, and retry a failed reconcile with backoff ourselves. (The one finalizer kubestill sets,
+a CanaryRollout's `kubestill.io/route-restore`, is its own and held only while the rollout changes a route:
+handlers/canary_finalizer.py.)
 """
 
 from __future__ import annotations

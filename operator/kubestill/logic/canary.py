@@ -73,6 +73,8 @@ class RouteView:
     reason: str = "Ready"
     message: str = ""
     held_by: str | None = None
+    # The route had drifted from what the status says (someone else changed it) and was rewritten.
+    repaired: bool = False
 
 
 ROUTE_OK = RouteView(True)
@@ -95,11 +97,13 @@ class Controls:
 
 @dataclass(frozen=True)
 class Action:
-    """What to do now. `pause_reason` only for PAUSE."""
+    """What to do now. `pause_reason` only for PAUSE; `defer`: control annotations left pending (not recorded
+    as handled), to be acted on when they can be."""
 
     kind: ActionKind
     reason: str = ""
     pause_reason: PauseReason | None = None
+    defer: tuple[str, ...] = ()
 
 
 def pending_controls(annotations: Mapping[str, str], handled: Mapping[str, str]) -> Controls:
@@ -123,16 +127,29 @@ def pending_controls(annotations: Mapping[str, str], handled: Mapping[str, str])
     )
 
 
-def handled_controls(annotations: Mapping[str, str]) -> dict[str, str]:
-    """The control annotations to record as handled after a decision (all of them: one decision consumes all)."""
-    return {k: v for k, v in annotations.items() if k in CONTROL_ANNOTATIONS}
+def handled_controls(
+    annotations: Mapping[str, str], previous: Mapping[str, str] | None = None, defer: Sequence[str] = ()
+) -> dict[str, str]:
+    """The control annotations to record as handled after a decision: all of them (one decision consumes all)
+    but those the decision deferred, which keep their previously handled value, so they stay pending.
+
+    >>> handled_controls({"kubestill.io/promote": "2", "kubestill.io/pause": "p"}, {"kubestill.io/promote": "1"},
+    ...                  defer=["kubestill.io/promote"])
+    {'kubestill.io/pause': 'p', 'kubestill.io/promote': '1'}
+    """
+    out = {k: v for k, v in annotations.items() if k in CONTROL_ANNOTATIONS and k not in defer}
+    for key in defer:
+        if previous is not None and key in previous:
+            out[key] = previous[key]
+    return out
 
 
 def step_pause(spec: CanaryRolloutSpec, step: int) -> timedelta | None:
-    """The pause of step `step` (-1: the shadow step); None means until promoted."""
+    """The pause of step `step` (-1: the shadow step); None means until promoted. A step past the end of
+    spec.steps (the steps were shortened mid-rollout) counts as the last one."""
     if step < 0:
         return parse_duration(spec.shadow.pause) if spec.shadow is not None else timedelta(0)
-    pause = spec.steps[step].pause
+    pause = spec.steps[min(step, len(spec.steps) - 1)].pause
     return parse_duration(pause) if pause is not None else None
 
 
@@ -297,6 +314,10 @@ def next_action(
             )
 
     if controls.promote is not None:
+        if step_entered(status) and not route.carries:
+            # Skipping a pause is the user's call; skipping a weight the gateway never carried is not.
+            return Action(ActionKind.HOLD, f"promote waits for the route to carry the current step: {route.message}",
+                          defer=(ANNOTATION_PROMOTE,))
         if controls.promote_full or (_is_last(spec, status.current_step) and not status.shadowing):
             return Action(ActionKind.PROMOTE, "promoted by user")
         return Action(ActionKind.ADVANCE, "promoted to the next step by user")

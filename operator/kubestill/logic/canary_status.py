@@ -246,7 +246,29 @@ def _message(spec: CanaryRolloutSpec, status: CanaryRolloutStatus, action: Actio
     if status.shadowing:
         return f"shadowing {spec.shadow.percent if spec.shadow else 0}% of requests to the candidate"
     total = len(spec.steps)
-    return f"step {status.current_step + 1}/{total}: {status.current_weight}% to the candidate"
+    return f"step {min(status.current_step + 1, total)}/{total}: {status.current_weight}% to the candidate"
+
+
+def stop_clock(status: CanaryRolloutStatus, view: RouteView) -> CanaryRolloutStatus:
+    """A running step whose route stopped carrying it (deleted, its baseline removed, or changed by someone else
+    and rewritten) starts its pause again once the route carries it: a pause counts only time the gateway
+    carried the step's weight without a break, so no outage or drift shortens it.
+
+    >>> from datetime import UTC
+    >>> running = CanaryRolloutStatus(phase="Progressing", current_step=0, current_weight=10,
+    ...     step_started_at=datetime(2026, 1, 1, tzinfo=UTC), next_step_at=datetime(2026, 1, 1, 1, tzinfo=UTC))
+    >>> stop_clock(running, RouteView(True, repaired=True)).next_step_at is None
+    True
+    >>> stop_clock(running, RouteView(True)) == running
+    True
+    """
+    if status.phase != RolloutPhase.PROGRESSING or status.step_started_at is None:
+        return status
+    if view.carries and not view.repaired:
+        return status
+    if view.held_by is not None or view.reason == "NotWritten":
+        return status
+    return status.model_copy(update={"step_started_at": None, "next_step_at": None})
 
 
 def start_clocks(

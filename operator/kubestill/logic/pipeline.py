@@ -26,6 +26,7 @@ from .conditions import Cond, rfc3339, set_conditions
 from .gates import Verdict, evaluate_gates, quality_ratio
 from .jobs import JobView, duration_seconds
 from .roi import StageUsage, compute_roi
+from .storage_check import StorageCheck
 
 PHASE_OF_STAGE: dict[Stage, Phase] = {
     Stage.LABEL: Phase.LABELING,
@@ -56,6 +57,8 @@ class Observed:
     # Stages whose Job this operator created moments ago but whose watch event has not arrived yet (the
     # "expectations" of Kubernetes' own controllers): treated as pending, never created twice.
     expected: frozenset[str] = frozenset()
+    # The check of the s3:// URIs with the job's credentials (None: the spec has none).
+    storage: StorageCheck | None = None
 
 
 @dataclass(frozen=True)
@@ -165,6 +168,16 @@ def plan(
         if status.get("message") != message:
             events.append(Event("Warning", "ReferenceNotFound", message))
         new.update(phase=Phase.PENDING.value, message=message)
+        new["conditions"] = set_conditions(status.get("conditions") or [], conds, now, generation)
+        return Plan(status=new, events=tuple(events))
+    storage = observed.storage
+    if storage is not None and storage.state != "passed" and not observed.jobs and not observed.expected:
+        failed = storage.state == "failed"
+        conds.append(Cond("ReferencesResolved", "False" if failed else "Unknown", storage.reason, storage.message))
+        conds.append(Cond("Ready", "False", storage.reason, storage.message))
+        if failed and status.get("message") != storage.message:
+            events.append(Event("Warning", storage.reason, storage.message))
+        new.update(phase=Phase.PENDING.value, message=storage.message)
         new["conditions"] = set_conditions(status.get("conditions") or [], conds, now, generation)
         return Plan(status=new, events=tuple(events))
     conds.append(Cond("ReferencesResolved", "True", "Resolved", "claims and Secrets the spec names exist"))

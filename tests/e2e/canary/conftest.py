@@ -176,6 +176,18 @@ def route_manifest(namespace: str) -> dict[str, Any]:
     }
 
 
+def rollout_spec(steps: list[dict[str, Any]], route: str = ROUTE, candidate: str = CANDIDATE.name,
+                 **extra: Any) -> dict[str, Any]:
+    """A CanaryRollout spec from the baseline to `candidate` (a Service) on `route`."""
+    return {
+        "route": {"name": route},
+        "baseline": {"name": BASELINE.name, "port": BASELINE.port},
+        "candidate": {"service": {"name": candidate, "port": CANDIDATE.port}},
+        "steps": steps,
+        **extra,
+    }
+
+
 def analysis(prometheus_url: str, interval: str = "1s", **extra: Any) -> dict[str, Any]:
     return {
         "prometheusUrl": prometheus_url,
@@ -235,6 +247,23 @@ class Bare:
                     "metadata": {"name": name, "namespace": self.namespace}, "spec": spec}
         self.cluster.kubectl("apply", "--server-side", "-n", self.namespace, "-f", "-",
                              input=yaml.safe_dump(manifest))
+
+    def student_model(self, name: str) -> None:
+        """A classification StudentModel (its artifact is never loaded: no node serves it in this suite)."""
+        sm = {"apiVersion": "kubestill.io/v1alpha1", "kind": "StudentModel",
+              "metadata": {"name": name, "namespace": self.namespace},
+              "spec": {"task": "classification", "artifactUri": "file:///nonexistent/export", "labels": ["a", "b"]}}
+        self.cluster.kubectl("apply", "--server-side", "-f", "-", input=json.dumps(sm))
+
+    def mark_ready(self, deployment: str) -> None:
+        """Play the Deployment controller and kubelet for every replica (no node runs in this suite)."""
+        body = json.loads(self.cluster.kubectl("get", "deployment", deployment, "-n", self.namespace,
+                                               "-o", "json").stdout)
+        replicas = body["spec"].get("replicas", 1)
+        ready = {"status": {"observedGeneration": body["metadata"]["generation"], "replicas": replicas,
+                            "readyReplicas": replicas, "updatedReplicas": replicas, "availableReplicas": replicas}}
+        self.cluster.kubectl("patch", "deployment", deployment, "-n", self.namespace, "--subresource=status",
+                             "--type=merge", "-p", json.dumps(ready))
 
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
         """Run the real `kubestill` command line against this cluster."""

@@ -8,20 +8,12 @@ from typing import Any
 
 import pytest
 
-from .conftest import BASELINE, CANDIDATE, ROUTE, Bare
+from .conftest import CANDIDATE, Bare, rollout_spec
 
 pytestmark = pytest.mark.e2e
 
 
-def spec(steps: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
-    return {
-        "route": {"name": ROUTE},
-        "baseline": {"name": BASELINE.name, "port": BASELINE.port},
-        "candidate": {"service": {"name": CANDIDATE.name, "port": CANDIDATE.port}},
-        "steps": steps,
-        **extra,
-    }
-
+spec = rollout_spec
 
 def candidate_weight(bare: Bare, name: str = CANDIDATE.name) -> int | None:
     refs = bare.api.route(bare.namespace)["spec"]["rules"][0]["backendRefs"]
@@ -53,7 +45,7 @@ def test_promote_pause_resume_abort_from_the_cli(bare: Bare) -> None:
 
     bare.cli("rollout", "abort", "manual", "-n", bare.namespace)
     bare.api.wait_for("RolledBack", lambda: status(bare, "manual").get("phase") == "RolledBack", timeout=10)
-    assert candidate_weight(bare) == 0
+    bare.api.wait_for("the candidate at 0%", lambda: candidate_weight(bare) == 0, timeout=10)  # route follows status
     final = status(bare, "manual")
     assert [h["action"] for h in final["history"]] == ["Start", "Advance", "Pause", "Resume", "Rollback"]
     assert "aborted by user" in final["message"]
@@ -83,10 +75,7 @@ def test_spec_paused_holds_and_full_promotion(bare: Bare) -> None:
 def test_student_model_candidate_waits_for_ready(bare: Bare) -> None:
     """candidate.studentModel: no traffic before the StudentModel is Ready; its Service then joins the route.
     (No local node runs here, so the StudentModel's Deployment never becomes ready on its own.)"""
-    sm = {"apiVersion": "kubestill.io/v1alpha1", "kind": "StudentModel",
-          "metadata": {"name": "student-a", "namespace": bare.namespace},
-          "spec": {"task": "classification", "artifactUri": "file:///nonexistent/export", "labels": ["a", "b"]}}
-    bare.cluster.kubectl("apply", "--server-side", "-f", "-", input=json.dumps(sm))
+    bare.student_model("student-a")
     rollout = spec([{"weight": 25, "pause": "1h"}])
     rollout["candidate"] = {"studentModel": "student-a"}
     bare.rollout("from-sm", rollout)
@@ -96,13 +85,6 @@ def test_student_model_candidate_waits_for_ready(bare: Bare) -> None:
     time.sleep(1)
     assert status(bare, "from-sm").get("phase", "Pending") == "Pending" and candidate_weight(bare) is None
 
-    # Play the Deployment controller and kubelet for the one replica (what the local node does in the demo).
-    deployment = json.loads(bare.cluster.kubectl("get", "deployment", "student-a-triton", "-n", bare.namespace,
-                                                 "-o", "json").stdout)
-    replicas = deployment["spec"].get("replicas", 1)
-    ready = {"status": {"observedGeneration": deployment["metadata"]["generation"], "replicas": replicas,
-                        "readyReplicas": replicas, "updatedReplicas": replicas, "availableReplicas": replicas}}
-    bare.cluster.kubectl("patch", "deployment", "student-a-triton", "-n", bare.namespace, "--subresource=status",
-                         "--type=merge", "-p", json.dumps(ready))
+    bare.mark_ready("student-a-triton")  # what the local node does in the demo
     bare.api.wait_for("student-a-triton at 25%", lambda: candidate_weight(bare, "student-a-triton") == 25, 20)
     assert status(bare, "from-sm")["phase"] == "Progressing"

@@ -91,8 +91,16 @@ def test_healthy_candidate_is_promoted_through_every_step(stack: Stack) -> None:
     assert tallies["candidate"].ok > 0 and tallies["candidate"].failed == 0
     seen = [w for _, w in load.changes]
     assert (50, 50, None) in seen and (0, 100, None) in seen
+    # Promoted and the baseline released: the rollout is over, and kubestill has given the route back (no field
+    # ownership left, no finalizer), so GitOps applies it again without conflicts.
+    stack.api.wait_for(
+        "route given back",
+        lambda: "kubestill.io/route-restore" not in (
+            stack.api.rollout(stack.namespace, "healthy")["metadata"].get("finalizers") or []),
+        timeout=10,
+    )
     managers = {m["manager"] for m in stack.api.route(stack.namespace)["metadata"]["managedFields"]}
-    assert "kubestill-canary" in managers
+    assert "kubestill-canary" not in managers
 
 
 @pytest.mark.parametrize(("mode", "alert"), [("fail", "CandidateErrors"), ("slow:250", "CandidateSlow")])

@@ -11,21 +11,12 @@ from typing import Any
 import pytest
 import yaml
 
-from .conftest import BASELINE, CANDIDATE, ROUTE, Bare
+from .conftest import BASELINE, CANDIDATE, ROUTE, Bare, rollout_spec
 
 pytestmark = pytest.mark.e2e
 
 
-def spec(steps: list[dict[str, Any]], route: str = ROUTE, candidate: str = CANDIDATE.name, **extra: Any
-         ) -> dict[str, Any]:
-    return {
-        "route": {"name": route},
-        "baseline": {"name": BASELINE.name, "port": BASELINE.port},
-        "candidate": {"service": {"name": candidate, "port": CANDIDATE.port}},
-        "steps": steps,
-        **extra,
-    }
-
+spec = rollout_spec
 
 SHORT = [{"weight": 10, "pause": "2s"}, {"weight": 50, "pause": "2s"}, {"weight": 100, "pause": "2s"}]
 
@@ -122,31 +113,17 @@ def test_two_rollouts_never_weight_one_rule(bare: Bare) -> None:
     assert status(bare, "one")["phase"] == "RolledBack" and status(bare, "one").get("routeSettledAt")
 
 
-def _ready(bare: Bare, deployment: str) -> None:
-    """Play the Deployment controller for the one replica (no node runs in this suite)."""
-    body = json.loads(bare.cluster.kubectl("get", "deployment", deployment, "-n", bare.namespace,
-                                           "-o", "json").stdout)
-    replicas = body["spec"].get("replicas", 1)
-    ready = {"status": {"observedGeneration": body["metadata"]["generation"], "replicas": replicas,
-                        "readyReplicas": replicas, "updatedReplicas": replicas, "availableReplicas": replicas}}
-    bare.cluster.kubectl("patch", "deployment", deployment, "-n", bare.namespace, "--subresource=status",
-                         "--type=merge", "-p", json.dumps(ready))
-
-
 @pytest.mark.parametrize("then", ["nothing", "abort"])
 def test_a_deleted_candidate_rolls_traffic_back(bare: Bare, then: str) -> None:
     """shared case 04: the StudentModel goes (its DistillationJob deleted) at 30%; before, traffic stayed on a
     Service that no longer existed and abort was ignored."""
-    sm = {"apiVersion": "kubestill.io/v1alpha1", "kind": "StudentModel",
-          "metadata": {"name": "stu", "namespace": bare.namespace},
-          "spec": {"task": "classification", "artifactUri": "file:///nonexistent/export", "labels": ["a", "b"]}}
-    bare.cluster.kubectl("apply", "--server-side", "-f", "-", input=json.dumps(sm))
+    bare.student_model("stu")
     rollout = spec([{"weight": 30, "pause": "1h"}])
     rollout["candidate"] = {"studentModel": "stu"}
     bare.rollout("c", rollout)
     bare.api.wait_for("the Triton Deployment", lambda: bare.cluster.kubectl(
         "get", "deployment", "stu-triton", "-n", bare.namespace, check=False).returncode == 0, 20)
-    _ready(bare, "stu-triton")
+    bare.mark_ready("stu-triton")
     bare.api.wait_for("stu-triton at 30%", lambda: weights(bare).get("stu-triton") == 30, 20)
     assert status(bare, "c")["candidateBackend"] == {"name": "stu-triton", "port": 8000}
 
@@ -154,7 +131,9 @@ def test_a_deleted_candidate_rolls_traffic_back(bare: Bare, then: str) -> None:
     if then == "abort":
         bare.cli("rollout", "abort", "c", "-n", bare.namespace)
     bare.api.wait_for("RolledBack", lambda: status(bare, "c").get("phase") == "RolledBack", 20)
-    assert weights(bare) == {BASELINE.name: 100, "stu-triton": 0}
+    # The status is the intent log, written first; the route follows within the same reconcile.
+    bare.api.wait_for("the baseline back at 100%",
+                      lambda: weights(bare) == {BASELINE.name: 100, "stu-triton": 0}, 10)
     final = status(bare, "c")
     if then == "abort":  # whichever the operator saw first, the abort was acted on, not ignored
         assert "kubestill.io/abort" in final["handledAnnotations"]

@@ -24,6 +24,7 @@ from kubestill.logic.canary_status import (
     route_condition,
     route_state,
     start_clocks,
+    stop_clock,
 )
 
 from .helpers import at, in_step, spec, status
@@ -135,6 +136,8 @@ def run(
     restart_every_tick: bool = False,
     route_from: int = 0,
     kill_after_status_write: bool = False,
+    gone: range = range(0),
+    drifted: range = range(0),
 ) -> tuple[CanaryRolloutStatus, list[tuple[int, RouteState]]]:
     """Drive the rollout one second at a time as the handler does, against a route that exists from
     `route_from` on; `error_rate[step]` is what Prometheus answers in that step. With `restart_every_tick` the
@@ -148,11 +151,18 @@ def run(
     log: list[tuple[int, RouteState]] = [(-1, carried)]
     for tick in range(seconds):
         now = at(tick)
-        exists = tick >= route_from
+        exists = tick >= route_from and tick not in gone
+        if not exists or tick in drifted:
+            carried = RouteState(0)  # deleted and re-created, or reset by someone else, at the baseline
+            if log[-1][1] != carried:
+                log.append((tick, carried))
+        repaired = False
         if exists and step_entered(current) and holds_route(current):
+            repaired = carried != route_state(spec_, current)
             carried = route_state(spec_, current)
-        view = RouteView(carried == route_state(spec_, current)) if exists else RouteView(
+        view = RouteView(carried == route_state(spec_, current), repaired=repaired) if exists else RouteView(
             False, "RouteNotFound", "HTTPRoute route not found")
+        current = stop_clock(current, view)
         round_ = None
         if view.carries and analysis_due(spec_, current, now):
             value = error_rate.get(current.current_step, 0.0)
@@ -267,3 +277,15 @@ def test_promotion_from_a_last_step_at_100_starts_its_clock_at_once() -> None:
     release = next(h for h in final.history if h.action == "ReleaseBaseline")
     assert final.promoted_at == promote.at
     assert release.at - promote.at == timedelta(seconds=10)
+
+
+@pytest.mark.parametrize(("gone", "drifted"), [(range(70, 90), range(0)), (range(0), range(75, 76))])
+def test_a_route_lost_or_changed_mid_step_restarts_its_pause(gone: range, drifted: range) -> None:
+    """The route deleted for 20 s, or set back to the baseline by someone else for a second, 10 s into step 1
+    (50% for 60 s): step 1 is carried without a break for its whole pause afterwards."""
+    final, log = run(SPEC, {}, 400, gone=gone, drifted=drifted)
+    assert final.phase == "Promoted"
+    assert [h.action for h in final.history] == ["Start", "Advance", "Promote"]
+    fifty = [tick for tick, state in log if state == RouteState(50)]
+    promoted = next(tick for tick, state in log if state.candidate_weight == 100)
+    assert promoted - fifty[-1] >= 60  # the last unbroken stretch at 50% lasted the whole pause

@@ -198,6 +198,10 @@ ROUTE_CASES: list[tuple[str, CanaryRolloutStatus, RouteView, Controls, str | Non
      "Hold", "waiting for the route"),
     ("route missing does not stop an abort", ENTERED, MISSING, Controls(abort="x"), None, None, 5, "Rollback",
      "aborted"),
+    ("route missing: a promote waits for it (never skips a weight the gateway did not carry)", ENTERED, MISSING,
+     Controls(promote="p"), None, None, 5, "Hold", "promote waits for the route"),
+    ("steps shortened below the current step: the last step", in_step(2, 40, 0, last_verdict=OK), ROUTE_OK,
+     Controls(), None, None, 61, "Promote", "all steps passed"),
     ("pending, rule held by another rollout: wait", status(), HELD, Controls(), None, None, 0, "Hold",
      "CanaryRollout one"),
     ("pending, rule held by another rollout: abort still acts", status(), HELD, Controls(abort="x"), None, None,
@@ -232,3 +236,12 @@ def test_next_action_route_and_candidate(
                          candidate_invalid=invalid)
     assert action.kind == kind
     assert reason in action.reason
+
+
+def test_a_deferred_promote_stays_pending() -> None:
+    from kubestill.logic.canary import handled_controls
+
+    action = next_action(SPEC, ENTERED, None, [], at(5), Controls(promote="p2"), route=MISSING)
+    assert action.defer == ("kubestill.io/promote",)
+    handled = handled_controls({"kubestill.io/promote": "p2"}, {"kubestill.io/promote": "p1"}, action.defer)
+    assert pending_controls({"kubestill.io/promote": "p2"}, handled) == Controls(promote="p2")

@@ -43,6 +43,10 @@ def test_deployment_and_service() -> None:
     assert server["command"] == ["tritonserver", "--model-repository=/models", "--http-port=8000",
                                  "--grpc-port=8001", "--metrics-port=8002"]
     assert server["readinessProbe"]["httpGet"] == {"path": "/v2/health/ready", "port": "http"}
+    # model.py's refusal reaches the Pod status (and so the StudentModel): the termination log, else the log tail.
+    assert {"name": "KUBESTILL_TERMINATION_LOG", "value": "/dev/termination-log"} in server["env"]
+    assert server["terminationMessagePath"] == "/dev/termination-log"
+    assert server["terminationMessagePolicy"] == "FallbackToLogsOnError"
     assert server["resources"]["limits"] == {"nvidia.com/gpu": "1"}
     (init,) = pod["initContainers"]
     assert "cp /mnt/kubestill/pvc/runs/bbc/export/triton/model.py /models/bbc-student/1/model.py" in init["command"][2]

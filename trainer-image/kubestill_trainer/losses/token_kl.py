@@ -1,8 +1,9 @@
 """token-kl: token-level distillation of a causal LM from the teacher's stored top-k log-probabilities.
 
-The label stage keeps, per response position, the teacher's k most likely next tokens and their
-log-probabilities (`labeling.topK`), not the whole vocabulary (49k floats per token for SmolLM2). Both
-distributions are restricted to those k tokens and renormalised there ("sparse" KD):
+The label stage keeps, per response position, the teacher's k most likely next tokens and their raw
+log-probabilities (`labeling.topK`; temperature 1, so T below is the only softening they see), not the
+whole vocabulary (49k floats per token for SmolLM2). Both distributions are restricted to those k tokens
+and renormalised there ("sparse" KD):
 
     p_t = softmax(teacher_topk_logprobs / T)            over the k ids
     p_s = softmax(student_logits[topk_ids] / T)         over the same k ids

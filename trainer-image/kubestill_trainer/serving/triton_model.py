@@ -2,6 +2,10 @@
 
 The `artifact_dir` parameter of config.pbtxt names the exported model directory; its kubestill.json says
 which task it is. All requests of one execute() call are answered as one batch.
+
+A `labels` parameter (StudentModel spec.labels, published for clients and Triton teachers as the class order
+of PROBABILITIES) must be the artifact's own order (kubestill.json "labels"): otherwise initialize() refuses
+before loading anything, and leaves the reason in the container's termination log for the operator.
 """
 
 from __future__ import annotations
@@ -13,8 +17,19 @@ from typing import Any
 import numpy as np
 import triton_python_backend_utils as pb_utils  # provided by Triton's python backend
 
-from kubestill.api.triton import TENSORS
-from kubestill_trainer.serving.loader import load_for_serving
+from kubestill.api.triton import LABELS_MISMATCH, MODEL_CARD, MODEL_LOAD_FAILED, TENSORS, LoadFailure, labels_mismatch
+from kubestill_trainer.termination import report_failure
+
+
+def check_labels(params: dict[str, str], artifact_dir: Path) -> None:
+    """Refuse a `labels` parameter that is not the artifact's class order (see the module docstring)."""
+    given = json.loads(params["labels"]) if params.get("labels") else []
+    card_file = artifact_dir / MODEL_CARD
+    card = json.loads(card_file.read_text()) if card_file.exists() else {}
+    problem = labels_mismatch([str(x) for x in given], card.get("labels"))
+    if problem:
+        report_failure(LoadFailure(LABELS_MISMATCH, problem).to_text())
+        raise ValueError(problem)
 
 
 class TritonPythonModel:
@@ -23,7 +38,16 @@ class TritonPythonModel:
         params = {k: v.get("string_value", "") for k, v in config.get("parameters", {}).items()}
         if not params.get("artifact_dir"):
             raise ValueError("config.pbtxt needs parameters { key: \"artifact_dir\" ... }")
-        self.task, self.model = load_for_serving(Path(params["artifact_dir"]))
+        check_labels(params, Path(params["artifact_dir"]))
+        try:
+            # Imported here: torch and transformers take seconds, and a refusal above needs neither.
+            from kubestill_trainer.serving.loader import load_for_serving
+
+            self.task, self.model = load_for_serving(Path(params["artifact_dir"]))
+        except Exception as err:  # any reason the model cannot load reaches the StudentModel, not only the log
+            report_failure(LoadFailure(MODEL_LOAD_FAILED, f"{params['artifact_dir']}: {type(err).__name__}: "
+                                                          f"{err}").to_text())
+            raise
         tensors = TENSORS[self.task.task]
         self.inputs = [t.name for t in tensors.inputs]
         self.outputs = [t.name for t in tensors.outputs]

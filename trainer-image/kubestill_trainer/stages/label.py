@@ -16,6 +16,7 @@ from ..outputs import Array
 from ..storage import resolve_uri
 from ..tasks.base import LabelBatch, Row
 from ..teachers.factory import make_teacher
+from ..tokenizer_check import check_student_tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +40,7 @@ def run_label(ctx: RunContext) -> dict[str, Any]:
     rows = load_rows(resolve_uri(spec.data.uri), spec.data)
     if not rows:
         raise ValueError(f"spec.data.uri: {spec.data.uri} holds no rows")
+    check_student_tokenizer(spec, ctx.task, rows)  # before the teacher is loaded: refuse early and cheaply
     gold = sorted({r.label for r in rows if r.label is not None})
     teacher = make_teacher(spec, ctx.task, gold, ctx.device)
     try:

@@ -1,7 +1,8 @@
 """train: the student minimises the spec's weighted registered losses against the teacher's targets.
 
 Checkpoints every `training.checkpointEverySteps` (model, loss projections, optimiser, schedule, RNG,
-history) make a killed run resume where it stopped; progress.json is rewritten every few seconds.
+history) make a killed run resume where it stopped (from the bucket, when the workdir is s3://);
+progress.json is rewritten every few seconds.
 Output: train/student/ (a model directory), train/history.json (learning curve), train/done.json; the
 checkpoint (and the best epoch's weights, with training.keepBest) are removed once done.json is written.
 """
@@ -30,6 +31,7 @@ from ..outputs import Array, LossInputs, ModelOutputs
 from ..progress import ProgressWriter, progress_at
 from ..storage import resolve_uri, write_json
 from ..tasks.base import Row, TaskModel
+from ..tokenizer_check import check_student_tokenizer
 from .checkpoint import load_checkpoint, save_checkpoint
 from .schedule import epoch_order, epochs_since_best, lr_factor, plan_steps
 
@@ -62,6 +64,7 @@ class Batcher:
         if teacher is not None:
             with torch.no_grad():
                 t_feats = {k: v.to(dev) for k, v in teacher.encode(rows, max_len).items()}
+                _same_tokens(feats, t_feats, self.ctx.spec.student.base_model_uri)
                 live = teacher(t_feats, output_hidden_states="hidden_states" in needs,
                                output_attentions="attentions" in needs)
             t_out.hidden_states, t_out.attentions = live.hidden_states, live.attentions
@@ -69,6 +72,20 @@ class Batcher:
         return feats, LossInputs(student=ModelOutputs(), teacher=t_out,
                                  labels=None if labels is None else labels.to(dev),
                                  attention_mask=feats.get("attention_mask"))
+
+
+def _same_tokens(student: dict[str, torch.Tensor], teacher: dict[str, torch.Tensor], base_uri: str | None) -> None:
+    """The live teacher must read the very token sequence the student reads: hidden-mse and attention-mse
+    compare them position by position. `tokenizer_check` refuses a different tokenizer up front; this
+    catches what it cannot see (a different prompt template, special tokens added on one side only)."""
+    for key in student.keys() & teacher.keys():
+        if key.endswith("input_ids") and not torch.equal(student[key], teacher[key]):
+            s, t = student[key], teacher[key]
+            raise ValueError(
+                f"the teacher and the student (student.baseModelUri {base_uri or 'unset: cut from the teacher'}) "
+                f"read different token sequences for the same rows ({key} {tuple(t.shape)} vs {tuple(s.shape)}, "
+                f"first row teacher {t[0, :12].tolist()}, student {s[0, :12].tolist()}); the losses that "
+                "compare hidden states or attentions token by token cannot be used with this pair")
 
 
 def _step_loss(model: nn.Module, loss_fn: WeightedLoss, feats: dict[str, torch.Tensor], inputs: LossInputs,
@@ -87,6 +104,7 @@ def run_train(ctx: RunContext) -> dict[str, Any]:
         log.info("train: already done (%s); nothing to do", done_file)
         return dict(json.loads(done_file.read_text()))
     labels = load_labels(ctx.path("labels"))
+    labels.targets = ctx.task.read_targets(labels.meta, labels.targets, spec.labeling.temperature)
     train_rows, train_targets = labels.subset("train")
     confidence = train_targets.pop(CONFIDENCE)
     rows, targets = ctx.task.training_examples(train_rows, train_targets)
@@ -97,6 +115,7 @@ def run_train(ctx: RunContext) -> dict[str, Any]:
     val_targets.pop(CONFIDENCE)
     val_rows, val_targets = ctx.task.training_examples(val_rows, val_targets)
 
+    check_student_tokenizer(spec, ctx.task, train_rows)  # before any model is loaded
     torch.manual_seed(tr.seed)
     teacher_dir = resolve_uri(spec.teacher.model_uri) if spec.teacher.model_uri else None
     model = ctx.task.build_student(labels.meta, teacher_dir)
@@ -197,6 +216,7 @@ def run_train(ctx: RunContext) -> dict[str, Any]:
                     "model": model.state_dict(), "loss": loss_fn.state_dict(), "optimizer": optimizer.state_dict(),
                     "scheduler": scheduler.state_dict(), "rng": torch.get_rng_state(), "step": step,
                     "history": history, "val_history": val_history})
+                ctx.workdir.checkpointed(ckpt_dir)  # durable in the bucket when the workdir is one
         if val_rows and (step % per_epoch == 0 or step >= total):
             val_history.append({"step": step, "loss": _validation_loss(model, loss_fn, val_batcher, teacher, needs,
                                                                         micro)})
@@ -206,6 +226,7 @@ def run_train(ctx: RunContext) -> dict[str, Any]:
                 since = epochs_since_best([v["loss"] for v in val_history])
                 if since == 0 and dist_info.is_main:
                     save_checkpoint(best_dir, {"model": model.state_dict(), "step": step})
+                    ctx.workdir.checkpointed(best_dir)
                 stopped_early = distributed.main_says(patience is not None and since >= patience and step < total,
                                                       dist_info)
                 if stopped_early:

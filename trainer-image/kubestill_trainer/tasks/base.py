@@ -28,15 +28,14 @@ from typing import Any, ClassVar, TypeVar
 
 import torch
 from torch import nn
+from transformers import PreTrainedTokenizerBase
 
+from kubestill.api.triton import MODEL_CARD as MODEL_CARD  # kubestill.json; the trainer imports it from here
 from kubestill.api.v1alpha1.common import Task
 from kubestill.api.v1alpha1.distillationjob import DistillationJobSpec
 
 from ..outputs import Array, ModelOutputs
 from ..teachers.base import Teacher
-
-# The file in every exported model directory that says how to load and call it.
-MODEL_CARD = "kubestill.json"
 
 
 def texts_of(tensor: Any) -> list[str]:
@@ -130,6 +129,9 @@ class DistillTask(ABC):
     task: ClassVar[Task]
     # The metric the quality ratio and the segment gate are computed on, unless the spec names another.
     primary_metric: ClassVar[str]
+    # The stored targets hold the teacher's token ids, which the student reads as its own (generation):
+    # a baseModelUri student must then have the teacher's tokenizer (see `tokenizer_check`).
+    reads_teacher_token_ids: ClassVar[bool] = False
 
     def __init__(self, spec: DistillationJobSpec) -> None:
         self.spec = spec
@@ -158,6 +160,12 @@ class DistillTask(ABC):
     def load_model(self, path: Path) -> TaskModel:
         """A model saved by `TaskModel.save` (a student), or a local teacher directory."""
 
+    def load_tokenizer(self, path: Path) -> PreTrainedTokenizerBase:
+        """The tokenizer `load_model(path)` would use, without the model (cheap: checks run before loading)."""
+        from .encoder import load_tokenizer
+
+        return load_tokenizer(path)
+
     # --- train -----------------------------------------------------------------------------------------
 
     def training_examples(
@@ -166,6 +174,12 @@ class DistillTask(ABC):
         """The rows and row-aligned targets the student trains on (default: the labelled train split as is;
         the embedding task adds each pair as a sentence of its own)."""
         return list(rows), dict(targets)
+
+    def read_targets(self, meta: Mapping[str, Any], targets: dict[str, Array], spec_temperature: float
+                     ) -> dict[str, Array]:
+        """Stored targets as this trainer reads them: labels of an older format converted (default: as is).
+        `spec_temperature` is the spec's labeling.temperature."""
+        return targets
 
     @abstractmethod
     def teacher_outputs(self, targets: Mapping[str, torch.Tensor]) -> ModelOutputs:

@@ -155,14 +155,14 @@ class Classification(DistillTask):
 
     def label_meta(self, teacher: Teacher, rows: Sequence[Row]) -> dict[str, Any]:
         probe = teacher.classify([r.text for r in rows[:2]] or ["probe"])
-        return {"labels": probe.labels, "temperature": self.spec.labeling.temperature}
+        return {"labels": probe.labels, "confidenceTemperature": self.spec.labeling.temperature}
 
     def label(self, teacher: Teacher, rows: Sequence[Row], meta: Mapping[str, Any]) -> LabelBatch:
         scores = teacher.classify([r.text for r in rows])
         if scores.labels != list(meta["labels"]):
             raise ValueError(f"the teacher's classes changed during labeling: {scores.labels} vs {meta['labels']}")
         logits = scores.logits.astype(np.float32)
-        probs = softmax(logits, float(meta.get("temperature", 1.0)))
+        probs = softmax(logits, float(meta.get("confidenceTemperature", 1.0)))  # confidence only: logits are stored
         invalid = scores.invalid or [None] * len(rows)
         invalid = [r if r else (None if np.isfinite(row).all() else "non-finite logits")
                    for r, row in zip(invalid, logits, strict=True)]

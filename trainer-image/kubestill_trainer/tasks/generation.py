@@ -1,8 +1,11 @@
 """Generation: a causal LM student learns to answer prompts like the teacher.
 
 Label: the teacher answers each prompt greedily (`labeling.maxNewTokens`) and keeps, per generated token,
-its `labeling.topK` most likely next tokens with their log-probabilities. Targets (row-aligned, padded to
-maxNewTokens): `token_ids` [N, T] (-1 padding), `topk_ids` / `topk_logprobs` [N, T, k].
+its `labeling.topK` most likely next tokens with their raw log-probabilities (temperature 1, whatever
+`labeling.temperature` says: that one only sets the temperature of the confidence the filter reads).
+Targets (row-aligned, padded to maxNewTokens): `token_ids` [N, T] (-1 padding), `topk_ids` /
+`topk_logprobs` [N, T, k]. labels/meta.json says `topkTemperature: 1`; labels written before it (no such
+key) hold log_softmax(logits / labeling.temperature) and are read back at temperature 1 (`read_targets`).
 Train: the student reads prompt + the teacher's answer (teacher forcing); `token-kl` matches its next-token
 distribution to the teacher's top-k at every answer position, `sequence-kd` is cross-entropy on the
 teacher's tokens; hidden-mse / attention-mse run the local teacher on the same sequence.
@@ -15,6 +18,7 @@ token F1, ROUGE-L (primary). Served as PROMPT -> TEXT.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -34,8 +38,12 @@ from .base import MODEL_CARD, DistillTask, Features, LabelBatch, Predictions, Ro
 from .generation_lm import drop_layers, generate, load_causal_lm, load_tokenizer, prompt_text
 from .generation_metrics import generation_metrics
 
+log = logging.getLogger(__name__)
+
 FORMAT = "kubestill-causal-lm"
 MISSING_LOGPROB = -1e4  # top-k slots a teacher did not fill (an API returning fewer alternatives)
+# labels/meta.json key: the temperature of the stored top-k log-probabilities. Always 1 since it exists.
+TOPK_TEMPERATURE = "topkTemperature"
 
 
 def response_tokens(row: Row) -> list[int] | None:
@@ -145,19 +153,22 @@ def load_generation_model(path: Path, max_length: int, max_new_tokens: int) -> G
     card_file = path / MODEL_CARD
     card = json.loads(card_file.read_text()) if card_file.exists() else {}
     tok = load_tokenizer(path)
+    # A plain model directory is chat-formatted when its tokenizer has a template, as a student built from
+    # it is (`Generation._wrap`): teacher and student must read the same token sequence.
+    chat = bool(card.get("chat", bool(getattr(tok, "chat_template", None))))
     if card.get("quantization") == "gptq":  # export/gptq: gptqmodel's packed low-bit weights
         from ..quantize_gptq import load_gptq
 
-        model = GenerationModel(load_gptq(path), tok, max_length, max_new_tokens, bool(card.get("chat", True)))
+        model = GenerationModel(load_gptq(path), tok, max_length, max_new_tokens, chat)
     elif card.get("adapter"):
         from ..lora import load_adapter
 
         base = Path(card["baseModel"])
         lm: nn.Module = load_adapter(load_causal_lm(base), path / "adapter")
-        model = GenerationModel(lm, tok, max_length, max_new_tokens, bool(card.get("chat", True)), base, False)
+        model = GenerationModel(lm, tok, max_length, max_new_tokens, chat, base, False)
     else:
         model = GenerationModel(load_causal_lm(path), tok, max_length, max_new_tokens,
-                                bool(card.get("chat", True)))
+                                chat)
     if card:
         model.max_new_tokens = int(card.get("maxNewTokens", max_new_tokens))
     return model.eval()
@@ -185,6 +196,7 @@ def _pad_targets(tokens: list[list[int]], topk_ids: torch.Tensor, topk_lp: torch
 @register_task(Task.GENERATION)
 class Generation(DistillTask):
     primary_metric = "rougeL"
+    reads_teacher_token_ids = True
 
     @property
     def _lora(self) -> LoRASpec | None:
@@ -196,7 +208,8 @@ class Generation(DistillTask):
         model = getattr(teacher, "model", None)
         eos = model.tokenizer.eos_token_id if isinstance(model, GenerationModel) else None
         return {"eosTokenId": eos, "maxNewTokens": self.spec.labeling.max_new_tokens,
-                "topK": self.spec.labeling.top_k}
+                "topK": self.spec.labeling.top_k, TOPK_TEMPERATURE: 1.0,
+                "confidenceTemperature": self.spec.labeling.temperature}
 
     def label(self, teacher: Teacher, rows: Sequence[Row], meta: Mapping[str, Any]) -> LabelBatch:
         lab = self.spec.labeling
@@ -206,8 +219,9 @@ class Generation(DistillTask):
         if isinstance(model, GenerationModel):
             gen = generate(model.lm, model.tokenizer, prompts, t, top_k=k,  # type: ignore[arg-type]
                            max_prompt_tokens=self.spec.training.max_seq_length, chat=model.chat,
-                           temperature=lab.temperature)
+                           confidence_temperature=lab.temperature)
             tokens, topk_ids, topk_lp = gen.token_ids, gen.topk_ids, gen.topk_logprobs
+            chosen_lp = gen.chosen_logprobs
             eos = model.tokenizer.eos_token_id
         else:
             answers = teacher.generate(prompts, t, k)
@@ -220,6 +234,9 @@ class Generation(DistillTask):
                     n, kk = min(width, a.topk_ids.shape[0]), min(k, a.topk_ids.shape[1])
                     topk_ids[i, :n, :kk] = torch.as_tensor(a.topk_ids[:n, :kk])
                     topk_lp[i, :n, :kk] = torch.as_tensor(a.topk_logprobs[:n, :kk])
+            # Only the top-k is known: the chosen (top-1) token's share of it at the confidence temperature.
+            chosen_lp = topk_lp[..., 0] if lab.temperature == 1.0 else \
+                torch.log_softmax(topk_lp / lab.temperature, dim=-1)[..., 0]
             eos = meta.get("eosTokenId")
         targets = _pad_targets(tokens, topk_ids, topk_lp, t, k)
         invalid: list[str | None] = []
@@ -228,10 +245,25 @@ class Generation(DistillTask):
             content = [x for x in row if x != eos]
             invalid.append("empty teacher answer" if lab.drop_empty and not content else
                            "the teacher returned text without token ids" if not row else None)
-            m = min(len(row), t)
-            if m:  # geometric-mean probability of the teacher's own tokens: how sure it was
-                conf[i] = float(np.exp(np.mean(targets["topk_logprobs"][i, :m, 0])))
+            m = min(len(row), t, chosen_lp.shape[1])
+            if m:  # geometric-mean probability (at labeling.temperature) of the teacher's own tokens
+                conf[i] = float(np.exp(chosen_lp[i, :m].double().mean().item()))
         return LabelBatch(targets=targets, confidence=conf, invalid=invalid)
+
+    def read_targets(self, meta: Mapping[str, Any], targets: dict[str, Array], spec_temperature: float
+                     ) -> dict[str, Array]:
+        """Labels without `topkTemperature` were written by a trainer that stored
+        log_softmax(logits / labeling.temperature): times that temperature they are the raw logits up to a
+        per-position constant, which token-kl's renormalisation over the top-k cancels. The temperature they
+        used is not on disk: the spec's is taken (the label stage ran with it unless the spec was edited
+        between the stages)."""
+        if TOPK_TEMPERATURE in meta or spec_temperature == 1.0 or meta.get("teacher") != "local model":
+            return targets  # remote teachers' log-probabilities were always stored as the API returned them
+        log.warning("labels/meta.json has no %s: top-k log-probabilities from an older trainer, stored at "
+                    "labeling.temperature %s; reading them at temperature 1", TOPK_TEMPERATURE, spec_temperature)
+        lp = targets["topk_logprobs"]
+        return {**targets, "topk_logprobs": np.where(lp > MISSING_LOGPROB, lp * spec_temperature, lp)
+                .astype(np.float32)}
 
     def training_examples(
         self, rows: Sequence[Row], targets: Mapping[str, Array]
@@ -281,6 +313,9 @@ class Generation(DistillTask):
 
     def load_model(self, path: Path) -> TaskModel:
         return load_generation_model(path, self.spec.training.max_seq_length, self.spec.labeling.max_new_tokens)
+
+    def load_tokenizer(self, path: Path) -> PreTrainedTokenizerBase:
+        return load_tokenizer(path)
 
     # --- train -----------------------------------------------------------------------------------------
 

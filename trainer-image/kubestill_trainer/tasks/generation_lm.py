@@ -94,11 +94,13 @@ def drop_layers(model: PreTrainedModel, keep: list[int]) -> PreTrainedModel:
 @dataclass
 class Generation:
     """Greedy continuations of a batch: token ids (eos included, when reached) and, per generated position,
-    the top-k token ids and log-probabilities of the model's next-token distribution."""
+    the top-k token ids and log-probabilities of the model's next-token distribution (raw: temperature 1),
+    and the log-probability of the chosen token at the confidence temperature."""
 
     token_ids: list[list[int]]
     topk_ids: torch.Tensor  # [B, T, k] int64 (T = longest continuation)
-    topk_logprobs: torch.Tensor  # [B, T, k] float32
+    topk_logprobs: torch.Tensor  # [B, T, k] float32, log_softmax(logits) at temperature 1
+    chosen_logprobs: torch.Tensor  # [B, T] float32, log_softmax(logits / confidence_temperature)[chosen]
 
 
 def prompt_text(tokenizer: PreTrainedTokenizerBase, prompt: str, chat: bool) -> str:
@@ -113,10 +115,16 @@ def prompt_text(tokenizer: PreTrainedTokenizerBase, prompt: str, chat: bool) -> 
 @torch.no_grad()
 def generate(
     model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: list[str], max_new_tokens: int,
-    top_k: int = 0, max_prompt_tokens: int = 512, chat: bool = True, temperature: float = 1.0,
+    top_k: int = 0, max_prompt_tokens: int = 512, chat: bool = True, confidence_temperature: float = 1.0,
 ) -> Generation:
     """Greedy decoding of a batch (left padded). `top_k` > 0 keeps that many next-token log-probabilities
-    (softmax of the raw logits / `temperature`) per generated position."""
+    per generated position, always of the raw logits (temperature 1: a distillation loss applies its own
+    temperature, once), and the chosen token's log-probability at `confidence_temperature` (what the
+    label stage's confidence filter reads).
+
+    Only ids of real tokens (below `len(tokenizer)`) are kept: models pad their output layer past the
+    vocabulary (Qwen2.5: 151,936 or 152,064 rows for 151,665 tokens), and a padding row is no token a
+    student of the same tokenizer could have, nor necessarily an output row it has."""
     device = next(model.parameters()).device
     texts = [prompt_text(tokenizer, p, chat) for p in prompts]
     side = tokenizer.padding_side
@@ -138,10 +146,14 @@ def generate(
         cut = row.index(eos) + 1 if eos in row else len(row)
         ids.append(row[:cut])
     if top_k > 0 and out.logits:
-        logits = torch.stack(out.logits, dim=1).float() / temperature  # [B, T, V]
+        logits = torch.stack(out.logits, dim=1).float()  # [B, T, V]
+        logits[..., len(tokenizer):] = float("-inf")  # output rows past the vocabulary are no tokens
         values, idx = torch.log_softmax(logits, dim=-1).topk(min(top_k, logits.shape[-1]), dim=-1)
         topk_ids, topk_lp = idx.cpu(), values.cpu()
+        chosen = torch.log_softmax(logits / confidence_temperature, dim=-1)
+        chosen_lp = torch.gather(chosen, -1, new.to(chosen.device).unsqueeze(-1)).squeeze(-1).cpu()
     else:
         topk_ids = torch.zeros(len(prompts), new.shape[1], 0, dtype=torch.long)
         topk_lp = torch.zeros(len(prompts), new.shape[1], 0)
-    return Generation(ids, topk_ids, topk_lp)
+        chosen_lp = torch.zeros(len(prompts), new.shape[1])
+    return Generation(ids, topk_ids, topk_lp, chosen_lp)

@@ -31,8 +31,9 @@ _DURATION_PART = re.compile(r"([0-9]+)(ms|s|m|h|d)")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
 # What a storage URI may start with; anything else is rejected before any work is scheduled.
-# pkg:// names a model or corpus shipped inside an installed Python package (offline demos and tests).
-URI_PATTERN = r"^(file|pvc|pkg)://.+"
+# pkg:// names a model or corpus shipped inside an installed Python package (offline demos and tests);
+# s3:// a bucket (with a valid S3 bucket name) and an optional key prefix.
+URI_PATTERN = r"^((file|pvc|pkg)://.+|s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?)$"
 DNS1123_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 
 
@@ -78,7 +79,8 @@ class Rule:
 
     cel: str
     message: str
-    check: Callable[[Any], bool]
+    # None for a transition rule (CEL `oldSelf`): only the API server holds the stored object to compare with.
+    check: Callable[[Any], bool] | None
     field: str | None = None
 
     def to_crd(self) -> dict[str, str]:
@@ -137,7 +139,7 @@ class KubeModel(BaseModel):
     @model_validator(mode="after")
     def _enforce_rules(self) -> Self:
         for rule in type(self).rules:
-            if not rule.check(self):
+            if rule.check is not None and not rule.check(self):
                 where = f"{rule.field}: " if rule.field else ""
                 raise ValueError(f"{where}{rule.message}")
         return self

@@ -1,8 +1,9 @@
 """CanaryRollout: move traffic from a baseline to a StudentModel step by step, rolling back on bad signals.
 
-Traffic is split by the weights of two backendRefs in an existing Gateway API HTTPRoute; the operator owns
-only those weights (server-side apply with its own field manager). Every timestamp the decision needs lives
-in status, so an operator restart resumes exactly where it was.
+Traffic is split by the weights of two backendRefs in an existing Gateway API HTTPRoute; the operator changes
+only those weights (and a shadow step's mirror), by server-side apply with its own field manager, which owns
+the route's atomic `spec.rules` until the rollout ends and gives the route back. Every timestamp the decision
+needs lives in status, so an operator restart resumes exactly where it was.
 """
 
 from __future__ import annotations
@@ -186,6 +187,18 @@ class CanaryRolloutSpec(KubeModel):
     """Baseline, candidate, steps, analysis and rollback triggers."""
 
     rules = (
+        # What the rollout holds in the route is fixed for its life: a rollout moved to another route, rule,
+        # baseline or candidate mid-step would leave the old one carrying traffic that nobody manages.
+        *(
+            Rule(
+                cel=f"self.{field} == oldSelf.{field}",
+                message=f"{field} is immutable: delete the CanaryRollout (its route is restored) and create a new "
+                "one",
+                check=None,
+                field=field,
+            )
+            for field in ("route", "baseline", "candidate")
+        ),
         Rule(
             cel="self.steps.map(s, s.weight).isSorted() && "
             "self.steps.all(a, self.steps.exists_one(b, b.weight == a.weight))",

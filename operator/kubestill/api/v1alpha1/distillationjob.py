@@ -24,6 +24,7 @@ from ._base import (
     nested,
 )
 from .common import ServingSpec, StageResources, Task
+from .storage import StorageSecretRef
 
 KIND = "DistillationJob"
 PLURAL = "distillationjobs"
@@ -65,7 +66,8 @@ class TeacherSpec(KubeModel):
 
     model_uri: ArtifactURI | None = Field(
         default=None,
-        description="A Hugging Face model directory: file://, pvc://claim/path, or pkg://<python-package>.",
+        description="A Hugging Face model directory: file://, pvc://claim/path, s3://bucket/prefix, or "
+        "pkg://<python-package>.",
     )
     triton: TritonTeacher | None = Field(default=None, description="A teacher served by Triton.")
     openai: OpenAITeacher | None = Field(default=None, description="An OpenAI-compatible teacher.")
@@ -164,7 +166,7 @@ class StudentSpec(KubeModel):
     )
 
     base_model_uri: ArtifactURI | None = Field(
-        default=None, description="A Hugging Face model directory to start from (file://, pvc://, pkg://)."
+        default=None, description="A Hugging Face model directory to start from (file://, pvc://, s3://, pkg://)."
     )
     architecture: StudentArchitecture | None = Field(
         default=None, description="A smaller copy of the teacher, initialised from its layers."
@@ -213,7 +215,9 @@ class DataSplits(KubeModel):
 class DataSpec(KubeModel):
     """The unlabelled (or labelled) inputs."""
 
-    uri: ArtifactURI = Field(description="Input data: a .jsonl/.csv file or a text directory; pkg:// too.")
+    uri: ArtifactURI = Field(
+        description="Input data: a .jsonl/.csv file or a text directory (file://, pvc://, s3://, pkg://)."
+    )
     format: DataFormat | None = Field(default=None, description="jsonl, csv or text-dir; empty: by extension.")
     fields: DataFields = nested(DataFields, "Which input fields hold the text, pair, label and segment.")
     splits: DataSplits = nested(DataSplits, "Train / validation / test fractions (sum 1).")
@@ -225,7 +229,13 @@ class LabelingSpec(KubeModel):
     """How the teacher labels the data."""
 
     batch_size: int = Field(default=32, ge=1, le=4096, description="Teacher inference batch size.")
-    temperature: float = Field(default=1.0, gt=0, le=100, description="Softmax temperature of stored targets.")
+    temperature: float = Field(
+        default=1.0, gt=0, le=100,
+        description="Temperature of the teacher confidence that minConfidence and training.curriculum "
+        "'confidence' read (top class probability, top candidate's share, the teacher's own tokens' "
+        "probability). Stored targets are always raw (logits, scores, log-probabilities at temperature 1): "
+        "soften them for the loss with loss.terms[].temperature, applied once.",
+    )
     top_k: int = Field(default=20, ge=1, le=1000, description="Logits kept per position (generation).")
     min_confidence: float = Field(
         default=0.0, ge=0, le=1, description="Drop rows whose top teacher probability is below this."
@@ -298,7 +308,9 @@ class LossTerm(KubeModel):
     name: LossName = Field(description="Registered loss name.")
     weight: float = Field(default=1.0, ge=0, le=1e6, description="Multiplier of this term in the total.")
     temperature: float | None = Field(
-        default=None, gt=0, le=100, description="Softening temperature T (KL losses are scaled by T^2)."
+        default=None, gt=0, le=100,
+        description="Softening temperature T (KL losses are scaled by T^2), applied to teacher and student alike: "
+        "the only temperature the stored targets see.",
     )
     alpha: float | None = Field(
         default=None, ge=0, le=1, description="logit-kl: alpha * KD + (1 - alpha) * hard-label CE."
@@ -422,7 +434,10 @@ class OutputSpec(KubeModel):
     """What the job produces."""
 
     student_model_name: ResourceName = Field(description="Name of the StudentModel created when gates pass.")
-    artifact_uri: ArtifactURI = Field(description="Where stage outputs and the final model are written.")
+    artifact_uri: ArtifactURI = Field(
+        description="Where stage outputs and the final model are written (file://, pvc://claim/path, "
+        "s3://bucket/prefix)."
+    )
     formats: list[ExportFormat] = Field(
         default_factory=lambda: [ExportFormat.SAFETENSORS],
         max_length=4,
@@ -536,6 +551,11 @@ class DistillationJobSpec(KubeModel):
     resources: StagesResources = nested(StagesResources, "Resources and placement per stage.")
     run: RunSpec = nested(RunSpec, "Image, service account and retries of the stage Jobs.")
     cost: CostSpec | None = Field(default=None, description="Prices for the ROI report (optional).")
+    storage_secret_ref: StorageSecretRef | None = Field(
+        default=None,
+        description="Secret with the S3 credentials and endpoint of every s3:// URI of this job (KServe's key "
+        "names); empty: the Pods' default AWS credential chain (e.g. IRSA).",
+    )
 
 
 # --- status --------------------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from pydantic import Field
 
 from ._base import ArtifactURI, Condition, KubeModel, ResourceName, RootModel, nested
 from .common import ServingSpec, Task
+from .storage import StorageSecretRef
 
 KIND = "StudentModel"
 PLURAL = "studentmodels"
@@ -34,17 +35,28 @@ class ModelFormat(StrEnum):
 class StudentModelSpec(KubeModel):
     """The artifact to serve and how to serve it."""
 
-    artifact_uri: ArtifactURI = Field(description="Exported model directory (file://, pvc://claim/path, pkg://).")
+    artifact_uri: ArtifactURI = Field(
+        description="Exported model directory (file://, pvc://claim/path, s3://bucket/prefix, pkg://)."
+    )
     format: ModelFormat = Field(default=ModelFormat.HF, description="hf (safetensors), onnx or quantized.")
     task: Task = Field(description="What the model does; decides its Triton inputs and outputs.")
     labels: list[str] = Field(
-        default_factory=list, max_length=10_000, description="Class names, in logit order (classification)."
+        default_factory=list, max_length=10_000,
+        description="Class names in the artifact's order (its kubestill.json \"labels\", the order of "
+        "PROBABILITIES), published in the Triton config for clients and Triton teachers (classification). "
+        "Another order or other names: the model refuses to load (Ready=False, reason LabelsMismatch). "
+        "Empty: the artifact's own order is served, and none is published.",
     )
     metrics: dict[str, float] = Field(
         default_factory=dict, description="Evaluation metrics, copied from the DistillationJob."
     )
     source_job: ResourceName | None = Field(default=None, description="DistillationJob that produced it.")
     serving: ServingSpec = nested(ServingSpec, "Triton image, replicas, resources and batching.")
+    storage_secret_ref: StorageSecretRef | None = Field(
+        default=None,
+        description="Secret with the S3 credentials and endpoint of an s3:// artifactUri (KServe's key names); "
+        "empty: the Pods' default AWS credential chain.",
+    )
 
 
 class StudentModelPhase(StrEnum):
