@@ -133,7 +133,8 @@ def register(sub: Any) -> None:
     up.add_argument("--s3", action="store_true",
                     help="also start an S3 server (SeaweedFS) with a bucket, for s3:// artifact URIs")
     up.set_defaults(func=cmd_up)
-    verbs.add_parser("down", help="stop it (and its node and S3 server) and delete its state").set_defaults(func=cmd_down)
+    down = verbs.add_parser("down", help="stop it (and its node and S3 server) and delete its state")
+    down.set_defaults(func=cmd_down)
     demo = verbs.add_parser(
         "demo", help="the whole lifecycle locally: DistillationJob -> StudentModel on Triton -> CanaryRollout"
     )
