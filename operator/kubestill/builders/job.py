@@ -62,9 +62,13 @@ def build_stage_job(
     pull_secrets: tuple[str, ...] = (),
     extra_labels: Mapping[str, str] | None = None,
     service_account: str = "",
+    pod_security_context: Mapping[str, Any] | None = None,
+    security_context: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """batch/v1 Job `<dj>-<stage>` running `python -m kubestill_trainer <stage>` (contract); its Pod runs as
-    spec.run.serviceAccountName, else `service_account` (the operator's default), else the namespace default."""
+    spec.run.serviceAccountName, else `service_account` (the operator's default), else the namespace default,
+    under the given security contexts. With a read-only root filesystem the trainer gets /tmp (an emptyDir) as
+    HOME and for its caches: it writes nothing else outside its workdir."""
     name = dj["metadata"]["name"]
     namespace = dj["metadata"]["namespace"]
     labels = {DJ_LABEL: name, STAGE_LABEL: stage, "app.kubernetes.io/name": "kubestill-trainer"}
@@ -93,6 +97,10 @@ def build_stage_job(
         volumes.append(volume)
         mounts.append(mount)
         env.append(scratch_env)
+    if security_context and security_context.get("readOnlyRootFilesystem"):
+        volumes.append({"name": "tmp", "emptyDir": {}})
+        mounts.append({"name": "tmp", "mountPath": "/tmp"})
+        env.append({"name": "HOME", "value": "/tmp"})
     container: dict[str, Any] = {
         "name": TRAINER_CONTAINER,
         "image": spec.run.image or default_image,
@@ -108,12 +116,16 @@ def build_stage_job(
     resources = container_resources(stage_res)
     if resources:
         container["resources"] = resources
+    if security_context:
+        container["securityContext"] = dict(security_context)
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",
         "containers": [container],
         "volumes": volumes,
         **placement(stage_res),
     }
+    if pod_security_context:
+        pod_spec["securityContext"] = dict(pod_security_context)
     if spec.run.service_account_name or service_account:
         pod_spec["serviceAccountName"] = spec.run.service_account_name or service_account
     if pull_secrets:

@@ -135,3 +135,21 @@ def test_each_stage_job_carries_the_spec_current_at_its_creation(dj: dict[str, A
     edited = {**dj, "spec": {**dj["spec"], "training": {**dj["spec"].get("training", {}), "epochs": 7}}}
     train = _job(edited, "train")
     assert epochs(train) == 7 and epochs(label) != 7
+
+
+RESTRICTED = {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True, "runAsNonRoot": True,
+              "capabilities": {"drop": ["ALL"]}}
+
+
+def test_stage_security_context_and_a_writable_tmp(dj: dict[str, Any]) -> None:
+    """The chart's restricted contexts reach the stage Pod; a read-only root leaves the trainer /tmp as HOME."""
+    pod = _job(dj, pod_security_context={"runAsNonRoot": True}, security_context=RESTRICTED)["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert pod["securityContext"] == {"runAsNonRoot": True} and container["securityContext"] == RESTRICTED
+    assert {"name": "tmp", "emptyDir": {}} in pod["volumes"]
+    assert {"name": "tmp", "mountPath": "/tmp"} in container["volumeMounts"]
+    assert {"name": "HOME", "value": "/tmp"} in container["env"]
+
+    plain = _job(dj)["spec"]["template"]["spec"]
+    assert "securityContext" not in plain and "securityContext" not in plain["containers"][0]
+    assert all(v["name"] != "tmp" for v in plain["volumes"])
