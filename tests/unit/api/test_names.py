@@ -12,7 +12,9 @@ from kubestill.api.v1alpha1.distillationjob import DistillationJobSpec
 from kubestill.builders.job import build_stage_job
 
 ROOT = Path(__file__).resolve().parents[3]
-SHARED = re.compile(r"^(KUBESTILL_[A-Z0-9_]+|kubestill\.io/[a-z0-9.-]+|app\.kubernetes\.io/[a-z-]+|/dev/termination-log)$")
+SHARED = re.compile(
+    r"^(KUBESTILL_[A-Z0-9_]+|kubestill\.io/[a-z0-9.-]+|app\.kubernetes\.io/[a-z-]+|/dev/termination-log)$"
+)
 
 
 def _literals(package: Path, skip: tuple[str, ...] = ()) -> dict[str, list[str]]:
