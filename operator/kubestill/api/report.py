@@ -8,7 +8,9 @@ report without `schemaVersion` is a version-0 report, written by trainers before
 are still in users' artifact buckets and in the report ConfigMaps of running jobs): it is migrated on load
 (`_from_v0`). Keys this version does not know are ignored rather than rejected: an added, optional figure
 must not fail a job judged by an older operator (as Kubernetes clients ignore unknown fields); everything
-the gates read is typed and required where the gates need it.
+the gates read is typed and required where the gates need it. The one strict part is `gate`: it is the
+DistillationJob status's GateVerdict, which the same judge produces on both sides, so an unknown key there
+means a judge of another release, and the operator must not copy a verdict it cannot read.
 
 Units: latency in milliseconds of wall-clock time per call, end to end from text (tokenizer included);
 sizes in parameters and MB (10^6 bytes) on disk; metrics as the task computes them, all higher-is-better.
