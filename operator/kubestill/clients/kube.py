@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote
 
 import aiohttp
 import kopf
+import yaml
 from prometheus_client import Counter, Histogram
 
 API_REQUESTS = Counter(
@@ -49,15 +51,17 @@ _PLURALS = {
     ("apps/v1", "Deployment"): "deployments",
     ("kubestill.io/v1alpha1", "DistillationJob"): "distillationjobs",
     ("kubestill.io/v1alpha1", "StudentModel"): "studentmodels",
+    ("kubestill.io/v1alpha1", "CanaryRollout"): "canaryrollouts",
 }
 
 
-def resource_path(api_version: str, kind: str, namespace: str, name: str | None = None,
+def resource_path(api_version: str, kind: str, namespace: str | None, name: str | None = None,
                   subresource: str | None = None) -> str:
-    """/api/v1/namespaces/ns/configmaps[/name[/sub]] or /apis/group/version/... for the kinds we use."""
+    """/api/v1/namespaces/ns/configmaps[/name[/sub]] or /apis/group/version/... for the kinds we use;
+    namespace None: the collection across every namespace (/apis/group/version/plural)."""
     plural = _PLURALS[(api_version, kind)]
     prefix = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
-    path = f"{prefix}/namespaces/{quote(namespace)}/{plural}"
+    path = f"{prefix}/{plural}" if namespace is None else f"{prefix}/namespaces/{quote(namespace)}/{plural}"
     if name is not None:
         path += f"/{quote(name)}"
     if subresource is not None:
@@ -126,9 +130,11 @@ class KubeClient:
                 return None
             raise
 
-    async def list(self, api_version: str, kind: str, namespace: str, selector: str) -> list[dict[str, Any]]:
+    async def list(self, api_version: str, kind: str, namespace: str | None,
+                   selector: str | None = None) -> list[dict[str, Any]]:
+        """The objects of a namespace (None: of every namespace), optionally filtered by a label selector."""
         path = resource_path(api_version, kind, namespace)
-        found = await self.request("LIST", path, params={"labelSelector": selector})
+        found = await self.request("LIST", path, params={"labelSelector": selector} if selector else None)
         return list(found.get("items") or [])
 
     async def create(self, body: Mapping[str, Any]) -> bool:
@@ -156,6 +162,28 @@ class KubeClient:
         except ApiError as err:
             if err.status != 404:
                 raise
+
+
+class NoCluster(Exception):
+    """No credentials to reach a cluster with (no kubeconfig and not in a Pod), or a kubeconfig that cannot be
+    read; the message says which, in one line."""
+
+
+def connect() -> kopf.ConnectionInfo:
+    """Credentials for a command-line client (`kubestill status`, `kubestill rollout`), read by kopf's own
+    dependency-free readers like the operator's `login`: $KUBECONFIG (else ~/.kube/config) first, since a
+    user who points at a cluster means it, else the Pod's service account. Raises NoCluster."""
+    settings = kopf.OperatorSettings()
+    try:
+        info = kopf.login_with_kubeconfig(settings=settings) or kopf.login_with_service_account(settings=settings)
+    except (OSError, KeyError, TypeError, ValueError, yaml.YAMLError, kopf.LoginError) as err:
+        detail = " ".join(str(err).split())  # one line: YAML errors span several
+        raise NoCluster(f"cannot read the kubeconfig ({os.environ.get('KUBECONFIG') or '~/.kube/config'}): "
+                        f"{type(err).__name__}: {detail}") from err
+    if info is None:
+        raise NoCluster("no cluster to talk to: set KUBECONFIG (e.g. `kubestill dev up` prints one) or run "
+                        "inside a Pod")
+    return info
 
 
 _client: KubeClient | None = None
