@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -53,3 +54,29 @@ def test_missing_rollout_is_one_line(cluster: Cluster, namespace: str, capsys: p
     assert main([*argv, "-n", namespace]) == 1
     err = capsys.readouterr().err
     assert err == line.format(ns=namespace) + "\n"
+
+
+def test_exec_credential_plugin_kubeconfig(cluster: Cluster, namespace: str, tmp_path: Path,
+                                           monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """A kubeconfig whose user is an `exec` credential plugin (how EKS, GKE and AKS kubeconfigs authenticate):
+    the CLI runs the plugin and uses the token it prints. kopf's plain kubeconfig reader sees no credentials
+    there, so without the client library every call would be anonymous and refused."""
+    _apply(cluster, namespace, "distillationjob-classification.yaml")
+    plugin = tmp_path / "credential-plugin.py"
+    credential = {"apiVersion": "client.authentication.k8s.io/v1", "kind": "ExecCredential",
+                  "status": {"token": cluster.token}}
+    plugin.write_text(f"import json\nprint(json.dumps({credential!r}))\n")
+    kubeconfig = {
+        "apiVersion": "v1", "kind": "Config", "current-context": "exec",
+        "clusters": [{"name": "c", "cluster": {"server": cluster.server,
+                                               "certificate-authority": str(cluster.ca_file)}}],
+        "users": [{"name": "exec-user", "user": {"exec": {
+            "apiVersion": "client.authentication.k8s.io/v1", "command": sys.executable, "args": [str(plugin)],
+            "interactiveMode": "Never"}}}],
+        "contexts": [{"name": "exec", "context": {"cluster": "c", "user": "exec-user"}}],
+    }
+    path = tmp_path / "kubeconfig"
+    path.write_text(json.dumps(kubeconfig))
+    monkeypatch.setenv("KUBECONFIG", str(path))
+    assert main(["status", "-n", namespace]) == 0, capsys.readouterr().err
+    assert "bbc-topics" in capsys.readouterr().out

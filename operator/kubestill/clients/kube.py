@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -169,11 +170,25 @@ class NoCluster(Exception):
     read; the message says which, in one line."""
 
 
+def _via_client_library(settings: kopf.OperatorSettings) -> kopf.ConnectionInfo:
+    info = kopf.login_via_client(logger=logging.getLogger(__name__), settings=settings)
+    if info is None or not (info.token or info.certificate_path or info.certificate_data or info.username):
+        raise kopf.LoginError("the client library found no credentials")
+    return info
+
+
 def connect() -> kopf.ConnectionInfo:
-    """Credentials for a command-line client (`kubestill status`, `kubestill rollout`), read by kopf's own
-    dependency-free readers like the operator's `login`: $KUBECONFIG (else ~/.kube/config) first, since a
-    user who points at a cluster means it, else the Pod's service account. Raises NoCluster."""
+    """Credentials for a command-line client (`kubestill status`, `kubestill rollout`).
+
+    First through the `kubernetes` client library (kopf's `login_via_client`), which runs a kubeconfig's
+    `exec` credential plugins and auth-providers, as users' kubeconfigs for EKS, GKE or AKS need; where that
+    finds nothing, kopf's own dependency-free readers: $KUBECONFIG (else ~/.kube/config), else the Pod's service
+    account, whose errors say precisely what is wrong with the file. Raises NoCluster."""
     settings = kopf.OperatorSettings()
+    try:
+        return _via_client_library(settings)
+    except Exception:  # any failure there is explained by the plain readers below
+        pass
     try:
         info = kopf.login_with_kubeconfig(settings=settings) or kopf.login_with_service_account(settings=settings)
     except (OSError, KeyError, TypeError, ValueError, yaml.YAMLError, kopf.LoginError) as err:
