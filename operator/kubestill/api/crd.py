@@ -66,15 +66,8 @@ class _Converter:
         return out
 
     def convert_plain(self, node: dict[str, Any]) -> dict[str, Any]:
-        out: dict[str, Any] = {}
+        out = _scalars(node)
         kind = node.get("type")
-        if "const" in node:
-            out.update(type="string", enum=[node["const"]])
-        elif kind is not None:
-            out["type"] = kind
-        elif "enum" in node:
-            out["type"] = "string"
-        out.update(_scalar_keywords(node))
         if kind == "object":
             out.update(self.convert_object(node))
         if kind == "array":
@@ -84,13 +77,12 @@ class _Converter:
         return out
 
     def convert_object(self, node: dict[str, Any]) -> dict[str, Any]:
-        """The structural part of an object schema: properties (with required and CEL rules), a typed map, or
-        a free-form map."""
+        """properties (with required and the model's rules), a typed map, or a free-form map."""
         properties = node.get("properties")
         extra = node.get("additionalProperties")
-        if properties is None and isinstance(extra, dict):
-            return {"additionalProperties": self.convert(extra)}
         if properties is None:
+            if isinstance(extra, dict):
+                return {"additionalProperties": self.convert(extra)}
             # A free-form map (object metadata): the only place unknown fields are kept on purpose.
             return {"x-kubernetes-preserve-unknown-fields": True}
         out: dict[str, Any] = {"properties": {k: self.convert(v) for k, v in properties.items()}}
@@ -108,9 +100,16 @@ class _Converter:
         return [rule.to_crd() for rule in model.rules]
 
 
-def _scalar_keywords(node: dict[str, Any]) -> dict[str, Any]:
-    """The keywords kept as they are (descriptions, bounds, patterns, ...), with exclusive bounds rewritten."""
+def _scalars(node: dict[str, Any]) -> dict[str, Any]:
+    """The type and the scalar constraints of a JSON Schema node, in OpenAPI v3.0 terms."""
     out: dict[str, Any] = {}
+    kind = node.get("type")
+    if "const" in node:
+        out.update(type="string", enum=[node["const"]])
+    elif kind is not None:
+        out["type"] = kind
+    elif "enum" in node:
+        out["type"] = "string"
     for key, value in node.items():
         if key in _KEEP_SCALAR or key in ("minimum", "maximum"):
             out[key] = value

@@ -277,7 +277,9 @@ async def _create_stage(api: KubeClient, dj: Mapping[str, Any], spec: Distillati
     s = settings()
     job = build_stage_job(dj, spec, stage.value, default_image=s.trainer_image, pull_policy=s.image_pull_policy,
                           pull_secrets=s.image_pull_secrets, extra_labels=s.extra_labels,
-                          service_account=s.trainer_service_account)
+                          service_account=s.trainer_service_account,
+                          pod_security_context=s.trainer_pod_security_context,
+                          security_context=s.trainer_security_context)
     _creating += 1
     try:
         return await api.create(job)
