@@ -20,7 +20,7 @@ from kubestill.api.names import TEACHER_API_KEY_ENV
 from kubestill.api.v1alpha1.distillationjob import OpenAITeacher as OpenAITeacherSpec
 
 from ..outputs import Array
-from .base import ClassScores, Generated, Teacher, TeacherError
+from ..tasks.teacher import ClassScores, Generated, Teacher, TeacherError
 
 API_KEY_ENV = TEACHER_API_KEY_ENV
 _FLOOR = math.log(1e-6)
