@@ -46,10 +46,10 @@ class ReportChannel:
             from kubernetes import client, config  # only imported when reporting is on
 
             try:
-                config.load_incluster_config()  # type: ignore[no-untyped-call]
+                config.load_incluster_config()
             except config.ConfigException:
                 # Read $KUBECONFIG now: the client library fixes its default path when it is first imported.
-                config.load_kube_config(config_file=os.environ.get("KUBECONFIG"))  # type: ignore[no-untyped-call]
+                config.load_kube_config(config_file=os.environ.get("KUBECONFIG"))
             self._api = client.CoreV1Api()
         return self._api
 
