@@ -40,6 +40,8 @@ class Settings:
     # How long a deleted CanaryRollout waits for its HTTPRoute to be restored before it is released regardless
     # (with a Warning Event saying what was left): a route that cannot be written never blocks a delete for good.
     route_restore_timeout: timedelta = timedelta(minutes=5)
+    # At most this many reconciles run at once across all kinds (see runtime/reconciler.py for the measurement).
+    max_concurrent_reconciles: int = 256
 
 
 def _csv(value: str) -> tuple[str, ...]:
@@ -77,4 +79,5 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         extra_labels=_labels(env.get("KUBESTILL_EXTRA_LABELS", "")),
         trainer_service_account=env.get("KUBESTILL_TRAINER_SERVICE_ACCOUNT", ""),
         route_restore_timeout=_duration(env, "KUBESTILL_ROUTE_RESTORE_TIMEOUT", "5m"),
+        max_concurrent_reconciles=int(env.get("KUBESTILL_MAX_CONCURRENT_RECONCILES") or 256),
     )

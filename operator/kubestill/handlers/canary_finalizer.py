@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pydantic import ValidationError
@@ -44,9 +44,7 @@ from kubestill.clients.kube import ApiError, KubeClient
 from kubestill.logic import route_guard
 from kubestill.logic.canary_status import route_state
 from kubestill.logic.route_guard import Gate, OnDelete
-
-from .distillationjob import settings
-from .reconciler import Key, newer
+from kubestill.runtime import Key, newer
 
 log = logging.getLogger("kubestill.canary")
 
@@ -128,8 +126,10 @@ async def after_route_write(
                  f"rollout finished: HTTPRoute {spec.route.name} given back (kubestill no longer owns or writes it)")
 
 
-async def on_deleting(api: KubeClient, key: Key, bodies: MutableMapping[Key, dict[str, Any]]) -> float | None:
-    """The rollout is being deleted: restore its route (or keep the promotion), give it back, release."""
+async def on_deleting(api: KubeClient, key: Key, bodies: MutableMapping[Key, dict[str, Any]],
+                      bound: timedelta) -> float | None:
+    """The rollout is being deleted: restore its route (or keep the promotion), give it back, release; after
+    `bound` (Settings.route_restore_timeout) released regardless."""
     body = bodies[key]
     meta = body["metadata"]
     if not route_guard.holds(meta):
@@ -152,7 +152,6 @@ async def on_deleting(api: KubeClient, key: Key, bodies: MutableMapping[Key, dic
         return None
 
     now = datetime.now(UTC)
-    bound = settings().route_restore_timeout
     action = route_guard.on_delete(status)
     route = None
     try:

@@ -21,6 +21,7 @@ from kubestill.api.v1alpha1.canaryrollout import (
 
 from .analysis import AnalysisRound
 from .canary import ACTIVE_PHASES, Action, ActionKind, RouteView, step_entered, step_pause
+from .conditions import set_condition
 
 # Bounds keep the object far below etcd's 1.5 MiB limit even for rollouts that run for weeks.
 MAX_MEASUREMENTS = 30
@@ -118,23 +119,6 @@ def _enter_step(spec: CanaryRolloutSpec, status: CanaryRolloutStatus, step: int,
 
 def _condition(status: CanaryRolloutStatus, new: Condition, now: datetime) -> list[Condition]:
     return set_condition(status.conditions, new, now)
-
-
-def set_condition(conditions: list[Condition], new: Condition, now: datetime) -> list[Condition]:
-    """`conditions` with `new` in place of the one of its type; its transition time moves only when the
-    status flips."""
-    out = []
-    placed = False
-    for cond in conditions:
-        if cond.type == new.type:
-            keep = cond.status == new.status and cond.last_transition_time is not None
-            out.append(new.model_copy(update={"last_transition_time": cond.last_transition_time if keep else now}))
-            placed = True
-        else:
-            out.append(cond)
-    if not placed:
-        out.append(new.model_copy(update={"last_transition_time": now}))
-    return out
 
 
 def _conditions(status: CanaryRolloutStatus, generation: int | None, now: datetime) -> list[Condition]:

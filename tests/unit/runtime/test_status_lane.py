@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
-from kubestill.handlers.reconciler import Key
-from kubestill.handlers.status_lane import StatusLane
+from kubestill.runtime import Key
+from kubestill.runtime import StatusLane
 
 A: Key = ("ns", "a")
 
