@@ -12,7 +12,7 @@ import pytest
 from pydantic import ValidationError
 
 from kubestill.api.storage import SECRET_KEYS, CheckResult, StorageReason, parse_check_result, split_s3_uri
-from kubestill.api.v1alpha1.distillationjob import DistillationJobSpec
+from kubestill.api.v1alpha1.distillationjob import DistillationJobSpec, DistillationJobStatus
 from kubestill.api.v1alpha1.studentmodel import StudentModelSpec
 from kubestill.builders.job import build_stage_job
 from kubestill.builders.storage import build_storage_check_job, check_key, s3_env
@@ -20,7 +20,6 @@ from kubestill.builders.studentmodel import build_student_model
 from kubestill.builders.triton import build_triton_config_map, build_triton_deployment
 from kubestill.logic import storage_check
 from kubestill.logic.jobs import JobView
-from kubestill.api.v1alpha1.distillationjob import DistillationJobStatus
 from kubestill.logic.pipeline import Observed, decide
 from kubestill.logic.storage_check import StorageCheck, decide_check
 

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from kubestill.runtime import Key
-from kubestill.runtime import StatusLane
+from kubestill.runtime import Key, StatusLane
 
 A: Key = ("ns", "a")
 
