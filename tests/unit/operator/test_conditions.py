@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import doctest
 from datetime import UTC, datetime
 
 import pytest
 
+from kubestill.logic import conditions
 from kubestill.logic.conditions import Cond, find, set_conditions
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -36,3 +38,8 @@ def test_times_are_whole_seconds_as_the_api_server_stores_them() -> None:
     out = set_conditions([], [Cond("Ready", "True", "A")], datetime(2026, 1, 1, 0, 0, 1, 999_999, tzinfo=UTC), None)
     assert out[0].to_wire() == {"type": "Ready", "status": "True", "reason": "A", "message": "",
                                 "lastTransitionTime": "2026-01-01T00:00:01Z"}
+
+
+def test_docstring_examples() -> None:
+    result = doctest.testmod(conditions)
+    assert result.attempted > 0 and result.failed == 0
