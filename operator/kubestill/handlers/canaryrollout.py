@@ -318,7 +318,7 @@ class CanaryRollouts(Kind[CanaryRolloutSpec, CanaryRolloutStatus]):
         return True
 
     async def _unparsable(self, ctl: CanaryController, key: Key, body: Mapping[str, Any],
-                              err: ValidationError) -> float:
+                          err: ValidationError) -> float:
         """A stored rollout the models refuse: say so once (a SpecValid=False condition and a Warning Event), and
         still honour an abort, which needs only the route, the baseline and the candidate's Service."""
         first = err.errors()[0]
