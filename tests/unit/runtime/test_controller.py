@@ -303,5 +303,8 @@ def test_an_observed_expectation_is_met_once() -> None:
 
 
 def test_status_patch_nulls_what_went_away() -> None:
-    patch = status_patch({"seen": 1, "note": "x", "kopf": {"progress": {}}}, WidgetStatus(seen=2))
-    assert patch == {"seen": 2, "note": None, "kopf": None}
+    old = {"seen": 1, "note": "x", "kopf": {"progress": {}}}
+    assert status_patch(old, WidgetStatus(seen=2), nulls=True) == {"seen": 2, "note": None, "kopf": None}
+    assert status_patch(old, WidgetStatus(seen=2), nulls=False) == {"seen": 2, "note": None, "kopf": None}
+    assert status_patch({}, WidgetStatus(seen=2), nulls=True) == {"seen": 2, "note": None}
+    assert status_patch({}, WidgetStatus(seen=2), nulls=False) == {"seen": 2}  # only what is set
