@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # kubestill on a kind cluster, for users with Docker (the project's own tests use a node-less control plane
-# instead: Docker is not needed there). Creates the cluster if missing, builds the operator (and trainer)
-# images from this checkout and loads them into kind, installs the Gateway API CRDs and the Helm chart, and
+# instead: Docker is not needed there). Creates the cluster if missing, builds the operator (and trainer and
+# serving) images from this checkout and loads them into kind, installs the Gateway API CRDs and the Helm chart, and
 # waits for the operator. Idempotent: run it again after changing the code.
 #
 #   scripts/kind-up.sh
@@ -41,6 +41,10 @@ if [ -z "${SKIP_TRAINER_IMAGE:-}" ] && [ -f "$root/trainer-image/Dockerfile" ]; 
   say "building kubestill-trainer:$tag (large: the torch stack)"
   docker build -f "$root/trainer-image/Dockerfile" -t "kubestill-trainer:$tag" "$root"
   kind load docker-image "kubestill-trainer:$tag" --name "$cluster"
+  say "building kubestill-serving:$tag (tritonserver on the trainer image: what StudentModels run)"
+  docker build -f "$root/serving-image/Dockerfile" --build-arg "TRAINER_IMAGE=kubestill-trainer:$tag" \
+    -t "kubestill-serving:$tag" "$root"
+  kind load docker-image "kubestill-serving:$tag" --name "$cluster"
 fi
 
 say "Gateway API $gateway_api_version CRDs"
@@ -61,6 +65,7 @@ helm upgrade --install kubestill "$root/charts/kubestill" \
   --set image.tag="$tag" \
   --set image.pullPolicy=Never \
   --set operator.trainerImage="kubestill-trainer:$tag" \
+  --set operator.tritonImage="kubestill-serving:$tag" \
   --set operator.imagePullPolicy=IfNotPresent \
   --wait --timeout 5m "$@"
 

@@ -18,6 +18,20 @@ if [ ${#missing[@]} -gt 0 ]; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
+# The real node (root only): Debian's containerd, runc and CNI plugins, iptables/nftables for kube-proxy and the
+# node's teardown; buildah, skopeo and mmdebstrap build the project's images without Docker.
+node_packages=(containerd runc containernetworking-plugins iptables nftables conntrack buildah skopeo mmdebstrap)
+if [ "$(id -u)" -eq 0 ]; then
+  missing=()
+  for pkg in "${node_packages[@]}"; do dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg"); done
+  if [ ${#missing[@]} -gt 0 ]; then
+    log "apt-get install ${missing[*]} (the real node and the image builds)"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  fi
+else
+  log "not root: no real node and no images here (tests/realnode skip; the process node is the fallback)"
+fi
 command -v go >/dev/null 2>&1 || { echo "Go (>= 1.26) is needed to build the control plane" >&2; exit 1; }
 
 # Python: one venv per machine, reinstalled only when the dependency list changes.
@@ -45,9 +59,25 @@ else
 fi
 
 # etcd, kube-apiserver, kube-controller-manager, kubectl, helm from Go modules (cached; minutes the first time).
-log "control-plane binaries"
+# As root, the operator, trainer and serving images from the repository's Dockerfiles (buildah; cached layers:
+# about 15 minutes the first time, mostly torch's download, seconds after a source change), built while Go
+# compiles: one waits on the network and the disk, the other on the CPU.
+images_pid=""
+if [ "$(id -u)" -eq 0 ]; then
+  images_log=$(mktemp)
+  log "images (python -m kubestill.dev.images build, log in $images_log)"
+  "$VENV/bin/python" -m kubestill.dev.images build >"$images_log" 2>&1 &
+  images_pid=$!
+fi
+log "control-plane and node binaries"
 bash tests/cluster/build.sh >/dev/null
 # SeaweedFS `weed`, the S3 server of the s3:// tests and the demo, from its Go module (cached the same way).
 log "S3 server (SeaweedFS weed)"
 bash tests/cluster/seaweedfs/build.sh >/dev/null
+if [ -n "$images_pid" ]; then
+  if ! wait "$images_pid"; then
+    tail -n 60 "$images_log" >&2; echo "image build failed (full log: $images_log)" >&2; exit 1
+  fi
+  rm -f "$images_log"
+fi
 log "ready: source $VENV/bin/activate"

@@ -5,15 +5,19 @@ Kept out of handlers so tests and the CLI can build a Settings without touching 
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import Any
 
 from kubestill.api.v1alpha1._base import parse_duration
 
-DEFAULT_TRAINER_IMAGE = "ghcr.io/kubestill/trainer:0.1.0"
-DEFAULT_TRITON_IMAGE = "nvcr.io/nvidia/tritonserver:24.10-py3"
+DEFAULT_TRAINER_IMAGE = "kubestill-trainer:0.1.0"  # the chart's operator.trainerImage
+# kubestill's serving image (serving-image/Dockerfile): tritonserver with the python backend and everything the
+# exported model.py imports. A stock Triton image cannot load a student (no kubestill, no torch).
+DEFAULT_TRITON_IMAGE = "kubestill-serving:0.1.0"
 
 
 @dataclass(frozen=True)
@@ -37,11 +41,24 @@ class Settings:
     # ServiceAccount of stage Jobs whose spec names none (the chart's trainer account, allowed to write the
     # report ConfigMap); empty: the namespace's default account.
     trainer_service_account: str = ""
+    # Security contexts of the stage Jobs' Pods and trainer containers (the chart sets its restricted ones:
+    # non-root, read-only root filesystem, no privilege escalation); empty: none.
+    trainer_pod_security_context: Mapping[str, Any] = field(default_factory=dict)
+    trainer_security_context: Mapping[str, Any] = field(default_factory=dict)
     # How long a deleted CanaryRollout waits for its HTTPRoute to be restored before it is released regardless
     # (with a Warning Event saying what was left): a route that cannot be written never blocks a delete for good.
     route_restore_timeout: timedelta = timedelta(minutes=5)
     # At most this many reconciles run at once across all kinds (see runtime/reconciler.py for the measurement).
     max_concurrent_reconciles: int = 256
+
+
+def _json_object(name: str, value: str) -> dict[str, Any]:
+    if not value.strip():
+        return {}
+    parsed = json.loads(value)
+    if not isinstance(parsed, dict):
+        raise ValueError(f"{name}: expected a JSON object, got {value[:80]!r}")
+    return parsed
 
 
 def _csv(value: str) -> tuple[str, ...]:
@@ -78,6 +95,10 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         metrics_port=int(env.get("KUBESTILL_METRICS_PORT") or 0),
         extra_labels=_labels(env.get("KUBESTILL_EXTRA_LABELS", "")),
         trainer_service_account=env.get("KUBESTILL_TRAINER_SERVICE_ACCOUNT", ""),
+        trainer_pod_security_context=_json_object("KUBESTILL_TRAINER_POD_SECURITY_CONTEXT",
+                                                  env.get("KUBESTILL_TRAINER_POD_SECURITY_CONTEXT", "")),
+        trainer_security_context=_json_object("KUBESTILL_TRAINER_SECURITY_CONTEXT",
+                                              env.get("KUBESTILL_TRAINER_SECURITY_CONTEXT", "")),
         route_restore_timeout=_duration(env, "KUBESTILL_ROUTE_RESTORE_TIMEOUT", "5m"),
         max_concurrent_reconciles=int(env.get("KUBESTILL_MAX_CONCURRENT_RECONCILES") or 256),
     )

@@ -20,7 +20,9 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import unquote, urlsplit
 
-DEFAULT_PVC_ROOT = "/mnt/kubestill/pvc"
+from kubestill.api.names import PVC_ROOT, PVC_ROOT_ENV
+
+DEFAULT_PVC_ROOT = PVC_ROOT
 
 
 class StorageError(Exception):
@@ -48,7 +50,7 @@ def resolve_uri(uri: str, env: Mapping[str, str] | None = None) -> Path:
         claim, _, sub = rest.partition("/")
         if not claim:
             raise StorageError(f"{uri}: pvc:// needs a claim name (pvc://<claim>/<path>)")
-        return Path(env.get("KUBESTILL_PVC_ROOT") or DEFAULT_PVC_ROOT) / claim / sub
+        return Path(env.get(PVC_ROOT_ENV) or DEFAULT_PVC_ROOT) / claim / sub
     if scheme == "pkg":
         name, _, sub = rest.partition("/")
         try:

@@ -11,7 +11,14 @@ from kubestill.api.names import (
     CONFIG_DIR,
     CONFIG_KEY,
     DJ_LABEL,
+    NAMESPACE_ENV,
+    REPORT_CONFIGMAP_ENV,
+    REPORT_METADATA_ENV,
+    STAGE_ENV,
     STAGE_LABEL,
+    TEACHER_API_KEY_ENV,
+    TERMINATION_LOG,
+    TERMINATION_LOG_ENV,
     job_name,
     report_map_name,
 )
@@ -23,7 +30,7 @@ from .meta import child_metadata, pvc_claims, pvc_volumes
 from .storage import s3_env, s3_uris, scratch_volume
 
 TRAINER_CONTAINER = "trainer"
-API_KEY_ENV = "KUBESTILL_TEACHER_API_KEY"
+API_KEY_ENV = TEACHER_API_KEY_ENV
 
 
 def spec_uris(spec: DistillationJobSpec) -> list[str | None]:
@@ -62,9 +69,13 @@ def build_stage_job(
     pull_secrets: tuple[str, ...] = (),
     extra_labels: Mapping[str, str] | None = None,
     service_account: str = "",
+    pod_security_context: Mapping[str, Any] | None = None,
+    security_context: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """batch/v1 Job `<dj>-<stage>` running `python -m kubestill_trainer <stage>` (contract); its Pod runs as
-    spec.run.serviceAccountName, else `service_account` (the operator's default), else the namespace default."""
+    spec.run.serviceAccountName, else `service_account` (the operator's default), else the namespace default,
+    under the given security contexts. With a read-only root filesystem the trainer gets /tmp (an emptyDir) as
+    HOME and for its caches: it writes nothing else outside its workdir."""
     name = dj["metadata"]["name"]
     namespace = dj["metadata"]["namespace"]
     labels = {DJ_LABEL: name, STAGE_LABEL: stage, "app.kubernetes.io/name": "kubestill-trainer"}
@@ -75,12 +86,12 @@ def build_stage_job(
         {"path": CONFIG_KEY, "fieldRef": {"fieldPath": f"metadata.annotations['{CONFIG_ANNOTATION}']"}}]}})
     mounts.insert(0, {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True})
     env: list[dict[str, Any]] = [
-        {"name": "KUBESTILL_REPORT_CONFIGMAP", "value": report_map_name(name)},
-        {"name": "KUBESTILL_REPORT_METADATA", "value": json.dumps(report_metadata(dj, extra_labels),
+        {"name": REPORT_CONFIGMAP_ENV, "value": report_map_name(name)},
+        {"name": REPORT_METADATA_ENV, "value": json.dumps(report_metadata(dj, extra_labels),
                                                                    separators=(",", ":"))},
-        {"name": "KUBESTILL_NAMESPACE", "value": namespace},
-        {"name": "KUBESTILL_STAGE", "value": stage},
-        {"name": "KUBESTILL_TERMINATION_LOG", "value": "/dev/termination-log"},
+        {"name": NAMESPACE_ENV, "value": namespace},
+        {"name": STAGE_ENV, "value": stage},
+        {"name": TERMINATION_LOG_ENV, "value": TERMINATION_LOG},
         {"name": "HF_HUB_OFFLINE", "value": "1"},
     ]
     openai = spec.teacher.openai
@@ -93,6 +104,10 @@ def build_stage_job(
         volumes.append(volume)
         mounts.append(mount)
         env.append(scratch_env)
+    if security_context and security_context.get("readOnlyRootFilesystem"):
+        volumes.append({"name": "tmp", "emptyDir": {}})
+        mounts.append({"name": "tmp", "mountPath": "/tmp"})
+        env.append({"name": "HOME", "value": "/tmp"})
     container: dict[str, Any] = {
         "name": TRAINER_CONTAINER,
         "image": spec.run.image or default_image,
@@ -108,12 +123,16 @@ def build_stage_job(
     resources = container_resources(stage_res)
     if resources:
         container["resources"] = resources
+    if security_context:
+        container["securityContext"] = dict(security_context)
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",
         "containers": [container],
         "volumes": volumes,
         **placement(stage_res),
     }
+    if pod_security_context:
+        pod_spec["securityContext"] = dict(pod_security_context)
     if spec.run.service_account_name or service_account:
         pod_spec["serviceAccountName"] = spec.run.service_account_name or service_account
     if pull_secrets:

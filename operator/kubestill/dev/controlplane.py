@@ -72,6 +72,21 @@ def free_port() -> int:
         return port
 
 
+@dataclass(frozen=True)
+class NodeAccess:
+    """What a real node (kubestill.dev.realnode) needs of the control plane: the API server listens and
+    advertises on the node's address (Pods reach it through the `kubernetes` Service), authorizes the kubelet
+    as `system:node:<name>` (Node,RBAC), admits ServiceAccounts (Pods get tokens), and the controller manager
+    runs its default controllers (Jobs, Deployments, EndpointSlices, the node lifecycle)."""
+
+    name: str
+    address: str
+    service_ip: str  # the first address of SERVICE_CIDR: the `kubernetes` Service, in the serving certificate
+
+
+SERVICE_CIDR = "10.0.0.0/24"
+
+
 class KubectlError(subprocess.CalledProcessError):
     """A failed kubectl call whose message carries kubectl's own error text."""
 
@@ -135,15 +150,21 @@ def _openssl(*args: str, cwd: Path) -> None:
     subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
 
 
-def _make_pki(pki: Path) -> None:
-    """A CA, a serving certificate for 127.0.0.1/localhost, and the service-account signing key."""
+def _make_pki(pki: Path, node: NodeAccess | None = None) -> None:
+    """A CA, a serving certificate for 127.0.0.1/localhost, and the service-account signing key; for a real node
+    also its address and the `kubernetes` Service IP in the serving certificate, and the client certificate the
+    API server shows the kubelet (logs, exec, port-forward)."""
+    extra_ips = (node.address, node.service_ip) if node else ()
     pki.mkdir(parents=True, exist_ok=True)
     _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.crt",
              "-days", "3650", "-subj", "/CN=kubestill-dev-ca", cwd=pki)
     (pki / "san.cnf").write_text(
         "[req]\ndistinguished_name=dn\n[dn]\n[ext]\nsubjectAltName=IP:127.0.0.1,DNS:localhost,"
-        "DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc\n"
+        "DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc"
+        + "".join(f",IP:{ip}" for ip in extra_ips) + "\n"
         "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n"
+        "[client]\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\n"
+        "extendedKeyUsage=clientAuth\n"
     )
     _openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "apiserver.key", "-out", "apiserver.csr",
              "-subj", "/CN=kube-apiserver", cwd=pki)
@@ -151,6 +172,12 @@ def _make_pki(pki: Path) -> None:
              "-out", "apiserver.crt", "-days", "3650", "-extfile", "san.cnf", "-extensions", "ext", cwd=pki)
     _openssl("genrsa", "-out", "sa.key", "2048", cwd=pki)
     _openssl("rsa", "-in", "sa.key", "-pubout", "-out", "sa.pub", cwd=pki)
+    if node is None:
+        return
+    _openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "kubelet-client.key", "-out", "kubelet-client.csr",
+             "-subj", "/O=system:masters/CN=kube-apiserver-kubelet-client", cwd=pki)
+    _openssl("x509", "-req", "-in", "kubelet-client.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
+             "-out", "kubelet-client.crt", "-days", "3650", "-extfile", "san.cnf", "-extensions", "client", cwd=pki)
 
 
 def _kubeconfig_text(server: str, ca_file: Path, token: str) -> str:
@@ -213,18 +240,60 @@ def install_crds(cluster: Cluster) -> None:
     cluster.kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
 
 
-def start(state_dir: Path, bin_dir: Path | None = None, *, with_controller_manager: bool = True) -> Cluster:
-    """Start etcd, kube-apiserver and (optionally) kube-controller-manager; install CRDs; return the Cluster."""
+def _write_node_credentials(state_dir: Path, server: str, node: NodeAccess) -> str:
+    """A token for the kubelet (user system:node:<name> in group system:nodes) and its kubeconfig."""
+    token = secrets.token_hex(16)
+    user = f"system:node:{node.name}"
+    with (state_dir / "pki" / "tokens.csv").open("a") as tokens:
+        tokens.write(f'{token},{user},{user},"system:nodes"\n')
+    (state_dir / "kubelet.kubeconfig").write_text(_kubeconfig_text(server, state_dir / "pki" / "ca.crt", token))
+    return token
+
+
+def _apiserver_flags(pki: Path, etcd_port: int, api_port: int, node: NodeAccess | None) -> list[str]:
+    flags = [
+        f"--etcd-servers=http://127.0.0.1:{etcd_port}", f"--secure-port={api_port}", f"--cert-dir={pki}",
+        f"--tls-cert-file={pki / 'apiserver.crt'}", f"--tls-private-key-file={pki / 'apiserver.key'}",
+        f"--client-ca-file={pki / 'ca.crt'}",
+        f"--service-cluster-ip-range={SERVICE_CIDR}",
+        "--service-account-issuer=https://kubernetes.default.svc",
+        f"--service-account-key-file={pki / 'sa.pub'}",
+        f"--service-account-signing-key-file={pki / 'sa.key'}",
+        f"--token-auth-file={pki / 'tokens.csv'}",
+        "--allow-privileged=true", "--enable-priority-and-fairness=false", "-v=0",
+    ]
+    if node is None:
+        # No Pods ever run: no ServiceAccount tokens to mount, nobody to authorize but RBAC subjects.
+        return [*flags, "--bind-address=127.0.0.1", "--authorization-mode=RBAC",
+                "--disable-admission-plugins=ServiceAccount"]
+    return [
+        *flags, f"--bind-address={node.address}", f"--advertise-address={node.address}",
+        "--authorization-mode=Node,RBAC",
+        f"--kubelet-client-certificate={pki / 'kubelet-client.crt'}",
+        f"--kubelet-client-key={pki / 'kubelet-client.key'}",
+        "--kubelet-preferred-address-types=InternalIP",
+    ]
+
+
+def start(state_dir: Path, bin_dir: Path | None = None, *, with_controller_manager: bool = True,
+          node: NodeAccess | None = None) -> Cluster:
+    """Start etcd, kube-apiserver and (optionally) kube-controller-manager; install CRDs; return the Cluster.
+
+    With `node`, the control plane is made for a real node (see NodeAccess) and the kubelet's kubeconfig is
+    written to `<state_dir>/kubelet.kubeconfig`."""
     bins = ensure_binaries(bin_dir)
     if state_dir.exists():
         shutil.rmtree(state_dir)
     logs = state_dir / "logs"
     logs.mkdir(parents=True)
     pki = state_dir / "pki"
-    _make_pki(pki)
+    _make_pki(pki, node)
     token = secrets.token_hex(16)
     (pki / "tokens.csv").write_text(f'{token},{ADMIN_USER},{ADMIN_USER},"system:masters"\n')
     etcd_port, peer_port, api_port = free_port(), free_port(), free_port()
+    server = f"https://{node.address if node else '127.0.0.1'}:{api_port}"
+    if node is not None:
+        _write_node_credentials(state_dir, server, node)
     procs: dict[str, subprocess.Popen[bytes]] = {}
     procs["etcd"] = _spawn([
         str(bins / "etcd"), "--name=kubestill", f"--data-dir={state_dir / 'etcd'}",
@@ -235,30 +304,23 @@ def start(state_dir: Path, bin_dir: Path | None = None, *, with_controller_manag
         f"--initial-cluster=kubestill=http://127.0.0.1:{peer_port}",
         "--unsafe-no-fsync=true", "--log-level=warn",
     ], logs / "etcd.log")
-    server = f"https://127.0.0.1:{api_port}"
-    procs["kube-apiserver"] = _spawn([
-        str(bins / "kube-apiserver"), f"--etcd-servers=http://127.0.0.1:{etcd_port}",
-        "--bind-address=127.0.0.1", f"--secure-port={api_port}", f"--cert-dir={pki}",
-        f"--tls-cert-file={pki / 'apiserver.crt'}", f"--tls-private-key-file={pki / 'apiserver.key'}",
-        f"--client-ca-file={pki / 'ca.crt'}",
-        "--service-cluster-ip-range=10.0.0.0/24", "--authorization-mode=RBAC",
-        "--service-account-issuer=https://kubernetes.default.svc",
-        f"--service-account-key-file={pki / 'sa.pub'}",
-        f"--service-account-signing-key-file={pki / 'sa.key'}",
-        f"--token-auth-file={pki / 'tokens.csv'}",
-        "--disable-admission-plugins=ServiceAccount", "--allow-privileged=true",
-        "--enable-priority-and-fairness=false", "-v=0",
-    ], logs / "kube-apiserver.log")
+    procs["kube-apiserver"] = _spawn([str(bins / "kube-apiserver"), *_apiserver_flags(pki, etcd_port, api_port, node)],
+                                     logs / "kube-apiserver.log")
     ca_file = pki / "ca.crt"
     try:
         _wait_ready(server, token, ca_file, procs, logs)
         kubeconfig = state_dir / "kubeconfig"
         kubeconfig.write_text(_kubeconfig_text(server, ca_file, token))
         if with_controller_manager and (bins / "kube-controller-manager").exists():
+            # Node-less: only what has no node to wait for (ownerReferences cascade, namespaces finalize).
+            # With a real node: the default controllers, and the CA every namespace's Pods get.
+            controllers = (
+                ["--controllers=garbagecollector,namespace"] if node is None
+                else [f"--root-ca-file={ca_file}", f"--service-account-private-key-file={pki / 'sa.key'}"]
+            )
             procs["kube-controller-manager"] = _spawn([
-                str(bins / "kube-controller-manager"), f"--kubeconfig={kubeconfig}",
-                "--controllers=garbagecollector,namespace", "--leader-elect=false",
-                "--secure-port=0", "--use-service-account-credentials=false",
+                str(bins / "kube-controller-manager"), f"--kubeconfig={kubeconfig}", *controllers,
+                "--leader-elect=false", "--secure-port=0", "--use-service-account-credentials=false",
             ], logs / "kube-controller-manager.log")
         cluster = Cluster(state_dir=state_dir, bin_dir=bins, server=server, token=token, ca_file=ca_file,
                           kubeconfig=kubeconfig, pids={n: p.pid for n, p in procs.items()})

@@ -30,12 +30,13 @@ class Mounts:
     paths: dict[str, str] = field(default_factory=dict)
 
     def rewrite(self, text: str) -> str:
-        # Longest first, so /etc/kubestill/triton wins over /etc/kubestill; only whole path components.
-        for mount in sorted(self.paths, key=len, reverse=True):
-            pattern = r"(?<![\w.-])" + re.escape(mount) + r"(?=/|$|[\s\"';:=])"
-            host = self.paths[mount]
-            text = re.sub(pattern, lambda _m, host=host: host, text)  # type: ignore[misc]
-        return text
+        # One pass, longest first (/etc/kubestill/triton wins over /etc/kubestill), whole path components only;
+        # a host path put in is never rewritten again (a mount at /tmp must not catch the node's /tmp/... dirs).
+        if not self.paths:
+            return text
+        mounts = "|".join(re.escape(m) for m in sorted(self.paths, key=len, reverse=True))
+        pattern = r"(?<![\w.-])(" + mounts + r")(?=/|$|[\s\"';:=])"
+        return re.sub(pattern, lambda m: self.paths[m.group(1)], text)
 
 
 def downward_value(meta: Mapping[str, Any], path: str) -> str:
@@ -113,8 +114,14 @@ def rewrite_config_files(pod_spec: Mapping[str, Any], volumes: Mapping[str, str]
                     file.write_text(rewritten)
 
 
+# Mounts a local process cannot be given: a process shares the host's /tmp (the trainer's emptyDir there, for a
+# read-only root filesystem), and rewriting /tmp would also move every file:// path the tests keep under /tmp.
+SHARED_WITH_THE_HOST = ("/tmp",)
+
+
 def container_mounts(container: Mapping[str, Any], volumes: Mapping[str, str], pod_dir: Path) -> Mounts:
-    mounts = Mounts({m["mountPath"].rstrip("/"): volumes[m["name"]] for m in container.get("volumeMounts") or []})
+    mounts = Mounts({m["mountPath"].rstrip("/"): volumes[m["name"]] for m in container.get("volumeMounts") or []
+                     if m["mountPath"].rstrip("/") not in SHARED_WITH_THE_HOST})
     term = container.get("terminationMessagePath") or "/dev/termination-log"
     mounts.paths[term] = str(pod_dir / f"{container['name']}.termination-log")
     return mounts

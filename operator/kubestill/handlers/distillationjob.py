@@ -216,7 +216,9 @@ class DistillationJobs(Kind[DistillationJobSpec, DistillationJobStatus]):
         s = self.settings
         job = build_stage_job(body, spec, stage.value, default_image=s.trainer_image, pull_policy=s.image_pull_policy,
                               pull_secrets=s.image_pull_secrets, extra_labels=s.extra_labels,
-                              service_account=s.trainer_service_account)
+                              service_account=s.trainer_service_account,
+                              pod_security_context=s.trainer_pod_security_context,
+                              security_context=s.trainer_security_context)
         with ctl.creating:  # status writes wait meanwhile: a burst's first Jobs first
             return await ctl.api().create(job)
 

@@ -91,12 +91,14 @@ def test_report_metadata(dj: dict[str, Any]) -> None:
 
 def test_student_model(dj: dict[str, Any]) -> None:
     spec = DistillationJobSpec.model_validate(dj["spec"])
-    metrics = {"student": {"accuracy": 0.9, "note": "x"}, "qualityRatio": 0.97, "speedup": 3, "labels": ["a", "b"]}
+    # metrics.json as the trainer writes it: a figure it could not compute is null, and is not copied.
+    metrics = {"schemaVersion": 1, "primaryMetric": "accuracy", "teacher": {"accuracy": 0.9},
+               "student": {"accuracy": 0.873, "f1": None}, "speedup": 3, "labels": ["a", "b"]}
     sm = build_student_model(dj, spec, metrics)
     assert sm["metadata"]["name"] == "bbc-student"
     assert sm["metadata"]["ownerReferences"][0]["uid"] == "uid-1"
     assert sm["spec"]["artifactUri"] == "file:///tmp/kubestill/bbc/export"
-    assert sm["spec"]["metrics"] == {"accuracy": 0.9, "qualityRatio": 0.97, "speedup": 3.0}
+    assert sm["spec"]["metrics"] == {"accuracy": 0.873, "qualityRatio": pytest.approx(0.97), "speedup": 3.0}
     assert sm["spec"]["labels"] == ["a", "b"] and sm["spec"]["sourceJob"] == "bbc"
 
 
@@ -135,3 +137,21 @@ def test_each_stage_job_carries_the_spec_current_at_its_creation(dj: dict[str, A
     edited = {**dj, "spec": {**dj["spec"], "training": {**dj["spec"].get("training", {}), "epochs": 7}}}
     train = _job(edited, "train")
     assert epochs(train) == 7 and epochs(label) != 7
+
+
+RESTRICTED = {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True, "runAsNonRoot": True,
+              "capabilities": {"drop": ["ALL"]}}
+
+
+def test_stage_security_context_and_a_writable_tmp(dj: dict[str, Any]) -> None:
+    """The chart's restricted contexts reach the stage Pod; a read-only root leaves the trainer /tmp as HOME."""
+    pod = _job(dj, pod_security_context={"runAsNonRoot": True}, security_context=RESTRICTED)["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert pod["securityContext"] == {"runAsNonRoot": True} and container["securityContext"] == RESTRICTED
+    assert {"name": "tmp", "emptyDir": {}} in pod["volumes"]
+    assert {"name": "tmp", "mountPath": "/tmp"} in container["volumeMounts"]
+    assert {"name": "HOME", "value": "/tmp"} in container["env"]
+
+    plain = _job(dj)["spec"]["template"]["spec"]
+    assert "securityContext" not in plain and "securityContext" not in plain["containers"][0]
+    assert all(v["name"] != "tmp" for v in plain["volumes"])

@@ -94,3 +94,21 @@ def test_downward_api_volume(tmp_path: Path) -> None:
         materialize_volumes({"volumes": [{"name": "c", "downwardAPI": {"items": [
             {"path": "x", "fieldRef": {"fieldPath": "spec.nodeName"}}]}}]}, tmp_path / "p2", tmp_path,
             lambda n: None, META)
+
+
+def test_a_mount_at_tmp_does_not_rewrite_host_paths_it_put_in() -> None:
+    """The trainer's /tmp emptyDir (read-only root) beside a config mount whose host dir lives under /tmp."""
+    mounts = Mounts({"/etc/kubestill": "/tmp/node/pods/p/volumes/config", "/tmp": "/tmp/node/pods/p/volumes/tmp"})
+    assert mounts.rewrite("--config /etc/kubestill/config.yaml --out /tmp/x") == (
+        "--config /tmp/node/pods/p/volumes/config/config.yaml --out /tmp/node/pods/p/volumes/tmp/x")
+
+
+def test_a_tmp_volume_stays_the_hosts_tmp(tmp_path: Path) -> None:
+    """On the process node a container's /tmp emptyDir is the host's /tmp: file:// paths there keep working."""
+    from kubestill.dev.node_procs import container_mounts
+
+    container = {"name": "trainer", "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"},
+                                                     {"name": "config", "mountPath": "/etc/kubestill"}]}
+    mounts = container_mounts(container, {"tmp": str(tmp_path / "tmp"), "config": str(tmp_path / "c")}, tmp_path)
+    assert mounts.rewrite("--workdir file:///tmp/run --config /etc/kubestill/x") == (
+        f"--workdir file:///tmp/run --config {tmp_path}/c/x")

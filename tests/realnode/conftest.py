@@ -1,0 +1,190 @@
+"""Fixtures of the real-node tests: one real single-node cluster (kubestill.dev.realnode: containerd, runc,
+kubelet, kube-proxy, CoreDNS) for the session, running the project's own images (kubestill.dev.images).
+
+Root only. Where this host cannot run a real node (not root, a Debian package or a binary missing) or an image is
+not built, the tests are skipped with the reason; with KUBESTILL_REQUIRE_REAL_NODE=1, as scripts/test.sh sets
+when run as root (CI), that is a failure instead: falling back to the process node is never silent.
+The teardown test (marked realnode_teardown) runs after every other real-node test and checks that stopping the
+node leaves nothing behind on the host.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+from kubestill.dev import controlplane, host, images, realnode
+from kubestill.dev.realnode import RealNode
+
+REQUIRED = os.environ.get("KUBESTILL_REQUIRE_REAL_NODE") == "1"
+REPO_ROOT = Path(__file__).resolve().parents[2]
+T = TypeVar("T")
+
+
+def unavailable(reason: str) -> None:
+    if REQUIRED:
+        pytest.fail(f"KUBESTILL_REQUIRE_REAL_NODE=1 but {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The teardown test goes right after the last other real-node test (it stops the shared node)."""
+    teardown = [i for i in items if i.get_closest_marker("realnode_teardown")]
+    if not teardown:
+        return
+    rest = [i for i in items if i not in teardown]
+    ours = [n for n, i in enumerate(rest) if i.get_closest_marker("realnode")]
+    at = ours[-1] + 1 if ours else len(rest)
+    items[:] = rest[:at] + teardown + rest[at:]
+
+
+@dataclass
+class NodeSession:
+    node: RealNode
+    before: host.Footprint
+    stopped: bool = False
+
+
+@pytest.fixture(scope="session")
+def node_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeSession]:
+    bins = controlplane.ensure_binaries()
+    reasons = host.missing(bins)
+    if reasons:
+        unavailable("no real node on this host: " + "; ".join(reasons))
+    state = tmp_path_factory.mktemp("realnode")
+    before = host.Footprint.take(bins, state)
+    session = NodeSession(realnode.start(state, bins), before)
+    try:
+        yield session
+    finally:
+        if not session.stopped:
+            realnode.stop(session.node, remove_state=False)
+
+
+@pytest.fixture
+def real_node(node_session: NodeSession) -> RealNode:
+    assert not node_session.stopped, "the real node was stopped (the teardown test must run last)"
+    return node_session.node
+
+
+@pytest.fixture(scope="session")
+def loaded() -> Callable[[RealNode, str], str]:
+    """load(node, name) -> the image's name for Pods, once it is in the node's containerd."""
+    done: set[str] = set()
+
+    def load(node: RealNode, name: str) -> str:
+        if name not in done:
+            if images.missing_tools() or images.image_id(images.IMAGES[name].local) is None:
+                unavailable(f"image {name} is not built (scripts/setup.sh, or python -m kubestill.dev.images "
+                            f"build {name})")
+            images.load(node, (name,))
+            done.add(name)
+        return images.IMAGES[name].name
+
+    return load
+
+
+@pytest.fixture
+def namespace(real_node: RealNode) -> Iterator[str]:
+    """A namespace of its own, once its default ServiceAccount exists (Pods are refused before)."""
+    name = f"t-{uuid.uuid4().hex[:10]}"
+    real_node.cluster.kubectl("create", "namespace", name)
+    wait_for(lambda: real_node.cluster.kubectl("get", "sa", "default", "-n", name, check=False).returncode == 0,
+             30, "the default ServiceAccount")
+    try:
+        yield name
+    finally:
+        real_node.cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+def wait_for(check: Callable[[], T], timeout: float, what: str, interval: float = 0.5) -> T:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+def get_json(node: RealNode, *args: str) -> dict[str, Any]:
+    out = node.cluster.kubectl("get", *args, "-o", "json", check=False)
+    return json.loads(out.stdout) if out.returncode == 0 and out.stdout else {}
+
+
+def describe_pods(node: RealNode, namespace: str) -> str:
+    """What went wrong, for assertion messages: Pods, their events and the kubelet's last words."""
+    pods = node.cluster.kubectl("describe", "pods", "-n", namespace, check=False).stdout[-4000:]
+    kubelet = (node.state_dir / "logs" / "kubelet.log").read_text(errors="replace")[-2000:]
+    return f"{pods}\n--- kubelet.log ---\n{kubelet}"
+
+
+class Operator:
+    """`kubestill operator` as a host process against the real node's API server, with the chart's default
+    images (the ones kubestill.dev.images builds), so what it creates runs as real Pods."""
+
+    def __init__(self, node: RealNode, log_file: Path, extra_env: dict[str, str] | None = None) -> None:
+        self.node, self.log_file, self.extra_env = node, log_file, extra_env or {}
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Operator:
+        health = controlplane.free_port()
+        env = {**node_env(self.node), "KUBESTILL_IMAGE_PULL_POLICY": "IfNotPresent", **self.extra_env}
+        env.pop("KUBESTILL_TRITON_IMAGE", None)
+        env.pop("KUBESTILL_TRAINER_IMAGE", None)
+        code = "import sys; from kubestill.cli import main; sys.exit(main(sys.argv[1:]))"
+        with open(self.log_file, "ab") as log:
+            self.proc = subprocess.Popen([sys.executable, "-c", code, "operator", "--liveness",
+                                          f"http://127.0.0.1:{health}/healthz"], env=env, stdout=log,
+                                         stderr=subprocess.STDOUT)
+
+        def healthy() -> bool:
+            assert self.proc is not None and self.proc.poll() is None, self.log_tail()
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{health}/healthz", timeout=1):
+                    return True
+            except OSError:
+                return False
+
+        wait_for(healthy, 60, "the operator's health endpoint")
+        return self
+
+    def log_tail(self) -> str:
+        return self.log_file.read_text(errors="replace")[-3000:] if self.log_file.exists() else ""
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def node_env(node: RealNode) -> dict[str, str]:
+    import kubestill
+
+    source = Path(kubestill.__file__).resolve().parents[1]
+    env = {**node.cluster.env(), "PYTHONPATH": os.pathsep.join([str(source), str(source.parent / "trainer-image")])}
+    return env
+
+
+@pytest.fixture
+def operator(real_node: RealNode, tmp_path: Path) -> Iterator[Operator]:
+    op = Operator(real_node, tmp_path / "operator.log").start()
+    try:
+        yield op
+    finally:
+        op.stop()

