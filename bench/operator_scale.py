@@ -6,9 +6,15 @@ fresh namespace and measures, per object, the time from "create returned" to "it
 requests per reconcile and per object. The round's objects are deleted before the next round, so each peak RSS
 is the operator's with N objects. No node runs: the Jobs stay pending, which is what this measures.
 
-    python bench/operator_scale.py [--sizes 100,500,1000] [--keep]
+    python bench/operator_scale.py [--sizes 100,500,1000] [--keep] [--baseline-ref main]
 
-Targets (issue 4): p99 <= 2 s at 1,000 objects; operator RSS <= 150 MB.
+With --baseline-ref, the operator of that git ref (checked out in a temporary `git worktree`) runs the same
+rounds on the same control plane, alternating old and new per size (old first at the first size, new first
+at the next, ...), and the table shows both with new/old ratios: the comparison issue 11 asks for, measured
+in one run on one machine.
+
+Targets (issue 4): p99 <= 2 s at 1,000 objects; operator RSS <= 150 MB. Issue 11: p99 and peak RSS at 1,000
+within 10% of the baseline's.
 """
 
 from __future__ import annotations
@@ -163,10 +169,11 @@ def pct(values: list[float], q: float) -> float:
 
 
 def start_operator(cluster: controlplane.Cluster, log_path: Path, metrics_port: int, health_port: int,
-                   extra_env: list[str]) -> tuple[subprocess.Popen[bytes], Any]:
-    """`kubestill operator` as its own process (as in a Pod), once its liveness endpoint answers."""
+                   extra_env: list[str], source: Path = REPO) -> tuple[subprocess.Popen[bytes], Any]:
+    """`kubestill operator` of the checkout at `source` as its own process (as in a Pod), once its liveness
+    endpoint answers."""
     env = {**cluster.env(), **dict(e.split("=", 1) for e in extra_env), "KUBESTILL_METRICS_PORT": str(metrics_port),
-           "PYTHONPATH": os.pathsep.join([str(REPO / "operator"), str(REPO / "trainer-image")])}
+           "PYTHONPATH": os.pathsep.join([str(source / "operator"), str(source / "trainer-image")])}
     log = open(log_path, "wb")  # noqa: SIM115 (closed by the caller)
     code = "import sys; from kubestill.cli import main; sys.exit(main(sys.argv[1:]))"
     op = subprocess.Popen([sys.executable, "-c", code, "operator", "--liveness",
@@ -183,7 +190,7 @@ def start_operator(cluster: controlplane.Cluster, log_path: Path, metrics_port: 
             time.sleep(0.3)
 
 
-def warm_up(cluster: controlplane.Cluster, ns: str, timeout: float = 60) -> None:
+def warm_up(cluster: controlplane.Cluster, ns: str, timeout: float = 180) -> None:
     """One DistillationJob through to its Job before the round: kopf answers /healthz before its watches are
     established, and a burst sent before that is read back by the initial LIST (another scenario: a restart
     with a backlog) instead of the watch this round measures."""
@@ -214,7 +221,7 @@ def one_round(cluster: controlplane.Cluster, info: kopf.ConnectionInfo, ns: str,
     end = time.monotonic() + timeout
     while len(watcher.seen) < n and time.monotonic() < end:
         time.sleep(0.2)
-    # Status writes and Events trail the Jobs on purpose (handlers/status_lane.py): count them all, waiting
+    # Status writes and Events trail the Jobs on purpose (runtime/status_lane.py): count them all, waiting
     # until the operator's request counter has been still for a second.
     after, still_since = scrape(metrics_port), time.monotonic()
     while time.monotonic() - still_since < 1.0 and time.monotonic() < end:
@@ -243,70 +250,121 @@ def one_round(cluster: controlplane.Cluster, info: kopf.ConnectionInfo, ns: str,
     }
 
 
+def measure(cluster: controlplane.Cluster, info: kopf.ConnectionInfo, state: Path, n: int, label: str,
+            source: Path, args: argparse.Namespace, round_no: int) -> tuple[dict[str, Any], float]:
+    """One round of n objects against a fresh operator from `source`; the row and the operator's idle RSS."""
+    ns = f"scale-{label}-{n}-{round_no}"
+    metrics_port, health_port = controlplane.free_port(), controlplane.free_port()
+    op, log = start_operator(cluster, state / f"operator-{label}-{n}-{round_no}.log", metrics_port, health_port,
+                             args.env, source)
+    try:
+        warm_up(cluster, f"warmup-{label}-{n}-{round_no}")
+        sampler = RssSampler(op.pid)
+        sampler.start()
+        idle = psutil.Process(op.pid).memory_info().rss / 2**20
+        row = one_round(cluster, info, ns, n, op.pid, metrics_port, args.timeout)
+        sampler.stop = True
+        row["rss_mb"] = sampler.peak / 2**20
+        row["label"] = label
+    finally:
+        op.terminate()
+        op.wait(30)
+        log.close()
+    # Gone before the next round's operator starts, so it holds only its own N objects (one DELETE of each
+    # collection; no finalizers are involved, so they go at once).
+    for path in (f"/apis/kubestill.io/v1alpha1/namespaces/{ns}/distillationjobs",
+                 f"/apis/batch/v1/namespaces/{ns}/jobs", f"/api/v1/namespaces/{ns}/configmaps"):
+        cluster.kubectl("delete", "--raw", path, timeout=300)
+    print(f"N={n} {label}: {row['jobs']}/{n} Jobs, p50 {row['p50']:.2f}s p99 {row['p99']:.2f}s, "
+          f"peak RSS {row['rss_mb']:.0f} MB", flush=True)
+    return row, idle
+
+
+def baseline_checkout(ref: str, where: Path) -> Path:
+    """A detached `git worktree` of `ref` at `where` (removed by `drop_checkout`)."""
+    subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", str(where), ref], check=True,
+                   stdout=subprocess.DEVNULL)
+    return where
+
+
+def drop_checkout(where: Path) -> None:
+    subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(where)], check=False)
+
+
+def print_table(rows: list[dict[str, Any]], idle: list[float], compare: bool) -> None:
+    print()
+    print(f"operator idle RSS after start-up: {min(idle):.0f}-{max(idle):.0f} MB (a fresh operator per round); "
+          f"machine: {os.cpu_count()} CPUs "
+          "(operator, kube-apiserver, etcd and this script share them)")
+    header = (f"{'objects':>8} {'operator':>10} {'Jobs seen':>9} {'create all':>10} {'p50 s':>7} {'p99 s':>7} "
+              f"{'max s':>7} {'last Job':>9} {'all done':>9} {'peak RSS':>9} {'req/recon':>9} {'req/obj':>8} "
+              f"{'recon/obj':>9}")
+    print(header)
+    print("-" * len(header))
+    for r in rows:
+        print(f"{r['n']:>8} {r['label']:>10} {r['jobs']:>9} {r['apply_s']:>9.1f}s {r['p50']:>7.2f} {r['p99']:>7.2f} "
+              f"{r['max']:>7.2f} {r['all_s']:>8.1f}s {r['settled_s']:>8.1f}s {r['rss_mb']:>7.0f}MB "
+              f"{r['req_per_rec']:>9.2f} {r['req_per_obj']:>8.2f} {r['rec_per_obj']:>9.2f}")
+    if compare and {r["label"] for r in rows} == {"baseline", "new"}:
+        print()
+        print("new / baseline (issue 11: p99 and peak RSS at 1,000 within 10%, i.e. ratio <= 1.10):")
+        for n in sorted({r["n"] for r in rows}):
+            # A size given more than once (--sizes 1000,1000) is compared on the medians of its rounds.
+            old = [r for r in rows if r["n"] == n and r["label"] == "baseline"]
+            new = [r for r in rows if r["n"] == n and r["label"] == "new"]
+            p99_old, p99_new = (statistics.median(r["p99"] for r in side) for side in (old, new))
+            rss_old, rss_new = (statistics.median(r["rss_mb"] for r in side) for side in (old, new))
+            print(f"  N={n:>5} ({len(old)} round(s) each, medians): p99 {p99_old:.2f}s -> {p99_new:.2f}s "
+                  f"(x{p99_new / p99_old:.2f}), peak RSS {rss_old:.0f} -> {rss_new:.0f} MB (x{rss_new / rss_old:.2f})")
+    print()
+    print("CPU seconds used during each round:")
+    for r in rows:
+        print(f"  N={r['n']:>5} {r['label']:>8}: " + ", ".join(f"{k} {v:.1f}s" for k, v in r["cpu"].items())
+              + f"; mean reconcile {r['rec_ms']:.0f} ms, mean API request {r['api_ms']:.0f} ms (wall, as the "
+              "operator's event loop sees them)")
+    print(f"{'target':>8} {'':>10} {'':>9} {'':>10} {'':>7} {'<= 2.00':>7} {'':>7} {'':>9} {'':>9} {'<= 150MB':>9}")
+    print("all done: the last status write and Event posted (they trail the Jobs by design; see "
+          "operator/kubestill/runtime/status_lane.py)")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="100,500,1000")
     parser.add_argument("--timeout", type=float, default=300)
     parser.add_argument("--keep", action="store_true", help="keep the control plane's state directory")
     parser.add_argument("--env", action="append", default=[], help="NAME=VALUE for the operator process")
+    parser.add_argument("--baseline-ref", default="", help="also run the operator of this git ref (e.g. main), "
+                        "alternating with this checkout's, and compare")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
 
     state = Path(tempfile.mkdtemp(prefix="kubestill-scale-"))
+    sources = {"new": REPO}
+    if args.baseline_ref:
+        sources["baseline"] = baseline_checkout(args.baseline_ref,
+                                                Path(tempfile.mkdtemp(prefix="kubestill-baseline-")) / "src")
     cluster = controlplane.start(state / "cp", with_controller_manager=False)
     os.environ["KUBECONFIG"] = str(cluster.kubeconfig)
     info = kopf.login_with_kubeconfig(settings=kopf.OperatorSettings())
     assert info is not None
-    rows = []
+    rows: list[dict[str, Any]] = []
     idle: list[float] = []
     try:
-        for n in sizes:
-            ns = f"scale-{n}"
-            metrics_port, health_port = controlplane.free_port(), controlplane.free_port()
-            op, log = start_operator(cluster, state / f"operator-{n}.log", metrics_port, health_port, args.env)
-            try:
-                warm_up(cluster, f"warmup-{n}")
-                sampler = RssSampler(op.pid)
-                sampler.start()
-                idle.append(psutil.Process(op.pid).memory_info().rss / 2**20)
-                rows.append(one_round(cluster, info, ns, n, op.pid, metrics_port, args.timeout))
-                sampler.stop = True
-                rows[-1]["rss_mb"] = sampler.peak / 2**20
-            finally:
-                op.terminate()
-                op.wait(30)
-                log.close()
-            # Gone before the next round's operator starts, so it holds only its own N objects (one
-            # DELETE of each collection; no finalizers are involved, so they go at once).
-            for path in (f"/apis/kubestill.io/v1alpha1/namespaces/{ns}/distillationjobs",
-                         f"/apis/batch/v1/namespaces/{ns}/jobs", f"/api/v1/namespaces/{ns}/configmaps"):
-                cluster.kubectl("delete", "--raw", path, timeout=300)
-            print(f"N={n}: {rows[-1]['jobs']}/{n} Jobs, p50 {rows[-1]['p50']:.2f}s p99 {rows[-1]['p99']:.2f}s, "
-                  f"peak RSS {rows[-1]['rss_mb']:.0f} MB", flush=True)
+        for i, n in enumerate(sizes):
+            order = ["baseline", "new"] if i % 2 == 0 else ["new", "baseline"]
+            for label in (o for o in order if o in sources):
+                try:
+                    row, idle_mb = measure(cluster, info, state, n, label, sources[label], args, i)
+                except RuntimeError as err:  # e.g. a warm-up that timed out on a loaded machine: say so, go on
+                    print(f"N={n} {label}: round {i} not measured: {err}", flush=True)
+                    continue
+                rows.append(row)
+                idle.append(idle_mb)
     finally:
         controlplane.stop(cluster, remove_state=not args.keep)
-
-    print()
-    print(f"operator idle RSS after start-up: {min(idle):.0f}-{max(idle):.0f} MB (a fresh operator per round); "
-          f"machine: {os.cpu_count()} CPUs "
-          "(operator, kube-apiserver, etcd and this script share them)")
-    header = (f"{'objects':>8} {'Jobs seen':>9} {'create all':>10} {'p50 s':>7} {'p99 s':>7} {'max s':>7} "
-              f"{'last Job':>9} {'all done':>9} {'peak RSS':>9} {'req/recon':>9} {'req/obj':>8} {'recon/obj':>9}")
-    print(header)
-    print("-" * len(header))
-    for r in rows:
-        print(f"{r['n']:>8} {r['jobs']:>9} {r['apply_s']:>9.1f}s {r['p50']:>7.2f} {r['p99']:>7.2f} {r['max']:>7.2f} "
-              f"{r['all_s']:>8.1f}s {r['settled_s']:>8.1f}s {r['rss_mb']:>7.0f}MB {r['req_per_rec']:>9.2f} "
-              f"{r['req_per_obj']:>8.2f} {r['rec_per_obj']:>9.2f}")
-    print()
-    print("CPU seconds used during each round (2 cores shared):")
-    for r in rows:
-        print(f"  N={r['n']:>5}: " + ", ".join(f"{k} {v:.1f}s" for k, v in r["cpu"].items())
-              + f"; mean reconcile {r['rec_ms']:.0f} ms, mean API request {r['api_ms']:.0f} ms (wall, as the "
-              "operator's event loop sees them)")
-    print(f"{'target':>8} {'':>9} {'':>10} {'':>7} {'<= 2.00':>7} {'':>7} {'':>9} {'':>9} {'<= 150MB':>9}")
-    print("all done: the last status write and Event posted (they trail the Jobs by design; see "
-          "operator/kubestill/handlers/status_lane.py)")
+        if "baseline" in sources:
+            drop_checkout(sources["baseline"])
+    print_table(rows, idle, compare="baseline" in sources)
     return 0
 
 

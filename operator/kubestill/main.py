@@ -1,6 +1,8 @@
 """Everything the operator reacts to, one thin decorator each; the work lives in handlers/.
 
-Run with `kopf run -m kubestill.main` (or `kubestill operator`).
+The start-up handler builds the controllers (handlers/operator.py) into kopf's memo; every other handler
+reaches its kind's controller there (`_ops(memo)`). Run with `kopf run -m kubestill.main` (or
+`kubestill operator`).
 """
 
 from __future__ import annotations
@@ -14,19 +16,31 @@ from kubestill.handlers import canaryrollout as canary
 from kubestill.handlers import distillationjob as dj
 from kubestill.handlers import lifecycle
 from kubestill.handlers import studentmodel as sm
+from kubestill.handlers.operator import Operator
 
 GROUP, VERSION = "kubestill.io", "v1alpha1"
 OURS = {MANAGED_BY: MANAGER}
 # Index functions are `async def` on purpose: kopf runs plain `def` handlers in a thread pool, and under a
 # burst of watch events that queue (not the work) dominated the time from apply to first Job.
 
+
+def _ops(memo: Any) -> Operator:
+    return lifecycle.controllers(memo)
+
+
 # --- Operator -------------------------------------------------------------------------------------------
 
 
 @kopf.on.startup()
-def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
-    """Peering, metrics server and kopf tuning from KUBESTILL_* variables."""
-    lifecycle.configure(settings)
+def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    """Peering, metrics server and kopf tuning from KUBESTILL_* variables; the controllers, built once."""
+    lifecycle.start(settings, memo)
+
+
+@kopf.on.cleanup()
+def cleanup(memo: kopf.Memo, **_: Any) -> None:
+    """Shutdown: stop what the controllers started."""
+    lifecycle.stop(memo)
 
 
 @kopf.on.login()
@@ -57,21 +71,21 @@ async def reports(body: kopf.Body, **_: Any) -> Any:
 
 
 @kopf.on.event(GROUP, VERSION, "distillationjobs")
-async def distillationjob_event(type: str | None, body: kopf.Body, **kwargs: Any) -> None:
+async def distillationjob_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
     """Any change of a DistillationJob (and the initial listing): reconcile it."""
-    await dj.on_event(type, body, kwargs)
+    await _ops(memo).distillation_jobs.on_event(type, body, kwargs)
 
 
 @kopf.on.event("batch", "v1", "jobs", labels={**OURS, DJ_LABEL: kopf.PRESENT})
-async def stage_job_event(type: str | None, body: kopf.Body, **kwargs: Any) -> None:
+async def stage_job_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
     """A stage Job changed: reconcile its DistillationJob."""
-    await dj.on_child_event(type, body, kwargs)
+    await _ops(memo).distillation_jobs.on_child_event(type, body, kwargs)
 
 
 @kopf.on.event("", "v1", "configmaps", labels={**OURS, REPORT_LABEL: "true"})
-async def report_event(type: str | None, body: kopf.Body, **kwargs: Any) -> None:
+async def report_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
     """The trainer reported progress or metrics: reconcile its DistillationJob."""
-    await dj.on_child_event(type, body, kwargs)
+    await _ops(memo).distillation_jobs.on_child_event(type, body, kwargs)
 
 # --- StudentModel ---------------------------------------------------------------------------------------
 
@@ -95,21 +109,21 @@ async def artifact_checks(body: kopf.Body, **_: Any) -> Any:
 
 
 @kopf.on.event(GROUP, VERSION, "studentmodels")
-async def studentmodel_event(type: str | None, body: kopf.Body, **kwargs: Any) -> None:
+async def studentmodel_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
     """Any change of a StudentModel: render and apply its Triton objects, report readiness."""
-    await sm.on_event(type, body, kwargs)
+    await _ops(memo).student_models.on_event(type, body, kwargs)
 
 
 @kopf.on.event("apps", "v1", "deployments", labels={**OURS, SM_LABEL: kopf.PRESENT})
-async def triton_deployment_event(type: str | None, body: kopf.Body, **kwargs: Any) -> None:
+async def triton_deployment_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
     """A Triton Deployment changed: update its StudentModel's status."""
-    await sm.on_child_event(type, body, kwargs)
+    await _ops(memo).student_models.on_child_event(type, body, kwargs)
 
 
 @kopf.on.event("batch", "v1", "jobs", labels={**OURS, SM_LABEL: kopf.PRESENT})
-async def artifact_check_event(type: str | None, body: kopf.Body, **kwargs: Any) -> None:
+async def artifact_check_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
     """An artifact's storage check Job changed: reconcile its StudentModel."""
-    await sm.on_child_event(type, body, kwargs)
+    await _ops(memo).student_models.on_child_event(type, body, kwargs)
 
 
 # --- CanaryRollout --------------------------------------------------------------------------------------
@@ -122,12 +136,14 @@ async def canary_claims(body: kopf.Body, **_: Any) -> Any:
 
 
 @kopf.on.event(GROUP, VERSION, "studentmodels")
-async def candidate_event(type: str | None, body: kopf.Body, **_: Any) -> None:
+async def candidate_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     """A StudentModel changed or went away: the rollouts of it decide now."""
-    canary.on_candidate_event(type, body)
+    ops = _ops(memo)
+    ops.canary.on_candidate_event(ops.canary_rollouts, type, body)
 
 
 @kopf.on.event(GROUP, VERSION, "canaryrollouts")
-async def canaryrollout_event(type: str | None, body: kopf.Body, **kwargs: Any) -> None:
+async def canaryrollout_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
     """Any change of a CanaryRollout (and the initial listing): measure, decide, set the route's weights."""
-    await canary.on_event(type, body, kwargs)
+    ops = _ops(memo)
+    await ops.canary.on_event(ops.canary_rollouts, type, body, kwargs)

@@ -48,6 +48,8 @@ class Settings:
     # How long a deleted CanaryRollout waits for its HTTPRoute to be restored before it is released regardless
     # (with a Warning Event saying what was left): a route that cannot be written never blocks a delete for good.
     route_restore_timeout: timedelta = timedelta(minutes=5)
+    # At most this many reconciles run at once across all kinds (see runtime/reconciler.py for the measurement).
+    max_concurrent_reconciles: int = 256
 
 
 def _json_object(name: str, value: str) -> dict[str, Any]:
@@ -98,4 +100,5 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         trainer_security_context=_json_object("KUBESTILL_TRAINER_SECURITY_CONTEXT",
                                               env.get("KUBESTILL_TRAINER_SECURITY_CONTEXT", "")),
         route_restore_timeout=_duration(env, "KUBESTILL_ROUTE_RESTORE_TIMEOUT", "5m"),
+        max_concurrent_reconciles=int(env.get("KUBESTILL_MAX_CONCURRENT_RECONCILES") or 256),
     )

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from kubestill.api.names import triton_name
 from kubestill.api.v1alpha1.canaryrollout import BackendRef, CanaryRolloutSpec, CanaryRolloutStatus
+from kubestill.api.v1alpha1.studentmodel import StudentModelPhase
 from kubestill.clients import rollouts
 from kubestill.clients.kube import KubeClient
 from kubestill.logic.canary import step_entered
@@ -44,7 +45,7 @@ async def resolve_candidate(
             return CandidateView(recorded)
         return CandidateView(None, waiting=f"waiting for StudentModel {name} to report its Service "
                                            "(status.serviceName)")
-    if not started and sm_status.get("phase") != "Ready":
+    if not started and sm_status.get("phase") != StudentModelPhase.READY:
         return CandidateView(None, waiting=f"waiting for StudentModel {name} to be Ready "
                                            f"(phase {sm_status.get('phase', 'Pending')})")
     return CandidateView(BackendRef(name=service, port=rollouts.TRITON_HTTP_PORT))

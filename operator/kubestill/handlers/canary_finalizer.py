@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pydantic import ValidationError
@@ -44,9 +44,7 @@ from kubestill.clients.kube import ApiError, KubeClient
 from kubestill.logic import route_guard
 from kubestill.logic.canary_status import route_state
 from kubestill.logic.route_guard import Gate, OnDelete
-
-from .distillationjob import settings
-from .reconciler import Key, newer
+from kubestill.runtime import Key, newer
 
 log = logging.getLogger("kubestill.canary")
 
@@ -128,23 +126,15 @@ async def after_route_write(
                  f"rollout finished: HTTPRoute {spec.route.name} given back (kubestill no longer owns or writes it)")
 
 
-async def on_deleting(api: KubeClient, key: Key, bodies: MutableMapping[Key, dict[str, Any]]) -> float | None:
-    """The rollout is being deleted: restore its route (or keep the promotion), give it back, release."""
+async def on_deleting(api: KubeClient, key: Key, bodies: MutableMapping[Key, dict[str, Any]],
+                      bound: timedelta) -> float | None:
+    """The rollout is being deleted: restore its route (or keep the promotion), give it back, release; after
+    `bound` (Settings.route_restore_timeout) released regardless."""
     body = bodies[key]
     meta = body["metadata"]
     if not route_guard.holds(meta):
         return None
-    try:
-        spec: CanaryRolloutSpec | None = CanaryRolloutSpec.model_validate(body.get("spec") or {})
-    except ValidationError:
-        spec = None
-    try:
-        status = CanaryRolloutStatus.model_validate(body.get("status") or {})
-    except ValidationError:
-        status = CanaryRolloutStatus()
-    record = route_guard.record_of(meta)
-    if record is None and spec is not None:
-        record = _fallback_record(spec, _spec_candidate(spec))
+    record, status = _record_and_status(body)
     if record is None:
         await _event(api, body, "Warning", "RouteNotRestored",
                      "neither the route record nor the spec can be read: released without touching the route")
@@ -152,7 +142,6 @@ async def on_deleting(api: KubeClient, key: Key, bodies: MutableMapping[Key, dic
         return None
 
     now = datetime.now(UTC)
-    bound = settings().route_restore_timeout
     action = route_guard.on_delete(status)
     route = None
     try:
@@ -173,18 +162,38 @@ async def on_deleting(api: KubeClient, key: Key, bodies: MutableMapping[Key, dic
                      f"released after {bound} without restoring the route ({err}); left as is: {left}")
         await _drop_finalizer(api, key, bodies)
         return None
-    if route is None:
-        what = f"HTTPRoute {record.route} not found: nothing to restore"
-    elif action == OnDelete.KEEP_PROMOTION:
-        what = f"promotion kept: HTTPRoute {record.route} sends all traffic to {record.candidate.name}"
-    else:
-        base = "its default weight" if record.baseline_weight is None else f"weight {record.baseline_weight}"
-        cand = "at weight 0" if record.candidate_declared else "removed"
-        what = (f"HTTPRoute {record.route} rule {record.rule_index} restored: {record.baseline.name} at {base}, "
-                f"{record.candidate.name} {cand}, no mirror to it")
-    await _event(api, body, "Normal", "RouteRestored", what)
+    await _event(api, body, "Normal", "RouteRestored", _restored(record, action, found=route is not None))
     await _drop_finalizer(api, key, bodies)
     return None
+
+
+def _record_and_status(body: Mapping[str, Any]) -> tuple[RouteRecord | None, CanaryRolloutStatus]:
+    """What a deleted rollout's route is restored to (its record, else what the spec says) and its status;
+    either may be unreadable (None, or an empty status)."""
+    try:
+        spec: CanaryRolloutSpec | None = CanaryRolloutSpec.model_validate(body.get("spec") or {})
+    except ValidationError:
+        spec = None
+    try:
+        status = CanaryRolloutStatus.model_validate(body.get("status") or {})
+    except ValidationError:
+        status = CanaryRolloutStatus()
+    record = route_guard.record_of(body["metadata"])
+    if record is None and spec is not None:
+        record = _fallback_record(spec, _spec_candidate(spec))
+    return record, status
+
+
+def _restored(record: RouteRecord, action: OnDelete, found: bool) -> str:
+    """The RouteRestored Event's message."""
+    if not found:
+        return f"HTTPRoute {record.route} not found: nothing to restore"
+    if action == OnDelete.KEEP_PROMOTION:
+        return f"promotion kept: HTTPRoute {record.route} sends all traffic to {record.candidate.name}"
+    base = "its default weight" if record.baseline_weight is None else f"weight {record.baseline_weight}"
+    cand = "at weight 0" if record.candidate_declared else "removed"
+    return (f"HTTPRoute {record.route} rule {record.rule_index} restored: {record.baseline.name} at {base}, "
+            f"{record.candidate.name} {cand}, no mirror to it")
 
 
 # --- steps ----------------------------------------------------------------------------------------------------

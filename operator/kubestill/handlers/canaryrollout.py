@@ -20,7 +20,8 @@ import asyncio
 import logging
 import time
 from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -36,9 +37,9 @@ from kubestill.api.v1alpha1.canaryrollout import (
     RouteRef,
 )
 from kubestill.builders.httproute import RouteError, build_httproute_weights
-from kubestill.clients import gateway, metrics, prometheus, rollouts
+from kubestill.clients import gateway, metrics, prometheus
 from kubestill.clients.events import post_event
-from kubestill.clients.kube import ApiError, KubeClient, client
+from kubestill.clients.kube import ApiError, KubeClient
 from kubestill.logic.analysis import AnalysisRound, QueryResult, assess_round, matching_alerts, render_query
 from kubestill.logic.canary import (
     ROUTE_UNSEEN,
@@ -48,48 +49,37 @@ from kubestill.logic.canary import (
     analysis_due,
     handled_controls,
     holds_route,
-    next_action,
     next_wakeup,
     pending_controls,
     step_entered,
 )
+from kubestill.logic.canary_decision import CanaryDecision, CanaryObserved, decide
 from kubestill.logic.canary_route import candidate_invalid, conflict_message
-from kubestill.logic.canary_status import (
-    apply_action,
-    route_condition,
-    route_state,
-    routine_round,
-    set_condition,
-    start_clocks,
-    stop_clock,
-)
+from kubestill.logic.canary_status import route_condition, route_state, routine_round, start_clocks
+from kubestill.logic.conditions import set_condition
+from kubestill.runtime import Controller, Key, Kind
+from kubestill.settings import Settings
 
 from . import canary_finalizer
 from . import canary_route_sync as route_sync
-from .canary_candidate import resolve_candidate
-from .reconciler import Key, Reconciler, newer
+from .canary_candidate import CandidateView, resolve_candidate
 
 log = logging.getLogger("kubestill.canary")
 
-# Latest known body per rollout: the watched one or the one our own write returned, whichever is newer.
-_bodies: dict[Key, dict[str, Any]] = {}
 # A healthy step's routine rounds are written at most this often (transitions and anything unhealthy are
 # written at once): at a thousand rollouts, one status write per round is what the API server feels most.
 STATUS_REFRESH = 30.0
-_persisted: dict[Key, float] = {}
 # Waiting for a StudentModel's Service, a missing route, a bad spec: look again this often.
 RETRY = 5.0
+# The route changed while it was written, or the rollout changed under a status write: decide again soon.
+AGAIN = 0.2
 WARNING_ACTIONS = (ActionKind.ROLLBACK, ActionKind.PAUSE, ActionKind.FAIL)
-# prometheus-api-client blocks; its queries get their own threads so a thousand rollouts analysing at once
-# do not queue behind asyncio's small default pool (cores + 4).
-_PROMETHEUS_POOL = ThreadPoolExecutor(max_workers=32, thread_name_prefix="kubestill-prometheus")
+# prometheus-api-client blocks; its queries get their own threads (an Executor built at start-up, see
+# handlers/operator.py) so a thousand rollouts analysing at once do not queue behind asyncio's small default
+# pool (cores + 4).
+PROMETHEUS_THREADS = 32
 
-
-async def _reconcile(key: Key) -> float | None:
-    return await reconcile(key, client())
-
-
-RECONCILER = Reconciler("CanaryRollout", _reconcile)
+CanaryController = Controller[CanaryRolloutSpec, CanaryRolloutStatus]
 
 
 def index_claim(body: Mapping[str, Any]) -> Any:
@@ -97,49 +87,11 @@ def index_claim(body: Mapping[str, Any]) -> Any:
     return route_sync.index_claim(body)
 
 
-def _wake_waiting(key: Key, body: Mapping[str, Any], deleted: bool) -> None:
-    """A rollout that no longer holds its rule (ended, or deleted) wakes the rollouts waiting for that rule."""
-    claim = route_sync.index_claim(body)
-    if claim is None:
-        return
-    ((_, route, rule), mine), = claim.items()
-    if mine.holds and not deleted:
-        return
-    for other in route_sync.claims(key[0], route, rule):
-        if other.name != key[1] and other.holds:
-            RECONCILER.requeue((key[0], other.name), 0.0)
+@dataclass(frozen=True)
+class Stop:
+    """The reconcile ends early (the route is being changed under us, or the rollout was released)."""
 
-
-def on_candidate_event(event_type: str | None, body: Mapping[str, Any]) -> None:
-    """A StudentModel was deleted or changed: the rollouts that roll it out decide now (a deleted candidate
-    rolls back at once, not at the next periodic wake-up)."""
-    if event_type not in ("DELETED", "MODIFIED"):
-        return
-    namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
-    for (ns, rollout), known in list(_bodies.items()):
-        if ns == namespace and ((known.get("spec") or {}).get("candidate") or {}).get("studentModel") == name:
-            RECONCILER.requeue((ns, rollout), 0.0)
-
-
-async def on_event(event_type: str | None, body: Mapping[str, Any], indexes: Mapping[str, Any]) -> None:
-    """A CanaryRollout changed (or was listed at start-up): evaluate it now."""
-    route_sync.remember_indexes(indexes)
-    meta = body["metadata"]
-    key = (meta["namespace"], meta["name"])
-    _wake_waiting(key, body, deleted=event_type == "DELETED")
-    if event_type == "DELETED":
-        RECONCILER.forget(key)
-        _persisted.pop(key, None)
-        old = _bodies.pop(key, None)
-        route_sync.forget(key)
-        names = [m.get("name", "") for m in ((old or {}).get("spec", {}).get("analysis") or {}).get("metrics", [])]
-        metrics.forget(*key, names)
-        return
-    known = _bodies.get(key)
-    if known is not None and known["metadata"].get("resourceVersion") == meta.get("resourceVersion"):
-        return  # the echo of our own status write: already decided on, and the next wake-up is scheduled
-    _bodies[key] = newer(dict(body), known) or dict(body)
-    await RECONCILER.run(key)
+    requeue: float | None
 
 
 def _measure(spec: CanaryRolloutSpec, namespace: str, candidate: str, step: int, now: datetime) -> tuple[
@@ -169,199 +121,248 @@ def _measure(spec: CanaryRolloutSpec, namespace: str, candidate: str, step: int,
     return assess_round(analysis, results, step, now, alerts_error), alerts
 
 
-async def reconcile(key: Key, api: KubeClient) -> float | None:
-    body = _bodies.get(key)
-    if body is None:
-        return None
-    if body["metadata"].get("deletionTimestamp"):  # route-restore finalizer: restore, then release
-        return await canary_finalizer.on_deleting(api, key, _bodies)
-    namespace, name = key
-    started = time.perf_counter()
-    try:
-        spec = CanaryRolloutSpec.model_validate(body.get("spec") or {})
-        status = CanaryRolloutStatus.model_validate(body.get("status") or {})
-    except ValidationError as err:
-        # The API server's schema and CEL rules make this rare: an object stored before a rule was tightened
-        # (e.g. analysis.interval 0s), or a status written by a newer version.
-        return await _unparsable(api, key, body, err)
-    meta = body["metadata"]
-    generation = meta.get("generation")
-    annotations = dict(meta.get("annotations") or {})
-    now = datetime.now(UTC)
-    controls = pending_controls(annotations, status.handled_annotations)
+class CanaryRollouts(Kind[CanaryRolloutSpec, CanaryRolloutStatus]):
+    """The CanaryRollout kind: observe the candidate, the route and the metrics; decide
+    (logic/canary_decision.py); write the status (conditioned on resourceVersion), then the route."""
 
-    cand = await resolve_candidate(api, namespace, spec, status)
-    invalid = candidate_invalid(spec.baseline, cand.backend) if cand.backend is not None else None
-    holder = route_sync.holder(key, spec, status, meta)
-    if holder is not None and holder != name:
-        view = RouteView(False, "RouteConflict", conflict_message(spec.route.name, spec.route.rule_index, holder),
-                         held_by=holder)
-    elif cand.backend is None or not step_entered(status) or not holds_route(status):
-        view = ROUTE_UNSEEN  # nothing of ours in the route yet, or nothing left to do there
-    else:
+    def __init__(self, settings: Settings, prometheus_pool: Executor) -> None:
+        self.settings = settings
+        self.pool = prometheus_pool
+        self.routes = route_sync.RouteSync()
+        # When each rollout's status was last written (monotonic): routine rounds are kept in memory between.
+        self._persisted: dict[Key, float] = {}
+
+    def forget(self, key: Key) -> None:
+        self._persisted.pop(key, None)
+        self.routes.forget(key)
+
+    # --- events -------------------------------------------------------------------------------------------
+
+    async def on_event(self, ctl: CanaryController, event_type: str | None, body: Mapping[str, Any],
+                       kwargs: Mapping[str, Any]) -> None:
+        """A CanaryRollout changed (or was listed at start-up): evaluate it now."""
+        ctl.cache.refresh(kwargs)
+        meta = body["metadata"]
+        key = (meta["namespace"], meta["name"])
+        deleted = event_type == "DELETED"
+        self._wake_waiting(ctl, key, body, deleted)
+        if deleted:
+            old = ctl.cache.latest(key)
+            names = [m.get("name", "") for m in ((old or {}).get("spec", {}).get("analysis") or {}).get(
+                "metrics", [])]
+            metrics.forget(*key, names)
+        await ctl.on_event(event_type, body, kwargs)
+
+    def _wake_waiting(self, ctl: CanaryController, key: Key, body: Mapping[str, Any], deleted: bool) -> None:
+        """A rollout that no longer holds its rule (ended, or deleted) wakes the rollouts waiting for that rule."""
+        claim = route_sync.index_claim(body)
+        if claim is None:
+            return
+        ((_, route, rule), mine), = claim.items()
+        if mine.holds and not deleted:
+            return
+        for other in route_sync.claims(ctl.cache.indexes, key[0], route, rule):
+            if other.name != key[1] and other.holds:
+                ctl.requeue((key[0], other.name), 0.0)
+
+    def on_candidate_event(self, ctl: CanaryController, event_type: str | None, body: Mapping[str, Any]) -> None:
+        """A StudentModel was deleted or changed: the rollouts that roll it out decide now (a deleted candidate
+        rolls back at once, not at the next periodic wake-up)."""
+        if event_type not in ("DELETED", "MODIFIED"):
+            return
+        namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
+        for (ns, rollout), known in ctl.cache.known():
+            if ns == namespace and ((known.get("spec") or {}).get("candidate") or {}).get("studentModel") == name:
+                ctl.requeue((ns, rollout), 0.0)
+
+    # --- one reconcile ------------------------------------------------------------------------------------
+
+    async def reconcile(self, ctl: CanaryController, key: Key, body: dict[str, Any]) -> float | None:
+        api = ctl.api()
+        if body["metadata"].get("deletionTimestamp"):  # route-restore finalizer: restore, then release
+            return await canary_finalizer.on_deleting(api, key, ctl.cache.bodies,
+                                                      self.settings.route_restore_timeout)
+        started = time.perf_counter()
+        try:
+            spec = ctl.spec_of(body)
+            status = ctl.status.parse(body)
+        except ValidationError as err:
+            # The API server's schema and CEL rules make this rare: an object stored before a rule was tightened
+            # (e.g. analysis.interval 0s), or a status written by a newer version.
+            return await self._unparsable(ctl, key, body, err)
+        now = datetime.now(UTC)
+        observed = await self._observe(ctl, key, body, spec, status, now)
+        if isinstance(observed, Stop):
+            return observed.requeue
+        body = ctl.cache.latest(key) or body  # the finalizer patch moved the resourceVersion
+        decision = decide(spec, status, observed, now)
+        if decision.drifted:
+            await _event(api, body, "Warning", "RouteDrifted",
+                         f"HTTPRoute {spec.route.name} no longer gave the candidate {status.current_weight}% (changed "
+                         "by someone else) and was rewritten; the step's pause starts again")
+        requeue = await self._apply(ctl, key, body, spec, status, observed, decision)
+        metrics.RECONCILE_SECONDS.observe(time.perf_counter() - started)
+        return requeue
+
+    async def _observe(self, ctl: CanaryController, key: Key, body: dict[str, Any], spec: CanaryRolloutSpec,
+                       status: CanaryRolloutStatus, now: datetime) -> CanaryObserved | Stop:
+        """The candidate, the route (made to carry what the status says first), and an analysis round if due."""
+        api = ctl.api()
+        meta = body["metadata"]
+        cand = await resolve_candidate(api, key[0], spec, status)
+        view = await self._route_view(ctl, key, body, spec, status, cand)
+        if isinstance(view, Stop):
+            return view
+        round_: AnalysisRound | None = None
+        alerts: list[str] = []
+        if view.carries and analysis_due(spec, status, now) and cand.backend is not None:
+            measured, alerts = await asyncio.get_running_loop().run_in_executor(
+                self.pool, _measure, spec, key[0], cand.backend.name, status.current_step, now)
+            round_ = measured
+            for m in measured.measurements:
+                metrics.observe_measurement(*key, m.metric, m.value, m.result)
+        invalid = candidate_invalid(spec.baseline, cand.backend) if cand.backend is not None else None
+        return CanaryObserved(meta.get("generation"), dict(meta.get("annotations") or {}), view, cand.backend,
+                              cand.gone or cand.waiting, invalid, round_, alerts)
+
+    async def _route_view(self, ctl: CanaryController, key: Key, body: dict[str, Any], spec: CanaryRolloutSpec,
+                          status: CanaryRolloutStatus, cand: CandidateView) -> RouteView | Stop:
+        holder = route_sync.holder(ctl.cache.indexes, key, spec, status, body["metadata"])
+        if holder is not None and holder != key[1]:
+            return RouteView(False, "RouteConflict", conflict_message(spec.route.name, spec.route.rule_index, holder),
+                             held_by=holder)
+        if cand.backend is None or not step_entered(status) or not holds_route(status):
+            return ROUTE_UNSEEN  # nothing of ours in the route yet, or nothing left to do there
         # Make the route carry what the status says before deciding anything: after a restart between the
         # status write and the route write, this is where the route catches up, before the step's clock.
-        gate = await canary_finalizer.before_route_write(api, key, _bodies, spec, status, cand.backend)
+        api = ctl.api()
+        gate = await canary_finalizer.before_route_write(api, key, ctl.cache.bodies, spec, status, cand.backend)
         if not gate.proceed:
-            return gate.requeue  # released: this rollout never writes its route again
-        body = _bodies.get(key, body)  # the finalizer patch moved the resourceVersion
-        view = await route_sync.sync_route(api, key, spec, status, cand.backend)
-        if view is route_sync.ROUTE_RETRY:
-            return 0.2
+            return Stop(gate.requeue)  # released: this rollout never writes its route again
+        view = await self.routes.sync_route(api, key, spec, status, cand.backend)
+        return Stop(AGAIN) if view is route_sync.ROUTE_RETRY else view
 
-    round_: AnalysisRound | None = None
-    alerts: list[str] = []
-    if view.carries and analysis_due(spec, status, now) and cand.backend is not None:
-        measured, alerts = await asyncio.get_running_loop().run_in_executor(
-            _PROMETHEUS_POOL, _measure, spec, namespace, cand.backend.name, status.current_step, now
-        )
-        round_ = measured
-        for m in measured.measurements:
-            metrics.observe_measurement(namespace, name, m.metric, m.value, m.result)
-    stopped = stop_clock(status, view)
-    if stopped is not status and view.carries:
-        await _event(api, body, "Warning", "RouteDrifted",
-                     f"HTTPRoute {spec.route.name} no longer gave the candidate {status.current_weight}% (changed by "
-                     "someone else) and was rewritten; the step's pause starts again")
-    clocked = start_clocks(spec, stopped, view.carries, now)
-    action = next_action(spec, clocked, round_, alerts, now, controls, route=view,
-                         candidate_gone=cand.gone or cand.waiting, candidate_invalid=invalid)
-    handled = handled_controls(annotations, status.handled_annotations, action.defer)
-    new = apply_action(spec, clocked, action, round_, now, generation, handled)
-    if new.candidate_backend is None and step_entered(new) and cand.backend is not None:
-        new = new.model_copy(update={"candidate_backend": cand.backend})
-    if view.carries and route_state(spec, new) == route_state(spec, clocked):
-        new = start_clocks(spec, new, True, now)  # e.g. promoted from a last step already at 100%
-    if view is not ROUTE_UNSEEN:
-        new = route_condition(new, view, generation, now)
-    if not await _persist(api, key, body, status, new, view):
-        return 0.2  # somebody changed the rollout meanwhile: decide again on the fresh object
-    if action.kind != ActionKind.HOLD:
-        await _announce(api, body, action, new)
+    async def _apply(self, ctl: CanaryController, key: Key, body: dict[str, Any], spec: CanaryRolloutSpec,
+                     status: CanaryRolloutStatus, observed: CanaryObserved, decision: CanaryDecision) -> float | None:
+        """Write the status, announce the action, move the route when the decision did; when to look again."""
+        api = ctl.api()
+        new, view, backend = decision.status, observed.route, observed.candidate
+        if not await self._persist(ctl, key, body, status, new, view):
+            return AGAIN  # somebody changed the rollout meanwhile: decide again on the fresh object
+        if decision.action.kind != ActionKind.HOLD:
+            await _announce(api, body, decision.action, new)
+        if route_state(spec, new) != route_state(spec, decision.clocked) and backend is not None \
+                and holds_route(new) and view.held_by is None and step_entered(new):
+            moved = await self._move_route(ctl, key, body, spec, new, backend)
+            if isinstance(moved, Stop):
+                return moved.requeue
+            new, view = moved
+        if backend is not None and (view.carries or new.route_settled_at is not None):
+            # Finished and the route seen in its final state: give the route back (ownership, finalizer).
+            await canary_finalizer.after_route_write(api, key, ctl.cache.bodies, spec, new, backend)
+        metrics.observe_state(*key, new.phase, new.current_step, new.current_weight)
+        return self._next_look(key, spec, new, view, observed)
 
-    if route_state(spec, new) != route_state(spec, clocked) and cand.backend is not None and holds_route(new) \
-            and view.held_by is None and step_entered(new):
-        # The decision moved the route (a new step, promotion, rollback): write it now, and start what waits
-        # for it as soon as the route carries it. The route-restore finalizer is held before the first write.
-        gate = await canary_finalizer.before_route_write(api, key, _bodies, spec, new, cand.backend)
+    async def _move_route(self, ctl: CanaryController, key: Key, body: dict[str, Any], spec: CanaryRolloutSpec,
+                          new: CanaryRolloutStatus, backend: BackendRef
+                          ) -> tuple[CanaryRolloutStatus, RouteView] | Stop:
+        """The decision moved the route (a new step, promotion, rollback): write it now, and start what waits
+        for it as soon as the route carries it. The route-restore finalizer is held before the first write."""
+        api = ctl.api()
+        gate = await canary_finalizer.before_route_write(api, key, ctl.cache.bodies, spec, new, backend)
         if not gate.proceed:
-            return gate.requeue
-        latest = _bodies.get(key, body)
-        view = await route_sync.sync_route(api, key, spec, new, cand.backend)
+            return Stop(gate.requeue)
+        latest = ctl.cache.latest(key) or body
+        view = await self.routes.sync_route(api, key, spec, new, backend)
         if view is route_sync.ROUTE_RETRY:
-            return 0.2
-        after = route_condition(start_clocks(spec, new, view.carries, datetime.now(UTC)), view, generation, now)
-        if not await _persist(api, key, latest, new, after, view):
-            return 0.2
-        new = after
-    if cand.backend is not None and (view.carries or new.route_settled_at is not None):
-        # Finished and the route seen in its final state: give the route back (ownership, finalizer).
-        await canary_finalizer.after_route_write(api, key, _bodies, spec, new, cand.backend)
-    metrics.observe_state(namespace, name, new.phase, new.current_step, new.current_weight)
-    metrics.RECONCILE_SECONDS.observe(time.perf_counter() - started)
-    if view.held_by is not None:
-        return RETRY  # the holder's end wakes this one at once (on_event); this is a safety net
-    if not view.carries and view is not ROUTE_UNSEEN:
-        return route_sync.backoff(key)
-    route_sync.routable(key)
-    if cand.waiting is not None and new.phase == RolloutPhase.PENDING:
-        return RETRY
-    return next_wakeup(spec, new, datetime.now(UTC))
+            return Stop(AGAIN)
+        generation = body["metadata"].get("generation")
+        now = datetime.now(UTC)
+        after = route_condition(start_clocks(spec, new, view.carries, now), view, generation, now)
+        if not await self._persist(ctl, key, latest, new, after, view):
+            return Stop(AGAIN)
+        return after, view
 
+    def _next_look(self, key: Key, spec: CanaryRolloutSpec, new: CanaryRolloutStatus, view: RouteView,
+                   observed: CanaryObserved) -> float | None:
+        if view.held_by is not None:
+            return RETRY  # the holder's end wakes this one at once (on_event); this is a safety net
+        if not view.carries and view is not ROUTE_UNSEEN:
+            return self.routes.backoff(key)
+        self.routes.routable(key)
+        if observed.candidate is None and observed.candidate_gone is not None and new.phase == RolloutPhase.PENDING:
+            return RETRY
+        return next_wakeup(spec, new, datetime.now(UTC))
 
-async def _unparsable(api: KubeClient, key: Key, body: Mapping[str, Any], err: ValidationError) -> float:
-    """A stored rollout the models refuse: say so once (a SpecValid=False condition and a Warning Event), and
-    still honour an abort, which needs only the route, the baseline and the candidate's Service."""
-    first = err.errors()[0]
-    where = ".".join(str(p) for p in first.get("loc", ()))
-    problem = f"spec.{where}: {first.get('msg', '')}; fix the spec (or abort the rollout)"
-    meta = body["metadata"]
-    raw_spec, raw_status = dict(body.get("spec") or {}), dict(body.get("status") or {})
-    try:
-        status = CanaryRolloutStatus.model_validate(raw_status)
-    except ValidationError:
-        log.error("%s/%s: cannot parse spec or status: %s", *key, err)
-        return route_sync.ROUTE_BACKOFF_MAX
-    controls = pending_controls(dict(meta.get("annotations") or {}), status.handled_annotations)
-    now = datetime.now(UTC)
-    new = status
-    if controls.abort is not None and status.phase not in (RolloutPhase.ROLLED_BACK, RolloutPhase.FAILED):
+    async def _persist(self, ctl: CanaryController, key: Key, body: Mapping[str, Any], old: CanaryRolloutStatus,
+                       new: CanaryRolloutStatus, view: RouteView) -> bool:
+        """Write `new` when it differs from `old` (routine healthy rounds at most every STATUS_REFRESH); a Warning
+        Event when the RouteReady condition turns False or changes its reason. False on a conflict."""
+        if new == old:
+            return True
+        if routine_round(old, new) and time.monotonic() - self._persisted.get(key, 0.0) < STATUS_REFRESH:
+            # Keep it in memory (same resourceVersion) so the next decision sees this round.
+            ctl.cache.remember(key, {**body, "status": new.model_dump(by_alias=True, mode="json")})
+            return True
+        written = await ctl.status.write(key, body, old, new)
+        if written is None:
+            return False
+        self._persisted[key] = time.monotonic()
+        before = next((c for c in old.conditions if c.type == "RouteReady"), None)
+        after = next((c for c in new.conditions if c.type == "RouteReady"), None)
+        if after is not None and after.status == ConditionStatus.FALSE and (
+            before is None or (before.status, before.reason, before.message) != (after.status, after.reason,
+                                                                                after.message)
+        ):
+            await _event(ctl.api(), written, "Warning", after.reason, after.message)
+        return True
+
+    async def _unparsable(self, ctl: CanaryController, key: Key, body: Mapping[str, Any],
+                          err: ValidationError) -> float:
+        """A stored rollout the models refuse: say so once (a SpecValid=False condition and a Warning Event), and
+        still honour an abort, which needs only the route, the baseline and the candidate's Service."""
+        first = err.errors()[0]
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        problem = f"spec.{where}: {first.get('msg', '')}; fix the spec (or abort the rollout)"
+        api = ctl.api()
+        meta = body["metadata"]
+        raw_spec, raw_status = dict(body.get("spec") or {}), dict(body.get("status") or {})
         try:
-            route = RouteRef.model_validate(raw_spec.get("route") or {})
-            baseline = BackendRef.model_validate(raw_spec.get("baseline") or {})
-            candidate = status.candidate_backend or CandidateRef.model_validate(
-                raw_spec.get("candidate") or {}).service
+            status = CanaryRolloutStatus.model_validate(raw_status)
         except ValidationError:
-            route = baseline = candidate = None  # type: ignore[assignment]
-        if route is not None and baseline is not None and candidate is not None and step_entered(status):
-            current = await gateway.get_route(api, key[0], route.name)
-            if current is not None:
-                try:
-                    patch = build_httproute_weights(current, route.rule_index, baseline, candidate, 0)
-                    await gateway.apply_route(api, patch)
-                except (RouteError, ApiError) as write_err:
-                    problem = f"{problem}; the abort could not restore the route: {write_err}"
-        new = new.model_copy(update={"phase": RolloutPhase.ROLLED_BACK, "current_weight": 0, "shadowing": False,
-                                     "next_step_at": None, "message": "rolled back: aborted by user"})
-        new = new.model_copy(update={"handled_annotations": handled_controls(dict(meta.get("annotations") or {}))})
-    cond = Condition(type="SpecValid", status=ConditionStatus.FALSE, reason="InvalidSpec", message=problem[:1000],
-                     observed_generation=meta.get("generation"))
-    new = new.model_copy(update={"conditions": set_condition(new.conditions, cond, now)})
-    if new != status:
-        written = await _write_status(api, key, body, new)
-        if written is not None and not any(c.type == "SpecValid" and c.message == cond.message
-                                           for c in status.conditions):
-            await _event(api, written, "Warning", "InvalidSpec", cond.message)
-    return route_sync.ROUTE_BACKOFF_MAX
-
-
-async def _persist(
-    api: KubeClient,
-    key: Key,
-    body: Mapping[str, Any],
-    old: CanaryRolloutStatus,
-    new: CanaryRolloutStatus,
-    view: RouteView,
-) -> bool:
-    """Write `new` when it differs from `old` (routine healthy rounds at most every STATUS_REFRESH); a Warning
-    Event when the RouteReady condition turns False or changes its reason. False on a conflict."""
-    if new == old:
-        return True
-    if routine_round(old, new) and time.monotonic() - _persisted.get(key, 0.0) < STATUS_REFRESH:
-        # Keep it in memory (same resourceVersion) so the next decision sees this round.
-        _bodies[key] = {**body, "status": new.model_dump(by_alias=True, mode="json")}
-        return True
-    written = await _write_status(api, key, body, new)
-    if written is None:
-        return False
-    _persisted[key] = time.monotonic()
-    before = next((c for c in old.conditions if c.type == "RouteReady"), None)
-    after = next((c for c in new.conditions if c.type == "RouteReady"), None)
-    if after is not None and after.status == "False" and (
-        before is None or (before.status, before.reason, before.message) != (after.status, after.reason,
-                                                                            after.message)
-    ):
-        await _event(api, written, "Warning", after.reason, after.message)
-    return True
-
-
-async def _write_status(
-    api: KubeClient, key: Key, body: Mapping[str, Any], new: CanaryRolloutStatus
-) -> dict[str, Any] | None:
-    """Write `new` conditioned on the body's resourceVersion; None on a conflict (stale view)."""
-    try:
-        written = await rollouts.patch_status(api, *key, body["metadata"].get("resourceVersion"), new)
-    except ApiError as err:
-        if err.status == 409:
-            fresh = await rollouts.get(api, *key)
-            if fresh is not None:
-                _bodies[key] = newer(fresh, _bodies.get(key)) or fresh
-            return None
-        if err.status == 404:
-            return None
-        raise
-    _bodies[key] = newer(written, _bodies.get(key)) or written
-    return written
+            log.error("%s/%s: cannot parse spec or status: %s", *key, err)
+            return route_sync.ROUTE_BACKOFF_MAX
+        controls = pending_controls(dict(meta.get("annotations") or {}), status.handled_annotations)
+        now = datetime.now(UTC)
+        new = status
+        if controls.abort is not None and status.phase not in (RolloutPhase.ROLLED_BACK, RolloutPhase.FAILED):
+            try:
+                route = RouteRef.model_validate(raw_spec.get("route") or {})
+                baseline = BackendRef.model_validate(raw_spec.get("baseline") or {})
+                candidate = status.candidate_backend or CandidateRef.model_validate(
+                    raw_spec.get("candidate") or {}).service
+            except ValidationError:
+                route = baseline = candidate = None  # type: ignore[assignment]
+            if route is not None and baseline is not None and candidate is not None and step_entered(status):
+                current = await gateway.get_route(api, key[0], route.name)
+                if current is not None:
+                    try:
+                        patch = build_httproute_weights(current, route.rule_index, baseline, candidate, 0)
+                        await gateway.apply_route(api, patch)
+                    except (RouteError, ApiError) as write_err:
+                        problem = f"{problem}; the abort could not restore the route: {write_err}"
+            new = new.model_copy(update={"phase": RolloutPhase.ROLLED_BACK, "current_weight": 0, "shadowing": False,
+                                         "next_step_at": None, "message": "rolled back: aborted by user"})
+            new = new.model_copy(update={"handled_annotations": handled_controls(dict(meta.get("annotations") or {}))})
+        cond = Condition(type="SpecValid", status=ConditionStatus.FALSE, reason="InvalidSpec", message=problem[:1000],
+                         observed_generation=meta.get("generation"))
+        new = new.model_copy(update={"conditions": set_condition(new.conditions, cond, now)})
+        if new != status:
+            written = await ctl.status.write(key, body, status, new)
+            if written is not None and not any(c.type == "SpecValid" and c.message == cond.message
+                                               for c in status.conditions):
+                await _event(api, written, "Warning", "InvalidSpec", cond.message)
+        return route_sync.ROUTE_BACKOFF_MAX
 
 
 async def _event(api: KubeClient, body: Mapping[str, Any], type_: str, reason: str, message: str) -> None:

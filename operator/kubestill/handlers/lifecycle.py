@@ -1,4 +1,4 @@
-"""Operator-wide start-up: kopf settings, login, and the operator's own /metrics."""
+"""Operator-wide start-up: kopf settings, the controllers, login, and the operator's own /metrics."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ import kopf
 from prometheus_client import start_http_server
 
 from kubestill.clients import kube
+from kubestill.settings import Settings, from_env
 
-from .distillationjob import settings
+from .operator import MEMO_KEY, Operator, build
 
 log = logging.getLogger("kubestill.operator")
 
@@ -18,7 +19,7 @@ log = logging.getLogger("kubestill.operator")
 class NoDiffBase(kopf.DiffBaseStorage):
     """kopf builds a "diff base" (a deep copy of the whole body, status included) on every watch event, for
     on.create/on.update/daemon handlers. The operator registers none (events and indexes only, see
-    handlers/reconciler.py), so the copy is never read: measured at ~8% of the operator's CPU under a burst."""
+    runtime/reconciler.py), so the copy is never read: measured at ~8% of the operator's CPU under a burst."""
 
     def build(self, *, body: kopf.Body, extra_fields: Any = None) -> kopf.BodyEssence:
         return kopf.BodyEssence()
@@ -30,9 +31,28 @@ class NoDiffBase(kopf.DiffBaseStorage):
         return None
 
 
-def configure(kopf_settings: kopf.OperatorSettings) -> None:
+def start(kopf_settings: kopf.OperatorSettings, memo: kopf.Memo) -> None:
+    """Settings from KUBESTILL_* variables; kopf configured; the controllers built into `memo`."""
+    s = from_env()
+    configure(kopf_settings, s)
+    memo[MEMO_KEY] = build(s, kube.client)
+
+
+def controllers(memo: Any) -> Operator:
+    """The controllers `start` built (kopf gives each handler a shallow copy of the operator's memo)."""
+    operator: Operator = memo[MEMO_KEY]
+    return operator
+
+
+def stop(memo: Any) -> None:
+    """At shutdown: what the controllers started (the Prometheus query threads)."""
+    operator: Operator | None = memo.get(MEMO_KEY)
+    if operator is not None:
+        operator.close()
+
+
+def configure(kopf_settings: kopf.OperatorSettings, s: Settings) -> None:
     """Peering from KUBESTILL_PEERING (leader election between replicas), metrics server, quiet kopf."""
-    s = settings()
     if s.peering:
         kopf_settings.peering.name = s.peering
         kopf_settings.peering.mandatory = True

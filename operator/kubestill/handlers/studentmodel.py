@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -21,7 +20,7 @@ from pydantic import ValidationError
 
 from kubestill.api.names import SM_LABEL, triton_name
 from kubestill.api.v1alpha1 import API_VERSION
-from kubestill.api.v1alpha1.studentmodel import StudentModelSpec, StudentModelStatus
+from kubestill.api.v1alpha1.studentmodel import Endpoint, StudentModelPhase, StudentModelSpec, StudentModelStatus
 from kubestill.builders.storage import CHECK_LABEL
 from kubestill.builders.triton import (
     build_triton_config_map,
@@ -31,25 +30,33 @@ from kubestill.builders.triton import (
     endpoint,
 )
 from kubestill.clients.events import emit
-from kubestill.clients.kube import KubeClient, client
-from kubestill.logic.conditions import Cond, rfc3339, set_conditions
+from kubestill.clients.kube import KubeClient
 from kubestill.logic.jobs import JobView, job_view
-from kubestill.logic.serving import DeploymentView, deployment_view, pod_failure, serving_state
+from kubestill.logic.serving import (
+    DeploymentView,
+    Observed,
+    SMEvent,
+    artifact_pending,
+    decide,
+    deployment_view,
+    failed,
+    pod_failure,
+    serving_state,
+)
+from kubestill.logic.storage_check import StorageCheck
+from kubestill.runtime import Controller, Key, Kind
+from kubestill.settings import Settings
 
-from .distillationjob import settings
-from .reconciler import Key, Reconciler, first_indexed, newer, owner_key
-from .storage_check import FETCH_RECHECK_SECONDS, artifact_check, artifact_conditions, artifact_status, fetch_failure
+from .storage_check import FETCH_RECHECK_SECONDS, StorageChecks, fetch_failure
 
 KIND = "StudentModel"
+BODIES, DEPLOYMENTS, CHECK_JOBS = "sm_bodies", "triton_deployments", "artifact_checks"
 log = logging.getLogger("kubestill.studentmodel")
 # Seconds between looks at the Pods of a StudentModel that is not ready (Deploying), and of a Failed one.
 POLL_SECONDS = 5.0
 FAILED_POLL_SECONDS = 30.0
 
-_indexes: dict[str, Any] = {}
-_written: dict[Key, dict[str, Any]] = {}
-# Generation whose children were applied, per object: skip re-applying in steady state.
-_applied: dict[Key, int | None] = {}
+SMController = Controller[StudentModelSpec, StudentModelStatus]
 
 
 def index_sm(body: Mapping[str, Any]) -> dict[Key, dict[str, Any]]:
@@ -71,45 +78,12 @@ def index_deployment(body: Mapping[str, Any]) -> dict[Key, DeploymentView] | Non
     return {(body["metadata"]["namespace"], labels[SM_LABEL]): deployment_view(body)}
 
 
-async def _reconcile(key: Key) -> float | None:
-    return await reconcile(key, client())
-
-
-RECONCILER = Reconciler(KIND, _reconcile)
-
-
-async def on_event(event_type: str | None, body: Mapping[str, Any], indexes: Mapping[str, Any]) -> None:
-    _indexes.update(indexes)
-    key = (body["metadata"]["namespace"], body["metadata"]["name"])
-    if event_type == "DELETED":
-        RECONCILER.forget(key)
-        _written.pop(key, None)
-        _applied.pop(key, None)
-        return
-    await RECONCILER.run(key)
-
-
-async def on_child_event(event_type: str | None, body: Mapping[str, Any], indexes: Mapping[str, Any]) -> None:
-    _indexes.update(indexes)
-    owner = owner_key(body, SM_LABEL)
-    if owner is not None and event_type is not None:
-        await RECONCILER.run(owner)
-
-
-def _one(index_name: str, key: Key) -> Any:
-    return first_indexed(_indexes, index_name, key)
-
-
 def index_check_job(body: Mapping[str, Any]) -> dict[Key, JobView] | None:
     """Storage check Jobs of a StudentModel's s3:// artifact."""
     labels = body["metadata"].get("labels") or {}
     if SM_LABEL not in labels or CHECK_LABEL not in labels:
         return None
     return {(body["metadata"]["namespace"], labels[SM_LABEL]): job_view(body)}
-
-
-def _check_jobs(key: Key) -> list[JobView]:
-    return list((_indexes.get("artifact_checks") or {}).get(key, ()))
 
 
 async def _apply(api: KubeClient, body: dict[str, Any]) -> None:
@@ -126,108 +100,95 @@ async def _apply(api: KubeClient, body: dict[str, Any]) -> None:
     await api.merge_patch(body["apiVersion"], body["kind"], meta["namespace"], meta["name"], patch)
 
 
-async def reconcile(key: Key, api: KubeClient) -> float | None:
-    sm = newer(_one("sm_bodies", key), _written.get(key))
-    if sm is None:
-        return None
-    status: dict[str, Any] = dict(sm.get("status") or {})
-    generation = sm["metadata"].get("generation")
-    now = datetime.now(UTC)
-    try:
-        spec = StudentModelSpec.model_validate(sm["spec"])
-    except ValidationError as err:
-        message = f"invalid spec: {err}".replace("\n", " ")[:1000]
-        new = dict(status, phase="Failed", message=message, observedGeneration=generation)
-        new["conditions"] = set_conditions(
-            status.get("conditions") or [], [Cond("Ready", "False", "InvalidSpec", message)], now, generation
-        )
-        await _write_status(api, sm, status, new, [])
-        return None
+class StudentModels(Kind[StudentModelSpec, StudentModelStatus]):
+    """The StudentModel kind: check the artifact, apply the Triton objects, observe them, decide the status."""
 
-    # An s3:// artifact is checked with the model's credentials before any Triton Pod exists.
-    gate = await artifact_check(api, sm, spec, _check_jobs(key), settings())
-    if gate is not None and gate.state != "passed":
-        await _write_status(api, sm, status, *artifact_status(status, gate, generation, now))
-        return gate.requeue
+    def __init__(self, settings: Settings, checks: StorageChecks) -> None:
+        self.settings = settings
+        self.checks = checks
+        # Generation whose children were applied, per object: skip re-applying in steady state.
+        self._applied: dict[Key, int | None] = {}
 
-    view: DeploymentView | None = _one("triton_deployments", key)
-    events: list[tuple[str, str, str]] = []
-    s = settings()
-    try:
-        config = build_triton_config_map(sm, spec, s.extra_labels)
-    except (ValueError, KeyError) as err:
-        message = f"cannot render the Triton config: {err}"
-        new = dict(status, phase="Failed", message=message, observedGeneration=generation)
-        new["conditions"] = set_conditions(status.get("conditions") or [],
-                                           [Cond("Ready", "False", "RenderFailed", message)], now, generation)
-        await _write_status(api, sm, status, new, [("Warning", "RenderFailed", message)])
-        return None
-    if _applied.get(key) != generation or view is None:
+    def forget(self, key: Key) -> None:
+        self._applied.pop(key, None)
+
+    async def reconcile(self, ctl: SMController, key: Key, body: dict[str, Any]) -> float | None:
+        try:
+            status = ctl.status.parse(body)
+        except ValidationError as err:
+            log.error("%s/%s: stored status does not fit the model, left as it is: %s", *key, err)
+            return None
+        generation = body["metadata"].get("generation")
+        now = datetime.now(UTC)
+        api = ctl.api()
+        try:
+            spec = ctl.spec_of(body)
+        except ValidationError as err:
+            message = f"invalid spec: {err}".replace("\n", " ")[:1000]
+            await self._write(ctl, key, body, status, failed(status, "InvalidSpec", message, generation, now), [])
+            return None
+
+        # An s3:// artifact is checked with the model's credentials before any Triton Pod exists.
+        gate = await self.checks.artifact(api, body, spec, list(ctl.cache.all(CHECK_JOBS, key)))
+        if gate is not None and gate.state != "passed":
+            await self._write(ctl, key, body, status, *artifact_pending(status, gate, generation, now))
+            return gate.requeue
+
+        view: DeploymentView | None = ctl.cache.one(DEPLOYMENTS, key)
+        s = self.settings
+        try:
+            config = build_triton_config_map(body, spec, s.extra_labels)
+        except (ValueError, KeyError) as err:
+            message = f"cannot render the Triton config: {err}"
+            await self._write(ctl, key, body, status, failed(status, "RenderFailed", message, generation, now),
+                              [("Warning", "RenderFailed", message)])
+            return None
+        events = await self._apply_children(api, key, body, spec, status, config, view)
+        observed = await self._observe(api, key, body, spec, config, view, gate)
+        new, more = decide(status, observed, now)
+        await self._write(ctl, key, body, status, new, [*events, *more])
+        state = observed.state
+        if state.ready or view is None or spec.serving.replicas == 0:
+            # Ready, or waiting for an event (the Deployment's ADDED, a spec change); nothing watched changes when
+            # an s3:// artifact's check or fetch fails, so look again while not ready.
+            return FETCH_RECHECK_SECONDS if gate is not None and not state.ready else None
+        return FAILED_POLL_SECONDS if state.phase == StudentModelPhase.FAILED else POLL_SECONDS
+
+    async def _apply_children(self, api: KubeClient, key: Key, body: dict[str, Any], spec: StudentModelSpec,
+                              status: StudentModelStatus, config: dict[str, Any],
+                              view: DeploymentView | None) -> list[SMEvent]:
+        """The Triton ConfigMap, Deployment and Service, when the generation changed or they are missing."""
+        generation = body["metadata"].get("generation")
+        if self._applied.get(key) == generation and view is not None:
+            return []
+        s = self.settings
         await _apply(api, config)
         await _apply(api, build_triton_deployment(
-            sm, spec, default_image=s.triton_image, config_digest=config_hash(config),
+            body, spec, default_image=s.triton_image, config_digest=config_hash(config),
             pull_policy=s.image_pull_policy, pull_secrets=s.image_pull_secrets, extra_labels=s.extra_labels,
             fetch_image=s.trainer_image))
-        await _apply(api, build_triton_service(sm, s.extra_labels))
-        if _applied.get(key) is None and not status.get("deploymentName"):
-            events.append(("Normal", "Deploying", f"created Deployment and Service {triton_name(key[1])}"))
-        _applied[key] = generation
+        await _apply(api, build_triton_service(body, s.extra_labels))
+        first = self._applied.get(key) is None and not status.deployment_name
+        self._applied[key] = generation
+        return [("Normal", "Deploying", f"created Deployment and Service {triton_name(key[1])}")] if first else []
 
-    state = serving_state(spec.serving.replicas, view)
-    fetch_failed = False
-    if gate is not None and not state.ready:  # an s3:// artifact not served yet: did a Pod fail to fetch it?
-        gate = await fetch_failure(api, sm, gate)
-        if gate.state == "failed":
-            fetch_failed = True
-            state = replace(state, reason=gate.reason, message=gate.message)
-            if status.get("message") != gate.message:
-                events.append(("Warning", gate.reason, gate.message))
-    if not fetch_failed and not state.ready and view is not None and spec.serving.replicas > 0:
-        # Why the Triton Pods do not serve (e.g. model.py refusing labels that disagree with the artifact).
-        pods = await api.list("v1", "Pod", key[0], f"{SM_LABEL}={key[1]}")
-        state = pod_failure(pods, config_hash(config)) or state
-    new = dict(status)
-    new.update(
-        phase=state.phase,
-        observedGeneration=generation,
-        readyReplicas=state.ready_replicas,
-        deploymentName=triton_name(key[1]),
-        serviceName=triton_name(key[1]),
-        message=state.message,
-        endpoint=endpoint(sm),
-    )
-    new["conditions"] = set_conditions(
-        status.get("conditions") or [], [Cond("Ready", "True" if state.ready else "False", state.reason,
-                                              state.message), *artifact_conditions(gate)], now, generation)
-    if state.ready and not status.get("readyAt"):
-        new["readyAt"] = rfc3339(now)
-    if state.phase != status.get("phase"):
-        events.append(("Normal", state.phase, state.message) if state.phase != "Failed" else
-                      ("Warning", state.reason, state.message))
-    await _write_status(api, sm, status, new, events)
-    if state.ready or view is None or spec.serving.replicas == 0:
-        # Ready, or waiting for an event (the Deployment's ADDED, a spec change); nothing watched changes when
-        # an s3:// artifact's check or fetch fails, so look again while not ready.
-        return FETCH_RECHECK_SECONDS if gate is not None and not state.ready else None
-    return FAILED_POLL_SECONDS if state.phase == "Failed" else POLL_SECONDS
+    async def _observe(self, api: KubeClient, key: Key, body: dict[str, Any], spec: StudentModelSpec,
+                       config: dict[str, Any], view: DeploymentView | None, gate: StorageCheck | None) -> Observed:
+        """How the Deployment serves; while it does not, why (an artifact download, a container)."""
+        state = serving_state(spec.serving.replicas, view)
+        fetch = None
+        if gate is not None and not state.ready:  # an s3:// artifact not served yet: did a Pod fail to fetch it?
+            checked = await fetch_failure(api, body, gate)
+            fetch = checked if checked.state == "failed" else None
+        if fetch is None and not state.ready and view is not None and spec.serving.replicas > 0:
+            # Why the Triton Pods do not serve (e.g. model.py refusing labels that disagree with the artifact).
+            pods = await api.list("v1", "Pod", key[0], f"{SM_LABEL}={key[1]}")
+            state = pod_failure(pods, config_hash(config)) or state
+        return Observed(body["metadata"].get("generation"), state, triton_name(key[1]),
+                        Endpoint.model_validate(endpoint(body)), gate, fetch)
 
-
-async def _write_status(api: KubeClient, sm: Mapping[str, Any], old: Mapping[str, Any], new: dict[str, Any],
-                        events: list[tuple[str, str, str]]) -> None:
-    meta = sm["metadata"]
-    try:
-        unchanged = StudentModelStatus.model_validate(dict(old)).to_wire() == \
-            StudentModelStatus.model_validate(new).to_wire()
-    except ValidationError:
-        unchanged = new == dict(old)
-    if not unchanged:
-        patch = dict(new)
-        for gone in set(old) - set(new):
-            patch[gone] = None
-        written = await api.merge_patch(API_VERSION, KIND, meta["namespace"], meta["name"], {"status": patch},
-                                        subresource="status")
-        _written[(meta["namespace"], meta["name"])] = {
-            **sm, "metadata": {**sm["metadata"], "resourceVersion": written["metadata"].get("resourceVersion")},
-            "status": written.get("status") or {}}
-    for type_, reason, message in events:
-        emit(api, sm, type_, reason, message)
+    async def _write(self, ctl: SMController, key: Key, body: dict[str, Any], old: StudentModelStatus,
+                     new: StudentModelStatus, events: list[SMEvent]) -> None:
+        await ctl.status.write(key, body, old, new)
+        for type_, reason, message in events:
+            emit(ctl.api(), body, type_, reason, message)

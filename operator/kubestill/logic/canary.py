@@ -273,37 +273,55 @@ def next_action(
     'Start'
     """
     phase = status.phase
-    release = baseline_release_due(spec, status)
     if phase == RolloutPhase.PROMOTED:
-        if controls.abort is not None and status.baseline_released_at is None:
-            return Action(ActionKind.ROLLBACK, "aborted after promotion, while the baseline was still kept")
-        if candidate_gone is not None and status.baseline_released_at is None:
-            return Action(ActionKind.ROLLBACK, f"{candidate_gone}, while the baseline was still kept")
-        if release is not None and now >= release:
-            return Action(ActionKind.RELEASE_BASELINE, f"baseline kept for {spec.promotion.keep_baseline_for}")
-        return Action(ActionKind.HOLD)
+        return _after_promotion(spec, status, now, controls, candidate_gone)
     if phase in (RolloutPhase.ROLLED_BACK, RolloutPhase.FAILED):
         return Action(ActionKind.HOLD)
-
     if controls.abort is not None:
         return Action(ActionKind.ROLLBACK, "aborted by user")
-
     if phase == RolloutPhase.PENDING:
         if spec.paused or controls.pause is not None:
             reason = PauseReason.SPEC if spec.paused else PauseReason.MANUAL
             return Action(ActionKind.PAUSE, "paused before the first step", reason)
         return _start(spec, route, candidate_gone, candidate_invalid)
+    ruled = (_stopped(spec, status, analysis, alerts, route, candidate_gone, candidate_invalid)
+             or _user_promote(spec, status, controls, route) or _paused_or_pausing(spec, status, controls))
+    if ruled is not None:
+        return ruled
+    if not step_entered(status):
+        # Resumed from a pause taken while Pending: the first step has not begun yet.
+        return _start(spec, route, candidate_gone, candidate_invalid)
+    return _in_step(spec, status, analysis, now, route)
 
-    if candidate_gone is not None and step_entered(status):
+
+def _after_promotion(spec: CanaryRolloutSpec, status: CanaryRolloutStatus, now: datetime, controls: Controls,
+                     candidate_gone: str | None) -> Action:
+    """Promoted: an abort or a lost candidate still rolls back while the baseline is kept; then its release."""
+    kept = status.baseline_released_at is None
+    if controls.abort is not None and kept:
+        return Action(ActionKind.ROLLBACK, "aborted after promotion, while the baseline was still kept")
+    if candidate_gone is not None and kept:
+        return Action(ActionKind.ROLLBACK, f"{candidate_gone}, while the baseline was still kept")
+    release = baseline_release_due(spec, status)
+    if release is not None and now >= release:
+        return Action(ActionKind.RELEASE_BASELINE, f"baseline kept for {spec.promotion.keep_baseline_for}")
+    return Action(ActionKind.HOLD)
+
+
+def _stopped(spec: CanaryRolloutSpec, status: CanaryRolloutStatus, analysis: AnalysisRound | None,
+             alerts: Sequence[str], route: RouteView, candidate_gone: str | None,
+             candidate_invalid: str | None) -> Action | None:
+    """What stops a started rollout, in precedence order: the candidate gone or invalid, another rollout
+    holding the route, a firing alert, analysis failed past its limit. None: nothing stops it."""
+    entered = step_entered(status)
+    if candidate_gone is not None and entered:
         return Action(ActionKind.ROLLBACK, candidate_gone)
-    if candidate_invalid is not None and step_entered(status):
+    if candidate_invalid is not None and entered:
         return Action(ActionKind.ROLLBACK, candidate_invalid)
-    if route.held_by is not None and step_entered(status):
+    if route.held_by is not None and entered:
         return Action(ActionKind.HOLD, route.message)
-
     if alerts:
         return Action(ActionKind.ROLLBACK, "alert firing: " + ", ".join(alerts))
-
     failure_limit = spec.analysis.failure_limit if spec.analysis is not None else 0
     if analysis is not None and analysis.verdict == MeasurementResult.FAILED:
         failures = status.step_failures + 1
@@ -312,17 +330,26 @@ def next_action(
                 ActionKind.ROLLBACK,
                 f"analysis failed {failures} time(s) in this step (limit {failure_limit}): {analysis.summary()}",
             )
+    return None
 
-    if controls.promote is not None:
-        if step_entered(status) and not route.carries:
-            # Skipping a pause is the user's call; skipping a weight the gateway never carried is not.
-            return Action(ActionKind.HOLD, f"promote waits for the route to carry the current step: {route.message}",
-                          defer=(ANNOTATION_PROMOTE,))
-        if controls.promote_full or (_is_last(spec, status.current_step) and not status.shadowing):
-            return Action(ActionKind.PROMOTE, "promoted by user")
-        return Action(ActionKind.ADVANCE, "promoted to the next step by user")
 
-    if phase == RolloutPhase.PAUSED:
+def _user_promote(spec: CanaryRolloutSpec, status: CanaryRolloutStatus, controls: Controls,
+                  route: RouteView) -> Action | None:
+    """The promote annotation: to the next step, or all the way; never past a weight the route has not carried."""
+    if controls.promote is None:
+        return None
+    if step_entered(status) and not route.carries:
+        # Skipping a pause is the user's call; skipping a weight the gateway never carried is not.
+        return Action(ActionKind.HOLD, f"promote waits for the route to carry the current step: {route.message}",
+                      defer=(ANNOTATION_PROMOTE,))
+    if controls.promote_full or (_is_last(spec, status.current_step) and not status.shadowing):
+        return Action(ActionKind.PROMOTE, "promoted by user")
+    return Action(ActionKind.ADVANCE, "promoted to the next step by user")
+
+
+def _paused_or_pausing(spec: CanaryRolloutSpec, status: CanaryRolloutStatus, controls: Controls) -> Action | None:
+    """Paused: resume when asked (or spec.paused cleared), else hold. Running: pause when asked."""
+    if status.phase == RolloutPhase.PAUSED:
         resumable = not spec.paused and (
             controls.resume is not None or status.pause_reason == PauseReason.SPEC
         )
@@ -330,21 +357,23 @@ def next_action(
             why = "resumed by user" if controls.resume is not None else "spec.paused cleared"
             return Action(ActionKind.RESUME, why)
         return Action(ActionKind.HOLD, status.message)
-
     if spec.paused:
         return Action(ActionKind.PAUSE, "spec.paused is true", PauseReason.SPEC)
     if controls.pause is not None:
         return Action(ActionKind.PAUSE, "paused by user", PauseReason.MANUAL)
-    if not step_entered(status):
-        # Resumed from a pause taken while Pending: the first step has not begun yet.
-        return _start(spec, route, candidate_gone, candidate_invalid)
+    return None
+
+
+def _in_step(spec: CanaryRolloutSpec, status: CanaryRolloutStatus, analysis: AnalysisRound | None, now: datetime,
+             route: RouteView) -> Action:
+    """A running step: wait for the route, pause on too many inconclusive rounds, advance when its time is up
+    and the analysis says so."""
     if not route.carries:
         what = f"{spec.shadow.percent if spec.shadow else 0}% mirrored" if status.shadowing else (
             f"{status.current_weight}%")
         return Action(ActionKind.HOLD, f"waiting for the route to carry {what} to the candidate: {route.message}")
     if status.step_started_at is None:
         return Action(ActionKind.HOLD, "waiting for the route to carry the step")
-
     inconclusive_limit = spec.analysis.inconclusive_limit if spec.analysis is not None else 0
     if analysis is not None and analysis.verdict == MeasurementResult.INCONCLUSIVE:
         streak = status.consecutive_inconclusive + 1
@@ -355,9 +384,13 @@ def next_action(
                 f"{analysis.summary()}",
                 PauseReason.INCONCLUSIVE,
             )
-
     if status.next_step_at is None or now < status.next_step_at:
         return Action(ActionKind.HOLD)
+    return _step_over(spec, status, analysis)
+
+
+def _step_over(spec: CanaryRolloutSpec, status: CanaryRolloutStatus, analysis: AnalysisRound | None) -> Action:
+    """The step's pause is over: advance (or promote after the last) once an analysis round succeeded."""
     if spec.analysis is not None:
         verdict = analysis.verdict if analysis is not None else status.last_verdict
         if verdict != MeasurementResult.SUCCESSFUL:

@@ -21,6 +21,7 @@ from kubestill.api.v1alpha1.canaryrollout import (
 
 from .analysis import AnalysisRound
 from .canary import ACTIVE_PHASES, Action, ActionKind, RouteView, step_entered, step_pause
+from .conditions import set_condition
 
 # Bounds keep the object far below etcd's 1.5 MiB limit even for rollouts that run for weeks.
 MAX_MEASUREMENTS = 30
@@ -120,23 +121,6 @@ def _condition(status: CanaryRolloutStatus, new: Condition, now: datetime) -> li
     return set_condition(status.conditions, new, now)
 
 
-def set_condition(conditions: list[Condition], new: Condition, now: datetime) -> list[Condition]:
-    """`conditions` with `new` in place of the one of its type; its transition time moves only when the
-    status flips."""
-    out = []
-    placed = False
-    for cond in conditions:
-        if cond.type == new.type:
-            keep = cond.status == new.status and cond.last_transition_time is not None
-            out.append(new.model_copy(update={"last_transition_time": cond.last_transition_time if keep else now}))
-            placed = True
-        else:
-            out.append(cond)
-    if not placed:
-        out.append(new.model_copy(update={"last_transition_time": now}))
-    return out
-
-
 def _conditions(status: CanaryRolloutStatus, generation: int | None, now: datetime) -> list[Condition]:
     progressing = {
         RolloutPhase.PENDING: (ConditionStatus.TRUE, "Pending"),
@@ -190,32 +174,7 @@ def apply_action(
     if handled is not None:
         update["handled_annotations"] = handled
     kind = action.kind
-    if kind == ActionKind.START:
-        update.update(_enter_step(spec, new, -1 if spec.shadow is not None else 0, now))
-    elif kind == ActionKind.ADVANCE:
-        update.update(_enter_step(spec, new, new.current_step + 1, now))
-    elif kind == ActionKind.PROMOTE:
-        update.update(
-            phase=RolloutPhase.PROMOTED, current_step=len(spec.steps) - 1, current_weight=100, shadowing=False,
-            promoted_at=None, next_step_at=None, paused_at=None, pause_reason=None,
-        )
-    elif kind in (ActionKind.ROLLBACK, ActionKind.FAIL):
-        update.update(
-            phase=RolloutPhase.ROLLED_BACK if kind == ActionKind.ROLLBACK else RolloutPhase.FAILED,
-            current_weight=0, shadowing=False, next_step_at=None, paused_at=None, pause_reason=None,
-            # Nothing was ever written to the route before the first step: nothing to restore.
-            route_settled_at=None if step_entered(new) else now,
-        )
-    elif kind == ActionKind.PAUSE:
-        update.update(phase=RolloutPhase.PAUSED, paused_at=now, pause_reason=action.pause_reason)
-    elif kind == ActionKind.RESUME:
-        shift = now - new.paused_at if new.paused_at is not None else None
-        update.update(
-            phase=RolloutPhase.PROGRESSING, paused_at=None, pause_reason=None, consecutive_inconclusive=0,
-            next_step_at=new.next_step_at + shift if new.next_step_at and shift else new.next_step_at,
-        )
-    elif kind == ActionKind.RELEASE_BASELINE:
-        update["baseline_released_at"] = now
+    update.update(_transition(spec, new, action, now))
     if kind != ActionKind.HOLD:
         new = new.model_copy(update=update)
         update = {"message": _message(spec, new, action)}
@@ -229,6 +188,37 @@ def apply_action(
         update["message"] = action.reason
     new = new.model_copy(update=update)
     return new.model_copy(update={"conditions": _conditions(new, generation, now)})
+
+
+def _transition(spec: CanaryRolloutSpec, new: CanaryRolloutStatus, action: Action,
+                now: datetime) -> dict[str, object]:
+    """The status fields an action changes (none for HOLD), by model field name."""
+    kind = action.kind
+    if kind == ActionKind.START:
+        return _enter_step(spec, new, -1 if spec.shadow is not None else 0, now)
+    if kind == ActionKind.ADVANCE:
+        return _enter_step(spec, new, new.current_step + 1, now)
+    if kind == ActionKind.PROMOTE:
+        return dict(phase=RolloutPhase.PROMOTED, current_step=len(spec.steps) - 1, current_weight=100,
+                    shadowing=False, promoted_at=None, next_step_at=None, paused_at=None, pause_reason=None)
+    if kind in (ActionKind.ROLLBACK, ActionKind.FAIL):
+        return dict(
+            phase=RolloutPhase.ROLLED_BACK if kind == ActionKind.ROLLBACK else RolloutPhase.FAILED,
+            current_weight=0, shadowing=False, next_step_at=None, paused_at=None, pause_reason=None,
+            # Nothing was ever written to the route before the first step: nothing to restore.
+            route_settled_at=None if step_entered(new) else now,
+        )
+    if kind == ActionKind.PAUSE:
+        return dict(phase=RolloutPhase.PAUSED, paused_at=now, pause_reason=action.pause_reason)
+    if kind == ActionKind.RESUME:
+        shift = now - new.paused_at if new.paused_at is not None else None
+        return dict(
+            phase=RolloutPhase.PROGRESSING, paused_at=None, pause_reason=None, consecutive_inconclusive=0,
+            next_step_at=new.next_step_at + shift if new.next_step_at and shift else new.next_step_at,
+        )
+    if kind == ActionKind.RELEASE_BASELINE:
+        return {"baseline_released_at": now}
+    return {}
 
 
 def _message(spec: CanaryRolloutSpec, status: CanaryRolloutStatus, action: Action) -> str:

@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any
 
-StageState = Literal["Pending", "Running", "Succeeded", "Failed"]
+from kubestill.api.v1alpha1.distillationjob import StageState
 
 
 @dataclass(frozen=True)
@@ -42,12 +42,12 @@ def job_view(job: Mapping[str, Any]) -> JobView:
     failed_cond = _condition(status, "Failed")
     if failed_cond is not None:
         message = ": ".join(p for p in (failed_cond.get("reason"), failed_cond.get("message")) if p)
-        return JobView(name, "Failed", attempts, start, failed_cond.get("lastTransitionTime"), message)
+        return JobView(name, StageState.FAILED, attempts, start, failed_cond.get("lastTransitionTime"), message)
     if _condition(status, "Complete") is not None or (succeeded > 0 and active == 0 and done):
-        return JobView(name, "Succeeded", attempts, start, done)
+        return JobView(name, StageState.SUCCEEDED, attempts, start, done)
     if active > 0 or attempts > 0 or start:
-        return JobView(name, "Running", attempts, start)
-    return JobView(name, "Pending", attempts)
+        return JobView(name, StageState.RUNNING, attempts, start)
+    return JobView(name, StageState.PENDING, attempts)
 
 
 def parse_time(value: str | None) -> datetime | None:

@@ -1,9 +1,9 @@
 """The DistillationJob pipeline as one pure decision: given the spec, the last status and what exists in
 the cluster, what is the new status and what must be done next?
 
-`plan(...)` is a level-triggered reconcile step (like a controller-runtime Reconcile): it never remembers
+`decide(...)` is a level-triggered reconcile step (like a controller-runtime Reconcile): it never remembers
 anything between calls, so replaying it, or restarting the operator, yields the same Job names and at most
-one creation per stage. Time is passed in.
+one creation per stage. Time is passed in; the status in and out is the typed DistillationJobStatus.
 
 Behaviour on spec edits (documented in the CRD description of the kind): changes apply to stages that have
 not started yet; a running stage keeps the config it started with; a finished job is never re-run.
@@ -20,9 +20,23 @@ from typing import Any
 from pydantic import ValidationError
 
 from kubestill.api.names import job_name
-from kubestill.api.v1alpha1.distillationjob import STAGES, DistillationJobSpec, Phase, Progress, Stage
+from kubestill.api.v1alpha1._base import ObjectReference
+from kubestill.api.v1alpha1.distillationjob import (
+    FINISHED_STATES,
+    STAGES,
+    TERMINAL_PHASES,
+    DistillationJobSpec,
+    DistillationJobStatus,
+    GateVerdict,
+    Phase,
+    Progress,
+    RoiReport,
+    Stage,
+    StageState,
+    StageStatus,
+)
 
-from .conditions import Cond, rfc3339, set_conditions
+from .conditions import Cond, set_conditions, to_seconds
 from .gates import Verdict, evaluate_gates, quality_ratio
 from .jobs import JobView, duration_seconds
 from .roi import StageUsage, compute_roi
@@ -34,7 +48,6 @@ PHASE_OF_STAGE: dict[Stage, Phase] = {
     Stage.EVALUATE: Phase.EVALUATING,
     Stage.EXPORT: Phase.EXPORTING,
 }
-TERMINAL = (Phase.SUCCEEDED.value, Phase.FAILED.value)
 
 
 @dataclass(frozen=True)
@@ -48,8 +61,10 @@ class Event:
 
 @dataclass(frozen=True)
 class Observed:
-    """What the handler found in the cluster for one DistillationJob."""
+    """What the handler found for one DistillationJob: its name and generation, and what is in the cluster."""
 
+    name: str
+    generation: int | None
     jobs: Mapping[str, JobView] = field(default_factory=dict)  # by stage name
     report: Mapping[str, str] = field(default_factory=dict)  # data of the report ConfigMap
     # Problems with references that can be checked before any Job runs (missing claim, Secret ...).
@@ -62,11 +77,15 @@ class Observed:
 
 
 @dataclass(frozen=True)
-class Plan:
-    status: dict[str, Any]
+class Actions:
+    """What the handler must do after the status: create one stage Job, publish the StudentModel, post Events."""
+
     create_stage: Stage | None = None
     publish: bool = False
     events: tuple[Event, ...] = ()
+
+
+NOTHING = Actions()
 
 
 def _json(text: str | None) -> dict[str, Any] | None:
@@ -79,206 +98,226 @@ def _json(text: str | None) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
-def parse_progress(report: Mapping[str, str]) -> dict[str, Any] | None:
+def parse_progress(report: Mapping[str, str]) -> Progress | None:
     """progress.json from the report channel, validated; None when absent or unreadable."""
     raw = _json(report.get("progress.json"))
     if raw is None:
         return None
     try:
-        return Progress.model_validate(raw).to_wire()
+        return Progress.model_validate(raw)
     except ValidationError:
         return None
 
 
-def _stage_entry(view: JobView, old: Mapping[str, Any] | None) -> dict[str, Any]:
-    entry: dict[str, Any] = {"jobName": view.name, "state": view.state, "attempts": view.attempts}
-    if view.start_time:
-        entry["startedAt"] = view.start_time
-    if view.completion_time and view.state in ("Succeeded", "Failed"):
-        entry["finishedAt"] = view.completion_time
-    message = (view.message or (old or {}).get("message", "")) if view.state == "Failed" else ""
-    if message:
-        entry["message"] = message
-    return entry
+def invalid_spec(status: DistillationJobStatus, message: str, generation: int | None,
+                 now: datetime) -> DistillationJobStatus:
+    """The status of a job whose stored spec the models refuse (the API server's schema and CEL rules catch
+    nearly everything; this is the rest, made visible): Failed, Ready=False InvalidSpec."""
+    return status.model_copy(update={
+        "phase": Phase.FAILED, "message": message, "observed_generation": generation,
+        "conditions": set_conditions(status.conditions, [Cond("Ready", "False", "InvalidSpec", message)], now,
+                                     generation)})
 
 
-def _metrics_fields(spec: DistillationJobSpec, metrics: Mapping[str, Any], verdict: Verdict) -> dict[str, Any]:
-    out: dict[str, Any] = {
-        "teacherMetrics": {k: float(v) for k, v in (metrics.get("teacher") or {}).items() if _is_num(v)},
-        "studentMetrics": {k: float(v) for k, v in (metrics.get("student") or {}).items() if _is_num(v)},
-        "gate": {"passed": verdict.passed, "reasons": list(verdict.reasons)},
-    }
-    ratio = quality_ratio(metrics)
-    if ratio is not None:
-        out["qualityRatio"] = round(ratio, 6)
-    if _is_num(metrics.get("speedup")):
-        out["speedup"] = round(float(metrics["speedup"]), 4)
-    return out
+def _stage_entry(view: JobView, old: StageStatus | None) -> StageStatus:
+    message = (view.message or (old.message if old else "")) if view.state == StageState.FAILED else ""
+    return StageStatus(job_name=view.name, state=view.state, attempts=view.attempts, started_at=view.start_time,
+                       finished_at=view.completion_time if view.state in FINISHED_STATES else None,
+                       message=message)
 
 
 def _is_num(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
-def _roi(spec: DistillationJobSpec, jobs: Mapping[str, JobView], speedup: float | None) -> dict[str, Any] | None:
+def _metrics_fields(metrics: Mapping[str, Any], verdict: Verdict) -> dict[str, Any]:
+    """Status fields (by model field name) from metrics.json and the gate verdict."""
+    out: dict[str, Any] = {
+        "teacher_metrics": {k: float(v) for k, v in (metrics.get("teacher") or {}).items() if _is_num(v)},
+        "student_metrics": {k: float(v) for k, v in (metrics.get("student") or {}).items() if _is_num(v)},
+        "gate": GateVerdict(passed=verdict.passed, reasons=list(verdict.reasons)),
+    }
+    ratio = quality_ratio(metrics)
+    if ratio is not None:
+        out["quality_ratio"] = round(ratio, 6)
+    if _is_num(metrics.get("speedup")):
+        out["speedup"] = round(float(metrics["speedup"]), 4)
+    return out
+
+
+def _roi(spec: DistillationJobSpec, jobs: Mapping[str, JobView], speedup: float | None) -> RoiReport | None:
     if spec.cost is None:
         return None
     usage = [
         StageUsage(duration_seconds(view), getattr(spec.resources, stage).gpus)
         for stage, view in jobs.items()
-        if view.state == "Succeeded"
+        if view.state == StageState.SUCCEEDED
     ]
     roi = compute_roi(spec.cost, usage, speedup)
-    out: dict[str, Any] = {
-        "distillationCost": roi.distillation_cost,
-        "dailySavings": roi.daily_savings,
-        "currency": roi.currency,
-    }
-    if roi.break_even_days is not None:
-        out["breakEvenDays"] = roi.break_even_days
-    return out
+    return RoiReport(distillation_cost=roi.distillation_cost, daily_savings=roi.daily_savings,
+                     currency=roi.currency, break_even_days=roi.break_even_days)
 
 
-def plan(
-    name: str,
-    spec: DistillationJobSpec,
-    generation: int | None,
-    status: Mapping[str, Any],
-    observed: Observed,
-    now: datetime,
-) -> Plan:
-    """The next status of a DistillationJob and the one action that moves it forward."""
-    old_phase = status.get("phase") or Phase.PENDING.value
-    old_stages: Mapping[str, Any] = status.get("stages") or {}
-    new: dict[str, Any] = {k: v for k, v in status.items() if k not in ("kopf",)}
-    new["observedGeneration"] = generation
-    events: list[Event] = []
-    conds: list[Cond] = []
-    create: Stage | None = None
-    publish = False
-
-    # A finished job stays finished: its Jobs may be garbage-collected or edited away, its verdict stands.
-    if old_phase in TERMINAL:
-        return Plan(status=new if new != dict(status) else dict(status))
-
-    if observed.reference_problems and not observed.jobs and not observed.expected:
-        message = "; ".join(observed.reference_problems)
-        conds.append(Cond("ReferencesResolved", "False", "ReferenceNotFound", message))
-        conds.append(Cond("Ready", "False", "ReferenceNotFound", message))
-        if status.get("message") != message:
-            events.append(Event("Warning", "ReferenceNotFound", message))
-        new.update(phase=Phase.PENDING.value, message=message)
-        new["conditions"] = set_conditions(status.get("conditions") or [], conds, now, generation)
-        return Plan(status=new, events=tuple(events))
+def _blocked(status: DistillationJobStatus, base: DistillationJobStatus, observed: Observed,
+             now: datetime) -> tuple[DistillationJobStatus, Actions] | None:
+    """Before any Job exists: a missing reference or an s3:// check that has not passed holds the job
+    Pending (with a Warning Event when the reason is new); None when nothing holds it."""
+    if observed.jobs or observed.expected:
+        return None
     storage = observed.storage
-    if storage is not None and storage.state != "passed" and not observed.jobs and not observed.expected:
-        failed = storage.state == "failed"
-        conds.append(Cond("ReferencesResolved", "False" if failed else "Unknown", storage.reason, storage.message))
-        conds.append(Cond("Ready", "False", storage.reason, storage.message))
-        if failed and status.get("message") != storage.message:
-            events.append(Event("Warning", storage.reason, storage.message))
-        new.update(phase=Phase.PENDING.value, message=storage.message)
-        new["conditions"] = set_conditions(status.get("conditions") or [], conds, now, generation)
-        return Plan(status=new, events=tuple(events))
-    conds.append(Cond("ReferencesResolved", "True", "Resolved", "claims and Secrets the spec names exist"))
+    if observed.reference_problems:
+        message = "; ".join(observed.reference_problems)
+        reason, resolved, warn = "ReferenceNotFound", "False", True
+    elif storage is not None and storage.state != "passed":
+        message, reason = storage.message, storage.reason
+        warn = storage.state == "failed"
+        resolved = "False" if warn else "Unknown"
+    else:
+        return None
+    conds = [Cond("ReferencesResolved", resolved, reason, message), Cond("Ready", "False", reason, message)]
+    events = (Event("Warning", reason, message),) if warn and status.message != message else ()
+    new = base.model_copy(update={"phase": Phase.PENDING, "message": message, "conditions": set_conditions(
+        status.conditions, conds, now, observed.generation)})
+    return new, Actions(events=events)
 
-    stages: dict[str, Any] = {}
-    phase = Phase.PENDING
-    message = ""
-    failure_reason = ""
+
+@dataclass
+class _Walk:
+    """The stages walked so far, in order, and what they add up to (local to one `decide`)."""
+
+    stages: dict[str, StageStatus] = field(default_factory=dict)
+    phase: Phase = Phase.PENDING
+    message: str = ""
+    failure_reason: str = ""
+    create: Stage | None = None
+    publish: bool = False
+    events: list[Event] = field(default_factory=list)
+    conds: list[Cond] = field(default_factory=list)
+    fields: dict[str, Any] = field(default_factory=dict)  # other status fields, by model field name
+
+    def fail(self, reason: str, message: str) -> None:
+        self.phase, self.failure_reason, self.message = Phase.FAILED, reason, message
+
+
+def _not_created(walk: _Walk, stage: Stage, observed: Observed) -> None:
+    """The first stage without a Job: written as the created Job will be observed (Pending), so its first
+    watch event changes nothing; created unless it is expected already."""
+    name = job_name(observed.name, stage.value)
+    walk.stages[stage.value] = StageStatus(job_name=name, state=StageState.PENDING, attempts=0)
+    walk.phase, walk.message = PHASE_OF_STAGE[stage], f"{stage.value}: Job {name} pending"
+    if stage.value not in observed.expected:
+        walk.create = stage
+        walk.events.append(Event("Normal", "StageStarted", f"{stage.value}: created Job {name}"))
+
+
+def _running(walk: _Walk, stage: Stage, view: JobView, observed: Observed) -> None:
+    walk.phase = PHASE_OF_STAGE[stage]
+    walk.message = f"{stage.value}: Job {view.name} {view.state.lower()}"
+    progress = parse_progress(observed.report) if stage == Stage.TRAIN else None
+    if progress is not None:
+        walk.fields["progress"] = progress
+        walk.message += f", {progress.percent:.0f}% trained"
+
+
+def _evaluated(walk: _Walk, spec: DistillationJobSpec, status: DistillationJobStatus, observed: Observed) -> bool:
+    """The evaluate stage succeeded: metrics, gates and ROI into the status; False when the pipeline stops
+    here (metrics missing, or a gate failed)."""
     metrics = _json(observed.report.get("metrics.json"))
+    if metrics is None:
+        walk.fail("MetricsMissing", "evaluate succeeded but metrics.json never reached the report ConfigMap")
+        return False
+    verdict = evaluate_gates(spec.evaluation, metrics)
+    walk.fields.update(_metrics_fields(metrics, verdict))
+    roi = _roi(spec, observed.jobs, walk.fields.get("speedup", status.speedup))
+    if roi is not None:
+        walk.fields["roi"] = roi
+    summary = "; ".join(verdict.reasons)
+    reason = "GatePassed" if verdict.passed else "GateFailed"
+    walk.conds.append(Cond("GatePassed", "True" if verdict.passed else "False", reason, summary))
+    if (status.gate.passed if status.gate else None) != verdict.passed:
+        walk.events.append(Event("Normal" if verdict.passed else "Warning", reason, summary))
+    if not verdict.passed:
+        walk.fail("GateFailed", f"quality gates failed, student not published: {summary}")
+    return verdict.passed
+
+
+def _succeeded(walk: _Walk, stage: Stage, spec: DistillationJobSpec, status: DistillationJobStatus,
+               observed: Observed) -> bool:
+    """What a succeeded stage adds; False when the pipeline stops at it."""
+    if stage == Stage.TRAIN:
+        progress = parse_progress(observed.report) or status.progress or Progress()
+        walk.fields["progress"] = progress.model_copy(update={"percent": 100.0})
+    elif stage == Stage.EVALUATE:
+        return _evaluated(walk, spec, status, observed)
+    elif stage == Stage.EXPORT:
+        walk.phase, walk.publish = Phase.SUCCEEDED, True
+        walk.message = f"student published as StudentModel {spec.output.student_model_name}"
+        walk.fields["student_model"] = ObjectReference(name=spec.output.student_model_name)
+        if status.student_model is None:
+            walk.events.append(Event("Normal", "StudentModelPublished", walk.message))
+    return True
+
+
+def _walk(spec: DistillationJobSpec, status: DistillationJobStatus, observed: Observed) -> _Walk:
+    """Every stage in order, up to the first that is not finished (or failed)."""
+    walk = _Walk()
     for stage in STAGES:
         view = observed.jobs.get(stage.value)
-        old_entry = old_stages.get(stage.value)
         if view is None:
-            stages[stage.value] = {"jobName": job_name(name, stage.value), "state": "Pending", "attempts": 0}
-            # Written as the created Job will be observed (Pending), so its first watch event changes nothing.
-            phase, message = PHASE_OF_STAGE[stage], f"{stage.value}: Job {job_name(name, stage.value)} pending"
-            if stage.value not in observed.expected:
-                create = stage
-                events.append(Event("Normal", "StageStarted",
-                                    f"{stage.value}: created Job {job_name(name, stage.value)}"))
+            _not_created(walk, stage, observed)
             break
-        entry = _stage_entry(view, old_entry)
-        stages[stage.value] = entry
-        if (old_entry or {}).get("state") != view.state and view.state in ("Succeeded", "Failed"):
-            kind = "Normal" if view.state == "Succeeded" else "Warning"
-            detail = f": {entry.get('message')}" if entry.get("message") else ""
-            events.append(Event(kind, f"Stage{view.state}", f"{stage.value} {view.state.lower()}{detail}"))
-        if view.state == "Failed":
-            phase, failure_reason = Phase.FAILED, "StageFailed"
-            message = f"stage {stage.value} failed (Job {view.name})" + (
-                f": {entry['message']}" if entry.get("message") else ""
-            )
+        old = status.stages.get(stage.value)
+        entry = walk.stages[stage.value] = _stage_entry(view, old)
+        detail = f": {entry.message}" if entry.message else ""
+        if (old.state if old else None) != view.state and view.state in FINISHED_STATES:
+            walk.events.append(Event("Normal" if view.state == StageState.SUCCEEDED else "Warning",
+                                     f"Stage{view.state}", f"{stage.value} {view.state.lower()}{detail}"))
+        if view.state == StageState.FAILED:
+            walk.fail("StageFailed", f"stage {stage.value} failed (Job {view.name})" + detail)
             break
-        if view.state != "Succeeded":
-            phase = PHASE_OF_STAGE[stage]
-            message = f"{stage.value}: Job {view.name} {view.state.lower()}"
-            if stage == Stage.TRAIN:
-                progress = parse_progress(observed.report)
-                if progress is not None:
-                    new["progress"] = progress
-                    message += f", {progress.get('percent', 0):.0f}% trained"
+        if view.state != StageState.SUCCEEDED:
+            _running(walk, stage, view, observed)
             break
-        if stage == Stage.TRAIN:
-            progress = parse_progress(observed.report) or dict(status.get("progress") or {})
-            progress["percent"] = 100.0
-            new["progress"] = progress
-        if stage == Stage.EVALUATE:
-            if metrics is None:
-                phase, failure_reason = Phase.FAILED, "MetricsMissing"
-                message = "evaluate succeeded but metrics.json never reached the report ConfigMap"
-                break
-            verdict = evaluate_gates(spec.evaluation, metrics)
-            new.update(_metrics_fields(spec, metrics, verdict))
-            roi = _roi(spec, observed.jobs, new.get("speedup"))
-            if roi is not None:
-                new["roi"] = roi
-            summary = "; ".join(verdict.reasons)
-            if verdict.passed:
-                conds.append(Cond("GatePassed", "True", "GatePassed", summary))
-            else:
-                conds.append(Cond("GatePassed", "False", "GateFailed", summary))
-            old_gate = (status.get("gate") or {}).get("passed")
-            if old_gate != verdict.passed:
-                kind = "Normal" if verdict.passed else "Warning"
-                events.append(Event(kind, "GatePassed" if verdict.passed else "GateFailed", summary))
-            if not verdict.passed:
-                phase, failure_reason = Phase.FAILED, "GateFailed"
-                message = f"quality gates failed, student not published: {summary}"
-                break
-        if stage == Stage.EXPORT:
-            phase, publish = Phase.SUCCEEDED, True
-            message = f"student published as StudentModel {spec.output.student_model_name}"
-            new["studentModel"] = {"name": spec.output.student_model_name}
-            if not status.get("studentModel"):
-                events.append(Event("Normal", "StudentModelPublished", message))
+        if not _succeeded(walk, stage, spec, status, observed):
+            break
+    return walk
 
-    new["stages"] = stages
-    new["phase"] = phase.value
-    new["message"] = message
-    if stages and not new.get("startedAt"):
-        new["startedAt"] = rfc3339(now)
-    if phase == Phase.SUCCEEDED:
-        conds += [
-            Cond("Ready", "True", "Succeeded", message),
-            Cond("Progressing", "False", "Succeeded", "all stages finished"),
-        ]
-    elif phase == Phase.FAILED:
-        conds += [
-            Cond("Ready", "False", failure_reason, message),
-            Cond("Progressing", "False", failure_reason, message),
-        ]
-    else:
-        conds += [
-            Cond("Ready", "False", "InProgress", message),
-            Cond("Progressing", "True", "StageRunning", message),
-        ]
-    if phase.value in TERMINAL and not new.get("completedAt"):
-        new["completedAt"] = rfc3339(now)
+
+def _phase_conditions(walk: _Walk) -> list[Cond]:
+    if walk.phase == Phase.SUCCEEDED:
+        return [Cond("Ready", "True", "Succeeded", walk.message),
+                Cond("Progressing", "False", "Succeeded", "all stages finished")]
+    if walk.phase == Phase.FAILED:
+        return [Cond("Ready", "False", walk.failure_reason, walk.message),
+                Cond("Progressing", "False", walk.failure_reason, walk.message)]
+    return [Cond("Ready", "False", "InProgress", walk.message),
+            Cond("Progressing", "True", "StageRunning", walk.message)]
+
+
+def decide(spec: DistillationJobSpec, status: DistillationJobStatus, observed: Observed,
+           now: datetime) -> tuple[DistillationJobStatus, Actions]:
+    """The next status of a DistillationJob and the one action that moves it forward.
+
+    A finished job stays finished: its Jobs may be garbage-collected or edited away, its verdict stands.
+    """
+    base = status.model_copy(update={"observed_generation": observed.generation})
+    if status.phase in TERMINAL_PHASES:
+        return base, NOTHING
+    blocked = _blocked(status, base, observed, now)
+    if blocked is not None:
+        return blocked
+    walk = _walk(spec, status, observed)
+    conds = [Cond("ReferencesResolved", "True", "Resolved", "claims and Secrets the spec names exist"),
+             *walk.conds, *_phase_conditions(walk)]
+    terminal = walk.phase in TERMINAL_PHASES
+    update: dict[str, Any] = {**walk.fields, "stages": walk.stages, "phase": walk.phase, "message": walk.message,
+                              "conditions": set_conditions(status.conditions, conds, now, observed.generation)}
+    if status.started_at is None:
+        update["started_at"] = to_seconds(now)
+    if terminal and status.completed_at is None:
+        update["completed_at"] = to_seconds(now)
     # Running phases are announced by StageStarted; only the end of the pipeline gets an Event of its own.
-    if phase.value != old_phase and phase.value in TERMINAL:
-        kind = "Warning" if phase == Phase.FAILED else "Normal"
-        events.append(Event(kind, f"Phase{phase.value}", message))
-    new["conditions"] = set_conditions(status.get("conditions") or [], conds, now, generation)
-    return Plan(status=new, create_stage=create, publish=publish, events=tuple(events))
+    if walk.phase != status.phase and terminal:
+        walk.events.append(Event("Warning" if walk.phase == Phase.FAILED else "Normal", f"Phase{walk.phase}",
+                                 walk.message))
+    return base.model_copy(update=update), Actions(walk.create, walk.publish, tuple(walk.events))

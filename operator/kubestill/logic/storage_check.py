@@ -28,6 +28,7 @@ from datetime import timedelta
 
 from kubestill.api.names import check_job_name
 from kubestill.api.storage import parse_check_result
+from kubestill.api.v1alpha1.distillationjob import StageState
 
 from .conditions import rfc3339
 from .jobs import JobView, parse_time
@@ -64,9 +65,9 @@ def decide_check(owner: str, key: str, jobs: Sequence[JobView], messages: Mappin
     if not mine:
         return StorageCheck("checking", "Checking", "", create=0, job=check_job_name(owner, key, 0))
     attempt, job = mine[-1]
-    if job.state == "Succeeded":
+    if job.state == StageState.SUCCEEDED:
         return StorageCheck("passed", "Readable", "", job=job.name)
-    if job.state != "Failed":
+    if job.state != StageState.FAILED:
         return StorageCheck("checking", "Checking", "", job=job.name)
     result = parse_check_result(messages.get(job.name, ""))
     if result is not None and result.reason is not None:

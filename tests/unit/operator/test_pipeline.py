@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from kubestill.api.v1alpha1.distillationjob import DistillationJobSpec, Stage
+from kubestill.api.v1alpha1.distillationjob import DistillationJobSpec, DistillationJobStatus, Stage
 from kubestill.logic.conditions import find
 from kubestill.logic.jobs import JobView
-from kubestill.logic.pipeline import Observed, plan
+from kubestill.logic.pipeline import Actions, Observed, decide
 
 from .conftest import dj_manifest
 
@@ -31,6 +31,16 @@ def _spec(**overrides: Any) -> DistillationJobSpec:
 
 def _jobs(*views: JobView) -> dict[str, JobView]:
     return {stage.value: view for stage, view in zip(Stage, views, strict=False)}
+
+
+def _observed(jobs: dict[str, JobView] | None = None, report: dict[str, str] | None = None,
+              generation: int = 1, **more: Any) -> Observed:
+    return Observed("bbc", generation, jobs or {}, report or {}, **more)
+
+
+def plan(spec: DistillationJobSpec, status: DistillationJobStatus | None, observed: Observed,
+         now: datetime = NOW) -> tuple[DistillationJobStatus, Actions]:
+    return decide(spec, status or DistillationJobStatus(), observed, now)
 
 
 @pytest.mark.parametrize(
@@ -53,82 +63,91 @@ def _jobs(*views: JobView) -> dict[str, JobView]:
 )
 def test_plan(jobs: dict[str, JobView], report: dict[str, str], phase: str, create: Stage | None,
               publish: bool, ready_reason: str) -> None:
-    result = plan("bbc", _spec(), 1, {}, Observed(jobs, report), NOW)
-    assert result.status["phase"] == phase
-    assert result.create_stage == create
-    assert result.publish is publish
-    ready = find(result.status["conditions"], "Ready")
-    assert ready is not None and ready["reason"] == ready_reason
-    assert result.status["observedGeneration"] == 1
+    status, actions = plan(_spec(), None, _observed(jobs, report))
+    assert status.phase == phase
+    assert actions.create_stage == create
+    assert actions.publish is publish
+    ready = find(status.conditions, "Ready")
+    assert ready is not None and ready.reason == ready_reason
+    assert status.observed_generation == 1
 
 
 def test_stage_names_are_deterministic() -> None:
-    result = plan("bbc", _spec(), 1, {}, Observed(_jobs(DONE)), NOW)
-    assert result.status["stages"]["train"]["jobName"] == "bbc-train"
-    assert result.status["stages"]["label"] == {
+    status, _ = plan(_spec(), None, _observed(_jobs(DONE)))
+    assert status.stages["train"].job_name == "bbc-train"
+    assert status.to_wire()["stages"]["label"] == {
         "jobName": "x", "state": "Succeeded", "attempts": 1,
-        "startedAt": "2026-01-01T10:00:00Z", "finishedAt": "2026-01-01T11:00:00Z"}
+        "startedAt": "2026-01-01T10:00:00Z", "finishedAt": "2026-01-01T11:00:00Z", "message": ""}
 
 
 def test_replay_is_stable() -> None:
     """Replaying a reconcile on its own output changes nothing and creates nothing new."""
-    observed = Observed(_jobs(DONE, RUNNING), {"progress.json": json.dumps(PROGRESS)})
-    first = plan("bbc", _spec(), 1, {}, observed, NOW)
-    again = plan("bbc", _spec(), 1, first.status, observed, datetime(2026, 1, 1, 13, tzinfo=UTC))
-    assert again.status == first.status
-    assert again.create_stage is None
-    assert again.events == ()
+    observed = _observed(_jobs(DONE, RUNNING), {"progress.json": json.dumps(PROGRESS)})
+    first, _ = plan(_spec(), None, observed)
+    again, actions = plan(_spec(), first, observed, datetime(2026, 1, 1, 13, tzinfo=UTC))
+    assert again == first
+    assert actions.create_stage is None
+    assert actions.events == ()
+
+
+def test_replay_after_a_round_trip_through_the_wire_is_stable() -> None:
+    """What the API server stores and gives back (JSON) equals the decision, so nothing is written twice."""
+    observed = _observed(_jobs(DONE, DONE, DONE), {"metrics.json": json.dumps(METRICS)})
+    first, _ = plan(_spec(), None, observed)
+    stored = DistillationJobStatus.model_validate(json.loads(json.dumps(first.to_wire())))
+    assert stored == first
+    waiting = _observed(observed.jobs, observed.report, expected=frozenset({"export"}))  # created, not seen yet
+    again, actions = plan(_spec(), stored, waiting, datetime(2026, 1, 1, 13, tzinfo=UTC))
+    assert again == stored and actions == Actions()
 
 
 def test_progress_and_failure_message() -> None:
-    running = plan("bbc", _spec(), 1, {}, Observed(_jobs(DONE, RUNNING), {"progress.json": json.dumps(PROGRESS)}),
-                   NOW)
-    assert running.status["progress"]["percent"] == 42.0
-    assert running.status["progress"]["eta"] == "2026-01-01T12:10:00Z"
-    assert "42% trained" in running.status["message"]
-    failed = plan("bbc", _spec(), 1, {}, Observed(_jobs(DONE, FAILED)), NOW)
-    assert "spec.data.uri: no such file" in failed.status["message"]
-    assert failed.status["stages"]["train"]["message"] == FAILED.message
-    assert [e.reason for e in failed.events] == ["StageSucceeded", "StageFailed", "PhaseFailed"]
+    running, _ = plan(_spec(), None, _observed(_jobs(DONE, RUNNING), {"progress.json": json.dumps(PROGRESS)}))
+    assert running.progress is not None and running.progress.percent == 42.0
+    assert running.to_wire()["progress"]["eta"] == "2026-01-01T12:10:00Z"
+    assert "42% trained" in running.message
+    failed, actions = plan(_spec(), None, _observed(_jobs(DONE, FAILED)))
+    assert "spec.data.uri: no such file" in failed.message
+    assert failed.stages["train"].message == FAILED.message
+    assert [e.reason for e in actions.events] == ["StageSucceeded", "StageFailed", "PhaseFailed"]
 
 
 def test_metrics_gate_and_roi_after_evaluate() -> None:
     spec = _spec(cost={"gpuHourPrice": 2, "teacherCostPerMillion": 8, "dailyRequests": 1_000_000},
                  resources={"train": {"gpus": 1}})
-    result = plan("bbc", spec, 3, {}, Observed(_jobs(DONE, DONE, DONE), {"metrics.json": json.dumps(METRICS)}), NOW)
-    status = result.status
-    assert status["qualityRatio"] == pytest.approx(0.88 / 0.9, abs=1e-6)
-    assert status["speedup"] == 4.0
-    assert status["gate"]["passed"] is True
+    status, _ = plan(spec, None, _observed(_jobs(DONE, DONE, DONE), {"metrics.json": json.dumps(METRICS)}, 3))
+    assert status.quality_ratio == pytest.approx(0.88 / 0.9, abs=1e-6)
+    assert status.speedup == 4.0
+    assert status.gate is not None and status.gate.passed is True
     # train ran 1 h on 1 GPU at 2/h; savings 1M x (8 - 8/4) = 6/day
-    assert status["roi"] == {"distillationCost": 2.0, "dailySavings": 6.0, "currency": "USD",
-                             "breakEvenDays": 0.333}
-    gate = find(status["conditions"], "GatePassed")
-    assert gate is not None and gate["status"] == "True"
+    assert status.to_wire()["roi"] == {"distillationCost": 2.0, "dailySavings": 6.0, "currency": "USD",
+                                       "breakEvenDays": 0.333}
+    gate = find(status.conditions, "GatePassed")
+    assert gate is not None and gate.status == "True"
 
 
 @pytest.mark.parametrize("phase", ["Succeeded", "Failed"])
 def test_terminal_jobs_are_never_rerun(phase: str) -> None:
-    result = plan("bbc", _spec(), 2, {"phase": phase}, Observed(), NOW)
-    assert result.create_stage is None and result.status["phase"] == phase
+    status, actions = plan(_spec(), DistillationJobStatus.model_validate({"phase": phase}), _observed(generation=2))
+    assert actions.create_stage is None and status.phase == phase and status.observed_generation == 2
 
 
 def test_missing_references_block_the_first_job() -> None:
     problem = "PersistentVolumeClaim 'models' (from a pvc:// URI) not found in ml"
-    result = plan("bbc", _spec(), 1, {}, Observed(reference_problems=(problem,)), NOW)
-    assert result.create_stage is None
-    assert result.status["phase"] == "Pending"
-    cond = find(result.status["conditions"], "ReferencesResolved")
-    assert cond is not None and cond["status"] == "False" and problem in cond["message"]
-    assert [e.reason for e in result.events] == ["ReferenceNotFound"]
+    status, actions = plan(_spec(), None, _observed(reference_problems=(problem,)))
+    assert actions.create_stage is None
+    assert status.phase == "Pending"
+    cond = find(status.conditions, "ReferencesResolved")
+    assert cond is not None and cond.status == "False" and problem in cond.message
+    assert [e.reason for e in actions.events] == ["ReferenceNotFound"]
 
 
 def test_published_student_is_recorded() -> None:
-    result = plan("bbc", _spec(), 1, {}, Observed(_jobs(DONE, DONE, DONE, DONE),
-                                                  {"metrics.json": json.dumps(METRICS)}), NOW)
-    assert result.status["studentModel"] == {"name": "bbc-student"}
-    assert result.status["completedAt"] == "2026-01-01T12:00:00Z"
-    assert "StudentModelPublished" in [e.reason for e in result.events]
+    status, actions = plan(_spec(), None, _observed(_jobs(DONE, DONE, DONE, DONE),
+                                                   {"metrics.json": json.dumps(METRICS)}))
+    assert status.to_wire()["studentModel"] == {"name": "bbc-student"}
+    assert status.to_wire()["completedAt"] == "2026-01-01T12:00:00Z"
+    assert "StudentModelPublished" in [e.reason for e in actions.events]
 
 
 @pytest.mark.parametrize(
@@ -142,15 +161,15 @@ def test_published_student_is_recorded() -> None:
 )
 def test_expected_jobs_are_not_created_again(jobs: dict[str, JobView], expected: frozenset[str],
                                               create: Stage | None) -> None:
-    fresh = plan("bbc", _spec(), 1, {}, Observed(jobs), NOW)
-    result = plan("bbc", _spec(), 1, fresh.status, Observed(jobs, expected=expected), NOW)
-    assert result.create_stage == create
-    assert [e.reason for e in result.events] == (["StageStarted"] if create else [])
+    fresh, _ = plan(_spec(), None, _observed(jobs))
+    status, actions = plan(_spec(), fresh, _observed(jobs, expected=expected))
+    assert actions.create_stage == create
+    assert [e.reason for e in actions.events] == (["StageStarted"] if create else [])
     # The status is what the first pass wrote: waiting for the watch event changes nothing.
-    assert result.status["stages"] == fresh.status["stages"]
+    assert status.stages == fresh.stages
 
 
 def test_expected_job_skips_the_reference_check() -> None:
-    result = plan("bbc", _spec(), 1, {}, Observed(reference_problems=("claim 'x' not found",),
-                                                  expected=frozenset({"label"})), NOW)
-    assert result.status["phase"] == "Labeling" and result.create_stage is None
+    status, actions = plan(_spec(), None, _observed(reference_problems=("claim 'x' not found",),
+                                                    expected=frozenset({"label"})))
+    assert status.phase == "Labeling" and actions.create_stage is None

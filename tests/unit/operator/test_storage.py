@@ -12,7 +12,7 @@ import pytest
 from pydantic import ValidationError
 
 from kubestill.api.storage import SECRET_KEYS, CheckResult, StorageReason, parse_check_result, split_s3_uri
-from kubestill.api.v1alpha1.distillationjob import DistillationJobSpec
+from kubestill.api.v1alpha1.distillationjob import DistillationJobSpec, DistillationJobStatus
 from kubestill.api.v1alpha1.studentmodel import StudentModelSpec
 from kubestill.builders.job import build_stage_job
 from kubestill.builders.storage import build_storage_check_job, check_key, s3_env
@@ -20,7 +20,7 @@ from kubestill.builders.studentmodel import build_student_model
 from kubestill.builders.triton import build_triton_config_map, build_triton_deployment
 from kubestill.logic import storage_check
 from kubestill.logic.jobs import JobView
-from kubestill.logic.pipeline import Observed, plan
+from kubestill.logic.pipeline import Observed, decide
 from kubestill.logic.storage_check import StorageCheck, decide_check
 
 from .conftest import dj_manifest
@@ -172,14 +172,15 @@ def test_failed_check_reason_and_message_come_from_the_check_pod() -> None:
 ])
 def test_pipeline_waits_for_the_storage_check(check: StorageCheck, cond_status: str, reason: str) -> None:
     spec = DistillationJobSpec.model_validate(s3_dj()["spec"])
-    result = plan("bbc", spec, 1, {}, Observed(storage=check), NOW)
-    assert result.create_stage is None and result.status["phase"] == "Pending"
-    cond = next(c for c in result.status["conditions"] if c["type"] == "ReferencesResolved")
-    assert (cond["status"], cond["reason"], cond["message"]) == (cond_status, reason, check.message)
-    assert [e.reason for e in result.events] == ([reason] if check.state == "failed" else [])
+    status, actions = decide(spec, DistillationJobStatus(), Observed("bbc", 1, storage=check), NOW)
+    assert actions.create_stage is None and status.phase == "Pending"
+    cond = next(c for c in status.conditions if c.type == "ReferencesResolved")
+    assert (cond.status, cond.reason, cond.message) == (cond_status, reason, check.message)
+    assert [e.reason for e in actions.events] == ([reason] if check.state == "failed" else [])
 
 
 def test_pipeline_starts_once_the_check_passed() -> None:
     spec = DistillationJobSpec.model_validate(s3_dj()["spec"])
-    result = plan("bbc", spec, 1, {}, Observed(storage=StorageCheck("passed", "Readable", "ok")), NOW)
-    assert result.create_stage is not None and result.create_stage.value == "label"
+    _, actions = decide(spec, DistillationJobStatus(), Observed("bbc", 1, storage=StorageCheck("passed", "Readable",
+                                                                                              "ok")), NOW)
+    assert actions.create_stage is not None and actions.create_stage.value == "label"

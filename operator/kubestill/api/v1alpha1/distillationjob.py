@@ -614,15 +614,26 @@ class Stage(StrEnum):
 
 
 STAGES: tuple[Stage, ...] = (Stage.LABEL, Stage.TRAIN, Stage.EVALUATE, Stage.EXPORT)
+TERMINAL_PHASES = frozenset({Phase.SUCCEEDED, Phase.FAILED})
+
+
+class StageState(StrEnum):
+    """Where a stage's Job is, read the way `kubectl` and the Job controller read it."""
+
+    PENDING = "Pending"
+    RUNNING = "Running"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+
+
+FINISHED_STATES = frozenset({StageState.SUCCEEDED, StageState.FAILED})
 
 
 class StageStatus(KubeModel):
     """One stage's Job."""
 
     job_name: str | None = Field(default=None, description="Name of the stage's Job.")
-    state: Literal["Pending", "Running", "Succeeded", "Failed"] = Field(
-        default="Pending", description="Pending, Running, Succeeded or Failed."
-    )
+    state: StageState = Field(default=StageState.PENDING, description="Pending, Running, Succeeded or Failed.")
     started_at: datetime | None = Field(default=None, description="When the Job started.")
     finished_at: datetime | None = Field(default=None, description="When the Job finished.")
     attempts: int = Field(default=0, ge=0, description="Pods the Job has run.")

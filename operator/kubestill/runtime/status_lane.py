@@ -14,7 +14,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
-from .reconciler import Key
+from .keys import Key
 
 log = logging.getLogger("kubestill.status")
 

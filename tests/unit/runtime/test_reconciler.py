@@ -1,4 +1,4 @@
-"""The shared Reconciler: one run at a time per key, bursts coalesced, failures retried with backoff."""
+"""The Reconciler: one run at a time per key, bursts coalesced, failures retried with backoff."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from kubestill.handlers.reconciler import Key, Reconciler
+from kubestill.runtime import Key, Reconciler
 
 A: Key = ("ns", "a")
 B: Key = ("ns", "b")

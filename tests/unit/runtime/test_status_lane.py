@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from kubestill.handlers.reconciler import Key
-from kubestill.handlers.status_lane import StatusLane
+from kubestill.runtime import Key, StatusLane
 
 A: Key = ("ns", "a")
 

@@ -1,4 +1,4 @@
-"""Level-triggered reconciliation on top of kopf's watch events, shared by both kinds.
+"""Level-triggered reconciliation on top of kopf's watch events, one Reconciler per kind.
 
 kopf's change-detecting handlers (on.create/on.update) store a diff-base annotation and timers add a
 finalizer: an extra write per object, and objects stuck on deletion when the operator is down. The
@@ -13,33 +13,36 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from collections.abc import Awaitable, Callable
 
 from prometheus_client import Counter, Histogram
 
-Key = tuple[str, str]  # (namespace, name)
+from .keys import Key
 
+# Prometheus collectors live in the process-wide registry that /metrics exports: registered once per process,
+# they are the exporter's state, not the controllers'.
 RECONCILES = Counter("kubestill_reconciles_total", "Reconciles run", ["kind", "result"])
 RECONCILE_SECONDS = Histogram("kubestill_reconcile_seconds", "Duration of one reconcile", ["kind"])
-# In-process totals for the scale benchmark and tests.
-RECONCILE_COUNTS: dict[str, int] = {}
-
 logger = logging.getLogger("kubestill.reconciler")
 
-# At most this many reconciles run at once across all objects: a safety valve for memory when thousands of
-# objects arrive together. Measured (bench/operator_scale.py): 32 made p99 worse (21 -> 31 s at 1,000) since
-# the API server, not the operator, is the bottleneck there; hence a high default.
-MAX_CONCURRENT = int(os.environ.get("KUBESTILL_MAX_CONCURRENT_RECONCILES") or 256)
-_slots: asyncio.Semaphore | None = None
+# At most this many reconciles run at once across all objects (Settings.max_concurrent_reconciles, one
+# ReconcileSlots shared by every kind): a safety valve for memory when thousands of objects arrive together.
+# Measured (bench/operator_scale.py): 32 made p99 worse (21 -> 31 s at 1,000) since the API server, not the
+# operator, is the bottleneck there; hence a high default.
+DEFAULT_MAX_CONCURRENT = 256
 
 
-def _pool() -> asyncio.Semaphore:
-    global _slots
-    if _slots is None:
-        _slots = asyncio.Semaphore(MAX_CONCURRENT)
-    return _slots
+class ReconcileSlots:
+    """The operator-wide bound on concurrent reconciles; the semaphore is made in the running loop."""
+
+    def __init__(self, limit: int = DEFAULT_MAX_CONCURRENT) -> None:
+        self.limit = limit
+        self._semaphore: asyncio.Semaphore | None = None
+
+    def get(self) -> asyncio.Semaphore:
+        if self._semaphore is None:
+            self._semaphore = asyncio.Semaphore(self.limit)
+        return self._semaphore
 
 
 class Reconciler:
@@ -50,9 +53,11 @@ class Reconciler:
     Every run reads the newest state, so nothing an event announced is missed.
     """
 
-    def __init__(self, kind: str, fn: Callable[[Key], Awaitable[float | None]]) -> None:
+    def __init__(self, kind: str, fn: Callable[[Key], Awaitable[float | None]],
+                 slots: ReconcileSlots | None = None) -> None:
         self.kind = kind
         self.fn = fn
+        self.slots = slots or ReconcileSlots()
         self._active: set[Key] = set()
         self._dirty: set[Key] = set()
         self._retries: dict[Key, int] = {}
@@ -66,7 +71,7 @@ class Reconciler:
         try:
             while True:
                 self._dirty.discard(key)
-                async with _pool():
+                async with self.slots.get():
                     await self._once(key)
                 if key not in self._dirty:
                     return
@@ -74,7 +79,6 @@ class Reconciler:
             self._active.discard(key)
 
     async def _once(self, key: Key) -> None:
-        RECONCILE_COUNTS[self.kind] = RECONCILE_COUNTS.get(self.kind, 0) + 1
         with RECONCILE_SECONDS.labels(kind=self.kind).time():
             try:
                 requeue = await self.fn(key)
@@ -111,29 +115,3 @@ class Reconciler:
         self._retries.pop(key, None)
         self._dirty.discard(key)
 
-
-def first_indexed(indexes: Mapping[str, Any], index_name: str, key: Key) -> Any:
-    """The first value a kopf index holds for `key`, or None (kopf indexes map keys to collections)."""
-    store = indexes.get(index_name)
-    if store is None or key not in store:
-        return None
-    return next(iter(store[key]), None)
-
-
-def owner_key(body: Mapping[str, Any], owner_label: str) -> Key | None:
-    """The (namespace, name) of the object a child belongs to, from the child's owner label."""
-    owner = (body["metadata"].get("labels") or {}).get(owner_label)
-    return (body["metadata"]["namespace"], owner) if owner else None
-
-
-def newer(a: dict[str, Any] | None, b: dict[str, Any] | None) -> dict[str, Any] | None:
-    """Of two versions of one object, the one with the higher resourceVersion (etcd revisions are
-    monotonic integers in practice; when they are not numbers, prefer `a`, the watched one)."""
-    if a is None or b is None:
-        return a or b
-    try:
-        ra = int(a["metadata"]["resourceVersion"])
-        rb = int(b["metadata"]["resourceVersion"])
-    except (KeyError, TypeError, ValueError):
-        return a
-    return a if ra >= rb else b

@@ -1,0 +1,68 @@
+"""The operator's controllers, built once at start-up by main.py and reached by every handler through kopf's
+`memo` (see kubestill/runtime/__init__.py for why): one Controller per kind, sharing the client, the
+settings, the bound on concurrent reconciles and the storage checks."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from kubestill.api.names import DJ_LABEL, SM_LABEL
+from kubestill.api.v1alpha1 import API_VERSION
+from kubestill.api.v1alpha1 import canaryrollout as cr_api
+from kubestill.api.v1alpha1 import distillationjob as dj_api
+from kubestill.api.v1alpha1 import studentmodel as sm_api
+from kubestill.clients.kube import KubeClient
+from kubestill.runtime import Coalesced, Conditional, Controller, Immediate, ReconcileSlots
+from kubestill.settings import Settings
+
+from . import canary_route_sync
+from . import distillationjob as dj
+from . import studentmodel as sm
+from .canaryrollout import PROMETHEUS_THREADS, CanaryController, CanaryRollouts
+from .storage_check import StorageChecks
+
+MEMO_KEY = "kubestill"
+
+
+@dataclass
+class Operator:
+    """Everything the handlers share, built by `build`; `close` at shutdown."""
+
+    settings: Settings
+    distillation_jobs: dj.DJController
+    student_models: sm.SMController
+    canary_rollouts: CanaryController
+    canary: CanaryRollouts
+    prometheus_pool: ThreadPoolExecutor
+
+    def close(self) -> None:
+        """Stop the Prometheus query threads (started on first use, never at import)."""
+        self.prometheus_pool.shutdown(wait=False, cancel_futures=True)
+
+
+def build(settings: Settings, api: Callable[[], KubeClient]) -> Operator:
+    """One controller per kind. `api` returns the client kopf's login built (it runs after start-up)."""
+    slots = ReconcileSlots(settings.max_concurrent_reconciles)
+    checks = StorageChecks(settings)
+    pool = ThreadPoolExecutor(max_workers=PROMETHEUS_THREADS, thread_name_prefix="kubestill-prometheus")
+    canary = CanaryRollouts(settings, pool)
+    return Operator(
+        settings=settings,
+        distillation_jobs=Controller(
+            dj_api.KIND, dj_api.DistillationJobSpec, dj_api.DistillationJobStatus,
+            dj.DistillationJobs(settings, checks), api=api, api_version=API_VERSION, plural=dj_api.PLURAL,
+            policy=Coalesced(), body_index=dj.BODIES, index_names=(dj.STAGE_JOBS, dj.REPORTS), owner_label=DJ_LABEL,
+            slots=slots, expectation_seconds=dj.EXPECTATION_SECONDS),
+        student_models=Controller(
+            sm_api.KIND, sm_api.StudentModelSpec, sm_api.StudentModelStatus, sm.StudentModels(settings, checks),
+            api=api, api_version=API_VERSION, plural=sm_api.PLURAL, policy=Immediate(), body_index=sm.BODIES,
+            index_names=(sm.DEPLOYMENTS, sm.CHECK_JOBS), owner_label=SM_LABEL, slots=slots),
+        canary_rollouts=Controller(
+            cr_api.KIND, cr_api.CanaryRolloutSpec, cr_api.CanaryRolloutStatus, canary, api=api,
+            api_version=API_VERSION, plural=cr_api.PLURAL, policy=Conditional(), body_index=None,
+            index_names=(canary_route_sync.CLAIMS_INDEX,), slots=slots),
+        canary=canary,
+        prometheus_pool=pool,
+    )
