@@ -23,6 +23,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -115,38 +116,9 @@ def main() -> int:
                 results[interval] = series
                 for run in range(args.runs):
                     name = f"r-{interval}-{run}"
-                    spec = {"route": {"name": "inference"}, "baseline": {"name": BASE.name, "port": 8000},
-                            "candidate": {"service": {"name": CAND.name, "port": 8000}},
-                            "steps": [{"weight": 50, "pause": "1h"}],
-                            "analysis": {"prometheusUrl": prom.url, "interval": interval},
-                            "rollbackAlerts": [{"labels": {"service": "{{candidate}}"}}]}
-                    manifest = {"apiVersion": "kubestill.io/v1alpha1", "kind": "CanaryRollout",
-                                "metadata": {"name": name, "namespace": NS}, "spec": spec}
-                    cluster.kubectl("apply", "--server-side", "-f", "-", input=yaml.safe_dump(manifest))
-                    deadline = time.monotonic() + 60
-                    while cand_weight() != 50:
-                        if time.monotonic() > deadline:
-                            raise RuntimeError(f"{name}: never reached 50%; see {work / 'operator.log'}")
-                        time.sleep(0.05)
-                    time.sleep(1.5)
-                    failed_at = time.time()
-                    control.write_text("fail")
-                    while cand_weight() != 0:
-                        if time.time() - failed_at > 30:
-                            raise RuntimeError(f"{name}: no rollback; see {work / 'operator.log'}")
-                        time.sleep(0.01)
-                    zero_at = time.time()
-                    alerts = get_json(prom.url + "/api/v1/alerts")["data"]["alerts"]
-                    active = [a for a in alerts if a["labels"].get("alertname") == "CandidateErrors"]
-                    fired_at = datetime.fromisoformat(active[0]["activeAt"][:26].rstrip("Z") + "+00:00").timestamp()
-                    series["alert->weight0"].append(zero_at - fired_at)
-                    series["failure->alert"].append(fired_at - failed_at)
-                    series["failure->weight0"].append(zero_at - failed_at)
-                    control.write_text("ok")
-                    cluster.kubectl("delete", "canaryrollout", name, "-n", NS, "--wait=false")
-                    while any(a["labels"].get("alertname") == "CandidateErrors"
-                              for a in get_json(prom.url + "/api/v1/alerts")["data"]["alerts"]):
-                        time.sleep(0.2)
+                    for measure, seconds in _measure_rollback(cluster, name, interval, prom.url, control,
+                                                              cand_weight, work).items():
+                        series[measure].append(seconds)
                     print(f"{name}: alert->weight0 {series['alert->weight0'][-1]:.3f}s", file=sys.stderr)
             load.stop()
     finally:
@@ -166,6 +138,45 @@ def main() -> int:
             print(f"| {interval:<17} | {measure:<17} | {statistics.median(values):>6.3f} | "
                   f"{percentile(values, 99):>6.3f} | {max(values):>6.3f} | {shown:>6} |")
     return 0
+
+
+
+def _measure_rollback(cluster: controlplane.Cluster, name: str, interval: str, prom_url: str, control: Path,
+                      cand_weight: Callable[[], int | None], work: Path) -> dict[str, float]:
+    """One rollout to 50%, then the candidate fails: seconds from the failure to the alert, from the alert to
+    weight 0 and from the failure to weight 0. Leaves no alert firing for the next run."""
+    spec = {"route": {"name": "inference"}, "baseline": {"name": BASE.name, "port": 8000},
+            "candidate": {"service": {"name": CAND.name, "port": 8000}},
+            "steps": [{"weight": 50, "pause": "1h"}],
+            "analysis": {"prometheusUrl": prom_url, "interval": interval},
+            "rollbackAlerts": [{"labels": {"service": "{{candidate}}"}}]}
+    manifest = {"apiVersion": "kubestill.io/v1alpha1", "kind": "CanaryRollout",
+                "metadata": {"name": name, "namespace": NS}, "spec": spec}
+    cluster.kubectl("apply", "--server-side", "-f", "-", input=yaml.safe_dump(manifest))
+    deadline = time.monotonic() + 60
+    while cand_weight() != 50:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{name}: never reached 50%; see {work / 'operator.log'}")
+        time.sleep(0.05)
+    time.sleep(1.5)
+    failed_at = time.time()
+    control.write_text("fail")
+    while cand_weight() != 0:
+        if time.time() - failed_at > 30:
+            raise RuntimeError(f"{name}: no rollback; see {work / 'operator.log'}")
+        time.sleep(0.01)
+    zero_at = time.time()
+    alerts = get_json(prom_url + "/api/v1/alerts")["data"]["alerts"]
+    active = [a for a in alerts if a["labels"].get("alertname") == "CandidateErrors"]
+    fired_at = datetime.fromisoformat(active[0]["activeAt"][:26].rstrip("Z") + "+00:00").timestamp()
+    measured = {"alert->weight0": zero_at - fired_at, "failure->alert": fired_at - failed_at,
+                "failure->weight0": zero_at - failed_at}
+    control.write_text("ok")
+    cluster.kubectl("delete", "canaryrollout", name, "-n", NS, "--wait=false")
+    while any(a["labels"].get("alertname") == "CandidateErrors"
+              for a in get_json(prom_url + "/api/v1/alerts")["data"]["alerts"]):
+        time.sleep(0.2)
+    return measured
 
 
 if __name__ == "__main__":

@@ -110,7 +110,7 @@ def tfidf_baseline(train: list[Row], test: list[Row]) -> dict[str, float]:
                                   len(names))
 
 
-def main() -> None:
+def _parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--dataset", choices=["bbc", "tweets"], default="bbc")
     p.add_argument("--limit", type=int, default=6000, help="tweets: rows used")
@@ -130,19 +130,13 @@ def main() -> None:
     args = p.parse_args()
     if not 0 < args.gold_fraction <= 1:
         p.error(f"--gold-fraction must be in (0, 1], not {args.gold_fraction}")
-    budget = args.gold_fraction < 1.0
-    torch.manual_seed(0)
-    clock = Stopwatch()
-    root = args.workdir or Path(tempfile.mkdtemp(prefix="bench-cls-"))
-    rows = bbc_rows("title") if args.dataset == "bbc" else tweets_rows(args.limit)
-    max_len = 32 if args.dataset == "bbc" else 64
-    data = write_jsonl(root / "rows.jsonl", rows)
+    return args
 
-    # The teacher sees only the train split (the label stage's split: same ids, seed and fractions).
-    split = split_rows([r.id for r in rows], 0.8, 0.1, SPLIT_SEED)
-    train_rows = [r for r in rows if split[r.id] == "train"]
-    labelled = labelled_subset(train_rows, args.gold_fraction, SPLIT_SEED)
-    gold_rows = [r for r in train_rows if r.id in labelled]
+
+def _teacher_and_labels(args: argparse.Namespace, root: Path, data: Path, gold_rows: list[Row], labelled: set[str],
+                        max_len: int, clock: Stopwatch) -> tuple[Path, Path]:
+    """The teacher (a head fitted on the gold rows; with --teacher finetuned, MiniLM fine-tuned on them) and the
+    run directory whose labels/ it produced; both reused from an earlier run in the same --workdir."""
     teacher_dir = root / f"teacher-g{args.gold_fraction:g}"
     if not (teacher_dir / "kubestill.json").exists():  # a rerun in the same --workdir reuses the teacher
         fit_teacher(resolve_uri(MINILM), [r.text for r in gold_rows], [r.label or "" for r in gold_rows],
@@ -167,6 +161,25 @@ def main() -> None:
         if not (base / "labels" / "rows.jsonl").exists():
             run_stage(run_label, job(data, teacher_dir, base, args.student, True, 0, args.epochs, max_len), base)
         print(f"[{clock():.0f}s] teacher fine-tuned for {args.teacher_epochs} epochs", flush=True)
+    return teacher_dir, base
+
+
+def main() -> None:
+    args = _parse_args()
+    budget = args.gold_fraction < 1.0
+    torch.manual_seed(0)
+    clock = Stopwatch()
+    root = args.workdir or Path(tempfile.mkdtemp(prefix="bench-cls-"))
+    rows = bbc_rows("title") if args.dataset == "bbc" else tweets_rows(args.limit)
+    max_len = 32 if args.dataset == "bbc" else 64
+    data = write_jsonl(root / "rows.jsonl", rows)
+
+    # The teacher sees only the train split (the label stage's split: same ids, seed and fractions).
+    split = split_rows([r.id for r in rows], 0.8, 0.1, SPLIT_SEED)
+    train_rows = [r for r in rows if split[r.id] == "train"]
+    labelled = labelled_subset(train_rows, args.gold_fraction, SPLIT_SEED)
+    gold_rows = [r for r in train_rows if r.id in labelled]
+    teacher_dir, base = _teacher_and_labels(args, root, data, gold_rows, labelled, max_len, clock)
     labels = load_labels(base / "labels")
     test, test_targets = labels.subset("test")
     teacher_logits = test_targets["logits"]

@@ -10,7 +10,7 @@ export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 fail=0
 step "ruff";          ruff check . || fail=1
-step "mypy";          mypy operator/kubestill || fail=1
+step "mypy";          mypy operator/kubestill trainer-image/kubestill_trainer || fail=1
 step "layers";        lint-imports || fail=1
 step "generated CRDs"; kubestill crds --check || fail=1
 step "pytest"

@@ -174,6 +174,35 @@ CASES = [
          "spec.resources.train.tolerations[0].tolerationSeconds", "less than or equal to 2592000"),
     Case("sm-queue-delay-over-1s", SM, (("spec.serving.dynamicBatching.maxQueueDelayMicroseconds", 1000001),),
          "spec.serving.dynamicBatching.maxQueueDelayMicroseconds", "less than or equal to 1000000"),
+    # A loss parameter its loss does not use is refused, not ignored (issue 11, part 5).
+    Case("temperature-on-wrong-loss", DJ, (("spec.loss.terms.1.temperature", 2.0),),
+         "spec.loss.terms[1].temperature", "temperature only applies to logit-kl"),
+    Case("matryoshka-on-wrong-loss", DJ, (("spec.loss.terms.1.matryoshkaDims", [64]),),
+         "spec.loss.terms[1].matryoshkaDims", "matryoshkaDims only applies to embedding-mse"),
+    Case("output-dim-on-wrong-loss", DJ, (("spec.loss.terms.0.outputDim", 128),),
+         "spec.loss.terms[0].outputDim", "outputDim only applies to embedding-mse"),
+    Case("layer-map-on-wrong-loss", DJ, (("spec.loss.terms.0.layerMap", [1, 2]),),
+         "spec.loss.terms[0].layerMap", "layerMap only applies to hidden-mse and attention-mse"),
+    Case("scale-on-wrong-loss", DJ, (("spec.loss.terms.0.scale", 20.0),),
+         "spec.loss.terms[0].scale", "scale only applies to infonce"),
+    Case("scale-and-temperature", DJ,
+         (("spec.task", "embedding"), ("spec.data.fields.label", _DELETE),
+          ("spec.evaluation.primaryMetric", "cosine"),
+          ("spec.loss.terms", [{"name": "infonce", "scale": 20.0, "temperature": 0.05}])),
+         "spec.loss.terms[0].scale", "set scale or temperature, not both"),
+    Case("all-weights-zero", DJ, (("spec.loss.terms.0.weight", 0), ("spec.loss.terms.1.weight", 0)),
+         "spec.loss.terms", "at least one loss term needs a weight > 0"),
+    Case("architecture-with-remote-teacher", DJ,
+         (("spec.teacher", {"triton": {"url": "http://t:8000", "modelName": "t"}}),),
+         "spec.student", "student.architecture copies teacher layers and needs teacher.modelUri"),
+    Case("hidden-size-with-teacher-layers", DJ, (("spec.student.architecture.hiddenSize", 256),),
+         "spec.student.architecture.hiddenSize", "copying teacher layers keeps the teacher's width"),
+    Case("dj-min-segment-support-zero", DJ, (("spec.evaluation.minSegmentSupport", 0),),
+         "spec.evaluation.minSegmentSupport", "greater than or equal to 1"),
+    Case("canary-duplicate-metric", CR,
+         (("spec.analysis.metrics.1.name", "error-rate"),), "spec.analysis.metrics", "metric names must be unique"),
+    Case("canary-alerts-without-prometheus", CR, (("spec.analysis", _DELETE),),
+         "spec.rollbackAlerts", "rollbackAlerts need analysis.prometheusUrl"),
     # The candidate is the baseline's own backendRef (issue 13, fault 6).
     Case("canary-candidate-is-baseline", CR,
          (("spec.candidate.studentModel", _DELETE),
@@ -210,4 +239,33 @@ ACCEPTED = [
          (("spec.run.activeDeadlineSeconds", 60), ("spec.evaluation.latencyBudgetMs", 3600000))),
     Case("sm-queue-delay-bounds", SM, (("spec.serving.dynamicBatching.maxQueueDelayMicroseconds", 1000000),)),
     Case("sm-queue-delay-zero", SM, (("spec.serving.dynamicBatching.maxQueueDelayMicroseconds", 0),)),
+]
+
+
+@dataclass(frozen=True)
+class Transition:
+    """An edit of a stored object that a CEL transition rule (one reading `oldSelf`) must refuse. Only the API
+    server holds the stored object, so these run against it alone (tests/integration)."""
+
+    id: str
+    spec_patch: dict[str, Any]  # merge patch of .spec applied to HELD_ROLLOUT once it exists
+    field: str
+    words: str
+
+
+# A rollout created as is, then edited by each Transition.
+HELD_ROLLOUT: dict[str, Any] = {
+    "apiVersion": "kubestill.io/v1alpha1", "kind": "CanaryRollout", "metadata": {"name": "held"},
+    "spec": {"route": {"name": "r"}, "baseline": {"name": "teacher", "port": 8000},
+             "candidate": {"service": {"name": "student", "port": 8000}},
+             "steps": [{"weight": 10, "pause": "1h"}]},
+}
+
+TRANSITIONS = [
+    Transition("route-name", {"route": {"name": "other"}}, "spec.route", "route is immutable"),
+    Transition("rule-index", {"route": {"name": "r", "ruleIndex": 1}}, "spec.route", "route is immutable"),
+    Transition("baseline", {"baseline": {"name": "teacher", "port": 9000}}, "spec.baseline",
+               "baseline is immutable"),
+    Transition("candidate", {"candidate": {"service": {"name": "student-v2", "port": 8000}}}, "spec.candidate",
+               "candidate is immutable"),
 ]

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from kubestill.dev.controlplane import Cluster
-from tests.invalid_objects import ACCEPTED, CASES, EXAMPLES, Case
+from tests.invalid_objects import ACCEPTED, CASES, EXAMPLES, HELD_ROLLOUT, TRANSITIONS, Case, Transition
 
 pytestmark = pytest.mark.integration
 
@@ -97,29 +97,14 @@ def test_defaults_are_applied_by_the_api_server(cluster: Cluster, namespace: str
     assert spec["run"]["backoffLimit"] == 1
 
 
-@pytest.mark.parametrize(
-    ("patch", "field"),
-    [
-        ({"route": {"name": "other"}}, "spec.route"),
-        ({"route": {"name": "r", "ruleIndex": 1}}, "spec.route"),
-        ({"baseline": {"name": "teacher", "port": 9000}}, "spec.baseline"),
-        ({"candidate": {"service": {"name": "student-v2", "port": 8000}}}, "spec.candidate"),
-    ],
-    ids=["route-name", "rule-index", "baseline", "candidate"],
-)
-def test_what_a_rollout_holds_in_its_route_is_immutable(
-    cluster: Cluster, namespace: str, patch: dict[str, object], field: str
-) -> None:
+@pytest.mark.parametrize("case", TRANSITIONS, ids=[t.id for t in TRANSITIONS])
+def test_what_a_rollout_holds_in_its_route_is_immutable(cluster: Cluster, namespace: str, case: Transition) -> None:
     """A rollout moved to another route, rule, baseline or candidate mid-step would leave the old one carrying
     traffic nobody manages: the API server refuses the edit (a CEL transition rule); steps stay editable."""
-    rollout = {"apiVersion": "kubestill.io/v1alpha1", "kind": "CanaryRollout", "metadata": {"name": "held"},
-               "spec": {"route": {"name": "r"}, "baseline": {"name": "teacher", "port": 8000},
-                        "candidate": {"service": {"name": "student", "port": 8000}},
-                        "steps": [{"weight": 10, "pause": "1h"}]}}
-    cluster.kubectl("create", "-n", namespace, "-f", "-", input=json.dumps(rollout))
+    cluster.kubectl("create", "-n", namespace, "-f", "-", input=json.dumps(HELD_ROLLOUT))
     refused = cluster.kubectl("patch", "canaryrollout", "held", "-n", namespace, "--type=merge",
-                              "-p", json.dumps({"spec": patch}), check=False)
+                              "-p", json.dumps({"spec": case.spec_patch}), check=False)
     assert refused.returncode != 0
-    assert field in refused.stderr and "immutable" in refused.stderr, refused.stderr
+    assert case.field in refused.stderr and case.words in refused.stderr, refused.stderr
     cluster.kubectl("patch", "canaryrollout", "held", "-n", namespace, "--type=merge",
                     "-p", json.dumps({"spec": {"steps": [{"weight": 20, "pause": "2h"}]}}))

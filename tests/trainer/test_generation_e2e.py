@@ -103,7 +103,7 @@ def test_generation_all_stages_then_triton_generates(smollm2: Path, tmp_path: Pa
     assert metrics["student"]["first_token"] > 0.0, metrics["student"]
     assert metrics["models"]["student"]["params"] < metrics["models"]["teacher"]["params"]
     # Latency was measured for both (figures belong to bench/, not to assertions: CI machines vary).
-    assert metrics["speedup"] > 0 and metrics["latency"]["student"]["batch1_p50_ms"] > 0
+    assert metrics["speedup"] > 0 and metrics["latency"]["student"]["p50"] > 0
 
     from kubestill.dev.triton import assemble_repository, start_tritonserver
     from kubestill_trainer.labelstore import load_labels

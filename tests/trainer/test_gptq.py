@@ -51,3 +51,48 @@ def test_gptq_4bit_student_loads_and_stays_close_to_float(smollm2: Path, tmp_pat
         b = quantized.lm(input_ids=ids).logits[0].float()
     cosine = torch.nn.functional.cosine_similarity(a, b, dim=-1).mean()
     assert float(cosine) > 0.9, float(cosine)
+
+
+def test_export_step_calibrates_on_the_labels_and_checks_agreement(smollm2: Path, tmp_path: Path  # noqa: F811
+                                                                   ) -> None:
+    """The export stage's GPTQ step on a label store: calibration texts from the train split, agreement with
+    the float model measured on the test split."""
+    pytest.importorskip("gptqmodel", reason="GPTQ needs gptqmodel (installed by scripts/setup.sh)")
+    import numpy as np
+
+    from kubestill.api.v1alpha1 import DistillationJobSpec
+    from kubestill_trainer.labelstore import Labels, save_labels
+    from kubestill_trainer.stages.export_gptq import export_gptq
+    from kubestill_trainer.tasks.base import Row
+    from kubestill_trainer.tasks.generation_lm import drop_layers, load_causal_lm, load_tokenizer
+
+    spec = DistillationJobSpec.model_validate({
+        "task": "generation", "teacher": {"modelUri": f"file://{smollm2}"},
+        "student": {"architecture": {"numLayers": 4}},
+        "data": {"uri": "file:///unused.jsonl", "fields": {"text": "prompt"}},
+        "labeling": {"maxNewTokens": 8}, "loss": {"terms": [{"name": "token-kl"}]},
+        "training": {"maxSeqLength": 64},
+        "output": {"studentModelName": "gptq-check", "artifactUri": f"file://{tmp_path}/work"}})
+    fp_dir = tmp_path / "fp"
+    drop_layers(load_causal_lm(smollm2), [0, 10, 20, 29]).save_pretrained(str(fp_dir))
+    tok = load_tokenizer(smollm2)
+    tok.save_pretrained(str(fp_dir))
+    (fp_dir / "kubestill.json").write_text(json.dumps({
+        "task": "generation", "format": "kubestill-causal-lm", "maxNewTokens": 8, "chat": True,
+        "spec": spec.to_wire()}))
+    texts = _calibration()[:24]
+    answers = np.full((len(texts), 8), -1, np.int64)
+    for i, text in enumerate(texts):
+        ids = tok(text)["input_ids"][:8]
+        answers[i, : len(ids)] = ids
+    splits = ["train"] * 20 + ["test"] * 4
+    save_labels(tmp_path / "labels", Labels([Row(f"r{i}", t) for i, t in enumerate(texts)], splits,
+                                            {"token_ids": answers}, {"eosTokenId": 2}), {})
+
+    summary = export_gptq(tmp_path / "labels", QuantizationSpec(method="gptq", bits=4, group_size=64), fp_dir,
+                          tmp_path / "gptq", check_rows=3)
+    assert summary["calibrationTexts"] == 20 and summary["checkRows"] == 3
+    assert (tmp_path / "gptq" / "quantize_config.json").exists()
+    agreement = summary["agreementWithFp32"]
+    assert {"exact_match", "first_token", "token_f1", "rougeL"} <= set(agreement)
+    assert all(0.0 <= v <= 1.0 for v in agreement.values()), agreement

@@ -20,7 +20,7 @@ from kubestill_trainer.losses.token_kl import token_kl
 from kubestill_trainer.tasks import task_class
 from kubestill_trainer.tasks.base import Row
 from kubestill_trainer.tasks.generation import GenerationModel
-from kubestill_trainer.teachers.base import ClassScores, Teacher
+from kubestill_trainer.tasks.teacher import ClassScores, Teacher
 from kubestill_trainer.teachers.local import LocalTeacher
 
 from . import tiny_lm

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from kubestill.api.v1alpha1.distillationjob import OpenAITeacher as Spec
-from kubestill_trainer.teachers.base import TeacherError
+from kubestill_trainer.tasks.teacher import TeacherError
 from kubestill_trainer.teachers.openai import API_KEY_ENV, OpenAITeacher
 
 SEEN: list[dict[str, Any]] = []

@@ -56,7 +56,7 @@ def test_reranking_all_stages_then_triton_scores_pairs(tmp_path: Path) -> None:
     assert student["ndcg@10"] > 0.5 and student["kendall_tau"] > 0.0, student
     assert set(metrics["segments"]) <= {"business", "entertainment", "politics", "sports", "tech"}
     # Latency was measured for both (figures belong to bench/, not to assertions: CI machines vary).
-    assert metrics["speedup"] > 0 and metrics["latency"]["student"]["batch1_p50_ms"] > 0
+    assert metrics["speedup"] > 0 and metrics["latency"]["student"]["p50"] > 0
 
     from kubestill.dev.triton import assemble_repository, start_tritonserver
     from kubestill_trainer.labelstore import load_labels

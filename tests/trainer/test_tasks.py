@@ -135,7 +135,7 @@ def test_attention_maps_for_attention_mse(teacher: SentenceEncoder) -> None:
     from kubestill.api.v1alpha1.distillationjob import LossTerm
     from kubestill_trainer.losses import LossDims, build_loss
     from kubestill_trainer.outputs import LossInputs
-    from kubestill_trainer.stages.train import use_eager_attention
+    from kubestill_trainer.stages.train_setup import use_eager_attention
 
     task = Embedding(_spec({"architecture": {"numLayers": 2}}))
     student = task.build_student({}, resolve_uri(MINILM))

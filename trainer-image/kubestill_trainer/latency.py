@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
+from kubestill.api.report import LatencyFigures
+
 from .tasks.base import Row
 
 
@@ -41,6 +43,21 @@ def measure(
     out["throughput_rows_per_s"] = len(batched) / elapsed
     out["throughput_batch_size"] = float(batch_size)
     return out
+
+
+def measure_figures(
+    predict: Callable[[Sequence[Row]], object], rows: Sequence[Row], batch_size: int = 32, single: int = 100,
+) -> LatencyFigures | None:
+    """`measure` as metrics.json reports it: ms percentiles of `single` calls of one row, and rows/s at
+    `batch_size`; None without rows (nothing to time)."""
+    measured = measure(predict, rows, batch_size=batch_size, single=single)
+    if not measured:
+        return None
+    return LatencyFigures(
+        unit="ms", batch_size=1, samples=single, p50=measured["batch1_p50_ms"], p95=measured["batch1_p95_ms"],
+        p99=measured["batch1_p99_ms"], throughput_rows_per_second=measured["throughput_rows_per_s"],
+        throughput_batch_size=int(measured["throughput_batch_size"]),
+    )
 
 
 def dir_size_mb(path: Path) -> float:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -71,22 +71,14 @@ class S3Config:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> S3Config:
         env = os.environ if env is None else env
-        endpoint = env.get(contract.ENDPOINT_URL) or None
-        host = env.get(contract.ENDPOINT)
-        if endpoint is None and host:
-            scheme = "http" if env.get(contract.USE_HTTPS, "1").lower() in _FALSE else "https"
-            endpoint = host if "://" in host else f"{scheme}://{host}"
-        virtual = (env.get(contract.VIRTUAL_BUCKET) or "").lower()
-        # KServe's default for a custom endpoint (MinIO, SeaweedFS, Ceph) is path-style; AWS decides itself.
-        style = "virtual" if virtual in _TRUE else "path" if virtual in _FALSE and virtual else (
-            "path" if endpoint else "auto")
+        endpoint = _endpoint(env)
         verify: bool | str = env.get(contract.CA_BUNDLE) or True
         if (env.get(contract.VERIFY_SSL) or "1").lower() in _FALSE:
             verify = False
         return cls(
             endpoint_url=endpoint,
             region=env.get(contract.REGION) or env.get(contract.REGION_ALT) or None,
-            addressing_style=style,
+            addressing_style=_addressing_style(env, endpoint),
             verify=verify,
             anonymous=(env.get(contract.ANONYMOUS) or "").lower() in _TRUE,
             secret_name=env.get(contract.SECRET_NAME_ENV) or None,
@@ -113,6 +105,27 @@ class S3Config:
                           f"{contract.ANONYMOUS}: \"true\" for anonymous access)")
 
 
+def _endpoint(env: Mapping[str, str]) -> str | None:
+    """The endpoint URL: stated whole, or built from a host and the HTTPS switch (KServe's variables)."""
+    endpoint = env.get(contract.ENDPOINT_URL) or None
+    host = env.get(contract.ENDPOINT)
+    if endpoint is None and host:
+        scheme = "http" if env.get(contract.USE_HTTPS, "1").lower() in _FALSE else "https"
+        endpoint = host if "://" in host else f"{scheme}://{host}"
+    return endpoint
+
+
+def _addressing_style(env: Mapping[str, str], endpoint: str | None) -> str:
+    """virtual | path | auto, from the virtual-bucket switch when it is set."""
+    virtual = (env.get(contract.VIRTUAL_BUCKET) or "").lower()
+    if virtual in _TRUE:
+        return "virtual"
+    if virtual and virtual in _FALSE:
+        return "path"
+    # KServe's default for a custom endpoint (MinIO, SeaweedFS, Ceph) is path-style; AWS decides itself.
+    return "path" if endpoint else "auto"
+
+
 def _error_code(err: Exception) -> tuple[str, int]:
     response: dict[str, Any] = getattr(err, "response", None) or {}
     code = str((response.get("Error") or {}).get("Code") or "")
@@ -122,12 +135,17 @@ def _error_code(err: Exception) -> tuple[str, int]:
 
 def classify(err: Exception, uri: str, config: S3Config) -> StoreError:
     """A botocore exception -> the StoreError a user can act on."""
-    from botocore import exceptions as bx
-
     if isinstance(err, StoreError):
         return err
     secret = f"Secret {config.secret_name!r}" if config.secret_name else "the Pod's AWS credentials"
     where = config.endpoint_url or "AWS S3"
+    return _before_the_server(err, uri, secret, where) or _server_said(err, uri, secret, where)
+
+
+def _before_the_server(err: Exception, uri: str, secret: str, where: str) -> StoreError | None:
+    """Failures botocore raises itself: no credentials to sign with, or no connection to the endpoint."""
+    from botocore import exceptions as bx
+
     if isinstance(err, bx.NoCredentialsError | bx.PartialCredentialsError):
         return StoreError(StorageReason.SECRET_NOT_FOUND, uri, f"{uri}: no S3 credentials (name a Secret in "
                           "storageSecretRef, or give the Pods an AWS role)")
@@ -136,6 +154,11 @@ def classify(err: Exception, uri: str, config: S3Config) -> StoreError:
         return StoreError(StorageReason.ENDPOINT_UNREACHABLE, uri,
                           f"{uri}: cannot reach the S3 endpoint {where} ({type(err).__name__}); check "
                           f"{contract.ENDPOINT_URL}/{contract.ENDPOINT} in {secret}")
+    return None
+
+
+def _server_said(err: Exception, uri: str, secret: str, where: str) -> StoreError:
+    """Failures the S3 server answered, by its error code, else by HTTP status."""
     code, status = _error_code(err)
     if code == "NoSuchBucket":
         bucket = split_s3_uri(uri)[0] if contract.is_s3(uri) else "?"
@@ -150,6 +173,17 @@ def classify(err: Exception, uri: str, config: S3Config) -> StoreError:
     if code in _NO_KEY_CODES or status == 404:
         return StoreError(StorageReason.OBJECT_NOT_FOUND, uri, f"{uri}: no such object")
     return StoreError(StorageReason.STORAGE_ERROR, uri, f"{uri}: S3 error {code or status or type(err).__name__}")
+
+
+def _tree_files(src: Path, skip: tuple[str, ...]) -> list[tuple[Path, str]]:
+    """(path, relative posix path) of every file under `src` in sorted order, leaving out the manifest and the
+    files and folders named in `skip` (relative paths)."""
+    out = []
+    for path in sorted(p for p in src.rglob("*") if p.is_file()):
+        rel = path.relative_to(src).as_posix()
+        if rel != MANIFEST and not any(rel == s or rel.startswith(f"{s}/") for s in skip):
+            out.append((path, rel))
+    return out
 
 
 @dataclass(frozen=True)
@@ -349,10 +383,7 @@ class ObjectStore:
             # files mixed under a plain listing.
             self._mark_incomplete(uri)
         entries: dict[str, Any] = {}
-        for path in sorted(p for p in src.rglob("*") if p.is_file()):
-            rel = path.relative_to(src).as_posix()
-            if rel == MANIFEST or any(rel == s or rel.startswith(f"{s}/") for s in skip):
-                continue
+        for path, rel in _tree_files(src, skip):
             key_rel = f"{version}/{rel}" if version else rel
             entries[rel] = {"key": key_rel, "size": self.upload_file(path, join(uri, key_rel))}
         manifest = {"version": version or "", "complete": True, "files": entries}
@@ -366,7 +397,7 @@ class ObjectStore:
         bucket, key = split_s3_uri(uri)
         self._call(uri, self.client_for(uri).delete_object, Bucket=bucket, Key=key)
 
-    def delete_many(self, uri: str, rels: list[str]) -> None:
+    def delete_many(self, uri: str, rels: Sequence[str]) -> None:  # not list[str]: in this class `list` is the method
         bucket, key = split_s3_uri(uri)
         keys = [f"{key}/{r}".lstrip("/") for r in rels]
         for i in range(0, len(keys), 1000):

@@ -80,37 +80,3 @@ def load_gptq(path: Path) -> Any:
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     return gptqmodel.GPTQModel.load(str(path), device=device).model
-
-
-def export_gptq(ctx: Any, model_dir: Path, out: Path, check_rows: int = 8) -> dict[str, Any]:
-    """The export stage's GPTQ step: calibrate on the train split (prompt + teacher answer), quantize, then
-    compare the quantized model's greedy answers with the float model's on held-out prompts."""
-    import numpy as np
-
-    from .labelstore import load_labels
-    from .serving.loader import load_for_serving
-    from .tasks.generation_lm import load_tokenizer, prompt_text
-    from .tasks.generation_metrics import generation_metrics
-
-    quant = ctx.spec.student.quantization
-    labels = load_labels(ctx.path("labels"))
-    rows, targets = labels.subset("train")
-    tok = load_tokenizer(model_dir)
-    chat = bool(getattr(tok, "chat_template", None))
-    answers = targets.get("token_ids")
-    texts = []
-    for i, r in enumerate(rows):
-        answer = "" if answers is None else str(tok.decode([int(t) for t in answers[i] if t >= 0]))
-        texts.append(prompt_text(tok, r.text, chat) + answer)
-    summary = quantize_gptq(model_dir, out, quant, texts)
-    test_rows, _ = labels.subset("test")
-    test_rows = test_rows[:check_rows]
-    task, fp = load_for_serving(model_dir)
-    _, quantized = load_for_serving(out)
-    a = task.predict(fp, test_rows, len(test_rows))["token_ids"]
-    b = task.predict(quantized, test_rows, len(test_rows))["token_ids"]
-    eos = labels.meta.get("eosTokenId")
-    agreement = generation_metrics(np.asarray(b), np.asarray(a), None if eos is None else int(eos))
-    summary["agreementWithFp32"] = {k: v for k, v in agreement.items() if k != "mean_length"}
-    summary["checkRows"] = len(test_rows)
-    return summary

@@ -14,6 +14,8 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
+from kubestill.api.names import MANAGED_BY, MANAGER, NAMESPACE_ENV, REPORT_CONFIGMAP_ENV, REPORT_METADATA_ENV
+
 log = logging.getLogger(__name__)
 
 
@@ -28,11 +30,11 @@ class ReportChannel:
     def from_env(cls, env: Mapping[str, str] | None = None) -> ReportChannel:
         env = os.environ if env is None else env
         try:
-            metadata = json.loads(env.get("KUBESTILL_REPORT_METADATA") or "{}")
+            metadata = json.loads(env.get(REPORT_METADATA_ENV) or "{}")
         except ValueError:
-            log.warning("KUBESTILL_REPORT_METADATA is not JSON; the report ConfigMap gets default labels")
+            log.warning("%s is not JSON; the report ConfigMap gets default labels", REPORT_METADATA_ENV)
             metadata = {}
-        return cls(env.get("KUBESTILL_REPORT_CONFIGMAP") or None, env.get("KUBESTILL_NAMESPACE") or None,
+        return cls(env.get(REPORT_CONFIGMAP_ENV) or None, env.get(NAMESPACE_ENV) or None,
                    metadata if isinstance(metadata, dict) else {})
 
     @property
@@ -44,15 +46,15 @@ class ReportChannel:
             from kubernetes import client, config  # only imported when reporting is on
 
             try:
-                config.load_incluster_config()  # type: ignore[no-untyped-call]
+                config.load_incluster_config()
             except config.ConfigException:
                 # Read $KUBECONFIG now: the client library fixes its default path when it is first imported.
-                config.load_kube_config(config_file=os.environ.get("KUBECONFIG"))  # type: ignore[no-untyped-call]
+                config.load_kube_config(config_file=os.environ.get("KUBECONFIG"))
             self._api = client.CoreV1Api()
         return self._api
 
     def _new_config_map(self, key: str, text: str) -> dict[str, Any]:
-        labels = {"app.kubernetes.io/managed-by": "kubestill", **(self.metadata.get("labels") or {})}
+        labels = {MANAGED_BY: MANAGER, **(self.metadata.get("labels") or {})}
         metadata = {**self.metadata, "name": self.name, "namespace": self.namespace, "labels": labels}
         return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": metadata, "data": {key: text}}
 

@@ -21,7 +21,9 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import unquote, urlsplit
 
-DEFAULT_PVC_ROOT = "/mnt/kubestill/pvc"
+from kubestill.api.names import PVC_ROOT, PVC_ROOT_ENV
+
+DEFAULT_PVC_ROOT = PVC_ROOT
 
 
 class StorageError(Exception):
@@ -49,21 +51,27 @@ def resolve_uri(uri: str, env: Mapping[str, str] | None = None) -> Path:
         claim, _, sub = rest.partition("/")
         if not claim:
             raise StorageError(f"{uri}: pvc:// needs a claim name (pvc://<claim>/<path>)")
-        return Path(env.get("KUBESTILL_PVC_ROOT") or DEFAULT_PVC_ROOT) / claim / sub
+        return Path(env.get(PVC_ROOT_ENV) or DEFAULT_PVC_ROOT) / claim / sub
     if scheme == "pkg":
-        name, _, sub = rest.partition("/")
-        try:
-            spec = importlib.util.find_spec(name)
-        except (ImportError, ValueError):
-            spec = None
-        if spec is None or not spec.submodule_search_locations:
-            raise StorageError(f"{uri}: no installed Python package named {name!r}")
-        base = Path(next(iter(spec.submodule_search_locations)))
-        path = base / sub if sub else base
-        if not path.exists():
-            raise StorageError(f"{uri}: {path} does not exist in package {name}")
-        return path
+        return _package_path(uri, rest)
     raise StorageError(f"{uri}: unsupported scheme {scheme!r} (use file://, pvc://, pkg://, s3:// or a plain path)")
+
+
+def _package_path(uri: str, rest: str) -> Path:
+    """`pkg://<package>/<path>` (`rest` is what follows the scheme): a file shipped inside an installed Python
+    package, e.g. a data set installed with pip. Raises StorageError when the package or the file is missing."""
+    name, _, sub = rest.partition("/")
+    try:
+        spec = importlib.util.find_spec(name)
+    except (ImportError, ValueError):
+        spec = None
+    if spec is None or not spec.submodule_search_locations:
+        raise StorageError(f"{uri}: no installed Python package named {name!r}")
+    base = Path(next(iter(spec.submodule_search_locations)))
+    path = base / sub if sub else base
+    if not path.exists():
+        raise StorageError(f"{uri}: {path} does not exist in package {name}")
+    return path
 
 
 class Storage(Protocol):

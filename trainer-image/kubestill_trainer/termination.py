@@ -9,13 +9,15 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
-DEFAULT_PATH = "/dev/termination-log"
+from kubestill.api.names import TEACHER_API_KEY_ENV, TERMINATION_LOG, TERMINATION_LOG_ENV
+
+DEFAULT_PATH = TERMINATION_LOG
 LIMIT = 4096
 
 
 def termination_path(env: Mapping[str, str] | None = None) -> Path | None:
     env = os.environ if env is None else env
-    given = env.get("KUBESTILL_TERMINATION_LOG")
+    given = env.get(TERMINATION_LOG_ENV)
     if given:
         return Path(given)
     default = Path(DEFAULT_PATH)
@@ -28,7 +30,7 @@ def one_paragraph(message: str) -> str:
 
 
 # Environment variables whose values are credentials (the S3 Secret's keys, the teacher's API key).
-SECRET_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "KUBESTILL_TEACHER_API_KEY")
+SECRET_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", TEACHER_API_KEY_ENV)
 
 
 def secret_values(env: Mapping[str, str] | None = None) -> list[str]:

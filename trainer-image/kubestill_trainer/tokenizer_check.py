@@ -46,32 +46,47 @@ def tokenizer_differences(teacher: PreTrainedTokenizerBase, student: PreTrainedT
                           probe: Sequence[str] = (), student_output_rows: int | None = None) -> list[str]:
     """What differs, one phrase per rule broken (empty when the student reads the teacher's ids as meant)."""
     problems: list[str] = []
-    t_vocab, s_vocab = teacher.get_vocab(), student.get_vocab()
-    moved = sorted(((i, tok) for tok, i in t_vocab.items() if s_vocab.get(tok) != i))
-    if moved:
-        s_tokens = {i: tok for tok, i in s_vocab.items()}
-        examples = []
-        for i, tok in moved[:: max(1, len(moved) // SAMPLE)][:SAMPLE]:  # spread over the ids, not just bytes
-            s_id = s_vocab.get(tok)
-            there = f"student id {s_id}" if s_id is not None else "not in the student's vocabulary"
-            examples.append(f"{_show(tok)}: teacher id {i}, {there}"
-                            + (f" (student id {i} is {_show(s_tokens[i])})" if i in s_tokens else ""))
-        problems.append(f"vocabulary: teacher {len(t_vocab)} tokens, student {len(s_vocab)}; {len(moved)} "
-                        f"teacher tokens map differently, e.g. {'; '.join(examples)}")
+    t_vocab = teacher.get_vocab()
+    vocabulary = _vocabulary_difference(t_vocab, student.get_vocab())
+    if vocabulary:
+        problems.append(vocabulary)
     if teacher.eos_token_id != student.eos_token_id:
         problems.append(f"end-of-sequence token: teacher {teacher.eos_token!r} (id {teacher.eos_token_id}), "
                         f"student {student.eos_token!r} (id {student.eos_token_id})")
     if not problems:
-        for text in probe:
-            t_ids, s_ids = teacher(text)["input_ids"], student(text)["input_ids"]
-            if t_ids != s_ids:
-                problems.append(f"tokenization: {text[:60]!r} is {t_ids[:12]} for the teacher, {s_ids[:12]} "
-                                "for the student")
-                break
+        tokenization = _probe_difference(teacher, student, probe)
+        if tokenization:
+            problems.append(tokenization)
     if student_output_rows is not None and student_output_rows < len(t_vocab):
         problems.append(f"output layer: the student has {student_output_rows} rows for the teacher's "
                         f"{len(t_vocab)} tokens")
     return problems
+
+
+def _vocabulary_difference(t_vocab: dict[str, int], s_vocab: dict[str, int]) -> str | None:
+    """Rule 1: teacher tokens at another id (or missing) in the student, with up to SAMPLE examples."""
+    moved = sorted(((i, tok) for tok, i in t_vocab.items() if s_vocab.get(tok) != i))
+    if not moved:
+        return None
+    s_tokens = {i: tok for tok, i in s_vocab.items()}
+    examples = []
+    for i, tok in moved[:: max(1, len(moved) // SAMPLE)][:SAMPLE]:  # spread over the ids, not just bytes
+        s_id = s_vocab.get(tok)
+        there = f"student id {s_id}" if s_id is not None else "not in the student's vocabulary"
+        examples.append(f"{_show(tok)}: teacher id {i}, {there}"
+                        + (f" (student id {i} is {_show(s_tokens[i])})" if i in s_tokens else ""))
+    return (f"vocabulary: teacher {len(t_vocab)} tokens, student {len(s_vocab)}; {len(moved)} "
+            f"teacher tokens map differently, e.g. {'; '.join(examples)}")
+
+
+def _probe_difference(teacher: PreTrainedTokenizerBase, student: PreTrainedTokenizerBase, probe: Sequence[str]
+                      ) -> str | None:
+    """Rule 3: the first probe text the two tokenize differently."""
+    for text in probe:
+        t_ids, s_ids = teacher(text)["input_ids"], student(text)["input_ids"]
+        if t_ids != s_ids:
+            return f"tokenization: {text[:60]!r} is {t_ids[:12]} for the teacher, {s_ids[:12]} for the student"
+    return None
 
 
 def _output_rows(path: Path) -> int | None:
@@ -106,15 +121,21 @@ def check_student_tokenizer(spec: DistillationJobSpec, task: DistillTask, rows: 
     probe = [t for r in rows[:PROBE_ROWS] for t in (r.text, r.pair) if t]
     problems = tokenizer_differences(teacher_tok, student_tok, probe,
                                      _output_rows(student_dir) if reads_ids else None)
-    if not problems:
-        return
+    if problems:
+        raise ValueError(_mismatch_message(spec, task, positional, problems))
+
+
+def _mismatch_message(spec: DistillationJobSpec, task: DistillTask, positional: list[str], problems: list[str]
+                      ) -> str:
+    """Why the tokenizers must agree for this job, what differs, and the ways out."""
+    reads_ids = task.reads_teacher_token_ids
     why = []
     if reads_ids:
         why.append(f"{task.task} trains the student on the teacher's token ids (its answers and top-k)")
     if positional:
         why.append(f"{' and '.join(positional)} compare the two models token by token")
-    raise ValueError(
-        f"student.baseModelUri {base_uri}: its tokenizer is not the teacher's ({spec.teacher.model_uri}), "
-        f"and {' and '.join(why)}: {'; '.join(problems)}. Start from a model of the teacher's tokenizer "
-        "family, or cut the student from the teacher (student.architecture)"
+    return (
+        f"student.baseModelUri {spec.student.base_model_uri}: its tokenizer is not the teacher's "
+        f"({spec.teacher.model_uri}), and {' and '.join(why)}: {'; '.join(problems)}. Start from a model of the "
+        "teacher's tokenizer family, or cut the student from the teacher (student.architecture)"
         + (", or drop the token-by-token losses" if positional and not reads_ids else "") + ".")

@@ -30,13 +30,14 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
+from kubestill.api.names import SCRATCH_DIR_ENV
 from kubestill.api.storage import split_s3_uri
 
 from .objectstore import MANIFEST, ObjectStore, StoreError, join
 
 log = logging.getLogger(__name__)
 
-SCRATCH_ENV = "KUBESTILL_SCRATCH_DIR"
+SCRATCH_ENV = SCRATCH_DIR_ENV
 STAGE_INPUTS: dict[str, tuple[str, ...]] = {
     "label": (),
     "train": ("labels", "train", "train/checkpoint", "train/best"),

@@ -66,42 +66,31 @@ class _Converter:
         return out
 
     def convert_plain(self, node: dict[str, Any]) -> dict[str, Any]:
-        out: dict[str, Any] = {}
+        out = _scalars(node)
         kind = node.get("type")
-        if "const" in node:
-            out.update(type="string", enum=[node["const"]])
-        elif kind is not None:
-            out["type"] = kind
-        elif "enum" in node:
-            out["type"] = "string"
-        for key, value in node.items():
-            if key in _KEEP_SCALAR or key in ("minimum", "maximum"):
-                out[key] = value
-            elif key in ("exclusiveMinimum", "exclusiveMaximum"):
-                # JSON Schema 2020 states the bound; OpenAPI v3.0 (what Kubernetes reads) flags it.
-                out["minimum" if key == "exclusiveMinimum" else "maximum"] = value
-                out[key] = True
-            elif key == "default" and value is not None:
-                out["default"] = value
         if kind == "object":
-            properties = node.get("properties")
-            extra = node.get("additionalProperties")
-            if properties is not None:
-                out["properties"] = {k: self.convert(v) for k, v in properties.items()}
-                if node.get("required"):
-                    out["required"] = sorted(node["required"])
-                rules = self.rules_for(node)
-                if rules:
-                    out["x-kubernetes-validations"] = rules
-            elif isinstance(extra, dict):
-                out["additionalProperties"] = self.convert(extra)
-            else:
-                # A free-form map (object metadata): the only place unknown fields are kept on purpose.
-                out["x-kubernetes-preserve-unknown-fields"] = True
+            out.update(self.convert_object(node))
         if kind == "array":
             out["items"] = self.convert(node["items"])
         if kind == "string" and node.get("format") == "date-time":
             out["format"] = "date-time"
+        return out
+
+    def convert_object(self, node: dict[str, Any]) -> dict[str, Any]:
+        """properties (with required and the model's rules), a typed map, or a free-form map."""
+        properties = node.get("properties")
+        extra = node.get("additionalProperties")
+        if properties is None:
+            if isinstance(extra, dict):
+                return {"additionalProperties": self.convert(extra)}
+            # A free-form map (object metadata): the only place unknown fields are kept on purpose.
+            return {"x-kubernetes-preserve-unknown-fields": True}
+        out: dict[str, Any] = {"properties": {k: self.convert(v) for k, v in properties.items()}}
+        if node.get("required"):
+            out["required"] = sorted(node["required"])
+        rules = self.rules_for(node)
+        if rules:
+            out["x-kubernetes-validations"] = rules
         return out
 
     def rules_for(self, node: dict[str, Any]) -> list[dict[str, str]]:
@@ -109,6 +98,28 @@ class _Converter:
         if model is None:
             return []
         return [rule.to_crd() for rule in model.rules]
+
+
+def _scalars(node: dict[str, Any]) -> dict[str, Any]:
+    """The type and the scalar constraints of a JSON Schema node, in OpenAPI v3.0 terms."""
+    out: dict[str, Any] = {}
+    kind = node.get("type")
+    if "const" in node:
+        out.update(type="string", enum=[node["const"]])
+    elif kind is not None:
+        out["type"] = kind
+    elif "enum" in node:
+        out["type"] = "string"
+    for key, value in node.items():
+        if key in _KEEP_SCALAR or key in ("minimum", "maximum"):
+            out[key] = value
+        elif key in ("exclusiveMinimum", "exclusiveMaximum"):
+            # JSON Schema 2020 states the bound; OpenAPI v3.0 (what Kubernetes reads) flags it.
+            out["minimum" if key == "exclusiveMinimum" else "maximum"] = value
+            out[key] = True
+        elif key == "default" and value is not None:
+            out["default"] = value
+    return out
 
 
 def schema_for(kind_module: ModuleType) -> dict[str, Any]:

@@ -20,8 +20,21 @@ ROUTE_RECORD_ANNOTATION = "kubestill.io/route-record"
 # route are one labelled LIST away (kubestill's field ownership of a route is given back by the last of them).
 ROUTE_LABEL = "kubestill.io/route"
 
-# Where a Pod sees claim <claim> of a pvc://<claim>/<path> URI.
+# Where a Pod sees claim <claim> of a pvc://<claim>/<path> URI (the trainer reads PVC_ROOT_ENV first, which
+# only the local dev node sets).
 PVC_ROOT = "/mnt/kubestill/pvc"
+PVC_ROOT_ENV = "KUBESTILL_PVC_ROOT"
+
+# The environment of a trainer Pod (stage Jobs, storage checks), set by the operator's builders and read by the
+# trainer: a rename on one side only would be a silent break, so both import these.
+NAMESPACE_ENV = "KUBESTILL_NAMESPACE"  # the Pod's namespace (where the report ConfigMap goes)
+STAGE_ENV = "KUBESTILL_STAGE"  # label | train | evaluate | export
+REPORT_CONFIGMAP_ENV = "KUBESTILL_REPORT_CONFIGMAP"  # report_map_name(<dj>)
+REPORT_METADATA_ENV = "KUBESTILL_REPORT_METADATA"  # JSON metadata (labels, owner) the report ConfigMap gets
+TEACHER_API_KEY_ENV = "KUBESTILL_TEACHER_API_KEY"  # from teacher.openai.apiKeySecretRef
+SCRATCH_DIR_ENV = "KUBESTILL_SCRATCH_DIR"  # local scratch space (downloads of s3:// inputs)
+TERMINATION_LOG_ENV = "KUBESTILL_TERMINATION_LOG"  # where a failing process writes its one-paragraph reason
+TERMINATION_LOG = "/dev/termination-log"  # the container's terminationMessagePath (Kubernetes' default)
 # Where a stage Job sees its config: the pod annotation CONFIG_ANNOTATION, projected by the downward API as
 # CONFIG_DIR/CONFIG_KEY. Each Job carries the exact config it ran with, and a job costs no ConfigMap write.
 CONFIG_DIR = "/etc/kubestill"

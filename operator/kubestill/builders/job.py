@@ -11,7 +11,14 @@ from kubestill.api.names import (
     CONFIG_DIR,
     CONFIG_KEY,
     DJ_LABEL,
+    NAMESPACE_ENV,
+    REPORT_CONFIGMAP_ENV,
+    REPORT_METADATA_ENV,
+    STAGE_ENV,
     STAGE_LABEL,
+    TEACHER_API_KEY_ENV,
+    TERMINATION_LOG,
+    TERMINATION_LOG_ENV,
     job_name,
     report_map_name,
 )
@@ -23,7 +30,7 @@ from .meta import child_metadata, pvc_claims, pvc_volumes
 from .storage import s3_env, s3_uris, scratch_volume
 
 TRAINER_CONTAINER = "trainer"
-API_KEY_ENV = "KUBESTILL_TEACHER_API_KEY"
+API_KEY_ENV = TEACHER_API_KEY_ENV
 
 
 def spec_uris(spec: DistillationJobSpec) -> list[str | None]:
@@ -79,12 +86,12 @@ def build_stage_job(
         {"path": CONFIG_KEY, "fieldRef": {"fieldPath": f"metadata.annotations['{CONFIG_ANNOTATION}']"}}]}})
     mounts.insert(0, {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True})
     env: list[dict[str, Any]] = [
-        {"name": "KUBESTILL_REPORT_CONFIGMAP", "value": report_map_name(name)},
-        {"name": "KUBESTILL_REPORT_METADATA", "value": json.dumps(report_metadata(dj, extra_labels),
+        {"name": REPORT_CONFIGMAP_ENV, "value": report_map_name(name)},
+        {"name": REPORT_METADATA_ENV, "value": json.dumps(report_metadata(dj, extra_labels),
                                                                    separators=(",", ":"))},
-        {"name": "KUBESTILL_NAMESPACE", "value": namespace},
-        {"name": "KUBESTILL_STAGE", "value": stage},
-        {"name": "KUBESTILL_TERMINATION_LOG", "value": "/dev/termination-log"},
+        {"name": NAMESPACE_ENV, "value": namespace},
+        {"name": STAGE_ENV, "value": stage},
+        {"name": TERMINATION_LOG_ENV, "value": TERMINATION_LOG},
         {"name": "HF_HUB_OFFLINE", "value": "1"},
     ]
     openai = spec.teacher.openai

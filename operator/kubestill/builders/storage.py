@@ -16,7 +16,14 @@ import hashlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from kubestill.api.names import MANAGED_BY, MANAGER, check_job_name
+from kubestill.api.names import (
+    MANAGED_BY,
+    MANAGER,
+    SCRATCH_DIR_ENV,
+    TERMINATION_LOG,
+    TERMINATION_LOG_ENV,
+    check_job_name,
+)
 from kubestill.api.storage import SECRET_KEYS, SECRET_NAME_ENV, is_s3
 from kubestill.api.v1alpha1.storage import StorageSecretRef
 
@@ -24,7 +31,7 @@ from .meta import child_metadata
 
 SCRATCH_VOLUME = "scratch"
 SCRATCH_DIR = "/var/lib/kubestill/scratch"
-SCRATCH_ENV = "KUBESTILL_SCRATCH_DIR"
+SCRATCH_ENV = SCRATCH_DIR_ENV
 ARTIFACT_VOLUME = "artifact"
 ARTIFACT_DIR = "/mnt/kubestill/artifact"
 FETCH_CONTAINER = "fetch-artifact"
@@ -111,7 +118,7 @@ def build_storage_check_job(
         "image": image,
         "imagePullPolicy": pull_policy,
         "command": command,
-        "env": [*s3_env(secret), {"name": "KUBESTILL_TERMINATION_LOG", "value": "/dev/termination-log"}],
+        "env": [*s3_env(secret), {"name": TERMINATION_LOG_ENV, "value": TERMINATION_LOG}],
         "terminationMessagePolicy": "FallbackToLogsOnError",
         "resources": {"requests": {"cpu": "50m", "memory": "128Mi"}, "limits": {"memory": "512Mi"}},
     }
@@ -140,7 +147,7 @@ def fetch_artifact_container(uri: str, secret: StorageSecretRef | None, image: s
         "image": image,
         "imagePullPolicy": pull_policy,
         "command": [*STORAGE_CLI, "download", uri, ARTIFACT_DIR],
-        "env": [*s3_env(secret), {"name": "KUBESTILL_TERMINATION_LOG", "value": "/dev/termination-log"}],
+        "env": [*s3_env(secret), {"name": TERMINATION_LOG_ENV, "value": TERMINATION_LOG}],
         "terminationMessagePolicy": "FallbackToLogsOnError",
         "volumeMounts": [{"name": ARTIFACT_VOLUME, "mountPath": ARTIFACT_DIR}],
     }

@@ -5,7 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from kubestill.api import gates
 from kubestill.api.names import DJ_LABEL
+from kubestill.api.report import EvaluationReport, load_report
 from kubestill.api.v1alpha1 import API_VERSION
 from kubestill.api.v1alpha1.distillationjob import DistillationJobSpec
 
@@ -15,18 +17,20 @@ from .meta import child_metadata, join_uri
 def build_student_model(
     dj: Mapping[str, Any],
     spec: DistillationJobSpec,
-    metrics: Mapping[str, Any],
+    metrics: EvaluationReport | Mapping[str, Any],
     extra_labels: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """StudentModel `<spec.output.studentModelName>` owned by the job: artifact `<artifactUri>/export`,
-    labels from metrics.json, student metrics plus qualityRatio and speedup, the job's serving spec."""
+    labels from metrics.json, the student's measured metrics plus qualityRatio and speedup, the job's serving
+    spec. `metrics`: the report, or metrics.json parsed as JSON (raises kubestill.api.report.ReportError when
+    it is not a report; the gates, which read it first, have failed the job on that already)."""
     name = dj["metadata"]["name"]
-    copied = {k: float(v) for k, v in (metrics.get("student") or {}).items()
-              if isinstance(v, int | float) and not isinstance(v, bool)}
-    for key in ("qualityRatio", "speedup"):
-        value = metrics.get(key)
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            copied[key] = float(value)
+    report = metrics if isinstance(metrics, EvaluationReport) else load_report(metrics)
+    copied = {k: v for k, v in report.student.items() if v is not None}
+    ratio = gates.quality_ratio(report.student.get(report.primary_metric), report.teacher.get(report.primary_metric))
+    for key, value in (("qualityRatio", ratio), ("speedup", report.speedup)):
+        if value is not None:
+            copied[key] = value
     model_format = "quantized" if spec.student.quantization is not None else "hf"
     body: dict[str, Any] = {
         "apiVersion": API_VERSION,
@@ -36,7 +40,7 @@ def build_student_model(
             "artifactUri": join_uri(spec.output.artifact_uri, "export"),
             "format": model_format,
             "task": spec.task,
-            "labels": [str(x) for x in metrics.get("labels") or []],
+            "labels": list(report.labels),
             "metrics": copied,
             "sourceJob": name,
             "serving": spec.output.serving.to_wire(),

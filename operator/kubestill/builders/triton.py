@@ -14,7 +14,13 @@ import hashlib
 from collections.abc import Mapping
 from typing import Any
 
-from kubestill.api.names import CONFIG_HASH_ANNOTATION, SM_LABEL, triton_name
+from kubestill.api.names import (
+    CONFIG_HASH_ANNOTATION,
+    SM_LABEL,
+    TERMINATION_LOG,
+    TERMINATION_LOG_ENV,
+    triton_name,
+)
 from kubestill.api.storage import is_s3
 from kubestill.api.triton import render_config_pbtxt
 from kubestill.api.v1alpha1.studentmodel import GRPC_PORT, HTTP_PORT, METRICS_PORT, StudentModelSpec
@@ -28,7 +34,6 @@ TRITON_CONFIG_DIR = "/etc/kubestill/triton"
 CONFIG_KEY = "config.pbtxt"
 TRITON_CONTAINER = "tritonserver"
 ASSEMBLE_CONTAINER = "assemble-model-repository"
-TERMINATION_LOG = "/dev/termination-log"
 
 
 def model_name(sm_name: str) -> str:
@@ -134,7 +139,7 @@ def build_triton_deployment(
         # model.py leaves why it refused to load in the termination log (kubestill.api.triton.LoadFailure);
         # the kubelet copies it into the Pod status, where the operator reads it (else the log tail).
         "env": [{"name": "HF_HUB_OFFLINE", "value": "1"},
-                {"name": "KUBESTILL_TERMINATION_LOG", "value": TERMINATION_LOG}],
+                {"name": TERMINATION_LOG_ENV, "value": TERMINATION_LOG}],
         "terminationMessagePath": TERMINATION_LOG,
         "terminationMessagePolicy": "FallbackToLogsOnError",
         "readinessProbe": {

@@ -45,11 +45,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return func(args)
     except Exception as exc:
-        message = api_error_message(exc)
+        message = api_error_message(exc) or _cluster_error(exc)
         if message is None:
             raise
         print(f"kubestill {args.command}: {message}", file=sys.stderr)
         return 1
+
+
+def _cluster_error(exc: BaseException) -> str | None:
+    """The one line for a production command that could not reach the cluster (see cli.cluster)."""
+    if "kubestill.cli.cluster" not in sys.modules:  # only the commands that talk to a cluster load it
+        return None
+    from .cluster import error_line
+
+    return error_line(exc)
 
 
 if __name__ == "__main__":

@@ -8,19 +8,21 @@ the operator; the same annotations work from `kubectl annotate` or a GitOps comm
 from __future__ import annotations
 
 import argparse
-import os
-import time
+import asyncio
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from kubestill.api.v1alpha1 import GROUP, VERSION
+from kubestill.api.v1alpha1 import API_VERSION
 from kubestill.api.v1alpha1.canaryrollout import (
     ANNOTATION_ABORT,
     ANNOTATION_PAUSE,
     ANNOTATION_PROMOTE,
     ANNOTATION_RESUME,
-    PLURAL,
+    KIND,
 )
+
+if TYPE_CHECKING:  # the client is imported by the commands that run, not by `kubestill --help`
+    from kubestill.clients.kube import KubeClient
 
 CONTROLS = {
     "promote": ANNOTATION_PROMOTE,
@@ -31,24 +33,6 @@ CONTROLS = {
 TERMINAL = ("Promoted", "RolledBack", "Failed")
 
 
-def _api() -> Any:
-    """CustomObjectsApi from $KUBECONFIG or the in-cluster service account (imported lazily: it is slow)."""
-    from kubernetes import client, config
-
-    try:
-        # Read $KUBECONFIG now: the client library fixes its default path when it is first imported.
-        config.load_kube_config(config_file=os.environ.get("KUBECONFIG"))  # type: ignore[no-untyped-call,unused-ignore]
-    except config.ConfigException:
-        try:
-            config.load_incluster_config()  # type: ignore[no-untyped-call,unused-ignore]
-        except config.ConfigException as exc:
-            raise SystemExit(
-                "kubestill rollout: no cluster to talk to: set KUBECONFIG (e.g. `kubestill dev up` prints one) "
-                f"or run inside a Pod ({exc})"
-            ) from exc
-    return client.CustomObjectsApi()
-
-
 def control_value(full: bool = False, now: datetime | None = None) -> str:
     """A value never used before (a timestamp); `full/` in front asks promote to skip every remaining step."""
     stamp = (now or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
@@ -56,13 +40,12 @@ def control_value(full: bool = False, now: datetime | None = None) -> str:
 
 
 def cmd_control(args: argparse.Namespace) -> int:
+    from .cluster import run
+
     annotation = CONTROLS[args.action]
     value = control_value(full=getattr(args, "full", False))
     patch = {"metadata": {"annotations": {annotation: value}}}
-    api = _api()
-    api.patch_namespaced_custom_object(
-        GROUP, VERSION, args.namespace, PLURAL, args.name, patch, _content_type="application/merge-patch+json"
-    )
+    run(lambda api: api.merge_patch(API_VERSION, KIND, args.namespace, args.name, patch))
     print(f"canaryrollout {args.namespace}/{args.name}: {args.action} requested ({annotation}={value})")
     return 0
 
@@ -109,16 +92,25 @@ def format_status(obj: dict[str, Any], now: datetime) -> str:
     return "\n".join(lines)
 
 
-def cmd_status(args: argparse.Namespace) -> int:
-    api = _api()
+async def _watch(api: KubeClient, args: argparse.Namespace) -> int:
+    from kubestill.clients.kube import ApiError
+
     while True:
-        obj = api.get_namespaced_custom_object(GROUP, VERSION, args.namespace, PLURAL, args.name)
-        print(format_status(obj, datetime.now(UTC)))
+        obj = await api.get(API_VERSION, KIND, args.namespace, args.name)
+        if obj is None:
+            raise ApiError(404, "NotFound", f"canaryrollout {args.namespace}/{args.name} not found")
+        print(format_status(obj, datetime.now(UTC)), flush=True)
         phase = (obj.get("status") or {}).get("phase")
         if not args.watch or phase in TERMINAL:
             return 0 if phase != "RolledBack" else 3
         print()
-        time.sleep(args.interval)
+        await asyncio.sleep(args.interval)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from .cluster import run
+
+    return run(lambda api: _watch(api, args))
 
 
 def register(sub: Any) -> None:

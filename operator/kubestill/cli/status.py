@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from kubestill.api.v1alpha1 import API_VERSION
+
+if TYPE_CHECKING:
+    from kubestill.clients.kube import KubeClient
 
 STAGES = ("label", "train", "evaluate", "export")
 _MARK = {"Succeeded": "✓", "Failed": "✗", "Running": "…", "Pending": "·"}
@@ -64,14 +69,18 @@ def table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(line.rstrip() for line in lines)
 
 
-def cmd_status(args: argparse.Namespace) -> int:
-    from kubestill.dev.kubeapi import KubeAPI
+async def _fetch(api: KubeClient, namespace: str | None, all_namespaces: bool) -> tuple[list[Any], list[Any]]:
+    """DistillationJobs and StudentModels of the namespace (or of all), read with the operator's client."""
+    scope = None if all_namespaces else (namespace or api.info.default_namespace or "default")
+    jobs = await api.list(API_VERSION, "DistillationJob", scope)
+    models = await api.list(API_VERSION, "StudentModel", scope)
+    return jobs, models
 
-    api = KubeAPI()
-    scope = "" if args.all_namespaces else f"/namespaces/{args.namespace or api.info.default_namespace or 'default'}"
-    base = f"/apis/kubestill.io/v1alpha1{scope}"
-    jobs = api.list(f"{base}/distillationjobs")
-    models = api.list(f"{base}/studentmodels")
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from .cluster import run
+
+    jobs, models = run(lambda api: _fetch(api, args.namespace, args.all_namespaces))
     ns = ["NAMESPACE"] if args.all_namespaces else []
     print(table([*ns, "JOB", "PHASE", "STAGES", "PROGRESS", "GATE", "SPEEDUP", "STUDENT", "MESSAGE"],
                 job_rows(jobs, args.all_namespaces)))

@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import os
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote
 
 import aiohttp
 import kopf
+import yaml
 from prometheus_client import Counter, Histogram
 
 API_REQUESTS = Counter(
@@ -49,15 +52,17 @@ _PLURALS = {
     ("apps/v1", "Deployment"): "deployments",
     ("kubestill.io/v1alpha1", "DistillationJob"): "distillationjobs",
     ("kubestill.io/v1alpha1", "StudentModel"): "studentmodels",
+    ("kubestill.io/v1alpha1", "CanaryRollout"): "canaryrollouts",
 }
 
 
-def resource_path(api_version: str, kind: str, namespace: str, name: str | None = None,
+def resource_path(api_version: str, kind: str, namespace: str | None, name: str | None = None,
                   subresource: str | None = None) -> str:
-    """/api/v1/namespaces/ns/configmaps[/name[/sub]] or /apis/group/version/... for the kinds we use."""
+    """/api/v1/namespaces/ns/configmaps[/name[/sub]] or /apis/group/version/... for the kinds we use;
+    namespace None: the collection across every namespace (/apis/group/version/plural)."""
     plural = _PLURALS[(api_version, kind)]
     prefix = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
-    path = f"{prefix}/namespaces/{quote(namespace)}/{plural}"
+    path = f"{prefix}/{plural}" if namespace is None else f"{prefix}/namespaces/{quote(namespace)}/{plural}"
     if name is not None:
         path += f"/{quote(name)}"
     if subresource is not None:
@@ -126,9 +131,11 @@ class KubeClient:
                 return None
             raise
 
-    async def list(self, api_version: str, kind: str, namespace: str, selector: str) -> list[dict[str, Any]]:
+    async def list(self, api_version: str, kind: str, namespace: str | None,
+                   selector: str | None = None) -> list[dict[str, Any]]:
+        """The objects of a namespace (None: of every namespace), optionally filtered by a label selector."""
         path = resource_path(api_version, kind, namespace)
-        found = await self.request("LIST", path, params={"labelSelector": selector})
+        found = await self.request("LIST", path, params={"labelSelector": selector} if selector else None)
         return list(found.get("items") or [])
 
     async def create(self, body: Mapping[str, Any]) -> bool:
@@ -156,6 +163,42 @@ class KubeClient:
         except ApiError as err:
             if err.status != 404:
                 raise
+
+
+class NoCluster(Exception):
+    """No credentials to reach a cluster with (no kubeconfig and not in a Pod), or a kubeconfig that cannot be
+    read; the message says which, in one line."""
+
+
+def _via_client_library(settings: kopf.OperatorSettings) -> kopf.ConnectionInfo:
+    info = kopf.login_via_client(logger=logging.getLogger(__name__), settings=settings)
+    if info is None or not (info.token or info.certificate_path or info.certificate_data or info.username):
+        raise kopf.LoginError("the client library found no credentials")
+    return info
+
+
+def connect() -> kopf.ConnectionInfo:
+    """Credentials for a command-line client (`kubestill status`, `kubestill rollout`).
+
+    First through the `kubernetes` client library (kopf's `login_via_client`), which runs a kubeconfig's
+    `exec` credential plugins and auth-providers, as users' kubeconfigs for EKS, GKE or AKS need; where that
+    finds nothing, kopf's own dependency-free readers: $KUBECONFIG (else ~/.kube/config), else the Pod's service
+    account, whose errors say precisely what is wrong with the file. Raises NoCluster."""
+    settings = kopf.OperatorSettings()
+    try:
+        return _via_client_library(settings)
+    except Exception:  # any failure there is explained by the plain readers below
+        pass
+    try:
+        info = kopf.login_with_kubeconfig(settings=settings) or kopf.login_with_service_account(settings=settings)
+    except (OSError, KeyError, TypeError, ValueError, yaml.YAMLError, kopf.LoginError) as err:
+        detail = " ".join(str(err).split())  # one line: YAML errors span several
+        raise NoCluster(f"cannot read the kubeconfig ({os.environ.get('KUBECONFIG') or '~/.kube/config'}): "
+                        f"{type(err).__name__}: {detail}") from err
+    if info is None:
+        raise NoCluster("no cluster to talk to: set KUBECONFIG (e.g. `kubestill dev up` prints one) or run "
+                        "inside a Pod")
+    return info
 
 
 _client: KubeClient | None = None

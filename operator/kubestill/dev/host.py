@@ -39,6 +39,12 @@ def missing(bin_dir: Path) -> list[str]:
     if os.geteuid() != 0:
         reasons.append("not root: containerd, runc and the kubelet mount filesystems, create namespaces and "
                        "cgroups, and write iptables rules")
+    return reasons + _missing_programs(bin_dir) + _missing_kernel_features()
+
+
+def _missing_programs(bin_dir: Path) -> list[str]:
+    """Debian commands, CNI plugins and the Go-built Kubernetes binaries that are not installed."""
+    reasons: list[str] = []
     for command, package in DEBIAN_COMMANDS.items():
         if shutil.which(command) is None:
             reasons.append(f"{command} is missing (Debian package {package}; scripts/setup.sh installs it)")
@@ -48,6 +54,12 @@ def missing(bin_dir: Path) -> list[str]:
     for binary in GO_BINARIES:
         if not (bin_dir / binary).exists():
             reasons.append(f"{bin_dir / binary} is missing (built from Go modules by tests/cluster/build.sh)")
+    return reasons
+
+
+def _missing_kernel_features() -> list[str]:
+    """Overlay filesystem, cgroup memory controller and br_netfilter, when the kernel lacks them."""
+    reasons: list[str] = []
     filesystems = Path("/proc/filesystems").read_text()
     if "overlay" not in filesystems:
         reasons.append("the kernel has no overlay filesystem: containerd's overlayfs snapshotter needs it")

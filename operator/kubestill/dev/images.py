@@ -245,7 +245,7 @@ disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.internal.v1.trac
 
 def preload(names: tuple[str, ...] = tuple(IMAGES)) -> None:
     """Import the built images into the real node's (default) image store, with a private containerd."""
-    from .realnode import default_containerd_root
+    from .realnode_config import default_containerd_root
 
     if shutil.which("containerd") is None or shutil.which("ctr") is None:
         log.info("no containerd here: images not preloaded")

@@ -16,9 +16,7 @@ import argparse
 import logging
 import signal
 import threading
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 from .kubeapi import KubeAPI, KubeError
 from .node_deployments import DeploymentRunner
@@ -26,10 +24,6 @@ from .node_jobs import JobRunner
 
 log = logging.getLogger("kubestill.node")
 SELECTOR = "app.kubernetes.io/managed-by=kubestill"
-
-
-def now_rfc3339() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 class LocalNode:
@@ -107,27 +101,6 @@ class LocalNode:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
-
-
-def pod_status_patch(phase: str, ready: bool, containers: list[dict[str, Any]], started: str) -> dict[str, Any]:
-    """status of a Pod the way the kubelet writes it (bound to the local node, loopback IP)."""
-    now = now_rfc3339()
-    cond = "True" if ready else "False"
-    return {
-        "status": {
-            "phase": phase,
-            "hostIP": "127.0.0.1",
-            "podIP": "127.0.0.1",
-            "startTime": started,
-            "conditions": [
-                {"type": "PodScheduled", "status": "True", "lastTransitionTime": started},
-                {"type": "Initialized", "status": "True", "lastTransitionTime": started},
-                {"type": "ContainersReady", "status": cond, "lastTransitionTime": now},
-                {"type": "Ready", "status": cond, "lastTransitionTime": now},
-            ],
-            "containerStatuses": containers,
-        }
-    }
 
 
 def main(argv: list[str] | None = None) -> int:

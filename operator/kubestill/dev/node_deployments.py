@@ -16,9 +16,10 @@ import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .kubeapi import KubeError
+from .kubelet import PodHost, now_rfc3339, pod_status_patch
 from .node_procs import (
     Process,
     container_argv,
@@ -28,9 +29,6 @@ from .node_procs import (
     termination_text,
     triton_argv,
 )
-
-if TYPE_CHECKING:
-    from .node import LocalNode
 
 log = logging.getLogger("kubestill.node.deployments")
 ENDPOINTS_ANNOTATION = "kubestill.io/local-endpoints"
@@ -61,6 +59,29 @@ class Replica:
     init_statuses: list[dict[str, Any]] = field(default_factory=list)
 
 
+def selected_replica(namespace: str, selector: dict[str, str], ready: list[tuple[str, Replica]]
+                     ) -> Replica | None:
+    """The first ready replica (as (namespace, replica)) in `namespace` whose labels carry the whole selector;
+    None for an empty selector, as a Service without one selects no Pods."""
+    return next((rep for ns, rep in ready if ns == namespace and selector
+                 and all(rep.labels.get(k) == v for k, v in selector.items())), None)
+
+
+def service_urls(ports: list[dict[str, Any]], replica: Replica) -> dict[str, str]:
+    """Port name (or number) -> local URL of a Service's ports on `replica`: targetPort by container port name
+    or number (default: the port itself), `http://` except for the port named grpc; ports the replica does not
+    expose are left out."""
+    urls = {}
+    for port in ports:
+        target = port.get("targetPort", port["port"])
+        local = replica.ports.get(target) if isinstance(target, str) else replica.by_number.get(int(target))
+        if local is None:
+            continue
+        scheme = "" if port.get("name") == "grpc" else "http://"
+        urls[port.get("name") or str(port["port"])] = f"{scheme}127.0.0.1:{local}"
+    return urls
+
+
 class InitFailed(Exception):
     """An init container exited non-zero; `status` is its initContainerStatuses entry."""
 
@@ -74,7 +95,7 @@ def _template_hash(template: dict[str, Any]) -> str:
 
 
 class DeploymentRunner:
-    def __init__(self, node: LocalNode) -> None:
+    def __init__(self, node: PodHost) -> None:
         self.node = node
         self.replicas: dict[str, list[Replica]] = {}  # by deployment uid
         self.meta: dict[str, tuple[str, str]] = {}  # uid -> (namespace, name)
@@ -121,8 +142,6 @@ class DeploymentRunner:
         self._write_status(dep, desired, len(reps), ready)
 
     def _start(self, dep: dict[str, Any], template_hash: str) -> Replica:
-        from .node import now_rfc3339, pod_status_patch
-
         meta, template = dep["metadata"], dep["spec"]["template"]
         ns = meta["namespace"]
         labels = {**(template.get("metadata") or {}).get("labels", {}), "pod-template-hash": template_hash}
@@ -189,8 +208,6 @@ class DeploymentRunner:
             log_file = pod_dir / f"{init['name']}.log"
             message = termination_text(pod_dir / f"{init['name']}.termination-log", log_file,
                                        init.get("terminationMessagePolicy", "File"), done.returncode)
-            from .node import now_rfc3339
-
             terminated = {"exitCode": done.returncode, "reason": "Error", "message": message,
                           "finishedAt": now_rfc3339()}
             raise InitFailed(f"init container {init['name']} exited {done.returncode}: {message[-500:]}",
@@ -199,8 +216,6 @@ class DeploymentRunner:
 
     def _check(self, ns: str, rep: Replica, template: dict[str, Any]) -> None:
         """Readiness by the probe's httpGet on the local port; a dead process is restarted (kubelet)."""
-        from .node import now_rfc3339
-
         if rep.process is None:
             return
         container = template["spec"]["containers"][0]
@@ -247,8 +262,6 @@ class DeploymentRunner:
             self._container_status(ns, rep, container, {"running": {"startedAt": rep.started}})
 
     def _container_status(self, ns: str, rep: Replica, container: dict[str, Any], state: dict[str, Any]) -> None:
-        from .node import pod_status_patch
-
         status: dict[str, Any] = {"name": container["name"], "image": container.get("image", ""), "imageID": "",
                                   "ready": rep.ready, "started": "running" in state, "restartCount": rep.restarts,
                                   "state": state}
@@ -263,8 +276,6 @@ class DeploymentRunner:
         self.node.api.delete(self.node.collection("v1", "pods", ns) + f"/{rep.pod}")
 
     def _write_status(self, dep: dict[str, Any], desired: int, current: int, ready: int) -> None:
-        from .node import now_rfc3339
-
         uid, meta = dep["metadata"]["uid"], dep["metadata"]
         available = "True" if ready >= desired else "False"
         key = {"gen": meta.get("generation"), "cur": current, "ready": ready, "desired": desired}
@@ -301,19 +312,10 @@ class DeploymentRunner:
         found: dict[str, dict[str, str]] = {}
         for svc in self.node.api.list(self.node.collection("v1", "services"), "app.kubernetes.io/managed-by"):
             ns, name = svc["metadata"]["namespace"], svc["metadata"]["name"]
-            selector = (svc.get("spec") or {}).get("selector") or {}
-            match = next((rep for rns, rep in ready if rns == ns and selector
-                          and all(rep.labels.get(k) == v for k, v in selector.items())), None)
+            match = selected_replica(ns, (svc.get("spec") or {}).get("selector") or {}, ready)
             if match is None:
                 continue
-            urls = {}
-            for port in svc["spec"].get("ports") or []:
-                target = port.get("targetPort", port["port"])
-                local = match.ports.get(target) if isinstance(target, str) else match.by_number.get(int(target))
-                if local is None:
-                    continue
-                scheme = "" if port.get("name") == "grpc" else "http://"
-                urls[port.get("name") or str(port["port"])] = f"{scheme}127.0.0.1:{local}"
+            urls = service_urls(svc["spec"].get("ports") or [], match)
             found[f"{ns}/{name}"] = urls
             annotations = (svc["metadata"].get("annotations") or {})
             if annotations.get(ENDPOINTS_ANNOTATION) != json.dumps(urls, sort_keys=True):

@@ -7,9 +7,10 @@ import logging
 import secrets
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .kubeapi import KubeError
+from .kubelet import PodHost, now_rfc3339, pod_status_patch
 from .node_procs import (
     Process,
     container_argv,
@@ -18,9 +19,6 @@ from .node_procs import (
     materialize_volumes,
     termination_text,
 )
-
-if TYPE_CHECKING:
-    from .node import LocalNode
 
 log = logging.getLogger("kubestill.node.jobs")
 
@@ -39,7 +37,7 @@ class Attempt:
 
 
 class JobRunner:
-    def __init__(self, node: LocalNode) -> None:
+    def __init__(self, node: PodHost) -> None:
         self.node = node
         self.running: dict[str, Attempt] = {}  # by job uid
         self.finished: set[str] = set()  # job uids whose final status we wrote
@@ -106,8 +104,6 @@ class JobRunner:
 
     def _start(self, job: dict[str, Any], failed: int) -> None:
         """Create the next attempt's Pod and run its container."""
-        from .node import now_rfc3339, pod_status_patch
-
         meta, template = job["metadata"], job["spec"]["template"]
         ns = meta["namespace"]
         pod_name = f"{meta['name']}-{secrets.token_hex(3)}"[:63]
@@ -155,8 +151,6 @@ class JobRunner:
         log.info("job %s/%s: pod %s running %s", ns, meta["name"], pod_name, " ".join(argv)[:200])
 
     def _finish_pod(self, attempt: Attempt, code: int, reason: str, message: str) -> None:
-        from .node import now_rfc3339, pod_status_patch
-
         terminated = {"exitCode": code, "reason": reason, "startedAt": attempt.started,
                       "finishedAt": now_rfc3339()}
         if message:
@@ -171,8 +165,6 @@ class JobRunner:
             log.warning("pod %s status: %s", attempt.pod, err)
 
     def _succeed_job(self, job: dict[str, Any]) -> None:
-        from .node import now_rfc3339
-
         meta, now = job["metadata"], now_rfc3339()
         conds = [
             {"type": "SuccessCriteriaMet", "status": "True", "reason": "CompletionsReached",
@@ -186,8 +178,6 @@ class JobRunner:
         log.info("job %s/%s: succeeded", meta["namespace"], meta["name"])
 
     def _fail_job(self, job: dict[str, Any], failed: int, reason: str, message: str) -> None:
-        from .node import now_rfc3339
-
         meta, now = job["metadata"], now_rfc3339()
         conds = [
             {"type": "FailureTarget", "status": "True", "reason": reason, "message": message,

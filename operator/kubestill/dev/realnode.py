@@ -70,12 +70,6 @@ class RealNodeUnavailable(RuntimeError):
         self.reasons = reasons
 
 
-def default_containerd_root() -> Path:
-    """containerd's content and snapshots: kept across nodes (a cache), so images are imported once."""
-    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
-    return cache / "kubestill" / "containerd"
-
-
 @dataclass
 class RealNode:
     """A running node: its control plane, the host processes it started and what it changed on the host."""
@@ -176,7 +170,7 @@ def start(state_dir: Path, bin_dir: Path | None = None, *, containerd_root: Path
     LOCK.write_text(json.dumps({"stateDir": str(state_dir), "pid": os.getpid()}))
     node = RealNode(cluster=Cluster(state_dir=state_dir / "controlplane", bin_dir=bins, server="", token="",
                                     ca_file=Path(), kubeconfig=Path()),
-                    state_dir=state_dir, containerd_root=containerd_root or default_containerd_root())
+                    state_dir=state_dir, containerd_root=containerd_root or realnode_config.default_containerd_root())
     node.created_paths = [p for p in host.HOST_PATHS if not os.path.lexists(p)]
     node.sysctls = {name: value for name in SYSCTLS if (value := host.read_sysctl(name)) is not None}
     node.iptables_before = host.iptables_chains()
@@ -269,6 +263,16 @@ def _kill_strays(node: RealNode) -> None:
 
 def stop(node: RealNode, *, remove_state: bool = True) -> None:
     """Stop the node and its control plane, and undo every change it made to the host."""
+    _stop_processes(node)
+    _undo_host_changes(node)
+    if LOCK.exists() and json.loads(LOCK.read_text()).get("stateDir") == str(node.state_dir):
+        LOCK.unlink()
+    if remove_state:
+        shutil.rmtree(node.state_dir, ignore_errors=True)
+
+
+def _stop_processes(node: RealNode) -> None:
+    """The components, the Pods' containers, containerd and its strays, kube-proxy's rules, the control plane."""
     for name in COMPONENTS:
         if name in node.pids:
             _stop_pid(node.pids[name])
@@ -280,6 +284,10 @@ def stop(node: RealNode, *, remove_state: bool = True) -> None:
         host.sh(str(node.bin_dir / "kube-proxy"), "--cleanup", check=False)
     if node.cluster.server:
         controlplane.stop(node.cluster, remove_state=False)
+
+
+def _undo_host_changes(node: RealNode) -> None:
+    """Mounts, links, iptables rules, cgroups, sysctls and the paths the node created, as they were before."""
     host.unmount_under(str(node.state_dir), *node.created_paths)
     for link in (BRIDGE, NODE_LINK):  # the Service route goes with its link
         host.sh("ip", "link", "del", link, check=False)
@@ -291,10 +299,6 @@ def stop(node: RealNode, *, remove_state: bool = True) -> None:
         shutil.rmtree(path, ignore_errors=True)
         with contextlib.suppress(OSError):
             os.unlink(path)
-    if LOCK.exists() and json.loads(LOCK.read_text()).get("stateDir") == str(node.state_dir):
-        LOCK.unlink()
-    if remove_state:
-        shutil.rmtree(node.state_dir, ignore_errors=True)
 
 
 def load(state_dir: Path | None = None) -> RealNode | None:

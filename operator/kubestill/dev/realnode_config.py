@@ -5,19 +5,40 @@ containerd's root (content and snapshots, a cache kept across nodes so images ar
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-from .controlplane import free_port
-
-if TYPE_CHECKING:
-    from .realnode import RealNode
+from .controlplane import Cluster, free_port
 
 PAUSE_IMAGE = "localhost/kubestill/pause:3.10"
 CLUSTER_DOMAIN = "cluster.local"
 # Set before the kubelet starts (saved and restored with the others): Services between Pods on one bridge.
 HOST_SYSCTLS = {"net.bridge.bridge-nf-call-iptables": "1", "net.bridge.bridge-nf-call-ip6tables": "1"}
+
+
+class ConfiguredNode(Protocol):
+    """What the configuration files need of a node (`realnode.RealNode` implements it). A Protocol, so this
+    module does not import realnode back (lint-imports refuses import cycles)."""
+
+    @property
+    def cluster(self) -> Cluster: ...
+
+    @property
+    def state_dir(self) -> Path: ...
+
+    @property
+    def containerd_root(self) -> Path: ...
+
+    @property
+    def socket(self) -> Path: ...
+
+
+def default_containerd_root() -> Path:
+    """containerd's content and snapshots: kept across nodes (a cache), so images are imported once."""
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+    return cache / "kubestill" / "containerd"
 
 
 @dataclass(frozen=True)
@@ -29,7 +50,7 @@ class Files:
     dns_ready: str  # CoreDNS's ready endpoint: 200 once its kubernetes plugin has synced
 
 
-def _containerd(node: RealNode, cni_conf: Path) -> str:
+def _containerd(node: ConfiguredNode, cni_conf: Path) -> str:
     state = node.state_dir
     return f"""version = 2
 root = "{node.containerd_root}"
@@ -67,7 +88,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
 """
 
 
-def _cni(node: RealNode, pod_cidr: str, bridge: str) -> str:
+def _cni(node: ConfiguredNode, pod_cidr: str, bridge: str) -> str:
     # No ipMasq and no portmap: Pods talk only to this machine (the API server, each other), so the bridge
     # plugin adds no NAT rules, and nothing a Pod sends is rewritten to leave through the host's address.
     return json.dumps({
@@ -79,7 +100,7 @@ def _cni(node: RealNode, pod_cidr: str, bridge: str) -> str:
     }, indent=2)
 
 
-def _kubelet(node: RealNode, node_ip: str, cgroup_root: str) -> str:
+def _kubelet(node: ConfiguredNode, node_ip: str, cgroup_root: str) -> str:
     state = node.state_dir
     return f"""apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
@@ -110,7 +131,7 @@ serializeImagePulls: false
 """
 
 
-def _kube_proxy(node: RealNode, node_name: str, node_ip: str, pod_cidr: str) -> str:
+def _kube_proxy(node: ConfiguredNode, node_name: str, node_ip: str, pod_cidr: str) -> str:
     # Conntrack limits and timeouts at 0: leave the host's as they are. NodePorts only on the node's address.
     return f"""apiVersion: kubeproxy.config.k8s.io/v1alpha1
 kind: KubeProxyConfiguration
@@ -133,7 +154,7 @@ iptables:
 """
 
 
-def _corefile(node: RealNode, node_ip: str, ready_port: int) -> str:
+def _corefile(node: ConfiguredNode, node_ip: str, ready_port: int) -> str:
     # Cluster names only, no `forward`: Pods here need no outside names, and no query leaves the machine.
     return f""".:53 {{
     bind {node_ip}
@@ -149,7 +170,7 @@ def _corefile(node: RealNode, node_ip: str, ready_port: int) -> str:
 """
 
 
-def write(node: RealNode, node_name: str, node_ip: str, pod_cidr: str, bridge: str, cgroup_root: str) -> Files:
+def write(node: ConfiguredNode, node_name: str, node_ip: str, pod_cidr: str, bridge: str, cgroup_root: str) -> Files:
     conf = node.state_dir / "conf"
     cni_conf = conf / "cni"
     cni_conf.mkdir(parents=True)

@@ -45,13 +45,17 @@ def ensure_weed(bin_dir: Path | None = None) -> Path:
     return target / "weed"
 
 
-def _port_pair() -> int:
-    """A free port p whose gRPC companion p + 10000 is free too (every weed service listens on both)."""
-    for _ in range(200):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port: int = s.getsockname()[1]
-        if port + 10000 > 65535:
+def _port_pair(taken: set[int]) -> int:
+    """A port p with p and its gRPC companion p + 10000 (every weed service listens on both) free on loopback
+    and not in `taken`; adds both to `taken`.
+
+    Both come from 10000-29999: below Linux's ephemeral range (32768-60999), where a port picked with bind(0) and
+    released can be taken by any outgoing connection before weed binds it (under load weed then failed to start),
+    and below the NodePort range (30000-32767), which the real node's kube-proxy intercepts."""
+    rng = secrets.SystemRandom()
+    for _ in range(500):
+        port = rng.randrange(10000, 20000)
+        if {port, port + 10000} & taken:
             continue
         try:
             with socket.socket() as a, socket.socket() as b:
@@ -59,8 +63,9 @@ def _port_pair() -> int:
                 b.bind(("127.0.0.1", port + 10000))
         except OSError:
             continue
+        taken.update((port, port + 10000))
         return port
-    raise RuntimeError("no free port pair (p, p+10000) on loopback")
+    raise RuntimeError("no free port pair (p, p+10000) on loopback below the ephemeral range")
 
 
 @dataclass(frozen=True)
@@ -193,7 +198,8 @@ def start_seaweedfs(workdir: Path | None = None, *, weed: Path | None = None, ti
     data, logs, cwd = work / "data", work / "logs", work / "cwd"
     for d in (data, logs, cwd):
         d.mkdir(parents=True, exist_ok=True)
-    ports = {name: _port_pair() for name in ("master", "volume", "filer", "s3", "admin")}
+    taken: set[int] = set()
+    ports = {name: _port_pair(taken) for name in ("master", "volume", "filer", "s3", "admin")}
     admin = new_credentials("admin")
     identities = [_identity(admin, ALL_ACTIONS)]
     _write_private(work / "identities.json", json.dumps({"identities": identities}))

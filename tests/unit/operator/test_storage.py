@@ -100,7 +100,8 @@ def test_check_job() -> None:
 
 def test_published_student_model_keeps_the_secret() -> None:
     dj = s3_dj()
-    sm = build_student_model(dj, DistillationJobSpec.model_validate(dj["spec"]), {"labels": ["a", "b"]})
+    report = {"primaryMetric": "accuracy", "teacher": {}, "student": {}, "labels": ["a", "b"]}
+    sm = build_student_model(dj, DistillationJobSpec.model_validate(dj["spec"]), report)
     assert sm["spec"]["artifactUri"] == "s3://runs/bbc/export"
     assert sm["spec"]["storageSecretRef"] == {"name": "s3-creds"}
     StudentModelSpec.model_validate(sm["spec"])

@@ -1,21 +1,22 @@
 """evaluate: teacher and student on the held-out test split: quality metrics overall and per segment,
 latency (batch 1 percentiles, batched throughput), parameters, size on disk, and the gate verdict.
-Output: eval/metrics.json (the contract's shape), eval/report.md, eval/*.png; metrics.json is also sent
-over the report channel."""
+Output: eval/metrics.json (a kubestill.api.report.EvaluationReport, the operator's contract), eval/report.md,
+eval/*.png; metrics.json is also sent over the report channel."""
 
 from __future__ import annotations
 
 import json
 import logging
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
-import numpy as np
+from kubestill.api.gates import judge, quality_ratio
+from kubestill.api.report import EvaluationReport, LatencyFigures, LatencyReport, ModelSize, SegmentReport
 
 from ..context import RunContext
-from ..gates import judge, quality_ratio
 from ..labelstore import CONFIDENCE, load_labels
-from ..latency import dir_size_mb, measure
+from ..latency import dir_size_mb, measure_figures
 from ..outputs import Array
 from ..storage import resolve_uri, write_json
 from ..tasks.base import Predictions, Row, TaskModel
@@ -31,7 +32,8 @@ def _take(pred: Mapping[str, Array], idx: list[int]) -> Predictions:
 
 
 def segment_metrics(ctx: RunContext, rows: Sequence[Row], student: Predictions, teacher: Predictions,
-                    meta: Mapping[str, Any]) -> dict[str, dict[str, dict[str, float]]]:
+                    meta: Mapping[str, Any]) -> dict[str, SegmentReport]:
+    """Teacher and student metrics on the test rows of each segment, with the segment's row count."""
     groups: dict[str, list[int]] = {}
     for i, r in enumerate(rows):
         if r.segment is not None:
@@ -40,15 +42,37 @@ def segment_metrics(ctx: RunContext, rows: Sequence[Row], student: Predictions, 
     for name, idx in sorted(groups.items()):
         seg_rows = [rows[i] for i in idx]
         t, s = _take(teacher, idx), _take(student, idx)
-        out[name] = {"teacher": ctx.task.metrics(t, t, seg_rows, meta),
-                     "student": ctx.task.metrics(s, t, seg_rows, meta), "count": {"rows": float(len(idx))}}
+        out[name] = SegmentReport(support=len(idx), teacher=ctx.task.metrics(t, t, seg_rows, meta),
+                                  student=ctx.task.metrics(s, t, seg_rows, meta))
     return out
 
 
-def model_latency(ctx: RunContext, model: TaskModel, rows: Sequence[Row]) -> dict[str, float]:
+def model_latency(ctx: RunContext, model: TaskModel, rows: Sequence[Row]) -> LatencyFigures | None:
     sample = list(rows[:256])
-    return measure(lambda rs: ctx.task.predict(model, rs, len(rs)), sample, batch_size=LATENCY_BATCH,
-                   single=min(100, max(20, len(sample))))
+    return measure_figures(lambda rs: ctx.task.predict(model, rs, len(rs)), sample, batch_size=LATENCY_BATCH,
+                           single=min(100, max(20, len(sample))))
+
+
+def _ratio(numerator: float | None, denominator: float | None) -> float | None:
+    return None if numerator is None or not denominator else numerator / denominator
+
+
+def _latency_and_sizes(ctx: RunContext, student: TaskModel, student_dir: Path,
+                       rows: Sequence[Row]) -> tuple[LatencyReport, dict[str, ModelSize]]:
+    """Latency and size of the student and, when it is a local model, the teacher, on the same rows."""
+    latency = LatencyReport(device=str(ctx.device), student=model_latency(ctx, student, rows))
+    sizes = {"student": ModelSize(params=param_count(student), size_mb=dir_size_mb(student_dir))}
+    model_uri = ctx.spec.teacher.model_uri
+    if model_uri:
+        teacher_dir = resolve_uri(model_uri)
+        teacher = ctx.task.load_model(teacher_dir).to(ctx.device).eval()
+        latency.teacher = model_latency(ctx, teacher, rows)
+        sizes["teacher"] = ModelSize(params=param_count(teacher), size_mb=dir_size_mb(teacher_dir))
+        del teacher
+    if latency.student is not None and latency.teacher is not None:
+        latency.batched_speedup = _ratio(latency.student.throughput_rows_per_second,
+                                         latency.teacher.throughput_rows_per_second)
+    return latency, sizes
 
 
 def run_evaluate(ctx: RunContext) -> dict[str, Any]:
@@ -73,58 +97,26 @@ def run_evaluate(ctx: RunContext) -> dict[str, Any]:
         t_metrics = {k: v for k, v in t_metrics.items() if k in wanted}
         s_metrics = {k: v for k, v in s_metrics.items() if k in wanted}
     segments = segment_metrics(ctx, rows, student_pred, teacher_pred, meta)
-
-    latency: dict[str, Any] = {"student": model_latency(ctx, student, rows), "device": ctx.device}
-    sizes: dict[str, Any] = {"student": {"params": param_count(student), "sizeMb": dir_size_mb(student_dir)}}
-    teacher_dir = resolve_uri(spec.teacher.model_uri) if spec.teacher.model_uri else None
-    if teacher_dir is not None:
-        teacher = ctx.task.load_model(teacher_dir).to(ctx.device).eval()
-        latency["teacher"] = model_latency(ctx, teacher, rows)
-        sizes["teacher"] = {"params": param_count(teacher), "sizeMb": dir_size_mb(teacher_dir)}
-        del teacher
+    latency, sizes = _latency_and_sizes(ctx, student, student_dir, rows)
     speedup = None
-    if "teacher" in latency:
-        speedup = latency["teacher"]["batch1_p50_ms"] / latency["student"]["batch1_p50_ms"]
-        latency["batchedSpeedup"] = (latency["student"]["throughput_rows_per_s"]
-                                     / latency["teacher"]["throughput_rows_per_s"])
-    gate = judge(spec.evaluation, primary, t_metrics, s_metrics, segments,
-                 latency["student"].get("batch1_p95_ms"))
-    ratio = quality_ratio(s_metrics.get(primary, float("nan")), t_metrics.get(primary, float("nan")))
-    metrics: dict[str, Any] = {
-        "primaryMetric": primary,
-        "teacher": t_metrics,
-        "student": s_metrics,
-        "qualityRatio": ratio,
-        "speedup": speedup,
-        "gate": gate.to_wire(),
-        "segments": segments,
-        "latency": latency,
-        "models": sizes,
-        "testRows": len(rows),
-    }
-    if "labels" in meta:
-        metrics["labels"] = list(meta["labels"])
+    if latency.student is not None and latency.teacher is not None:
+        speedup = _ratio(latency.teacher.p50, latency.student.p50)
+    report = EvaluationReport(
+        primary_metric=primary, test_rows=len(rows), labels=[str(x) for x in meta.get("labels") or []],
+        teacher=t_metrics, student=s_metrics,
+        quality_ratio=quality_ratio(s_metrics.get(primary), t_metrics.get(primary)), speedup=speedup,
+        segments=segments, latency=latency, models=sizes,
+    )
+    report.gate = judge(spec.evaluation, report)
     out = ctx.path("eval")
     out.mkdir(parents=True, exist_ok=True)
-    write_json(out / "metrics.json", _finite(metrics))
+    write_json(out / "metrics.json", report.to_wire())
     history_file = ctx.path("train", "history.json")
     history = json.loads(history_file.read_text()) if history_file.exists() else {}
-    (out / "report.md").write_text(render_report(metrics, history, out))
-    ctx.report.publish("metrics.json", json.dumps(_finite(metrics)))
-    log.info("evaluate: %s teacher %.4f student %.4f ratio %.4f speedup %s gate %s", primary,
-             t_metrics.get(primary, float("nan")), s_metrics.get(primary, float("nan")), ratio,
-             f"{speedup:.2f}x" if speedup else "n/a", "passed" if gate.passed else "failed")
-    return {"primaryMetric": primary, "qualityRatio": ratio, "speedup": speedup, "gatePassed": gate.passed}
-
-
-def _finite(value: Any) -> Any:
-    """JSON has no NaN or Infinity: unmeasurable figures become null."""
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_finite(v) for v in value]
-    if isinstance(value, float | np.floating) and not np.isfinite(value):
-        return None
-    if isinstance(value, np.floating):
-        return float(value)
-    return value
+    (out / "report.md").write_text(render_report(report, history, out))
+    ctx.report.publish("metrics.json", report.to_json())
+    log.info("evaluate: %s teacher %s student %s ratio %s speedup %s gate %s", primary,
+             t_metrics.get(primary), s_metrics.get(primary), report.quality_ratio,
+             f"{speedup:.2f}x" if speedup else "n/a", "passed" if report.gate.passed else "failed")
+    return {"primaryMetric": primary, "qualityRatio": report.quality_ratio, "speedup": speedup,
+            "gatePassed": report.gate.passed}

@@ -29,6 +29,7 @@ from ..serving.loader import INT8, INT8_WEIGHTS, load_for_serving, quantize_int8
 from ..storage import write_json
 from ..tasks.base import MODEL_CARD, DistillTask, TaskModel
 from ..tasks.metrics import mean_cosine
+from .export_gptq import export_gptq
 
 log = logging.getLogger(__name__)
 ONNX_TOLERANCE = 1e-3
@@ -119,9 +120,7 @@ def run_export(ctx: RunContext) -> dict[str, Any]:
     if quant is not None and quant.method == QuantizationMethod.INT8:
         summary["int8"] = export_int8(ctx, model_dir, out / "int8")
     if quant is not None and quant.method == QuantizationMethod.GPTQ:
-        from ..quantize_gptq import export_gptq
-
-        summary["gptq"] = export_gptq(ctx, model_dir, out / "gptq")
+        summary["gptq"] = export_gptq(ctx.path("labels"), quant, model_dir, out / "gptq")
     triton = out / "triton"
     triton.mkdir(parents=True, exist_ok=True)
     source = resources.files("kubestill_trainer.serving").joinpath("triton_model.py")

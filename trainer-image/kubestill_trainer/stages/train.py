@@ -13,6 +13,7 @@ import json
 import logging
 import shutil
 import time
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -25,26 +26,17 @@ from kubestill.api.v1alpha1.distillationjob import Curriculum
 
 from .. import distributed
 from ..context import RunContext
-from ..labelstore import CONFIDENCE, load_labels
-from ..losses import LossDims, WeightedLoss
+from ..losses import WeightedLoss
 from ..outputs import Array, LossInputs, ModelOutputs
 from ..progress import ProgressWriter, progress_at
-from ..storage import resolve_uri, write_json
+from ..storage import write_json
 from ..tasks.base import Row, TaskModel
 from ..tokenizer_check import check_student_tokenizer
 from .checkpoint import load_checkpoint, save_checkpoint
-from .schedule import epoch_order, epochs_since_best, lr_factor, plan_steps
+from .schedule import epoch_order, epochs_since_best
+from .train_setup import Examples, build_models, build_optimisation, load_examples
 
 log = logging.getLogger(__name__)
-
-
-def use_eager_attention(model: nn.Module) -> None:
-    """Attention maps are only returned by the eager attention implementation."""
-    from transformers import PreTrainedModel
-
-    for module in model.modules():
-        if isinstance(module, PreTrainedModel):
-            module.set_attn_implementation("eager")
 
 
 class Batcher:
@@ -96,166 +88,192 @@ def _step_loss(model: nn.Module, loss_fn: WeightedLoss, feats: dict[str, torch.T
     return total, parts
 
 
+@dataclass
+class _RunState:
+    """What a checkpoint restores besides the weights, plus how the loop ended."""
+
+    step: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)  # one entry per optimiser step
+    val_history: list[dict[str, Any]] = field(default_factory=list)  # one entry per epoch
+    last_loss: float | None = None
+    stopped_early: bool = False
+
+
 def run_train(ctx: RunContext) -> dict[str, Any]:
-    spec, tr = ctx.spec, ctx.spec.training
+    """The train stage: train/student/, train/history.json and train/done.json (its summary, returned).
+    Raises ValueError for an unusable spec or data (empty split, a loss that needs a local teacher, ...)."""
     out_dir = ctx.path("train")
     done_file = out_dir / "done.json"
     if done_file.exists() and (out_dir / "student").exists():
         log.info("train: already done (%s); nothing to do", done_file)
         return dict(json.loads(done_file.read_text()))
-    labels = load_labels(ctx.path("labels"))
-    labels.targets = ctx.task.read_targets(labels.meta, labels.targets, spec.labeling.temperature)
-    train_rows, train_targets = labels.subset("train")
-    confidence = train_targets.pop(CONFIDENCE)
-    rows, targets = ctx.task.training_examples(train_rows, train_targets)
-    confidence = np.concatenate([confidence, np.ones(len(rows) - len(confidence), np.float32)])
-    if not rows:
-        raise ValueError("the train split is empty: add data or raise data.splits.train")
-    val_rows, val_targets = labels.subset("validation")
-    val_targets.pop(CONFIDENCE)
-    val_rows, val_targets = ctx.task.training_examples(val_rows, val_targets)
+    data = load_examples(ctx)
+    check_student_tokenizer(ctx.spec, ctx.task, data.labelled_train)  # before any model is loaded
+    trainer = _Trainer(ctx, data, out_dir)
+    trainer.resume()
+    trainer.run()
+    best = trainer.restore_best()
+    summary = trainer.summary(best)
+    if trainer.models.dist_info.is_main:
+        trainer.write_outputs(best, summary, done_file)
+    distributed.finish(trainer.models.dist_info)
+    return summary
 
-    check_student_tokenizer(spec, ctx.task, train_rows)  # before any model is loaded
-    torch.manual_seed(tr.seed)
-    teacher_dir = resolve_uri(spec.teacher.model_uri) if spec.teacher.model_uri else None
-    model = ctx.task.build_student(labels.meta, teacher_dir)
-    quant = spec.student.quantization
-    if quant is not None and quant.aware:  # fake-quantized Linear layers while training (see qat)
-        from ..qat import prepare_qat
 
-        log.info("train: quantization-aware, %d Linear layers fake-quantized", prepare_qat(model, quant))
-    # Under torchrun (spec.resources.train.gpus > 1): one replica per process, rank 0 writes.
-    dist_info = distributed.init(ctx.device)
-    ctx.device = dist_info.device
-    needs = WeightedLoss(spec.loss.terms, LossDims()).needs_teacher
-    teacher: TaskModel | None = None
-    if needs:
-        if teacher_dir is None:
-            raise ValueError(f"spec.loss: {sorted(needs)} need a local teacher (teacher.modelUri)")
-        teacher = ctx.task.load_model(teacher_dir).to(ctx.device).eval()
-    if "attentions" in needs:
-        use_eager_attention(model)
-        if teacher is not None:
-            use_eager_attention(teacher)
-    dims = LossDims(student_hidden=model.hidden_size, teacher_hidden=teacher.hidden_size if teacher else None,
-                    student_layers=model.num_layers, teacher_layers=teacher.num_layers if teacher else None,
-                    student_embedding=model.embedding_dim,
-                    teacher_embedding=teacher.embedding_dim if teacher else None)
-    loss_fn = WeightedLoss(spec.loss.terms, dims)
-    model.to(ctx.device)
-    forward_model = distributed.wrap(model, dist_info)
-    loss_fn.to(ctx.device)
-    params = [p for p in [*model.parameters(), *loss_fn.parameters()] if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=tr.learning_rate, weight_decay=tr.weight_decay)
-    per_epoch, total = plan_steps(len(rows) // dist_info.world_size, tr.batch_size, tr.gradient_accumulation,
-                                  tr.epochs, tr.max_steps)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, total, tr.warmup_ratio))
+class _Trainer:
+    """One run of the train stage, in named steps: resume, run (epochs of optimiser steps, validation after
+    each epoch), restore_best, summary, write_outputs."""
 
-    step, history, val_history = 0, [], []
-    ckpt_dir, best_dir = out_dir / "checkpoint", out_dir / "best"
-    patience = tr.early_stopping_patience
-    select_best = tr.keep_best or patience is not None
-    if select_best and not val_rows:
-        raise ValueError("training.keepBest / earlyStoppingPatience: the validation split is empty")
-    state = load_checkpoint(ckpt_dir)
-    if state is not None:
-        model.load_state_dict(state["model"])
-        loss_fn.load_state_dict(state["loss"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        torch.set_rng_state(state["rng"])
-        step, history, val_history = int(state["step"]), list(state["history"]), list(state["val_history"])
-        log.info("train: resumed from checkpoint at step %d of %d", step, total)
-    if dist_info.is_main:  # rank 0 alone writes (and so clears) train/
-        _drop_best_after(best_dir, step)
-    start_step, started = step, datetime.now(UTC)
-    progress = ProgressWriter(ctx.path("progress.json"), ctx.report)
-    batcher = Batcher(ctx, rows, targets, labels.meta)
-    val_batcher = Batcher(ctx, val_rows, val_targets, labels.meta)
-    needs_student = needs  # the student returns what the teacher is compared on
-    order_conf = confidence if tr.curriculum == Curriculum.CONFIDENCE else None
-    micro = tr.batch_size
-    last_loss: float | None = history[-1]["loss"] if history else None
-    log.info("train: %d examples, %d steps (%d per epoch), device %s, resume at %d",
-             len(rows), total, per_epoch, ctx.device, step)
-    t0 = time.monotonic()
-    stopped_early = False
-    while step < total and not stopped_early:
-        epoch = step // per_epoch
-        order = distributed.shard(epoch_order(len(rows), tr.seed, epoch, order_conf), dist_info)
-        model.train()
-        for k in range(step % per_epoch, per_epoch):
-            if step >= total:
+    def __init__(self, ctx: RunContext, data: Examples, out_dir: Path) -> None:
+        tr = ctx.spec.training
+        self.ctx, self.data, self.out_dir = ctx, data, out_dir
+        self.models = build_models(ctx, data.meta)
+        self.opt = build_optimisation(ctx, self.models, len(data.rows))
+        self.ckpt_dir, self.best_dir = out_dir / "checkpoint", out_dir / "best"
+        self.patience = tr.early_stopping_patience
+        self.select_best = tr.keep_best or self.patience is not None
+        if self.select_best and not data.val_rows:
+            raise ValueError("training.keepBest / earlyStoppingPatience: the validation split is empty")
+        self.state = _RunState()
+        self.batcher = Batcher(ctx, data.rows, data.targets, data.meta)
+        self.val_batcher = Batcher(ctx, data.val_rows, data.val_targets, data.meta)
+        self.order_conf = data.confidence if tr.curriculum == Curriculum.CONFIDENCE else None
+        self.progress = ProgressWriter(ctx.path("progress.json"), ctx.report)
+        self.start_step, self.started, self.t0 = 0, datetime.now(UTC), time.monotonic()
+
+    def resume(self) -> None:
+        """Restore the last checkpoint of a killed run, if any (weights, loss, optimiser, schedule, RNG)."""
+        m, o, s = self.models, self.opt, self.state
+        state = load_checkpoint(self.ckpt_dir)
+        if state is not None:
+            m.model.load_state_dict(state["model"])
+            m.loss_fn.load_state_dict(state["loss"])
+            o.optimizer.load_state_dict(state["optimizer"])
+            o.scheduler.load_state_dict(state["scheduler"])
+            torch.set_rng_state(state["rng"])
+            s.step, s.history, s.val_history = int(state["step"]), list(state["history"]), list(state["val_history"])
+            log.info("train: resumed from checkpoint at step %d of %d", s.step, o.total)
+        if m.dist_info.is_main:  # rank 0 alone writes (and so clears) train/
+            _drop_best_after(self.best_dir, s.step)
+        self.start_step, self.started = s.step, datetime.now(UTC)
+        s.last_loss = s.history[-1]["loss"] if s.history else None
+
+    def run(self) -> None:
+        """Epochs until the planned steps are done or early stopping says so."""
+        s = self.state
+        log.info("train: %d examples, %d steps (%d per epoch), device %s, resume at %d",
+                 len(self.data.rows), self.opt.total, self.opt.per_epoch, self.ctx.device, s.step)
+        self.t0 = time.monotonic()
+        while s.step < self.opt.total and not s.stopped_early:
+            self._epoch()
+
+    def _epoch(self) -> None:
+        """The rest of the current epoch (all of it unless resumed mid-epoch), then its validation."""
+        s, o, tr = self.state, self.opt, self.ctx.spec.training
+        epoch = s.step // o.per_epoch
+        order = distributed.shard(epoch_order(len(self.data.rows), tr.seed, epoch, self.order_conf),
+                                  self.models.dist_info)
+        self.models.model.train()
+        chunk_size = tr.batch_size * tr.gradient_accumulation
+        for k in range(s.step % o.per_epoch, o.per_epoch):
+            chunk = order[k * chunk_size : (k + 1) * chunk_size]
+            if s.step >= o.total or not chunk:
                 break
-            chunk = order[k * micro * tr.gradient_accumulation : (k + 1) * micro * tr.gradient_accumulation]
-            if not chunk:
-                break
-            parts_sum: dict[str, float] = {}
-            total_loss = 0.0
-            micro_batches = [chunk[i : i + micro] for i in range(0, len(chunk), micro)]
-            for idx in micro_batches:
-                feats, inputs = batcher.inputs(model, idx, teacher, needs)
-                loss, parts = _step_loss(forward_model, loss_fn, feats, inputs, needs_student)
-                (loss / len(micro_batches)).backward()  # type: ignore[no-untyped-call]
-                total_loss += float(loss.detach()) / len(micro_batches)
-                for name, v in parts.items():
-                    parts_sum[name] = parts_sum.get(name, 0.0) + v / len(micro_batches)
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            step += 1
-            last_loss = total_loss
-            history.append({"step": step, "loss": total_loss, "lr": scheduler.get_last_lr()[0], **parts_sum})
-            now = datetime.now(UTC)
-            if dist_info.is_main:
-                progress.maybe_write(progress_at(step, total, per_epoch, last_loss, started, start_step, now),
-                                     force=step == total)
-            if step % tr.checkpoint_every_steps == 0 and step < total and dist_info.is_main:
-                save_checkpoint(ckpt_dir, {
-                    "model": model.state_dict(), "loss": loss_fn.state_dict(), "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(), "rng": torch.get_rng_state(), "step": step,
-                    "history": history, "val_history": val_history})
-                ctx.workdir.checkpointed(ckpt_dir)  # durable in the bucket when the workdir is one
-        if val_rows and (step % per_epoch == 0 or step >= total):
-            val_history.append({"step": step, "loss": _validation_loss(model, loss_fn, val_batcher, teacher, needs,
-                                                                        micro)})
-            log.info("train: step %d/%d, loss %.4f, validation loss %.4f", step, total, last_loss or 0.0,
-                     val_history[-1]["loss"])
-            if select_best:
-                since = epochs_since_best([v["loss"] for v in val_history])
-                if since == 0 and dist_info.is_main:
-                    save_checkpoint(best_dir, {"model": model.state_dict(), "step": step})
-                    ctx.workdir.checkpointed(best_dir)
-                stopped_early = distributed.main_says(patience is not None and since >= patience and step < total,
-                                                      dist_info)
-                if stopped_early:
-                    log.info("train: early stop at step %d: no lower validation loss for %d epochs", step, since)
-    best = min(val_history, key=lambda v: v["loss"]) if select_best and val_history else None
-    if best is not None and dist_info.is_main:
-        kept = load_checkpoint(best_dir)
-        if kept is None or int(kept["step"]) != int(best["step"]):
-            raise RuntimeError(f"train: the best epoch's weights (step {best['step']}) are missing from {best_dir}")
-        model.load_state_dict(kept["model"])
-        log.info("train: kept the weights of step %d (validation loss %.4f)", best["step"], best["loss"])
-    elapsed = time.monotonic() - t0
-    summary = {"steps": step, "totalSteps": total, "examples": len(rows), "finalLoss": last_loss,
-               "resumedFrom": start_step, "seconds": round(elapsed, 2),
-               "stepsPerSecond": round((step - start_step) / elapsed, 3) if elapsed > 0 else None,
-               "processes": dist_info.world_size, "stoppedEarly": stopped_early,
-               "bestStep": best["step"] if best else None, "bestValidationLoss": best["loss"] if best else None}
-    if dist_info.is_main:
-        if stopped_early:
-            progress.maybe_write(progress_at(step, step, per_epoch, last_loss, started, start_step,
-                                             datetime.now(UTC)), force=True)
-        model.save(out_dir / "student")
-        write_json(out_dir / "history.json", {"train": history, "validation": val_history, "best": best})
+            self._optimizer_step(chunk)
+            self._after_step()
+        if self.data.val_rows and (s.step % o.per_epoch == 0 or s.step >= o.total):
+            self._validate()
+
+    def _optimizer_step(self, chunk: list[int]) -> None:
+        """One optimiser step over `chunk` (gradient accumulation over micro-batches of training.batchSize)."""
+        m, o, s, micro = self.models, self.opt, self.state, self.ctx.spec.training.batch_size
+        parts_sum: dict[str, float] = {}
+        total_loss = 0.0
+        micro_batches = [chunk[i : i + micro] for i in range(0, len(chunk), micro)]
+        for idx in micro_batches:
+            feats, inputs = self.batcher.inputs(m.model, idx, m.teacher, m.needs)
+            loss, parts = _step_loss(m.forward_model, m.loss_fn, feats, inputs, m.needs)
+            (loss / len(micro_batches)).backward()  # type: ignore[no-untyped-call]
+            total_loss += float(loss.detach()) / len(micro_batches)
+            for name, v in parts.items():
+                parts_sum[name] = parts_sum.get(name, 0.0) + v / len(micro_batches)
+        torch.nn.utils.clip_grad_norm_(o.params, 1.0)
+        o.optimizer.step()
+        o.scheduler.step()
+        o.optimizer.zero_grad(set_to_none=True)
+        s.step += 1
+        s.last_loss = total_loss
+        s.history.append({"step": s.step, "loss": total_loss, "lr": o.scheduler.get_last_lr()[0], **parts_sum})
+
+    def _after_step(self) -> None:
+        """Progress (every few seconds, and at the last step) and the periodic checkpoint; rank 0 only."""
+        s, o, m = self.state, self.opt, self.models
+        if not m.dist_info.is_main:
+            return
+        self.progress.maybe_write(progress_at(s.step, o.total, o.per_epoch, s.last_loss, self.started,
+                                              self.start_step, datetime.now(UTC)), force=s.step == o.total)
+        if s.step % self.ctx.spec.training.checkpoint_every_steps == 0 and s.step < o.total:
+            save_checkpoint(self.ckpt_dir, {
+                "model": m.model.state_dict(), "loss": m.loss_fn.state_dict(), "optimizer": o.optimizer.state_dict(),
+                "scheduler": o.scheduler.state_dict(), "rng": torch.get_rng_state(), "step": s.step,
+                "history": s.history, "val_history": s.val_history})
+            self.ctx.workdir.checkpointed(self.ckpt_dir)  # durable in the bucket when the workdir is one
+
+    def _validate(self) -> None:
+        """Validation loss after an epoch; with best-epoch selection, keep the best weights and decide (on
+        rank 0, for every process) whether to stop early."""
+        s, m = self.state, self.models
+        loss = _validation_loss(m.model, m.loss_fn, self.val_batcher, m.teacher, m.needs,
+                                self.ctx.spec.training.batch_size)
+        s.val_history.append({"step": s.step, "loss": loss})
+        log.info("train: step %d/%d, loss %.4f, validation loss %.4f", s.step, self.opt.total, s.last_loss or 0.0,
+                 loss)
+        if not self.select_best:
+            return
+        since = epochs_since_best([v["loss"] for v in s.val_history])
+        if since == 0 and m.dist_info.is_main:
+            save_checkpoint(self.best_dir, {"model": m.model.state_dict(), "step": s.step})
+            self.ctx.workdir.checkpointed(self.best_dir)
+        stop = self.patience is not None and since >= self.patience and s.step < self.opt.total
+        s.stopped_early = distributed.main_says(stop, m.dist_info)
+        if s.stopped_early:
+            log.info("train: early stop at step %d: no lower validation loss for %d epochs", s.step, since)
+
+    def restore_best(self) -> dict[str, Any] | None:
+        """With best-epoch selection: the best validation entry, its weights loaded into the student (rank 0).
+        Raises RuntimeError when those weights are missing from train/best."""
+        s = self.state
+        best = min(s.val_history, key=lambda v: v["loss"]) if self.select_best and s.val_history else None
+        if best is not None and self.models.dist_info.is_main:
+            kept = load_checkpoint(self.best_dir)
+            if kept is None or int(kept["step"]) != int(best["step"]):
+                raise RuntimeError(f"train: the best epoch's weights (step {best['step']}) are missing from "
+                                   f"{self.best_dir}")
+            self.models.model.load_state_dict(kept["model"])
+            log.info("train: kept the weights of step %d (validation loss %.4f)", best["step"], best["loss"])
+        return best
+
+    def summary(self, best: dict[str, Any] | None) -> dict[str, Any]:
+        """done.json: steps, loss, throughput (steps per second of this process's stretch), best epoch."""
+        s, elapsed = self.state, time.monotonic() - self.t0
+        return {"steps": s.step, "totalSteps": self.opt.total, "examples": len(self.data.rows),
+                "finalLoss": s.last_loss, "resumedFrom": self.start_step, "seconds": round(elapsed, 2),
+                "stepsPerSecond": round((s.step - self.start_step) / elapsed, 3) if elapsed > 0 else None,
+                "processes": self.models.dist_info.world_size, "stoppedEarly": s.stopped_early,
+                "bestStep": best["step"] if best else None, "bestValidationLoss": best["loss"] if best else None}
+
+    def write_outputs(self, best: dict[str, Any] | None, summary: dict[str, Any], done_file: Path) -> None:
+        """train/student, history.json and done.json (last: its presence means done); checkpoints removed."""
+        s = self.state
+        if s.stopped_early:
+            self.progress.maybe_write(progress_at(s.step, s.step, self.opt.per_epoch, s.last_loss, self.started,
+                                                  self.start_step, datetime.now(UTC)), force=True)
+        self.models.model.save(self.out_dir / "student")
+        write_json(self.out_dir / "history.json", {"train": s.history, "validation": s.val_history, "best": best})
         write_json(done_file, summary)
         # Resume state is dead weight once done.json exists (optimiser moments alone are twice the model).
-        for path in (ckpt_dir, best_dir):
+        for path in (self.ckpt_dir, self.best_dir):
             _remove_checkpoint(path)
-    distributed.finish(dist_info)
-    return summary
 
 
 def _drop_best_after(best_dir: Path, step: int) -> None:

@@ -35,7 +35,8 @@ from kubestill.api.v1alpha1.common import Task
 from kubestill.api.v1alpha1.distillationjob import DistillationJobSpec
 
 from ..outputs import Array, ModelOutputs
-from ..teachers.base import Teacher
+from .encoder import load_tokenizer
+from .teacher import Teacher
 
 
 def texts_of(tensor: Any) -> list[str]:
@@ -162,8 +163,6 @@ class DistillTask(ABC):
 
     def load_tokenizer(self, path: Path) -> PreTrainedTokenizerBase:
         """The tokenizer `load_model(path)` would use, without the model (cheap: checks run before loading)."""
-        from .encoder import load_tokenizer
-
         return load_tokenizer(path)
 
     # --- train -----------------------------------------------------------------------------------------

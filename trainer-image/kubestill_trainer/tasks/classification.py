@@ -21,7 +21,6 @@ from transformers import AutoModelForSequenceClassification, PreTrainedModel, Pr
 from kubestill.api.v1alpha1.common import Task
 
 from ..outputs import Array, ModelOutputs
-from ..teachers.base import Teacher
 from .base import (
     EXPORT_EXAMPLE_ROWS,
     MODEL_CARD,
@@ -49,6 +48,7 @@ from .encoder import (
     tokenize,
 )
 from .metrics import classification_metrics, softmax
+from .teacher import Teacher
 
 
 class EncoderClassifier(TaskModel):

@@ -24,7 +24,6 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from kubestill.api.v1alpha1.common import Task
 
 from ..outputs import Array, ModelOutputs
-from ..teachers.base import Teacher
 from .base import (
     EXPORT_EXAMPLE_ROWS,
     DistillTask,
@@ -51,6 +50,7 @@ from .encoder import (
     tokenize,
 )
 from .metrics import mean_cosine, retrieval_metrics
+from .teacher import Teacher
 
 EMBEDDING_LOSSES = ("embedding-mse", "embedding-cosine", "infonce")
 

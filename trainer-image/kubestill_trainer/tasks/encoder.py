@@ -18,7 +18,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from .base import MODEL_CARD
+from kubestill.api.triton import MODEL_CARD
 
 
 def load_tokenizer(path: Path) -> PreTrainedTokenizerBase:

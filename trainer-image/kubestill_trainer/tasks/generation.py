@@ -33,10 +33,10 @@ from kubestill.api.v1alpha1.distillationjob import LoRASpec
 
 from ..losses.extras import RESPONSE_MASK, TOKEN_IDS, TOPK_IDS, TOPK_LOGPROBS
 from ..outputs import Array, ModelOutputs
-from ..teachers.base import Teacher
 from .base import MODEL_CARD, DistillTask, Features, LabelBatch, Predictions, Row, TaskModel, register_task, texts_of
 from .generation_lm import drop_layers, generate, load_causal_lm, load_tokenizer, prompt_text
 from .generation_metrics import generation_metrics
+from .teacher import Generated, Teacher
 
 log = logging.getLogger(__name__)
 
@@ -148,6 +148,40 @@ class GenerationModel(TaskModel):
         return int(self.config.num_hidden_layers)
 
 
+def _remote_answers(answers: Sequence[Generated], k: int, temperature: float
+                    ) -> tuple[list[list[int]], torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A remote teacher's answers as the local path gives them: token ids per row, top-k ids and
+    log-probabilities [B, T, k] (MISSING_LOGPROB where the API gave none) and the chosen tokens' [B, T]."""
+    tokens = [list(a.token_ids or []) for a in answers]
+    width = max([len(x) for x in tokens] or [1])
+    topk_ids = torch.zeros(len(answers), width, k, dtype=torch.long)
+    topk_lp = torch.full((len(answers), width, k), MISSING_LOGPROB)
+    for i, a in enumerate(answers):
+        if a.topk_ids is not None and a.topk_logprobs is not None:
+            n, kk = min(width, a.topk_ids.shape[0]), min(k, a.topk_ids.shape[1])
+            topk_ids[i, :n, :kk] = torch.as_tensor(a.topk_ids[:n, :kk])
+            topk_lp[i, :n, :kk] = torch.as_tensor(a.topk_logprobs[:n, :kk])
+    # Only the top-k is known: the chosen (top-1) token's share of it at the confidence temperature.
+    chosen_lp = topk_lp[..., 0] if temperature == 1.0 else torch.log_softmax(topk_lp / temperature, dim=-1)[..., 0]
+    return tokens, topk_ids, topk_lp, chosen_lp
+
+
+def _confidence(tokens: Sequence[Sequence[int]], chosen_lp: torch.Tensor, eos: int | None, max_new_tokens: int,
+                drop_empty: bool) -> tuple[Array, list[str | None]]:
+    """Per row: the geometric-mean probability (at labeling.temperature) of the teacher's own tokens, [B]
+    float32 (1 for an empty answer), and why the answer is unusable (None: usable)."""
+    invalid: list[str | None] = []
+    conf = np.ones(len(tokens), dtype=np.float32)
+    for i, row in enumerate(tokens):
+        content = [x for x in row if x != eos]
+        invalid.append("empty teacher answer" if drop_empty and not content else
+                       "the teacher returned text without token ids" if not row else None)
+        m = min(len(row), max_new_tokens, chosen_lp.shape[1])
+        if m:
+            conf[i] = float(np.exp(chosen_lp[i, :m].double().mean().item()))
+    return conf, invalid
+
+
 def load_generation_model(path: Path, max_length: int, max_new_tokens: int) -> GenerationModel:
     """A saved student (merged, or base + adapter) or a plain Hugging Face / GGUF causal LM directory."""
     card_file = path / MODEL_CARD
@@ -224,30 +258,11 @@ class Generation(DistillTask):
             chosen_lp = gen.chosen_logprobs
             eos = model.tokenizer.eos_token_id
         else:
-            answers = teacher.generate(prompts, t, k)
-            tokens = [list(a.token_ids or []) for a in answers]
-            width = max([len(x) for x in tokens] or [1])
-            topk_ids = torch.zeros(len(rows), width, k, dtype=torch.long)
-            topk_lp = torch.full((len(rows), width, k), MISSING_LOGPROB)
-            for i, a in enumerate(answers):
-                if a.topk_ids is not None and a.topk_logprobs is not None:
-                    n, kk = min(width, a.topk_ids.shape[0]), min(k, a.topk_ids.shape[1])
-                    topk_ids[i, :n, :kk] = torch.as_tensor(a.topk_ids[:n, :kk])
-                    topk_lp[i, :n, :kk] = torch.as_tensor(a.topk_logprobs[:n, :kk])
-            # Only the top-k is known: the chosen (top-1) token's share of it at the confidence temperature.
-            chosen_lp = topk_lp[..., 0] if lab.temperature == 1.0 else \
-                torch.log_softmax(topk_lp / lab.temperature, dim=-1)[..., 0]
+            tokens, topk_ids, topk_lp, chosen_lp = _remote_answers(teacher.generate(prompts, t, k), k,
+                                                                   lab.temperature)
             eos = meta.get("eosTokenId")
         targets = _pad_targets(tokens, topk_ids, topk_lp, t, k)
-        invalid: list[str | None] = []
-        conf = np.ones(len(rows), dtype=np.float32)
-        for i, row in enumerate(tokens):
-            content = [x for x in row if x != eos]
-            invalid.append("empty teacher answer" if lab.drop_empty and not content else
-                           "the teacher returned text without token ids" if not row else None)
-            m = min(len(row), t, chosen_lp.shape[1])
-            if m:  # geometric-mean probability (at labeling.temperature) of the teacher's own tokens
-                conf[i] = float(np.exp(chosen_lp[i, :m].double().mean().item()))
+        conf, invalid = _confidence(tokens, chosen_lp, eos, t, lab.drop_empty)
         return LabelBatch(targets=targets, confidence=conf, invalid=invalid)
 
     def read_targets(self, meta: Mapping[str, Any], targets: dict[str, Array], spec_temperature: float

@@ -36,7 +36,6 @@ from kubestill.api.v1alpha1.common import Task
 
 from ..losses.extras import CANDIDATE_MASK
 from ..outputs import Array, ModelOutputs
-from ..teachers.base import Teacher
 from .base import DistillTask, Features, LabelBatch, Predictions, Row, TaskModel, register_task, texts_of
 from .embedding import SentenceEncoder, load_sentence_encoder
 from .encoder import (
@@ -54,6 +53,7 @@ from .encoder import (
     tokenize,
 )
 from .reranking_metrics import agreement_metrics, ranking_metrics
+from .teacher import Teacher
 
 FORMAT = "kubestill-reranker"
 BI_LOGIT_SCALE = 20.0

@@ -8,7 +8,7 @@ from kubestill.api.v1alpha1.distillationjob import DistillationJobSpec
 
 from ..storage import resolve_uri
 from ..tasks.base import DistillTask
-from .base import Teacher
+from ..tasks.teacher import Teacher
 from .local import LocalTeacher
 
 

@@ -10,7 +10,7 @@ import torch
 
 from ..outputs import Array
 from ..tasks.base import Row, TaskModel
-from .base import ClassScores, Teacher
+from ..tasks.teacher import ClassScores, Teacher
 
 
 class LocalTeacher(Teacher):

@@ -16,12 +16,13 @@ from typing import Any
 
 import numpy as np
 
+from kubestill.api.names import TEACHER_API_KEY_ENV
 from kubestill.api.v1alpha1.distillationjob import OpenAITeacher as OpenAITeacherSpec
 
 from ..outputs import Array
-from .base import ClassScores, Generated, Teacher, TeacherError
+from ..tasks.teacher import ClassScores, Generated, Teacher, TeacherError
 
-API_KEY_ENV = "KUBESTILL_TEACHER_API_KEY"
+API_KEY_ENV = TEACHER_API_KEY_ENV
 _FLOOR = math.log(1e-6)
 
 

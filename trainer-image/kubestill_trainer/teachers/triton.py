@@ -18,7 +18,7 @@ from kubestill.api.v1alpha1.common import Task
 from kubestill.api.v1alpha1.distillationjob import TritonTeacher as TritonTeacherSpec
 
 from ..outputs import Array
-from .base import ClassScores, Teacher, TeacherError
+from ..tasks.teacher import ClassScores, Teacher, TeacherError
 
 
 class TritonTeacher(Teacher):

@@ -303,6 +303,31 @@ class LossTerm(KubeModel):
             or t.name in ("embedding-mse", "embedding-cosine", "infonce"),
             field="matryoshkaDims",
         ),
+        Rule(
+            cel="!has(self.outputDim) || self.name in ['embedding-mse', 'embedding-cosine', 'infonce']",
+            message="outputDim only applies to embedding-mse, embedding-cosine and infonce",
+            check=lambda t: t.output_dim is None or t.name in ("embedding-mse", "embedding-cosine", "infonce"),
+            field="outputDim",
+        ),
+        Rule(
+            cel="!has(self.layerMap) || size(self.layerMap) == 0 || self.name in ['hidden-mse', 'attention-mse']",
+            message="layerMap only applies to hidden-mse and attention-mse",
+            check=lambda t: not t.layer_map or t.name in ("hidden-mse", "attention-mse"),
+            field="layerMap",
+        ),
+        Rule(
+            cel="!has(self.scale) || self.name == 'infonce'",
+            message="scale only applies to infonce",
+            check=lambda t: t.scale is None or t.name == "infonce",
+            field="scale",
+        ),
+        # infonce reads its logit scale from scale, else 1 / temperature: with both, temperature would be ignored.
+        Rule(
+            cel="!has(self.scale) || !has(self.temperature)",
+            message="set scale or temperature, not both (infonce's scale is 1 / temperature)",
+            check=lambda t: t.scale is None or t.temperature is None,
+            field="scale",
+        ),
     )
 
     name: LossName = Field(description="Registered loss name.")
@@ -326,7 +351,9 @@ class LossTerm(KubeModel):
         max_length=96,
         description="hidden-mse / attention-mse: teacher layer matched by each student layer.",
     )
-    scale: float | None = Field(default=None, gt=0, description="infonce: logit scale (1 / temperature).")
+    scale: float | None = Field(
+        default=None, gt=0, description="infonce: logit scale (1 / temperature); default 20."
+    )
 
 
 class LossSpec(KubeModel):
@@ -415,7 +442,15 @@ class EvaluationSpec(KubeModel):
         default=0.95, gt=0, le=2, description="Student / teacher primary metric must be at least this."
     )
     max_segment_drop: float | None = Field(
-        default=None, ge=0, le=1, description="Largest allowed absolute drop vs the teacher in any segment."
+        default=None, ge=0, le=1,
+        description="Largest allowed absolute drop vs the teacher of the primary metric in any segment of "
+        "data.fields.segment with at least minSegmentSupport test rows. Fails when no segment can be judged.",
+    )
+    min_segment_support: int = Field(
+        default=1, ge=1, le=1_000_000,
+        description="Test rows a segment needs for maxSegmentDrop to judge it; smaller segments are skipped "
+        "(and named in the gate's reason): on a handful of rows one answer moves the metric a lot. Default 1: "
+        "every segment counts.",
     )
     # Ceiling: an hour per request is no budget (leave it empty for none). The floor is in `rules`.
     latency_budget_ms: float | None = Field(

@@ -1,5 +1,9 @@
 """The teacher interface used by the label stage (and by evaluate for the teacher's latency).
 
+It lives with the tasks that call it (`DistillTask.label(teacher, ...)`); the implementations in
+`kubestill_trainer.teachers` import it from here, and the local teacher runs a task's model, so teachers sit
+above tasks in the layers and no task imports a teacher implementation.
+
 Three kinds implement it: a local Hugging Face model directory, a Triton endpoint and an OpenAI-compatible
 endpoint. A task calls the capability it needs (`classify`, `embed`, `score`, `generate`); a teacher that
 cannot provide it raises `TeacherUnsupported`, which the label stage reports as a configuration error.

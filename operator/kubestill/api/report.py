@@ -1,0 +1,201 @@
+"""metrics.json, the evaluate stage's report: the contract between the trainer, which writes it, and the operator,
+which reads it from the report ConfigMap to judge the gates and fill the DistillationJob's status and the
+StudentModel. Both sides go through `EvaluationReport`, so neither can write or expect a shape the other lacks.
+
+Versioning. `schemaVersion` is bumped for any change an older reader would misread (a renamed or re-typed
+key); a reader meets a newer version with a clear `ReportError` ("upgrade the operator"), never a guess. A
+report without `schemaVersion` is a version-0 report, written by trainers before this model existed (they
+are still in users' artifact buckets and in the report ConfigMaps of running jobs): it is migrated on load
+(`_from_v0`). Keys this version does not know are ignored rather than rejected: an added, optional figure
+must not fail a job judged by an older operator (as Kubernetes clients ignore unknown fields); everything
+the gates read is typed and required where the gates need it. The one strict part is `gate`: it is the
+DistillationJob status's GateVerdict, which the same judge produces on both sides, so an unknown key there
+means a judge of another release, and the operator must not copy a verdict it cannot read.
+
+Units: latency in milliseconds of wall-clock time per call, end to end from text (tokenizer included);
+sizes in parameters and MB (10^6 bytes) on disk; metrics as the task computes them, all higher-is-better.
+
+Wire shape (version 1), camelCase:
+
+    {"schemaVersion": 1, "primaryMetric": "accuracy", "testRows": 240, "labels": ["a", "b"],
+     "teacher": {"accuracy": 0.91, ...}, "student": {"accuracy": 0.88, ...},
+     "qualityRatio": 0.967, "speedup": 3.1,
+     "segments": {"sport": {"support": 51, "teacher": {...}, "student": {...}}},
+     "latency": {"device": "cpu", "batchedSpeedup": 2.8,
+                 "student": {"unit": "ms", "batchSize": 1, "samples": 100, "p50": 4.1, "p95": 5.0, "p99": 6.2,
+                             "throughputRowsPerSecond": 830.0, "throughputBatchSize": 32},
+                 "teacher": {...}},
+     "models": {"student": {"params": 11000000, "sizeMb": 44.1}, "teacher": {...}},
+     "gate": {"passed": true, "reasons": ["qualityRatio 0.9670 ..."]}}
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic.alias_generators import to_camel
+
+from .v1alpha1.distillationjob import GateVerdict
+
+SCHEMA_VERSION: Literal[1] = 1
+
+
+
+def _finite(value: float | None) -> float | None:
+    return value if value is None or math.isfinite(value) else None
+
+
+# A measured figure; NaN and infinity (what a failed measurement or 0/0 gives) become None, because JSON has
+# neither and a reader must see "not measured", not a number.
+Figure = Annotated[float | None, AfterValidator(_finite)]
+# metric name -> value; None where the task could not compute it (e.g. a retrieval metric on one row).
+Metrics = dict[str, Figure]
+
+
+class ReportError(ValueError):
+    """metrics.json cannot be read as an EvaluationReport; the message says why, for a condition."""
+
+
+class _ReportModel(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
+
+    def to_wire(self) -> dict[str, Any]:
+        """camelCase keys, unset optional figures left out."""
+        return self.model_dump(by_alias=True, exclude_none=True, mode="json")
+
+
+class LatencyFigures(_ReportModel):
+    """One model's latency: percentiles of single calls of `batchSize` rows, and batched throughput."""
+
+    unit: Literal["ms"] = Field(default="ms", description="Unit of p50, p95 and p99.")
+    batch_size: int = Field(default=1, ge=1, description="Rows per timed call the percentiles are taken over.")
+    samples: int | None = Field(default=None, ge=1, description="Timed calls (None in version-0 reports).")
+    p50: float = Field(ge=0, description="Median latency of a call.")
+    p95: float = Field(ge=0, description="95th percentile latency of a call: what latencyBudgetMs bounds.")
+    p99: float = Field(ge=0, description="99th percentile latency of a call.")
+    throughput_rows_per_second: float | None = Field(default=None, ge=0, description="Rows/s in batches.")
+    throughput_batch_size: int | None = Field(default=None, ge=1, description="Batch size of the throughput.")
+
+
+class LatencyReport(_ReportModel):
+    """Latency of the student and, when it runs locally, the teacher, on the same device and rows."""
+
+    device: str | None = Field(default=None, description="Where it was measured: cpu, cuda, ...")
+    student: LatencyFigures | None = Field(default=None, description="The student; None: not measured.")
+    teacher: LatencyFigures | None = Field(default=None, description="The teacher; None: remote or not measured.")
+    batched_speedup: Figure = Field(default=None, description="Student / teacher batched throughput.")
+
+
+class ModelSize(_ReportModel):
+    """How big a model is."""
+
+    params: int | None = Field(default=None, ge=0, description="Parameters.")
+    size_mb: float | None = Field(default=None, ge=0, description="Size of its directory on disk, MB (1e6 B).")
+
+
+class SegmentReport(_ReportModel):
+    """Teacher and student on the test rows of one segment (data.fields.segment)."""
+
+    support: int = Field(ge=0, description="Test rows in the segment: how much the segment's figures weigh.")
+    teacher: Metrics = Field(default_factory=dict, description="The teacher's metrics on the segment.")
+    student: Metrics = Field(default_factory=dict, description="The student's metrics on the segment.")
+
+
+class EvaluationReport(_ReportModel):
+    """The evaluate stage's result on the held-out test split (metrics.json)."""
+
+    schema_version: Literal[1] = Field(default=SCHEMA_VERSION, description="Version of this shape.")
+    primary_metric: str = Field(min_length=1, description="The metric the quality ratio and segment drops use.")
+    test_rows: int | None = Field(default=None, ge=0, description="Rows of the test split.")
+    labels: list[str] = Field(default_factory=list, description="Class labels in model output order.")
+    teacher: Metrics = Field(description="The teacher's metrics on the test split.")
+    student: Metrics = Field(description="The student's metrics on the test split.")
+    quality_ratio: Figure = Field(
+        default=None, description="Student / teacher primary metric (kubestill.api.gates.quality_ratio)."
+    )
+    speedup: Figure = Field(default=None, description="Teacher / student median latency at batch 1.")
+    segments: dict[str, SegmentReport] = Field(default_factory=dict, description="Per segment, by name.")
+    latency: LatencyReport = Field(default_factory=LatencyReport, description="Latency per model.")
+    models: dict[str, ModelSize] = Field(default_factory=dict, description="Sizes by model: student, teacher.")
+    gate: GateVerdict | None = Field(default=None, description="The trainer's gate verdict.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _check_version(cls, data: Any) -> Any:
+        if not isinstance(data, Mapping):
+            return data
+        version = data.get("schemaVersion", data.get("schema_version"))
+        if version is None or version == 0:
+            return _from_v0(data)
+        if isinstance(version, int) and not isinstance(version, bool) and version > SCHEMA_VERSION:
+            raise ValueError(f"schemaVersion {version} is newer than this kubestill reads ({SCHEMA_VERSION}): "
+                             "upgrade the operator, or run the trainer image of the same release")
+        return data
+
+    def to_json(self) -> str:
+        """The text of metrics.json (compact; JSON has no NaN, so unmeasurable figures are left out or null)."""
+        return json.dumps(self.to_wire(), allow_nan=False)
+
+
+def load_report(data: Mapping[str, Any] | str | bytes) -> EvaluationReport:
+    """Parse metrics.json (text or the parsed mapping), migrating a version-0 report.
+
+    Raises ReportError with one line naming the first bad key ("metrics.json: student: field required")."""
+    try:
+        parsed = json.loads(data) if isinstance(data, str | bytes) else data
+    except ValueError as exc:
+        raise ReportError(f"metrics.json is not JSON: {exc}") from exc
+    if not isinstance(parsed, Mapping):
+        raise ReportError(f"metrics.json is a JSON {type(parsed).__name__}, not an object")
+    try:
+        return EvaluationReport.model_validate(parsed)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "(top level)"
+        message = str(first["msg"]).removeprefix("Value error, ")
+        more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+        raise ReportError(f"metrics.json: {where}: {message}{more}") from exc
+
+
+# --- version 0: what trainers wrote before this model --------------------------------------------------------
+# latency.<model> = {batch1_p50_ms, batch1_p95_ms, batch1_p99_ms, throughput_rows_per_s, throughput_batch_size}
+# and segments.<name>.count = {"rows": n}; everything else had the shape of version 1.
+
+
+def _latency_from_v0(figures: Any) -> Any:
+    if not isinstance(figures, Mapping) or not figures:
+        return None  # version 0 wrote {} when it measured nothing
+    if "batch1_p95_ms" not in figures:
+        return figures  # let validation name what is missing
+    out: dict[str, Any] = {"unit": "ms", "batchSize": 1, "p50": figures.get("batch1_p50_ms"),
+                           "p95": figures.get("batch1_p95_ms"), "p99": figures.get("batch1_p99_ms")}
+    if figures.get("throughput_rows_per_s") is not None:
+        out["throughputRowsPerSecond"] = figures["throughput_rows_per_s"]
+    if figures.get("throughput_batch_size") is not None:
+        out["throughputBatchSize"] = int(figures["throughput_batch_size"])
+    return out
+
+
+def _segment_from_v0(segment: Any) -> Any:
+    if not isinstance(segment, Mapping) or "support" in segment:
+        return segment
+    count = segment.get("count")
+    rows = count.get("rows") if isinstance(count, Mapping) else None
+    return {**segment, "support": int(rows) if isinstance(rows, int | float) else None}
+
+
+def _from_v0(data: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(data)
+    latency = data.get("latency")
+    if isinstance(latency, Mapping):
+        out["latency"] = {**latency, "student": _latency_from_v0(latency.get("student")),
+                          "teacher": _latency_from_v0(latency.get("teacher"))}
+    segments = data.get("segments")
+    if isinstance(segments, Mapping):
+        out["segments"] = {name: _segment_from_v0(seg) for name, seg in segments.items()}
+    out["schemaVersion"] = SCHEMA_VERSION
+    return out
