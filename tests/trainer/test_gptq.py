@@ -4,6 +4,7 @@ through the generation task's loader, and compared with the float model (size an
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,15 @@ from .test_generation_e2e import smollm2  # noqa: F401 - the session fixture (GG
 pytestmark = pytest.mark.slow
 
 
+def _need_gptqmodel() -> None:
+    """gptqmodel lives in its own venv (it needs numpy 2; tritonserver's stub needs numpy 1): skipped in the main
+    one, required where scripts/test.sh runs this file with KUBESTILL_REQUIRE_GPTQ=1."""
+    if os.environ.get("KUBESTILL_REQUIRE_GPTQ") == "1":
+        import gptqmodel  # noqa: F401 - an ImportError here fails the test, as it should
+    else:
+        pytest.importorskip("gptqmodel", reason="GPTQ runs in the GPTQ venv (scripts/test.sh runs it there)")
+
+
 def _calibration() -> list[str]:
     from kubestill_trainer.tasks.reranking_data import _articles, bbc_dir
 
@@ -23,7 +33,7 @@ def _calibration() -> list[str]:
 
 
 def test_gptq_4bit_student_loads_and_stays_close_to_float(smollm2: Path, tmp_path: Path) -> None:  # noqa: F811
-    pytest.importorskip("gptqmodel", reason="GPTQ needs gptqmodel (installed by scripts/setup.sh)")
+    _need_gptqmodel()
     from kubestill_trainer.latency import dir_size_mb
     from kubestill_trainer.quantize_gptq import quantize_gptq
     from kubestill_trainer.tasks.generation import load_generation_model
@@ -57,7 +67,7 @@ def test_export_step_calibrates_on_the_labels_and_checks_agreement(smollm2: Path
                                                                    ) -> None:
     """The export stage's GPTQ step on a label store: calibration texts from the train split, agreement with
     the float model measured on the test split."""
-    pytest.importorskip("gptqmodel", reason="GPTQ needs gptqmodel (installed by scripts/setup.sh)")
+    _need_gptqmodel()
     import numpy as np
 
     from kubestill.api.v1alpha1 import DistillationJobSpec

@@ -6,8 +6,9 @@ maintained successor of AutoGPTQ; it quantizes on the CPU too (minutes for a 100
 `"quantization": "gptq"`, loadable for serving by `load_gptq`. The calibration texts are the job's own
 prompts (train split), so the quantizer sees the activations the model will serve.
 
-gptqmodel is optional (not in the trainer extra: it pins a numpy newer than nvidia-pytriton allows); the
-export stage fails with an actionable message when it is missing.
+gptqmodel is optional: the `gptq` extra (`pip install 'kubestill[trainer,gptq]'`), in an environment of its own,
+since it requires numpy >= 2 while tritonserver's python backend stub needs numpy < 2 (scripts/setup.sh builds
+both venvs; the images carry no GPTQ). The export stage fails with an actionable message when it is missing.
 """
 
 from __future__ import annotations
@@ -38,8 +39,8 @@ def _import() -> Any:
         import gptqmodel
     except ImportError as e:
         raise GPTQUnavailable(
-            "student.quantization.method gptq needs the gptqmodel package in the trainer image "
-            f"(pip install --no-deps gptqmodel and its dependencies): {e}") from None
+            "student.quantization.method gptq needs the gptqmodel package in the trainer's environment "
+            f"(pip install 'kubestill[trainer,gptq]', numpy 2; the project's trainer image has none): {e}") from None
     return gptqmodel
 
 

@@ -4,7 +4,8 @@ object storage (`workdir.ObjectWorkdir`) mirrors that root to a bucket: pulled b
 - `file:///abs/path` and plain paths: the path itself
 - `pvc://<claim>/<path>`: `${KUBESTILL_PVC_ROOT:-/mnt/kubestill/pvc}/<claim>/<path>` (the operator mounts
   claim <claim> at /mnt/kubestill/pvc/<claim>)
-- `pkg://<import_name>[/sub/path]`: inside an installed Python package (models and corpora from PyPI)
+- `pkg://<import_name>[/sub/path]`: inside a Python package this interpreter can import (models and corpora from
+  PyPI): a pip-installed one, or a data-only package unpacked onto sys.path (scripts/data-packages.txt)
 - `s3://<bucket>/<key>`: an input (data file, model directory) is downloaded to a local cache first
   (`workdir.fetch_input`); credentials and endpoint come from the environment (`objectstore.S3Config`)
 """
