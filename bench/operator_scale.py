@@ -254,6 +254,9 @@ def measure(cluster: controlplane.Cluster, info: kopf.ConnectionInfo, state: Pat
             source: Path, args: argparse.Namespace, round_no: int) -> tuple[dict[str, Any], float]:
     """One round of n objects against a fresh operator from `source`; the row and the operator's idle RSS."""
     ns = f"scale-{label}-{n}-{round_no}"
+    # The CRDs of the operator's own checkout: another version's schema defaults fields that its models do
+    # not know (an older operator then refuses every object, and no Job is ever created).
+    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(source / "crds"))
     metrics_port, health_port = controlplane.free_port(), controlplane.free_port()
     op, log = start_operator(cluster, state / f"operator-{label}-{n}-{round_no}.log", metrics_port, health_port,
                              args.env, source)
