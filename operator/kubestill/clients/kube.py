@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -170,23 +169,39 @@ class NoCluster(Exception):
     read; the message says which, in one line."""
 
 
-def _via_client_library(settings: kopf.OperatorSettings) -> kopf.ConnectionInfo:
-    info = kopf.login_via_client(logger=logging.getLogger(__name__), settings=settings)
-    if info is None or not (info.token or info.certificate_path or info.certificate_data or info.username):
+def _via_client_library() -> kopf.ConnectionInfo:
+    """$KUBECONFIG (else ~/.kube/config) read by the `kubernetes` client library, which runs `exec` credential
+    plugins and auth-providers; the credentials it ends with, as kopf's ConnectionInfo."""
+    from kubernetes import client, config
+
+    configuration = client.Configuration()
+    # The file is named here: the library fixes its default ($KUBECONFIG) when it is first imported.
+    path = os.environ.get("KUBECONFIG") or os.path.expanduser("~/.kube/config")
+    config.load_kube_config(config_file=path, client_configuration=configuration)
+    # kubernetes >= 36.0.1 keeps the bearer token under BearerToken, older versions under authorization.
+    header = (configuration.get_api_key_with_prefix("BearerToken")
+              or configuration.get_api_key_with_prefix("authorization") or "")
+    scheme, _, token = header.rpartition(" ")
+    if not (token or configuration.cert_file or configuration.username):
         raise kopf.LoginError("the client library found no credentials")
-    return info
+    return kopf.ConnectionInfo(
+        server=configuration.host, ca_path=configuration.ssl_ca_cert, insecure=not configuration.verify_ssl,
+        username=configuration.username or None, password=configuration.password or None,
+        scheme=scheme or None, token=token or None,
+        certificate_path=configuration.cert_file, private_key_path=configuration.key_file,
+    )
 
 
 def connect() -> kopf.ConnectionInfo:
     """Credentials for a command-line client (`kubestill status`, `kubestill rollout`).
 
-    First through the `kubernetes` client library (kopf's `login_via_client`), which runs a kubeconfig's
+    First through the `kubernetes` client library, which runs a kubeconfig's
     `exec` credential plugins and auth-providers, as users' kubeconfigs for EKS, GKE or AKS need; where that
     finds nothing, kopf's own dependency-free readers: $KUBECONFIG (else ~/.kube/config), else the Pod's service
     account, whose errors say precisely what is wrong with the file. Raises NoCluster."""
     settings = kopf.OperatorSettings()
     try:
-        return _via_client_library(settings)
+        return _via_client_library()
     except Exception:  # any failure there is explained by the plain readers below
         pass
     try:
