@@ -63,6 +63,9 @@ def quality_ratio(student: float | None, teacher: float | None) -> float | None:
 
 def _quality(evaluation: EvaluationSpec, report: EvaluationReport) -> tuple[bool, str]:
     primary = report.primary_metric
+    wanted = evaluation.primary_metric
+    if wanted and wanted != primary:  # e.g. a trainer image configured otherwise: judge only what was asked
+        return False, f"metrics.json's primaryMetric is {primary!r}, evaluation.primaryMetric asks for {wanted!r}"
     if primary in DESCRIPTIVE_METRICS:
         return False, f"primaryMetric {primary!r} describes the data, it does not measure quality: choose another"
     teacher, student = report.teacher.get(primary), report.student.get(primary)

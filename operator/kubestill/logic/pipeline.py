@@ -20,6 +20,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from kubestill.api.names import job_name
+from kubestill.api.report import ReportError, load_report
 from kubestill.api.v1alpha1._base import ObjectReference
 from kubestill.api.v1alpha1.distillationjob import (
     FINISHED_STATES,
@@ -37,7 +38,7 @@ from kubestill.api.v1alpha1.distillationjob import (
 )
 
 from .conditions import Cond, set_conditions, to_seconds
-from .gates import Verdict, evaluate_gates, quality_ratio
+from .gates import Verdict, evaluate_gates, ratio_of
 from .jobs import JobView, duration_seconds
 from .roi import StageUsage, compute_roi
 from .storage_check import StorageCheck
@@ -126,22 +127,22 @@ def _stage_entry(view: JobView, old: StageStatus | None) -> StageStatus:
                        message=message)
 
 
-def _is_num(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
 def _metrics_fields(metrics: Mapping[str, Any], verdict: Verdict) -> dict[str, Any]:
-    """Status fields (by model field name) from metrics.json and the gate verdict."""
-    out: dict[str, Any] = {
-        "teacher_metrics": {k: float(v) for k, v in (metrics.get("teacher") or {}).items() if _is_num(v)},
-        "student_metrics": {k: float(v) for k, v in (metrics.get("student") or {}).items() if _is_num(v)},
-        "gate": GateVerdict(passed=verdict.passed, reasons=list(verdict.reasons)),
-    }
-    ratio = quality_ratio(metrics)
+    """Status fields (by model field name) from metrics.json, read through the EvaluationReport (non-finite
+    figures are unmeasured there, so no NaN reaches the status), and the gate verdict. A report that does not
+    parse leaves the figures out; the verdict already says why it failed."""
+    out: dict[str, Any] = {"gate": GateVerdict(passed=verdict.passed, reasons=list(verdict.reasons))}
+    try:
+        report = load_report(metrics)
+    except ReportError:
+        return out
+    out["teacher_metrics"] = {k: v for k, v in report.teacher.items() if v is not None}
+    out["student_metrics"] = {k: v for k, v in report.student.items() if v is not None}
+    ratio = ratio_of(report)
     if ratio is not None:
         out["quality_ratio"] = round(ratio, 6)
-    if _is_num(metrics.get("speedup")):
-        out["speedup"] = round(float(metrics["speedup"]), 4)
+    if report.speedup is not None:
+        out["speedup"] = round(report.speedup, 4)
     return out
 
 

@@ -173,3 +173,35 @@ def test_expected_job_skips_the_reference_check() -> None:
     status, actions = plan(_spec(), None, _observed(reference_problems=("claim 'x' not found",),
                                                     expected=frozenset({"label"})))
     assert status.phase == "Labeling" and actions.create_stage is None
+
+
+@pytest.mark.parametrize(
+    ("text", "reason_part"),
+    [
+        (json.dumps({**METRICS, "teacher": [0.9]}), "teacher"),  # a list where a mapping belongs
+        (json.dumps({**METRICS, "student": "0.88"}), "student"),
+        ('{"primaryMetric": "accuracy", "teacher": {"accuracy": 0.9, "f1": NaN}, '
+         '"student": {"accuracy": 0.1, "f1": NaN}, "speedup": Infinity}', "qualityRatio"),
+    ],
+    ids=["teacher-list", "student-string", "nan-and-infinity"],
+)
+def test_a_malformed_or_non_finite_report_fails_the_job_and_writes_a_valid_status(text: str,
+                                                                                  reason_part: str) -> None:
+    """Found by a review: these made decide raise (retried forever) or put NaN into the status (not JSON)."""
+    status, actions = plan(_spec(), None, _observed(_jobs(DONE, DONE, DONE), {"metrics.json": text}))
+    assert status.phase.value == "Failed" and actions.create_stage is None
+    assert status.gate is not None and not status.gate.passed
+    assert any(reason_part in r for r in status.gate.reasons), status.gate.reasons
+    wire = json.dumps(status.to_wire(), allow_nan=False)  # raises on NaN or Infinity
+    assert "NaN" not in wire and "Infinity" not in wire
+
+
+def test_the_spec_primary_metric_is_the_one_judged() -> None:
+    """A report judged on another metric than evaluation.primaryMetric (e.g. a differently configured trainer
+    image) fails, naming both."""
+    report = {"primaryMetric": "accuracy", "teacher": {"accuracy": 0.9, "macro_f1": 0.8},
+              "student": {"accuracy": 0.89, "macro_f1": 0.2}}
+    spec = _spec(evaluation={"primaryMetric": "macro_f1", "minQualityRatio": 0.95})
+    status, _ = plan(spec, None, _observed(_jobs(DONE, DONE, DONE), {"metrics.json": json.dumps(report)}))
+    assert status.phase.value == "Failed" and status.gate is not None
+    assert "evaluation.primaryMetric asks for 'macro_f1'" in status.gate.reasons[0]
