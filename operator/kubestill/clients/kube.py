@@ -10,7 +10,6 @@ can report API requests per reconcile.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 from collections.abc import Mapping
@@ -115,10 +114,17 @@ class KubeClient:
             text = await resp.text()
             if resp.status < 400 and not parse:
                 return {}
-            payload: dict[str, Any] = json.loads(text) if text else {}
-            if resp.status >= 400:
-                raise ApiError(resp.status, str(payload.get("reason", resp.reason)),
-                               str(payload.get("message", text[:300])))
+            try:
+                payload: Any = json.loads(text) if text else {}
+            except ValueError:  # not the API server's JSON: a proxy's HTML page, a plain-text 404 ...
+                payload = None
+            if resp.status >= 400 or not isinstance(payload, dict):
+                known = payload if isinstance(payload, dict) else {}
+                detail = " ".join(text[:300].split()) or "empty body"
+                reason = str(known.get("reason", resp.reason))
+                if resp.status < 400:
+                    reason, detail = "NotKubernetes", f"the answer is not a Kubernetes object: {detail}"
+                raise ApiError(resp.status, reason, str(known.get("message", detail)))
             return payload
 
     async def get(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
@@ -182,8 +188,8 @@ def _via_client_library() -> kopf.ConnectionInfo:
     header = (configuration.get_api_key_with_prefix("BearerToken")
               or configuration.get_api_key_with_prefix("authorization") or "")
     scheme, _, token = header.rpartition(" ")
-    if not (token or configuration.cert_file or configuration.username):
-        raise kopf.LoginError("the client library found no credentials")
+    if not configuration.host or not (token or configuration.cert_file or configuration.username):
+        raise kopf.LoginError("the client library found no server or no credentials")
     return kopf.ConnectionInfo(
         server=configuration.host, ca_path=configuration.ssl_ca_cert, insecure=not configuration.verify_ssl,
         username=configuration.username or None, password=configuration.password or None,
@@ -206,18 +212,20 @@ def connect() -> kopf.ConnectionInfo:
         pass
     try:
         info = kopf.login_with_kubeconfig(settings=settings) or kopf.login_with_service_account(settings=settings)
-    except (OSError, KeyError, TypeError, ValueError, yaml.YAMLError, kopf.LoginError) as err:
+    except (OSError, KeyError, TypeError, ValueError, AttributeError, yaml.YAMLError, kopf.LoginError) as err:
         detail = " ".join(str(err).split())  # one line: YAML errors span several
         raise NoCluster(f"cannot read the kubeconfig ({os.environ.get('KUBECONFIG') or '~/.kube/config'}): "
                         f"{type(err).__name__}: {detail}") from err
     if info is None:
         raise NoCluster("no cluster to talk to: set KUBECONFIG (e.g. `kubestill dev up` prints one) or run "
                         "inside a Pod")
+    if not info.server:
+        raise NoCluster(f"the kubeconfig ({os.environ.get('KUBECONFIG') or '~/.kube/config'}) names no server "
+                        "for its current context")
     return info
 
 
 _client: KubeClient | None = None
-_lock = asyncio.Lock()
 
 
 def login(settings: kopf.OperatorSettings, **kwargs: Any) -> kopf.ConnectionInfo:

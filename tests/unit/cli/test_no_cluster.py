@@ -5,9 +5,11 @@ commands never load the dev node's client."""
 from __future__ import annotations
 
 import ast
+import http.server
 import socket
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -112,3 +114,56 @@ def test_worked_examples_in_docstrings() -> None:
 
     result = doctest.testmod(cluster)
     assert result.attempted > 0 and result.failed == 0
+
+
+@pytest.mark.parametrize("text", ["[1, 2, 3]\n", "just a string\n"], ids=["yaml-list", "yaml-scalar"])
+def test_kubeconfig_not_a_mapping(no_home: Path, monkeypatch: pytest.MonkeyPatch,
+                                  capsys: pytest.CaptureFixture[str], text: str) -> None:
+    (no_home / "odd.yaml").write_text(text)
+    monkeypatch.setenv("KUBECONFIG", str(no_home / "odd.yaml"))
+    assert "cannot read the kubeconfig" in _one_line(capsys, ["status"])
+
+
+def test_kubeconfig_without_a_server(no_home: Path, monkeypatch: pytest.MonkeyPatch,
+                                     capsys: pytest.CaptureFixture[str]) -> None:
+    path = _kubeconfig(no_home / "kubeconfig", "x")
+    config = yaml.safe_load(path.read_text())
+    del config["clusters"][0]["cluster"]["server"]
+    path.write_text(yaml.safe_dump(config))
+    monkeypatch.setenv("KUBECONFIG", str(path))
+    assert "names no server" in _one_line(capsys, ["status"])
+
+
+class _NotKubernetes(http.server.BaseHTTPRequestHandler):
+    """A proxy or login page in front of the API server: HTML or plain text, not a Kubernetes Status."""
+
+    def do_GET(self) -> None:
+        status, body = {"/html502": (502, b"<html><body><h1>502 Bad Gateway</h1></body></html>"),
+                        "/text200": (200, b"please log in")}[self.server.mode]  # type: ignore[attr-defined]
+        self.send_response(status)
+        self.send_header("Content-Type", "text/html")
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.mark.parametrize(("mode", "expected"), [
+    ("/html502", "502 Bad Gateway"),
+    ("/text200", "the answer is not a Kubernetes object: please log in"),
+])
+@pytest.mark.parametrize("argv", [["status"], ["rollout", "status", "r", "-n", "ml"]], ids=" ".join)
+def test_an_answer_that_is_not_kubernetes_json(no_home: Path, monkeypatch: pytest.MonkeyPatch,
+                                              capsys: pytest.CaptureFixture[str], mode: str, expected: str,
+                                              argv: list[str]) -> None:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _NotKubernetes)
+    server.mode = mode  # type: ignore[attr-defined]
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        monkeypatch.setenv("KUBECONFIG", str(_kubeconfig(no_home / "kubeconfig",
+                                                         f"http://127.0.0.1:{server.server_address[1]}")))
+        assert expected in _one_line(capsys, argv)
+    finally:
+        server.shutdown()
