@@ -6,6 +6,7 @@ termination message (once per Job, kept by StorageChecks, which main builds once
 from __future__ import annotations
 
 import time
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any
@@ -24,20 +25,27 @@ from kubestill.settings import Settings
 
 class StorageChecks:
     """Runs storage checks; remembers the termination messages of failed check Jobs by (namespace, Job name):
-    a finished Job never changes, so its Pods are listed once."""
+    a finished Job never changes, so its Pods are listed once. At most MAX_MESSAGES are kept (least recently
+    used first out): one forgotten costs one Pod list, and check Jobs of deleted owners leave no trace."""
+
+    MAX_MESSAGES = 4096
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self._messages: dict[tuple[str, str], str] = {}
+        self._messages: OrderedDict[tuple[str, str], str] = OrderedDict()
 
     async def _message(self, api: KubeClient, namespace: str, job: str) -> str:
-        if (namespace, job) not in self._messages:
+        key = (namespace, job)
+        if key not in self._messages:
             pods = await api.list("v1", "Pod", namespace, f"batch.kubernetes.io/job-name={job}")
             text = next((t for p in pods if (t := termination_message(p))), "")
             if not pods:
                 return ""  # not listed yet: ask again next time
-            self._messages[(namespace, job)] = text
-        return self._messages[(namespace, job)]
+            self._messages[key] = text
+            while len(self._messages) > self.MAX_MESSAGES:
+                self._messages.popitem(last=False)
+        self._messages.move_to_end(key)
+        return self._messages[key]
 
     async def check(
         self,
