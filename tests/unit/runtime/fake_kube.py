@@ -3,6 +3,7 @@ objects by path, bumps resourceVersion on each write, and fails requests on dema
 
 from __future__ import annotations
 
+import builtins
 import copy
 from collections.abc import Mapping
 from typing import Any
@@ -90,7 +91,7 @@ class FakeKube:
         path = resource_path(api_version, kind, namespace, name, subresource)
         return await self.request("PATCH", path, body=dict(patch))
 
-    def writes(self, verb: str = "PATCH") -> list[tuple[str, str, Any]]:
+    def writes(self, verb: str = "PATCH") -> builtins.list[tuple[str, str, Any]]:
         return [r for r in self.requests if r[0] == verb]
 
 
