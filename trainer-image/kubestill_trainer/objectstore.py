@@ -172,7 +172,9 @@ def _server_said(err: Exception, uri: str, secret: str, where: str) -> StoreErro
                           f"{uri}: access denied to the credentials of {secret} ({code or status})")
     if code in _NO_KEY_CODES or status == 404:
         return StoreError(StorageReason.OBJECT_NOT_FOUND, uri, f"{uri}: no such object")
-    return StoreError(StorageReason.STORAGE_ERROR, uri, f"{uri}: S3 error {code or status or type(err).__name__}")
+    detail = " ".join(str(err).split())[:300]  # boto3's transfer errors wrap the server's answer in their text
+    return StoreError(StorageReason.STORAGE_ERROR, uri,
+                      f"{uri}: S3 error {code or status or type(err).__name__}" + (f": {detail}" if detail else ""))
 
 
 def _tree_files(src: Path, skip: tuple[str, ...]) -> list[tuple[Path, str]]:
