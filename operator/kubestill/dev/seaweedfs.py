@@ -210,6 +210,10 @@ def start_seaweedfs(workdir: Path | None = None, *, weed: Path | None = None, ti
         "-admin.ui=false", "-s3.port.iceberg=0", "-s3.port.lance=0", "-master.telemetry=false",
         f"-filer.localSocket={data / 'filer.sock'}", f"-s3.localSocket={data / 's3.sock'}",
         f"-s3.config={work / 'identities.json'}",
+        # Volume slots: by default `mini` allows free disk / volume size of them, and every bucket is a collection
+        # that takes its own; with ~13 GB free the 10th bucket got InternalError "no free volumes left". Volumes
+        # are not preallocated, so a high cap costs no disk.
+        "-volume.max=2000", "-master.volumeSizeLimitMB=256",
     ]
     # A clean working directory: weed reads filer.toml/security.toml from there. GOMEMLIMIT keeps it near
     # 300-400 MB during big transfers (it grows to ~1 GB otherwise); emptied folders vanish after 1 s.
