@@ -38,15 +38,15 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
 
 
 @kopf.on.cleanup()
-def cleanup(memo: kopf.Memo, **_: Any) -> None:
+async def cleanup(memo: kopf.Memo, **_: Any) -> None:
     """Shutdown: stop what the controllers started."""
-    lifecycle.stop(memo)
+    await lifecycle.stop(memo)
 
 
 @kopf.on.login()
-def login(**kwargs: Any) -> kopf.ConnectionInfo:
+def login(memo: kopf.Memo, settings: kopf.OperatorSettings, **kwargs: Any) -> kopf.ConnectionInfo:
     """Service account in a Pod, else $KUBECONFIG; our API client shares these credentials."""
-    return lifecycle.login(**kwargs)
+    return lifecycle.login(memo, settings, **kwargs)
 
 
 # --- DistillationJob ------------------------------------------------------------------------------------

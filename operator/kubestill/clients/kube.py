@@ -25,8 +25,6 @@ API_REQUESTS = Counter(
     "kubestill_api_requests_total", "Kubernetes API requests made by kubestill's handlers", ["verb", "resource"]
 )
 API_SECONDS = Histogram("kubestill_api_request_seconds", "Latency of Kubernetes API requests", ["verb"])
-# The same numbers in-process, cheap to read in tests and the benchmark.
-REQUEST_COUNTS: dict[str, int] = {}
 
 
 class ApiError(Exception):
@@ -98,8 +96,6 @@ class KubeClient:
         resource = path.rstrip("/").split("/")[-1 if verb in ("POST", "LIST") else -2]
         if path.endswith("/status"):
             resource = path.split("/")[-3] + "/status"
-        key = f"{verb} {resource}"
-        REQUEST_COUNTS[key] = REQUEST_COUNTS.get(key, 0) + 1
         API_REQUESTS.labels(verb=verb, resource=resource).inc()
         method = "GET" if verb == "LIST" else verb
         data = None if body is None else json.dumps(body)
@@ -225,24 +221,31 @@ def connect() -> kopf.ConnectionInfo:
     return info
 
 
-_client: KubeClient | None = None
+class Connection:
+    """The operator's KubeClient, (re)built by kopf's login handler: kopf logs in after the start-up handlers
+    and again whenever the API server refuses its credentials, so the controllers hold this object and call it
+    for the current client. Owned by the Operator built at start-up (handlers/operator.py), never a global."""
 
+    def __init__(self, client: KubeClient | None = None) -> None:
+        self._client = client  # given: already logged in (tests, tools); else set by login()
 
-def login(settings: kopf.OperatorSettings, **kwargs: Any) -> kopf.ConnectionInfo:
-    """kopf's own minimal readers: the in-cluster service account first, else $KUBECONFIG. The same
-    credentials serve kopf's watches and our client."""
-    info = kopf.login_with_service_account(settings=settings, **kwargs) or kopf.login_with_kubeconfig(
-        settings=settings, **kwargs
-    )
-    if info is None:
-        raise kopf.LoginError("no service account and no kubeconfig: set KUBECONFIG")
-    global _client
-    _client = KubeClient(info)
-    return info
+    def login(self, settings: kopf.OperatorSettings, **kwargs: Any) -> kopf.ConnectionInfo:
+        """kopf's own minimal readers: the in-cluster service account first, else $KUBECONFIG. The same
+        credentials serve kopf's watches and our client. Raises kopf.LoginError when there are none."""
+        info = kopf.login_with_service_account(settings=settings, **kwargs) or kopf.login_with_kubeconfig(
+            settings=settings, **kwargs
+        )
+        if info is None:
+            raise kopf.LoginError("no service account and no kubeconfig: set KUBECONFIG")
+        self._client = KubeClient(info)
+        return info
 
+    def __call__(self) -> KubeClient:
+        """The client of the latest login; RuntimeError before the first (kopf logs in before any handler)."""
+        if self._client is None:
+            raise RuntimeError("kopf has not logged in yet (Connection.login has not run)")
+        return self._client
 
-def client() -> KubeClient:
-    """The client built at login (kopf always logs in before any handler runs)."""
-    if _client is None:
-        raise RuntimeError("kubestill.clients.kube.login() has not run")
-    return _client
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.close()

@@ -21,65 +21,69 @@ QUERY_TIMEOUT = 2.0
 # How long one ALERTS answer is reused across rollouts.
 ALERTS_TTL = 0.25
 
-_clients: dict[str, PrometheusConnect] = {}
-_alerts: dict[str, tuple[float, list[dict[str, str]] | str]] = {}
-_lock = threading.Lock()
-
-
 class PrometheusError(Exception):
     """Prometheus could not answer (unreachable, timeout, bad query)."""
 
 
-def _client(url: str) -> PrometheusConnect:
-    with _lock:
-        found = _clients.get(url)
-        if found is None:
-            found = PrometheusConnect(
-                url=url.rstrip("/"), disable_ssl=False, retry=Retry(total=0), timeout=QUERY_TIMEOUT
-            )
-            _clients[url] = found
-        return found
+class Prometheus:
+    """Instant queries against any number of Prometheus servers (by URL), thread-safe: the canary's analysis
+    rounds call it from a worker pool. One per operator (built at start-up), holding a client per URL and the
+    firing alerts of each for ALERTS_TTL seconds."""
 
+    def __init__(self, alerts_ttl: float = ALERTS_TTL) -> None:
+        self.alerts_ttl = alerts_ttl
+        self._clients: dict[str, PrometheusConnect] = {}
+        self._alerts: dict[str, tuple[float, list[dict[str, str]] | str]] = {}
+        self._lock = threading.Lock()
 
-def _query(url: str, query: str) -> list[Any]:
-    try:
-        result: list[Any] = _client(url).custom_query(query)
-    except Exception as err:  # requests' and the library's errors alike: the round records the reason
-        raise PrometheusError(f"{type(err).__name__}: {str(err)[:200]}") from err
-    return result
+    def _client(self, url: str) -> PrometheusConnect:
+        with self._lock:
+            found = self._clients.get(url)
+            if found is None:
+                found = PrometheusConnect(
+                    url=url.rstrip("/"), disable_ssl=False, retry=Retry(total=0), timeout=QUERY_TIMEOUT
+                )
+                self._clients[url] = found
+            return found
 
-
-def query_value(url: str, query: str) -> float | None:
-    """One number from an instant query; None when there is no data (empty vector or NaN). Several series
-    or a non-numeric answer raise PrometheusError (aggregate the query to one series)."""
-    series = _query(url, query)
-    if not series:
-        return None
-    if not isinstance(series[0], dict):  # a scalar answer is [timestamp, "value"]
-        series = [{"value": series}]
-    if len(series) > 1:
-        raise PrometheusError(f"query returned {len(series)} series; aggregate it to one (e.g. sum(...))")
-    try:
-        value = float(series[0]["value"][1])
-    except (KeyError, IndexError, TypeError, ValueError) as err:
-        raise PrometheusError(f"unexpected answer {str(series[0])[:120]}") from err
-    return None if math.isnan(value) else value
-
-
-def firing_alerts(url: str) -> list[dict[str, str]]:
-    """Label sets of the alerts firing now (the ALERTS series); raises PrometheusError when unknown."""
-    now = time.monotonic()
-    with _lock:
-        cached = _alerts.get(url)
-    if cached is not None and now - cached[0] < ALERTS_TTL:
-        answer = cached[1]
-    else:
+    def _query(self, url: str, query: str) -> list[Any]:
         try:
-            answer = [dict(s.get("metric") or {}) for s in _query(url, 'ALERTS{alertstate="firing"}')]
-        except PrometheusError as err:
-            answer = str(err)
-        with _lock:
-            _alerts[url] = (now, answer)
-    if isinstance(answer, str):
-        raise PrometheusError(answer)
-    return answer
+            result: list[Any] = self._client(url).custom_query(query)
+        except Exception as err:  # requests' and the library's errors alike: the round records the reason
+            raise PrometheusError(f"{type(err).__name__}: {str(err)[:200]}") from err
+        return result
+
+    def query_value(self, url: str, query: str) -> float | None:
+        """One number from an instant query; None when there is no data (empty vector or NaN). Several series
+        or a non-numeric answer raise PrometheusError (aggregate the query to one series)."""
+        series = self._query(url, query)
+        if not series:
+            return None
+        if not isinstance(series[0], dict):  # a scalar answer is [timestamp, "value"]
+            series = [{"value": series}]
+        if len(series) > 1:
+            raise PrometheusError(f"query returned {len(series)} series; aggregate it to one (e.g. sum(...))")
+        try:
+            value = float(series[0]["value"][1])
+        except (KeyError, IndexError, TypeError, ValueError) as err:
+            raise PrometheusError(f"unexpected answer {str(series[0])[:120]}") from err
+        return None if math.isnan(value) else value
+
+    def firing_alerts(self, url: str) -> list[dict[str, str]]:
+        """Label sets of the alerts firing now (the ALERTS series); raises PrometheusError when unknown. An
+        answer (or the error) is reused for `alerts_ttl` seconds."""
+        now = time.monotonic()
+        with self._lock:
+            cached = self._alerts.get(url)
+        if cached is not None and now - cached[0] < self.alerts_ttl:
+            answer = cached[1]
+        else:
+            try:
+                answer = [dict(s.get("metric") or {}) for s in self._query(url, 'ALERTS{alertstate="firing"}')]
+            except PrometheusError as err:
+                answer = str(err)
+            with self._lock:
+                self._alerts[url] = (now, answer)
+        if isinstance(answer, str):
+            raise PrometheusError(answer)
+        return answer

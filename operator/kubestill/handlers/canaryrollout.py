@@ -37,9 +37,10 @@ from kubestill.api.v1alpha1.canaryrollout import (
     RouteRef,
 )
 from kubestill.builders.httproute import RouteError, build_httproute_weights
-from kubestill.clients import gateway, metrics, prometheus
+from kubestill.clients import gateway, metrics
 from kubestill.clients.events import post_event
 from kubestill.clients.kube import ApiError, KubeClient
+from kubestill.clients.prometheus import Prometheus, PrometheusError
 from kubestill.logic.analysis import AnalysisRound, QueryResult, assess_round, matching_alerts, render_query
 from kubestill.logic.canary import (
     ROUTE_UNSEEN,
@@ -94,9 +95,8 @@ class Stop:
     requeue: float | None
 
 
-def _measure(spec: CanaryRolloutSpec, namespace: str, candidate: str, step: int, now: datetime) -> tuple[
-    AnalysisRound, list[str]
-]:
+def _measure(prom: Prometheus, spec: CanaryRolloutSpec, namespace: str, candidate: str, step: int,
+             now: datetime) -> tuple[AnalysisRound, list[str]]:
     """One analysis round (blocking: runs in a worker thread): every metric, then the firing alerts."""
     analysis = spec.analysis
     assert analysis is not None
@@ -105,15 +105,15 @@ def _measure(spec: CanaryRolloutSpec, namespace: str, candidate: str, step: int,
     for metric in analysis.metrics:
         query = render_query(metric.query, candidate, spec.baseline.name, namespace)
         try:
-            results[metric.name] = QueryResult(value=prometheus.query_value(url, query))
-        except prometheus.PrometheusError as err:
+            results[metric.name] = QueryResult(value=prom.query_value(url, query))
+        except PrometheusError as err:
             results[metric.name] = QueryResult(error=str(err))
     alerts: list[str] = []
     alerts_error = None
     if spec.rollback_alerts:
         try:
-            firing = prometheus.firing_alerts(url)
-        except prometheus.PrometheusError as err:
+            firing = prom.firing_alerts(url)
+        except PrometheusError as err:
             alerts_error = str(err)
         else:
             subs = {"{{candidate}}": candidate, "{{baseline}}": spec.baseline.name, "{{namespace}}": namespace}
@@ -125,9 +125,10 @@ class CanaryRollouts(Kind[CanaryRolloutSpec, CanaryRolloutStatus]):
     """The CanaryRollout kind: observe the candidate, the route and the metrics; decide
     (logic/canary_decision.py); write the status (conditioned on resourceVersion), then the route."""
 
-    def __init__(self, settings: Settings, prometheus_pool: Executor) -> None:
+    def __init__(self, settings: Settings, prometheus_pool: Executor, prometheus: Prometheus) -> None:
         self.settings = settings
         self.pool = prometheus_pool
+        self.prometheus = prometheus
         self.routes = route_sync.RouteSync()
         # When each rollout's status was last written (monotonic): routine rounds are kept in memory between.
         self._persisted: dict[Key, float] = {}
@@ -217,7 +218,7 @@ class CanaryRollouts(Kind[CanaryRolloutSpec, CanaryRolloutStatus]):
         alerts: list[str] = []
         if view.carries and analysis_due(spec, status, now) and cand.backend is not None:
             measured, alerts = await asyncio.get_running_loop().run_in_executor(
-                self.pool, _measure, spec, key[0], cand.backend.name, status.current_step, now)
+                self.pool, _measure, self.prometheus, spec, key[0], cand.backend.name, status.current_step, now)
             round_ = measured
             for m in measured.measurements:
                 metrics.observe_measurement(*key, m.metric, m.value, m.result)

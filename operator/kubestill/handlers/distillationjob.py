@@ -29,7 +29,7 @@ from kubestill.builders.job import build_stage_job, spec_uris
 from kubestill.builders.meta import pvc_claims
 from kubestill.builders.storage import CHECK_STAGE, s3_uris
 from kubestill.builders.studentmodel import build_student_model
-from kubestill.clients.events import emit
+from kubestill.clients.events import EventRecorder
 from kubestill.clients.kube import ApiError, KubeClient
 from kubestill.logic.jobs import JobView, job_view, termination_message
 from kubestill.logic.pipeline import Actions, Event, Observed, decide, invalid_spec
@@ -130,9 +130,10 @@ async def _failure_message(api: KubeClient, namespace: str, name: str, stage: st
 class DistillationJobs(Kind[DistillationJobSpec, DistillationJobStatus]):
     """The DistillationJob kind: its observe and apply around logic.pipeline.decide."""
 
-    def __init__(self, settings: Settings, checks: StorageChecks) -> None:
+    def __init__(self, settings: Settings, checks: StorageChecks, events: EventRecorder) -> None:
         self.settings = settings
         self.checks = checks
+        self.events = events
 
     def child_seen(self, ctl: DJController, owner: Key, body: Mapping[str, Any]) -> bool:
         """A stage Job we created has just been seen, still unfinished: the status already says it is
@@ -165,7 +166,7 @@ class DistillationJobs(Kind[DistillationJobSpec, DistillationJobStatus]):
         requeue, events = await self._apply(ctl, key, body, spec, observed, actions)
         await ctl.status.write(key, body, current, new)  # queued: the lane writes it soon
         for event in events:
-            emit(ctl.api(), body, event.type, event.reason, event.message)
+            self.events.emit(body, event.type, event.reason, event.message)
             log.info("%s/%s: %s %s", *key, event.reason, event.message)
         return requeue
 

@@ -8,7 +8,6 @@ from typing import Any
 import kopf
 from prometheus_client import start_http_server
 
-from kubestill.clients import kube
 from kubestill.settings import Settings, from_env
 
 from .operator import MEMO_KEY, Operator, build
@@ -35,7 +34,7 @@ def start(kopf_settings: kopf.OperatorSettings, memo: kopf.Memo) -> None:
     """Settings from KUBESTILL_* variables; kopf configured; the controllers built into `memo`."""
     s = from_env()
     configure(kopf_settings, s)
-    memo[MEMO_KEY] = build(s, kube.client)
+    memo[MEMO_KEY] = build(s)
 
 
 def controllers(memo: Any) -> Operator:
@@ -44,11 +43,11 @@ def controllers(memo: Any) -> Operator:
     return operator
 
 
-def stop(memo: Any) -> None:
-    """At shutdown: what the controllers started (the Prometheus query threads)."""
+async def stop(memo: Any) -> None:
+    """At shutdown: what the controllers started (the Prometheus query threads, queued Events, the session)."""
     operator: Operator | None = memo.get(MEMO_KEY)
     if operator is not None:
-        operator.close()
+        await operator.close()
 
 
 def configure(kopf_settings: kopf.OperatorSettings, s: Settings) -> None:
@@ -75,5 +74,6 @@ def configure(kopf_settings: kopf.OperatorSettings, s: Settings) -> None:
     log.info("trainer image %s, triton image %s", s.trainer_image, s.triton_image)
 
 
-def login(**kwargs: Any) -> kopf.ConnectionInfo:
-    return kube.login(**kwargs)
+def login(memo: Any, settings: kopf.OperatorSettings, **kwargs: Any) -> kopf.ConnectionInfo:
+    """kopf's login (after start-up, again on refused credentials): fills in the operator's connection."""
+    return controllers(memo).connection.login(settings, **kwargs)

@@ -29,7 +29,7 @@ from kubestill.builders.triton import (
     config_hash,
     endpoint,
 )
-from kubestill.clients.events import emit
+from kubestill.clients.events import EventRecorder
 from kubestill.clients.kube import KubeClient
 from kubestill.logic.jobs import JobView, job_view
 from kubestill.logic.serving import (
@@ -103,9 +103,10 @@ async def _apply(api: KubeClient, body: dict[str, Any]) -> None:
 class StudentModels(Kind[StudentModelSpec, StudentModelStatus]):
     """The StudentModel kind: check the artifact, apply the Triton objects, observe them, decide the status."""
 
-    def __init__(self, settings: Settings, checks: StorageChecks) -> None:
+    def __init__(self, settings: Settings, checks: StorageChecks, events: EventRecorder) -> None:
         self.settings = settings
         self.checks = checks
+        self.events = events
         # Generation whose children were applied, per object: skip re-applying in steady state.
         self._applied: dict[Key, int | None] = {}
 
@@ -191,4 +192,4 @@ class StudentModels(Kind[StudentModelSpec, StudentModelStatus]):
                      new: StudentModelStatus, events: list[SMEvent]) -> None:
         await ctl.status.write(key, body, old, new)
         for type_, reason, message in events:
-            emit(ctl.api(), body, type_, reason, message)
+            self.events.emit(body, type_, reason, message)

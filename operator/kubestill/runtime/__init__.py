@@ -15,14 +15,17 @@ kopf keeps the watches, the in-memory indexes, peering and the probes. On top of
 A kind brings a `Kind`: its reconcile as observe (reads) -> a pure typed `decide(spec, status, observed, now)`
 in kubestill.logic -> apply (writes), plus what to drop when an object goes.
 
-Wiring, and why through kopf's `memo`: nothing here (or in handlers/) is module-level mutable state. main.py's
+Wiring, and why through kopf's `memo`: nothing here, in handlers/ or in clients/ is module-level mutable state
+(only prometheus_client's metric objects, which register themselves globally by that library's design). main.py's
 start-up handler builds the controllers, with their settings and the client accessor, into one
 `handlers.operator.Operator` and stores it on kopf's operator-wide `memo`; kopf hands every handler a shallow
 copy of that memo, so each decorator in main.py reaches the same controllers as `memo.kubestill`. The
 alternative, a registry at module level in main.py, would be the global this package exists to remove, and
 tests would share it; with `memo`, a test builds its own Operator (or Controller with a fake client) and a
 second operator in one process would not see the first's state. The Kubernetes client itself is built by
-kopf's login handler, which kopf runs after start-up: controllers therefore take a function returning it.
+kopf's login handler, which kopf runs after start-up (and again when credentials are refused): controllers
+therefore take a function returning it, the Operator's `clients.kube.Connection`, which login fills in. The
+Event recorder and the Prometheus clients (with their ALERTS cache) are the Operator's too.
 """
 
 from .cache import WatchCache

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from kubestill.clients import prometheus
+from kubestill.clients.prometheus import Prometheus, PrometheusError
 from kubestill.dev.controlplane import free_port
 from kubestill.dev.prometheus import PrometheusProcess, start_prometheus
 
@@ -32,7 +32,7 @@ def prom(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrometheusProcess
     ],
 )
 def test_query_value(prom: PrometheusProcess, query: str, expected: float | None) -> None:
-    assert prometheus.query_value(prom.url, query) == expected
+    assert Prometheus().query_value(prom.url, query) == expected
 
 
 @pytest.mark.parametrize(
@@ -43,22 +43,35 @@ def test_query_value(prom: PrometheusProcess, query: str, expected: float | None
     ],
 )
 def test_query_errors(prom: PrometheusProcess, query: str, words: str) -> None:
-    with pytest.raises(prometheus.PrometheusError, match=words):
-        prometheus.query_value(prom.url, query)
+    with pytest.raises(PrometheusError, match=words):
+        Prometheus().query_value(prom.url, query)
 
 
 def test_unreachable_is_an_error_not_no_data() -> None:
-    with pytest.raises(prometheus.PrometheusError, match="Connection"):
-        prometheus.query_value(f"http://127.0.0.1:{free_port()}", "vector(1)")
+    with pytest.raises(PrometheusError, match="Connection"):
+        Prometheus().query_value(f"http://127.0.0.1:{free_port()}", "vector(1)")
 
 
 def test_firing_alerts(prom: PrometheusProcess) -> None:
     import time
 
+    client = Prometheus(alerts_ttl=0)
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
-        firing = prometheus.firing_alerts(prom.url)
+        firing = client.firing_alerts(prom.url)
         if firing:
             break
         time.sleep(0.3)
     assert any(a["alertname"] == "AlwaysOn" and a["service"] == "student" for a in firing)
+
+
+def test_firing_alerts_answer_is_reused_within_its_ttl() -> None:
+    """A thousand rollouts evaluating together cost one ALERTS query: the answer (here an error) is reused."""
+    url = f"http://127.0.0.1:{free_port()}"
+    client = Prometheus(alerts_ttl=60)
+    with pytest.raises(PrometheusError) as first:
+        client.firing_alerts(url)
+    with pytest.raises(PrometheusError) as second:
+        client.firing_alerts(url)
+    assert str(first.value) == str(second.value)
+    assert len(client._alerts) == 1

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from kubestill.api.names import ROUTE_RESTORE_FINALIZER
+from kubestill.clients.kube import Connection
 from kubestill.handlers.canaryrollout import AGAIN
 from kubestill.handlers.operator import Operator, build
 from kubestill.settings import Settings
@@ -122,11 +123,11 @@ def scenario(route: bool = True, sm: dict[str, Any] | None = None, **spec: Any
                 api.put(ROUTE_PATH, httproute())
             if sm is not None:
                 api.put(SM_PATH, sm)
-            ops = build(Settings(), lambda: api)  # type: ignore[arg-type,return-value]
+            ops = build(Settings(), Connection(api))  # type: ignore[arg-type]
             try:
                 return await steps(World(api, ops))
             finally:
-                ops.close()
+                await ops.close()
 
         return asyncio.run(main())
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from kubestill.clients.kube import Connection
 from kubestill.handlers import distillationjob as dj
 from kubestill.handlers.operator import build
 from kubestill.settings import Settings
@@ -28,7 +29,7 @@ def test_a_new_job_through_its_first_stage() -> None:
     async def scenario() -> dict[str, Any]:
         api = FakeKube()
         body = api.put(DJ_PATH, dj_manifest())
-        ops = build(Settings(), lambda: api)  # type: ignore[arg-type,return-value]
+        ops = build(Settings(), Connection(api))  # type: ignore[arg-type]
         ctl = ops.distillation_jobs
         indexes: dict[str, Any] = {dj.BODIES: {KEY: [dj.index_dj(body)[KEY]]}, dj.STAGE_JOBS: {}, dj.REPORTS: {}}
 
@@ -56,7 +57,7 @@ def test_a_new_job_through_its_first_stage() -> None:
         await ctl.status.idle()
         out["posted_after"] = [r[2]["metadata"]["name"] for r in api.writes("POST") if r[1] == JOBS]
         out["final"] = api.objects[DJ_PATH]["status"]
-        ops.close()
+        await ops.close()
         return out
 
     out = asyncio.run(scenario())
@@ -75,11 +76,11 @@ def test_an_invalid_stored_spec_fails_the_job_with_the_reason() -> None:
     async def scenario() -> dict[str, Any]:
         api = FakeKube()
         body = api.put(DJ_PATH, dj_manifest(task="juggling"))
-        ops = build(Settings(), lambda: api)  # type: ignore[arg-type,return-value]
+        ops = build(Settings(), Connection(api))  # type: ignore[arg-type]
         ctl = ops.distillation_jobs
         await ctl.on_event(None, body, {dj.BODIES: {KEY: [dj.index_dj(body)[KEY]]}})
         await ctl.status.idle()
-        ops.close()
+        await ops.close()
         return api.objects[DJ_PATH]["status"]
 
     status = asyncio.run(scenario())

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from kubestill.clients.kube import Connection
 from kubestill.handlers import studentmodel as sm
 from kubestill.handlers.operator import build
 from kubestill.logic.serving import DeploymentView
@@ -28,7 +29,7 @@ def test_a_model_from_applied_to_ready() -> None:
     async def scenario() -> dict[str, Any]:
         api = FakeKube()
         body = api.put(SM_PATH, manifest())
-        ops = build(Settings(), lambda: api)  # type: ignore[arg-type,return-value]
+        ops = build(Settings(), Connection(api))  # type: ignore[arg-type]
         ctl = ops.student_models
         indexes: dict[str, Any] = {sm.BODIES: {KEY: [sm.index_sm(body)[KEY]]}, sm.DEPLOYMENTS: {},
                                    sm.CHECK_JOBS: {}}
@@ -45,7 +46,7 @@ def test_a_model_from_applied_to_ready() -> None:
         await ctl.on_event("MODIFIED", {**api.objects[SM_PATH], "metadata": {
             **api.objects[SM_PATH]["metadata"], "resourceVersion": "9999"}}, indexes)  # someone else's change
         out["rewrites"] = len(api.writes()) - patches
-        ops.close()
+        await ops.close()
         return out
 
     out = asyncio.run(scenario())

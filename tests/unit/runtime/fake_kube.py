@@ -91,6 +91,9 @@ class FakeKube:
         path = resource_path(api_version, kind, namespace, name, subresource)
         return await self.request("PATCH", path, body=dict(patch))
 
+    async def close(self) -> None:
+        self.closed = True
+
     def writes(self, verb: str = "PATCH") -> builtins.list[tuple[str, str, Any]]:
         return [r for r in self.requests if r[0] == verb]
 
