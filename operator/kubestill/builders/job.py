@@ -26,7 +26,7 @@ from kubestill.api.v1alpha1.common import ComputeResources, Placement
 from kubestill.api.v1alpha1.distillationjob import DistillationJobSpec
 
 from .configmap import config_text, report_metadata
-from .meta import child_metadata, pvc_claims, pvc_volumes
+from .meta import child_metadata, pvc_claims, pvc_volumes, writable_tmp
 from .storage import s3_env, s3_uris, scratch_volume
 
 TRAINER_CONTAINER = "trainer"
@@ -104,10 +104,10 @@ def build_stage_job(
         volumes.append(volume)
         mounts.append(mount)
         env.append(scratch_env)
-    if security_context and security_context.get("readOnlyRootFilesystem"):
-        volumes.append({"name": "tmp", "emptyDir": {}})
-        mounts.append({"name": "tmp", "mountPath": "/tmp"})
-        env.append({"name": "HOME", "value": "/tmp"})
+    tmp_volumes, tmp_mounts, tmp_env = writable_tmp(security_context)
+    volumes += tmp_volumes
+    mounts += tmp_mounts
+    env += tmp_env
     container: dict[str, Any] = {
         "name": TRAINER_CONTAINER,
         "image": spec.run.image or default_image,

@@ -96,3 +96,27 @@ def build_field_manager_release(obj: Mapping[str, Any], manager: str) -> dict[st
     if meta.get("resourceVersion"):
         patch["resourceVersion"] = meta["resourceVersion"]
     return {"metadata": patch}
+
+
+# The fields a container's securityContext shares with the Pod's (core/v1 SecurityContext vs PodSecurityContext).
+_CONTAINER_LEVEL = ("runAsUser", "runAsGroup", "runAsNonRoot", "seccompProfile", "seLinuxOptions", "appArmorProfile",
+                    "windowsOptions")
+
+
+def container_security(pod_security: Mapping[str, Any] | None, security: Mapping[str, Any] | None) -> dict[str, Any]:
+    """One container's securityContext carrying the pod-level settings it can (user, non-root, seccomp, ...) and
+    then `security`, which wins: for a container that must be restricted in a Pod whose own context is not ours
+    (the artifact download in the Triton Pod). Empty when both are."""
+    pod = pod_security or {}
+    return {**{k: pod[k] for k in _CONTAINER_LEVEL if k in pod}, **(security or {})}
+
+
+def writable_tmp(security: Mapping[str, Any] | None, volume: str = "tmp") -> tuple[
+    list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]
+]:
+    """(volumes, mounts, env) giving a container with a read-only root filesystem an emptyDir at /tmp as HOME
+    (Python, boto3 and torch write caches and temporary files there); nothing when the root is writable."""
+    if not (security or {}).get("readOnlyRootFilesystem"):
+        return [], [], []
+    return ([{"name": volume, "emptyDir": {}}], [{"name": volume, "mountPath": "/tmp"}],
+            [{"name": "HOME", "value": "/tmp"}])

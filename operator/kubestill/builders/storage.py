@@ -27,7 +27,7 @@ from kubestill.api.names import (
 from kubestill.api.storage import SECRET_KEYS, SECRET_NAME_ENV, is_s3
 from kubestill.api.v1alpha1.storage import StorageSecretRef
 
-from .meta import child_metadata
+from .meta import child_metadata, writable_tmp
 
 SCRATCH_VOLUME = "scratch"
 SCRATCH_DIR = "/var/lib/kubestill/scratch"
@@ -35,6 +35,7 @@ SCRATCH_ENV = SCRATCH_DIR_ENV
 ARTIFACT_VOLUME = "artifact"
 ARTIFACT_DIR = "/mnt/kubestill/artifact"
 FETCH_CONTAINER = "fetch-artifact"
+FETCH_TMP_VOLUME = "fetch-tmp"
 CHECK_CONTAINER = "storage-check"
 # The stage label value of check Jobs (they carry the owner's label like its other children).
 CHECK_STAGE = "check"
@@ -101,9 +102,12 @@ def build_storage_check_job(
     pull_secrets: tuple[str, ...] = (),
     extra_labels: Mapping[str, str] | None = None,
     service_account: str = "",
+    pod_security_context: Mapping[str, Any] | None = None,
+    security_context: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """batch/v1 Job running `python -m kubestill_trainer.storage_cli check --read .. --write ..` once (no
-    retries: a failure is an answer); its result is the Pod's termination message."""
+    retries: a failure is an answer); its result is the Pod's termination message. It runs the trainer image
+    under the trainer's security contexts (the chart's restricted defaults), like the stage Jobs."""
     key = check_key(reads, writes, secret, recheck_token(owner))
     name = check_job_name(owner["metadata"]["name"], key, attempt)
     labels = {**owner_labels, CHECK_LABEL: key, "app.kubernetes.io/name": "kubestill-storage-check"}
@@ -113,16 +117,25 @@ def build_storage_check_job(
         command += ["--read", uri]
     for uri in writes:
         command += ["--write", uri]
+    volumes, mounts, tmp_env = writable_tmp(security_context)
     container: dict[str, Any] = {
         "name": CHECK_CONTAINER,
         "image": image,
         "imagePullPolicy": pull_policy,
         "command": command,
-        "env": [*s3_env(secret), {"name": TERMINATION_LOG_ENV, "value": TERMINATION_LOG}],
+        "env": [*s3_env(secret), {"name": TERMINATION_LOG_ENV, "value": TERMINATION_LOG}, *tmp_env],
         "terminationMessagePolicy": "FallbackToLogsOnError",
         "resources": {"requests": {"cpu": "50m", "memory": "128Mi"}, "limits": {"memory": "512Mi"}},
     }
+    if mounts:
+        container["volumeMounts"] = mounts
+    if security_context:
+        container["securityContext"] = dict(security_context)
     pod_spec: dict[str, Any] = {"restartPolicy": "Never", "containers": [container]}
+    if volumes:
+        pod_spec["volumes"] = volumes
+    if pod_security_context:
+        pod_spec["securityContext"] = dict(pod_security_context)
     if service_account:
         pod_spec["serviceAccountName"] = service_account
     if pull_secrets:
@@ -140,14 +153,23 @@ def build_storage_check_job(
 
 
 def fetch_artifact_container(uri: str, secret: StorageSecretRef | None, image: str,
-                             pull_policy: str = "IfNotPresent") -> dict[str, Any]:
-    """Init container downloading the artifact tree at `uri` into the artifact volume (ARTIFACT_DIR)."""
-    return {
+                             pull_policy: str = "IfNotPresent",
+                             security_context: Mapping[str, Any] | None = None) -> tuple[
+    dict[str, Any], list[dict[str, Any]]
+]:
+    """(init container, the volumes it needs besides the artifact volume): downloads the artifact tree at `uri`
+    into the artifact volume (ARTIFACT_DIR), under `security_context` (see meta.container_security); with a
+    read-only root it gets its own emptyDir at /tmp."""
+    volumes, mounts, tmp_env = writable_tmp(security_context, FETCH_TMP_VOLUME)
+    container: dict[str, Any] = {
         "name": FETCH_CONTAINER,
         "image": image,
         "imagePullPolicy": pull_policy,
         "command": [*STORAGE_CLI, "download", uri, ARTIFACT_DIR],
-        "env": [*s3_env(secret), {"name": TERMINATION_LOG_ENV, "value": TERMINATION_LOG}],
+        "env": [*s3_env(secret), {"name": TERMINATION_LOG_ENV, "value": TERMINATION_LOG}, *tmp_env],
         "terminationMessagePolicy": "FallbackToLogsOnError",
-        "volumeMounts": [{"name": ARTIFACT_VOLUME, "mountPath": ARTIFACT_DIR}],
+        "volumeMounts": [{"name": ARTIFACT_VOLUME, "mountPath": ARTIFACT_DIR}, *mounts],
     }
+    if security_context:
+        container["securityContext"] = dict(security_context)
+    return container, volumes

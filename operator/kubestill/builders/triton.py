@@ -26,7 +26,7 @@ from kubestill.api.triton import render_config_pbtxt
 from kubestill.api.v1alpha1.studentmodel import GRPC_PORT, HTTP_PORT, METRICS_PORT, StudentModelSpec
 
 from .job import container_resources, placement
-from .meta import child_metadata, local_path, pvc_claims, pvc_volumes
+from .meta import child_metadata, container_security, local_path, pvc_claims, pvc_volumes
 from .storage import ARTIFACT_DIR, ARTIFACT_VOLUME, fetch_artifact_container
 
 MODELS_DIR = "/models"
@@ -90,9 +90,12 @@ def build_triton_deployment(
     pull_secrets: tuple[str, ...] = (),
     extra_labels: Mapping[str, str] | None = None,
     fetch_image: str = "",
+    fetch_pod_security: Mapping[str, Any] | None = None,
+    fetch_security: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """apps/v1 Deployment `<sm>-triton`: tritonserver on 8000/8001/8002, ready on /v2/health/ready; an s3://
-    artifact is downloaded first by `fetch_image` (the trainer image)."""
+    artifact is downloaded first by `fetch_image` (the trainer image) under the trainer's security contexts
+    (`fetch_pod_security`'s container-level fields, then `fetch_security`)."""
     name = sm["metadata"]["name"]
     serving = spec.serving
     image = serving.image or default_image
@@ -109,8 +112,11 @@ def build_triton_deployment(
     if is_s3(spec.artifact_uri):
         volumes.append({"name": ARTIFACT_VOLUME, "emptyDir": {}})
         mounts.append({"name": ARTIFACT_VOLUME, "mountPath": ARTIFACT_DIR, "readOnly": True})
-        init_containers.append(fetch_artifact_container(spec.artifact_uri, spec.storage_secret_ref,
-                                                        fetch_image or image, pull_policy))
+        fetch, fetch_volumes = fetch_artifact_container(
+            spec.artifact_uri, spec.storage_secret_ref, fetch_image or image, pull_policy,
+            container_security(fetch_pod_security, fetch_security))
+        init_containers.append(fetch)
+        volumes += fetch_volumes
     models_mount = {"name": "models", "mountPath": MODELS_DIR}
     assemble = (
         f"mkdir -p {MODELS_DIR}/{model}/1 && "

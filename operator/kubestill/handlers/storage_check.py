@@ -68,7 +68,9 @@ class StorageChecks:
             await api.create(build_storage_check_job(
                 owner, owner_labels, reads, writes, secret, decision.create, image=s.trainer_image,
                 pull_policy=s.image_pull_policy, pull_secrets=s.image_pull_secrets,
-                extra_labels=s.extra_labels, service_account=service_account))
+                extra_labels=s.extra_labels, service_account=service_account,
+                pod_security_context=s.trainer_pod_security_context,
+                security_context=s.trainer_security_context))
         via = f"the credentials of Secret {secret.name!r}" if secret else "the Pods' default credentials"
         uris = ", ".join([*reads, *writes])
         if decision.state == "checking":

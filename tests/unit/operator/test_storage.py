@@ -15,6 +15,7 @@ from kubestill.api.storage import SECRET_KEYS, CheckResult, StorageReason, parse
 from kubestill.api.v1alpha1.distillationjob import DistillationJobSpec, DistillationJobStatus
 from kubestill.api.v1alpha1.studentmodel import StudentModelSpec
 from kubestill.builders.job import build_stage_job
+from kubestill.builders.meta import container_security, writable_tmp
 from kubestill.builders.storage import build_storage_check_job, check_key, s3_env
 from kubestill.builders.studentmodel import build_student_model
 from kubestill.builders.triton import build_triton_config_map, build_triton_deployment
@@ -126,6 +127,54 @@ def test_triton_deployment_downloads_an_s3_artifact_first() -> None:
         pod["containers"][0]["volumeMounts"]
     config = build_triton_config_map(sm, spec)["data"]["config.pbtxt"]
     assert '"/mnt/kubestill/artifact/model"' in config
+
+
+# The chart's defaults (charts/kubestill/values.yaml, trainer.podSecurityContext / trainer.securityContext).
+POD_SC = {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}, "fsGroup": 65532}
+SC = {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True, "capabilities": {"drop": ["ALL"]}}
+
+
+@pytest.mark.parametrize(("pod", "container", "want"), [
+    (None, None, {}),
+    (POD_SC, None, {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}}),  # fsGroup is pod-only
+    ({"runAsUser": 1000}, {"runAsUser": 65532, "privileged": False}, {"runAsUser": 65532, "privileged": False}),
+    (None, SC, SC),
+])
+def test_container_security(pod: dict[str, Any] | None, container: dict[str, Any] | None,
+                            want: dict[str, Any]) -> None:
+    assert container_security(pod, container) == want
+
+
+def test_writable_tmp_only_with_a_read_only_root() -> None:
+    assert writable_tmp({"readOnlyRootFilesystem": False}) == ([], [], [])
+    assert writable_tmp(SC, "x") == ([{"name": "x", "emptyDir": {}}], [{"name": "x", "mountPath": "/tmp"}],
+                                     [{"name": "HOME", "value": "/tmp"}])
+
+
+def test_check_job_and_artifact_download_run_restricted() -> None:
+    """Both run the trainer image next to the stage Jobs: the same restricted contexts (the Pod Security
+    Standard "restricted" a namespace may enforce would reject them otherwise)."""
+    dj = s3_dj()
+    spec = DistillationJobSpec.model_validate(dj["spec"])
+    job = build_storage_check_job(dj, {}, ["s3://corpora/x"], [], spec.storage_secret_ref, 1, image="t:1",
+                                  pod_security_context=POD_SC, security_context=SC)
+    pod = job["spec"]["template"]["spec"]
+    assert pod["securityContext"] == POD_SC and pod["containers"][0]["securityContext"] == SC
+    assert pod["volumes"] == [{"name": "tmp", "emptyDir": {}}]
+    assert {"name": "HOME", "value": "/tmp"} in pod["containers"][0]["env"]
+
+    sm = {"apiVersion": "kubestill.io/v1alpha1", "kind": "StudentModel",
+          "metadata": {"name": "bbc-student", "namespace": "ml", "uid": "u"},
+          "spec": {"artifactUri": "s3://runs/bbc/export", "task": "classification", "labels": ["a", "b"]}}
+    dep = build_triton_deployment(sm, StudentModelSpec.model_validate(sm["spec"]), default_image="triton:1",
+                                  config_digest="x", fetch_image="t:1", fetch_pod_security=POD_SC,
+                                  fetch_security=SC)
+    tpod = dep["spec"]["template"]["spec"]
+    fetch = tpod["initContainers"][0]
+    assert fetch["securityContext"] == {**container_security(POD_SC, None), **SC}
+    assert {"name": "fetch-tmp", "mountPath": "/tmp"} in fetch["volumeMounts"]
+    assert {"name": "fetch-tmp", "emptyDir": {}} in tpod["volumes"]
+    assert "securityContext" not in tpod  # the serving image's Pod is not the trainer's to restrict
 
 
 def test_check_result_round_trip() -> None:
