@@ -8,94 +8,20 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import time
-import urllib.request
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-import kubestill
-from kubestill.dev.controlplane import Cluster, free_port
+from kubestill.dev.controlplane import Cluster
 from kubestill.dev.node import LocalNode
+from kubestill.dev.operator_process import SOURCE_PATH, OperatorProcess
 
-# The checkout whose kubestill the tests import; child processes must run the same code.
-SOURCE_PATH = os.pathsep.join(
-    [str(Path(kubestill.__file__).resolve().parents[1]), str(Path(kubestill.__file__).resolve().parents[2]
-                                                            / "trainer-image")]
-)
-
-
-def source_env(cluster: Cluster, **extra: str) -> dict[str, str]:
-    env = cluster.env()
-    env["PYTHONPATH"] = SOURCE_PATH + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    env.update(extra)
-    return env
-
-
-class OperatorProcess:
-    """`kubestill operator` in a subprocess; its log is kept in a file and shown when a test fails."""
-
-    def __init__(self, cluster: Cluster, log_file: Path) -> None:
-        self.cluster = cluster
-        self.log_file = log_file
-        self.metrics_port = free_port()
-        self.health_port = free_port()
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self, timeout: float = 60) -> None:
-        env = source_env(self.cluster, KUBESTILL_TRAINER_IMAGE="kubestill-trainer:dev",
-                         KUBESTILL_TRITON_IMAGE="kubestill-triton:dev",
-                         KUBESTILL_METRICS_PORT=str(self.metrics_port),
-                         # A deleted CanaryRollout whose route cannot be restored is released after this.
-                         KUBESTILL_ROUTE_RESTORE_TIMEOUT="10s")
-        code = "import sys; from kubestill.cli import main; sys.exit(main(sys.argv[1:]))"
-        argv = [sys.executable, "-c", code, "operator", "--liveness", f"http://127.0.0.1:{self.health_port}/healthz"]
-        with open(self.log_file, "ab") as log:
-            log.write(f"\n===== operator start {time.strftime('%H:%M:%S')} =====\n".encode())
-            self.proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"operator exited {self.proc.returncode}:\n{self.log_tail()}")
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{self.health_port}/healthz", timeout=1):
-                    return
-            except OSError:
-                time.sleep(0.3)
-        raise TimeoutError(f"operator not healthy after {timeout}s:\n{self.log_tail()}")
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-    def kill(self) -> None:
-        """SIGKILL: no graceful shutdown, as when a Pod is OOM-killed or a node dies."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-
-    def restart(self) -> None:
-        self.kill()
-        self.start()
-
-    def metrics(self) -> str:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as resp:
-            text: str = resp.read().decode()
-            return text
-
-    def log_tail(self, lines: int = 80) -> str:
-        if not self.log_file.exists():
-            return ""
-        return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
+# The images the process node "runs" (it runs their commands in this environment); a deleted CanaryRollout
+# whose route cannot be restored is released after KUBESTILL_ROUTE_RESTORE_TIMEOUT.
+E2E_OPERATOR_ENV = {"KUBESTILL_TRAINER_IMAGE": "kubestill-trainer:dev",
+                    "KUBESTILL_TRITON_IMAGE": "kubestill-triton:dev", "KUBESTILL_ROUTE_RESTORE_TIMEOUT": "10s"}
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)
@@ -116,7 +42,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 @pytest.fixture(scope="session")
 def operator(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorProcess]:
     """The real operator, running against `cluster` for the whole session."""
-    proc = OperatorProcess(cluster, tmp_path_factory.mktemp("operator") / "operator.log")
+    proc = OperatorProcess(cluster, tmp_path_factory.mktemp("operator") / "operator.log", E2E_OPERATOR_ENV)
     proc.start()
     try:
         yield proc

@@ -12,10 +12,7 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import time
-import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -25,6 +22,7 @@ from typing import Any, TypeVar
 import pytest
 
 from kubestill.dev import controlplane, host, images, realnode
+from kubestill.dev.operator_process import OperatorProcess
 from kubestill.dev.realnode import RealNode
 
 REQUIRED = os.environ.get("KUBESTILL_REQUIRE_REAL_NODE") == "1"
@@ -130,60 +128,16 @@ def describe_pods(node: RealNode, namespace: str) -> str:
     return f"{pods}\n--- kubelet.log ---\n{kubelet}"
 
 
-class Operator:
+def operator_process(node: RealNode, log_file: Path, env: dict[str, str] | None = None) -> OperatorProcess:
     """`kubestill operator` as a host process against the real node's API server, with the chart's default
-    images (the ones kubestill.dev.images builds), so what it creates runs as real Pods."""
-
-    def __init__(self, node: RealNode, log_file: Path, extra_env: dict[str, str] | None = None) -> None:
-        self.node, self.log_file, self.extra_env = node, log_file, extra_env or {}
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> Operator:
-        health = controlplane.free_port()
-        env = {**node_env(self.node), "KUBESTILL_IMAGE_PULL_POLICY": "IfNotPresent", **self.extra_env}
-        env.pop("KUBESTILL_TRITON_IMAGE", None)
-        env.pop("KUBESTILL_TRAINER_IMAGE", None)
-        code = "import sys; from kubestill.cli import main; sys.exit(main(sys.argv[1:]))"
-        with open(self.log_file, "ab") as log:
-            self.proc = subprocess.Popen([sys.executable, "-c", code, "operator", "--liveness",
-                                          f"http://127.0.0.1:{health}/healthz"], env=env, stdout=log,
-                                         stderr=subprocess.STDOUT)
-
-        def healthy() -> bool:
-            assert self.proc is not None and self.proc.poll() is None, self.log_tail()
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{health}/healthz", timeout=1):
-                    return True
-            except OSError:
-                return False
-
-        wait_for(healthy, 60, "the operator's health endpoint")
-        return self
-
-    def log_tail(self) -> str:
-        return self.log_file.read_text(errors="replace")[-3000:] if self.log_file.exists() else ""
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-
-def node_env(node: RealNode) -> dict[str, str]:
-    import kubestill
-
-    source = Path(kubestill.__file__).resolve().parents[1]
-    env = {**node.cluster.env(), "PYTHONPATH": os.pathsep.join([str(source), str(source.parent / "trainer-image")])}
-    return env
+    images (the ones kubestill.dev.images builds: no image override), so what it creates runs as real Pods."""
+    return OperatorProcess(node.cluster, log_file, {"KUBESTILL_IMAGE_PULL_POLICY": "IfNotPresent", **(env or {})},
+                           unset=("KUBESTILL_TRITON_IMAGE", "KUBESTILL_TRAINER_IMAGE"))
 
 
 @pytest.fixture
-def operator(real_node: RealNode, tmp_path: Path) -> Iterator[Operator]:
-    op = Operator(real_node, tmp_path / "operator.log").start()
+def operator(real_node: RealNode, tmp_path: Path) -> Iterator[OperatorProcess]:
+    op = operator_process(real_node, tmp_path / "operator.log").start()
     try:
         yield op
     finally:

@@ -14,9 +14,10 @@ from typing import Any
 import pytest
 import yaml
 
+from kubestill.dev.operator_process import OperatorProcess
 from kubestill.dev.realnode import RealNode
 
-from .conftest import REPO_ROOT, Operator, describe_pods, get_json, wait_for
+from .conftest import REPO_ROOT, describe_pods, get_json, operator_process, wait_for
 from .test_serving import infer
 
 pytestmark = [pytest.mark.realnode, pytest.mark.slow]
@@ -30,8 +31,8 @@ def chart_trainer_security() -> dict[str, str]:
 
 
 @pytest.fixture
-def chart_operator(real_node: RealNode, tmp_path: Path) -> Iterator[Operator]:
-    op = Operator(real_node, tmp_path / "operator.log", chart_trainer_security()).start()
+def chart_operator(real_node: RealNode, tmp_path: Path) -> Iterator[OperatorProcess]:
+    op = operator_process(real_node, tmp_path / "operator.log", chart_trainer_security()).start()
     try:
         yield op
     finally:
@@ -64,7 +65,7 @@ def work_claim(node: RealNode, namespace: str, directory: Path) -> None:
 
 
 def test_distillation_job_runs_as_restricted_trainer_pods_and_its_student_is_served(
-        real_node: RealNode, namespace: str, chart_operator: Operator, tmp_path: Path,
+        real_node: RealNode, namespace: str, chart_operator: OperatorProcess, tmp_path: Path,
         loaded: Callable[[RealNode, str], str]) -> None:
     loaded(real_node, "trainer")
     loaded(real_node, "serving")

@@ -24,10 +24,11 @@ import numpy as np
 import pytest
 import yaml
 
+from kubestill.dev.operator_process import OperatorProcess
 from kubestill.dev.realnode import RealNode
 from kubestill.settings import DEFAULT_TRITON_IMAGE
 
-from .conftest import Operator, describe_pods, get_json, wait_for
+from .conftest import describe_pods, get_json, wait_for
 
 pytestmark = pytest.mark.realnode
 
@@ -92,7 +93,7 @@ def infer(url: str, model: str) -> np.ndarray[Any, Any]:
 
 
 def test_student_model_served_by_the_default_image_answers(
-        real_node: RealNode, namespace: str, operator: Operator, exported_student: Path,
+        real_node: RealNode, namespace: str, operator: OperatorProcess, exported_student: Path,
         loaded: Callable[[RealNode, str], str]) -> None:
     image = loaded(real_node, "serving")
     assert image == DEFAULT_TRITON_IMAGE  # the operator's (and the chart's) default, not a test override
