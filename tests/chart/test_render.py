@@ -239,6 +239,18 @@ def test_crd_templates_render_exactly_the_models(helm: Helm, keep: bool) -> None
         assert (annotations.get("helm.sh/resource-policy") == "keep") is keep
 
 
+@pytest.mark.parametrize(("sets", "want"), [
+    ([], {"prometheus.io/scrape": "true", "prometheus.io/port": "9090"}),
+    (["metrics.port=9100"], {"prometheus.io/scrape": "true", "prometheus.io/port": "9100"}),
+    (["metrics.scrapeAnnotations=false"], {}),
+    (["metrics.enabled=false"], {}),
+])
+def test_operator_pods_carry_the_scrape_annotations(helm: Helm, sets: list[str], want: dict[str, str]) -> None:
+    """What Prometheus' Kubernetes pod discovery keeps targets by (tests/realnode discovers the Pods so)."""
+    annotations = one(helm.manifests(sets=sets), "Deployment")["spec"]["template"]["metadata"]["annotations"]
+    assert {k: v for k, v in annotations.items() if k.startswith("prometheus.io/")} == want
+
+
 def test_prometheus_placeholders_survive_templating(helm: Helm) -> None:
     # The CanaryRollout CRD documents {{candidate}} placeholders; Helm must print them, not evaluate them.
     crd = one(helm.manifests(), "CustomResourceDefinition", "canaryrollouts.kubestill.io")
