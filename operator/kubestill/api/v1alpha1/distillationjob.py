@@ -321,6 +321,15 @@ class LossTerm(KubeModel):
             check=lambda t: t.scale is None or t.name == "infonce",
             field="scale",
         ),
+        # A prefix longer than the projected embedding cannot be taken (without outputDim the width is the
+        # student's, known only when it is built: the trainer checks it then).
+        Rule(
+            cel="!has(self.outputDim) || !has(self.matryoshkaDims) || "
+            "self.matryoshkaDims.all(d, d <= self.outputDim)",
+            message="matryoshkaDims must not exceed outputDim",
+            check=lambda t: t.output_dim is None or all(d <= t.output_dim for d in t.matryoshka_dims),
+            field="matryoshkaDims",
+        ),
         # infonce reads its logit scale from scale, else 1 / temperature: with both, temperature would be ignored.
         Rule(
             cel="!has(self.scale) || !has(self.temperature)",
@@ -364,6 +373,14 @@ class LossSpec(KubeModel):
             cel="self.terms.all(a, self.terms.exists_one(b, b.name == a.name))",
             message="each loss name may appear once",
             check=lambda s: len({t.name for t in s.terms}) == len(s.terms),
+            field="terms",
+        ),
+        # The student has one projection layer: every embedding term must ask for the same size.
+        Rule(
+            cel="self.terms.all(a, !has(a.outputDim) || "
+            "self.terms.all(b, !has(b.outputDim) || b.outputDim == a.outputDim))",
+            message="loss terms ask for different outputDim values (the student has one projection)",
+            check=lambda s: len({t.output_dim for t in s.terms if t.output_dim is not None}) <= 1,
             field="terms",
         ),
         Rule(
@@ -424,6 +441,12 @@ class EvaluationSpec(KubeModel):
     rules = (
         # Floor: no model answers one request in under 10 µs, so a smaller budget can only fail. A rule, not a
         # schema minimum: the API server truncates a fractional minimum for an integer value (0 >= int(0.01)).
+        Rule(
+            cel="!has(self.minSegmentSupport) || self.minSegmentSupport == 1 || has(self.maxSegmentDrop)",
+            message="minSegmentSupport only applies with maxSegmentDrop (it is the support that gate needs)",
+            check=lambda e: e.min_segment_support == 1 or e.max_segment_drop is not None,
+            field="minSegmentSupport",
+        ),
         Rule(
             cel=f"!has(self.latencyBudgetMs) || self.latencyBudgetMs >= {MIN_LATENCY_BUDGET_MS}",
             message=f"latencyBudgetMs must be between {MIN_LATENCY_BUDGET_MS} and {MAX_LATENCY_BUDGET_MS} ms",
