@@ -47,6 +47,12 @@ class Case:
 
 
 DJ = "distillationjob-classification.yaml"
+# The classification example turned into an embedding job (the cases then set its loss terms); its teacher
+# confidence settings go, since an embedding teacher gives none.
+EMBEDDING_TASK: tuple[tuple[str, Any], ...] = (
+    ("spec.task", "embedding"), ("spec.data.fields.label", _DELETE), ("spec.evaluation.primaryMetric", "cosine"),
+    ("spec.labeling.temperature", _DELETE), ("spec.labeling.minConfidence", _DELETE),
+    ("spec.training.curriculum", _DELETE))
 SM = "studentmodel.yaml"
 CR = "canaryrollout.yaml"
 
@@ -186,24 +192,31 @@ CASES = [
     Case("scale-on-wrong-loss", DJ, (("spec.loss.terms.0.scale", 20.0),),
          "spec.loss.terms[0].scale", "scale only applies to infonce"),
     Case("scale-and-temperature", DJ,
-         (("spec.task", "embedding"), ("spec.data.fields.label", _DELETE),
-          ("spec.evaluation.primaryMetric", "cosine"),
+         (*EMBEDDING_TASK,
           ("spec.loss.terms", [{"name": "infonce", "scale": 20.0, "temperature": 0.05}])),
          "spec.loss.terms[0].scale", "set scale or temperature, not both"),
     Case("matryoshka-beyond-output-dim", DJ,
-         (("spec.task", "embedding"), ("spec.data.fields.label", _DELETE),
-          ("spec.evaluation.primaryMetric", "cosine"),
+         (*EMBEDDING_TASK,
           ("spec.loss.terms", [{"name": "embedding-mse", "outputDim": 128, "matryoshkaDims": [64, 256]}])),
          "spec.loss.terms[0].matryoshkaDims", "matryoshkaDims must not exceed outputDim"),
     Case("output-dims-disagree", DJ,
-         (("spec.task", "embedding"), ("spec.data.fields.label", _DELETE),
-          ("spec.evaluation.primaryMetric", "cosine"),
+         (*EMBEDDING_TASK,
           ("spec.loss.terms", [{"name": "embedding-mse", "outputDim": 128},
                                {"name": "embedding-cosine", "outputDim": 256}])),
          "spec.loss.terms", "different outputDim values"),
     Case("min-segment-support-without-gate", DJ,
          (("spec.evaluation.maxSegmentDrop", _DELETE), ("spec.evaluation.minSegmentSupport", 5)),
          "spec.evaluation.minSegmentSupport", "minSegmentSupport only applies with maxSegmentDrop"),
+    Case("min-confidence-on-embedding", DJ,
+         (*EMBEDDING_TASK, ("spec.loss.terms", [{"name": "embedding-mse"}]),
+          ("spec.labeling.minConfidence", 0.5)),
+         "spec.labeling", "which an embedding teacher does not give"),
+    Case("curriculum-on-embedding", DJ,
+         (*EMBEDDING_TASK, ("spec.loss.terms", [{"name": "embedding-mse"}]),
+          ("spec.training.curriculum", "confidence")),
+         "spec.training.curriculum", "which an embedding teacher does not give"),
+    Case("top-k-on-classification", DJ, (("spec.labeling.topK", 50),), "spec.labeling",
+         "labeling.topK and labeling.maxNewTokens apply to generation only"),
     Case("all-weights-zero", DJ, (("spec.loss.terms.0.weight", 0), ("spec.loss.terms.1.weight", 0)),
          "spec.loss.terms", "at least one loss term needs a weight > 0"),
     Case("architecture-with-remote-teacher", DJ,
@@ -254,8 +267,7 @@ ACCEPTED = [
     Case("sm-queue-delay-bounds", SM, (("spec.serving.dynamicBatching.maxQueueDelayMicroseconds", 1000000),)),
     Case("sm-queue-delay-zero", SM, (("spec.serving.dynamicBatching.maxQueueDelayMicroseconds", 0),)),
     Case("matryoshka-up-to-output-dim-shared-by-terms", DJ,
-         (("spec.task", "embedding"), ("spec.data.fields.label", _DELETE),
-          ("spec.evaluation.primaryMetric", "cosine"),
+         (*EMBEDDING_TASK,
           ("spec.loss.terms", [{"name": "embedding-mse", "outputDim": 128, "matryoshkaDims": [64, 128]},
                                {"name": "embedding-cosine", "outputDim": 128}, {"name": "infonce"}])),
          ),

@@ -586,6 +586,30 @@ class DistillationJobSpec(KubeModel):
             or s.task in (Task.CLASSIFICATION, Task.EMBEDDING),
             field="student",
         ),
+        # An embedding teacher gives vectors, no confidence: nothing would read these (defaults are allowed).
+        Rule(
+            cel="self.task != 'embedding' || "
+            "self.labeling.minConfidence == 0.0 && self.labeling.temperature == 1.0",
+            message="labeling.minConfidence and labeling.temperature set the teacher confidence, which an "
+            "embedding teacher does not give",
+            check=lambda s: s.task != Task.EMBEDDING
+            or (s.labeling.min_confidence == 0 and s.labeling.temperature == 1.0),
+            field="labeling",
+        ),
+        Rule(
+            cel="self.task != 'embedding' || self.training.curriculum == 'none'",
+            message="training.curriculum 'confidence' orders rows by teacher confidence, which an embedding "
+            "teacher does not give",
+            check=lambda s: s.task != Task.EMBEDDING or s.training.curriculum == Curriculum.NONE,
+            field="training.curriculum",
+        ),
+        Rule(
+            cel="self.task == 'generation' || self.labeling.topK == 20 && self.labeling.maxNewTokens == 64",
+            message="labeling.topK and labeling.maxNewTokens apply to generation only",
+            check=lambda s: s.task == Task.GENERATION
+            or (s.labeling.top_k == 20 and s.labeling.max_new_tokens == 64),
+            field="labeling",
+        ),
         Rule(
             cel="!self.training.keepBest && !has(self.training.earlyStoppingPatience) || "
             "self.data.splits.validation > 0.0",
