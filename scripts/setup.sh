@@ -111,6 +111,10 @@ bash tests/cluster/build.sh >/dev/null
 # SeaweedFS `weed`, the S3 server of the s3:// tests and the demo, from its Go module (cached the same way).
 log "S3 server (SeaweedFS weed)"
 bash tests/cluster/seaweedfs/build.sh >/dev/null
+# Upstream Prometheus, for the real-node tests that discover Pods with kubernetes_sd_configs (Debian's is built
+# without Kubernetes discovery; it stays the Prometheus of static targets).
+log "Prometheus with Kubernetes discovery"
+bash tests/cluster/prometheus/build.sh >/dev/null
 if [ -n "$images_pid" ]; then
   if ! wait "$images_pid"; then
     tail -n 60 "$images_log" >&2; echo "image build failed (full log: $images_log)" >&2; exit 1

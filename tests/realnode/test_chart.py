@@ -1,11 +1,14 @@
 """The Helm chart on the real node: `helm install --wait` with the chart's defaults runs the operator image as a
 Deployment (non-root, read-only root filesystem), which reaches the API server through the `kubernetes` Service
-and cluster DNS with its ServiceAccount, and reconciles a StudentModel into its Triton Deployment."""
+and cluster DNS with its ServiceAccount, and reconciles a StudentModel into its Triton Deployment; Prometheus
+discovers both replicas through the API server (kubernetes_sd_configs and the chart's prometheus.io annotations)
+and scrapes their metrics."""
 
 from __future__ import annotations
 
 import subprocess
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 import yaml
@@ -23,7 +26,7 @@ def helm(node: RealNode, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_helm_install_runs_the_operator_image_in_cluster(
-        real_node: RealNode, namespace: str, loaded: Callable[[RealNode, str], str]) -> None:
+        real_node: RealNode, namespace: str, loaded: Callable[[RealNode, str], str], tmp_path: Path) -> None:
     image = loaded(real_node, "operator")
     # CRDs come with the control plane; the chart's defaults otherwise (its image name is the one built here).
     done = helm(real_node, "install", "kubestill", str(REPO_ROOT / "charts" / "kubestill"), "-n", namespace,
@@ -43,7 +46,22 @@ def test_helm_install_runs_the_operator_image_in_cluster(
         deployment = wait_for(lambda: get_json(real_node, "deployment", "probe-triton", "-n", namespace), 90,
                               "the in-cluster operator to create the StudentModel's Deployment")
         assert deployment["spec"]["template"]["spec"]["containers"][0]["image"] == "kubestill-serving:0.1.0"
+        assert_operator_discovered(real_node, namespace, tmp_path)
     finally:
         real_node.cluster.kubectl("delete", "studentmodel", "probe", "-n", namespace, "--ignore-not-found",
                                   "--wait=false", check=False)
         helm(real_node, "uninstall", "kubestill", "-n", namespace, "--wait", "--timeout", "2m")
+
+
+def assert_operator_discovered(node: RealNode, namespace: str, tmp_path: Path) -> None:
+    from kubestill.clients.prometheus import Prometheus
+    from kubestill.dev.prometheus import kubernetes_pods_job, start_prometheus
+
+    job = kubernetes_pods_job("kubernetes-pods", node.cluster.kubeconfig, [namespace])
+    with start_prometheus({}, None, workdir=tmp_path / "prometheus", scrape_configs=[job]) as prom:
+        client = Prometheus()
+        # Both replicas (the active one and the standby of the peering) serve the operator's own metrics.
+        query = f'count(up{{job="kubernetes-pods",namespace="{namespace}"}} == 1)'
+        wait_for(lambda: client.query_value(prom.url, query) == 2, 60, "both operator Pods scraped")
+        series = client.query_value(prom.url, f'count(process_resident_memory_bytes{{namespace="{namespace}"}})')
+        assert series == 2

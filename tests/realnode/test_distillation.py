@@ -16,6 +16,7 @@ import yaml
 
 from kubestill.dev.operator_process import OperatorProcess
 from kubestill.dev.realnode import RealNode
+from kubestill.dev.workspace import hostpath_claim
 
 from .conftest import REPO_ROOT, describe_pods, get_json, operator_process, wait_for
 from .test_serving import infer
@@ -39,37 +40,12 @@ def chart_operator(real_node: RealNode, tmp_path: Path) -> Iterator[OperatorProc
         op.stop()
 
 
-def work_claim(node: RealNode, namespace: str, directory: Path) -> None:
-    """PVC `work` on a hostPath PersistentVolume the trainer (uid 65532) can write to."""
-    directory.mkdir(parents=True)
-    for path in (directory, *directory.parents):
-        if path == Path("/tmp") or path == Path("/"):
-            break
-        path.chmod(0o755)
-    directory.chmod(0o777)
-    pv = {"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": f"{namespace}-work"},
-          "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"], "storageClassName": "",
-                   "persistentVolumeReclaimPolicy": "Retain", "hostPath": {"path": str(directory)}}}
-    pvc = {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "work", "namespace": namespace},
-           "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": "", "volumeName": f"{namespace}-work",
-                    "resources": {"requests": {"storage": "1Gi"}}}}
-    # What the chart's trainer ClusterRole grants: the stage Pods write their report ConfigMap.
-    role = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
-            "metadata": {"name": "trainer", "namespace": namespace},
-            "rules": [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "create", "patch"]}]}
-    binding = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
-               "metadata": {"name": "trainer", "namespace": namespace},
-               "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "trainer"},
-               "subjects": [{"kind": "ServiceAccount", "name": "default", "namespace": namespace}]}
-    node.cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump_all([pv, pvc, role, binding]))
-
-
 def test_distillation_job_runs_as_restricted_trainer_pods_and_its_student_is_served(
         real_node: RealNode, namespace: str, chart_operator: OperatorProcess, tmp_path: Path,
         loaded: Callable[[RealNode, str], str]) -> None:
     loaded(real_node, "trainer")
     loaded(real_node, "serving")
-    work_claim(real_node, namespace, tmp_path / "pv" / "work")
+    hostpath_claim(real_node.cluster, namespace, tmp_path / "pv" / "work")
     dj = {"apiVersion": "kubestill.io/v1alpha1", "kind": "DistillationJob",
           "metadata": {"name": "emb", "namespace": namespace},
           "spec": {

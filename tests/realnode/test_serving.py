@@ -6,7 +6,8 @@ StudentModel could ever load, and the process node (which runs tritonserver in t
 Here the operator runs with its default images, so the Deployment it renders runs the serving image in
 containerd: the init container assembles the model repository from the artifact's PVC, tritonserver's python
 backend loads the student, the Pod becomes Ready, and an inference through the Service's ClusterIP (kube-proxy)
-and through the Pod IP returns what the exported student itself computes.
+and through the Pod IP returns what the exported student itself computes. Prometheus then discovers the Pod
+through the API server (kubernetes_sd_configs), as users run it, and an alerting rule fires on its metrics.
 """
 
 from __future__ import annotations
@@ -94,7 +95,7 @@ def infer(url: str, model: str) -> np.ndarray[Any, Any]:
 
 def test_student_model_served_by_the_default_image_answers(
         real_node: RealNode, namespace: str, operator: OperatorProcess, exported_student: Path,
-        loaded: Callable[[RealNode, str], str]) -> None:
+        loaded: Callable[[RealNode, str], str], tmp_path: Path) -> None:
     image = loaded(real_node, "serving")
     assert image == DEFAULT_TRITON_IMAGE  # the operator's (and the chart's) default, not a test override
     artifact_claim(real_node, namespace, exported_student.parent)
@@ -127,3 +128,27 @@ def test_student_model_served_by_the_default_image_answers(
     local = task.serve(model, {"TEXT": np.array([[s.encode()] for s in SENTENCES], dtype=object)})["EMBEDDING"]
     assert through_service.shape == local.shape and np.allclose(through_service, local, atol=1e-4)
     assert np.allclose(through_pod, local, atol=1e-4)
+
+    # Prometheus as users run it finds the Triton Pod through the API server (kubernetes_sd_configs and the
+    # Pod's prometheus.io annotations), scrapes it at its Pod IP, and evaluates an alerting rule on it.
+    assert_discovered_and_alerting(real_node, namespace, "minilm-static-triton", tmp_path)
+
+
+def assert_discovered_and_alerting(node: RealNode, namespace: str, service: str, tmp_path: Path) -> None:
+    from kubestill.clients.prometheus import Prometheus
+    from kubestill.dev.prometheus import kubernetes_pods_job, start_prometheus
+
+    rules = {"groups": [{"name": "t", "interval": "1s", "rules": [{
+        "alert": "StudentServed", "labels": {"service": service},
+        "expr": f'sum(nv_inference_request_success{{namespace="{namespace}",service="{service}"}}) >= 2'}]}]}
+    job = kubernetes_pods_job("kubernetes-pods", node.cluster.kubeconfig, [namespace])
+    with start_prometheus({}, rules, workdir=tmp_path / "prometheus", scrape_configs=[job]) as prom:
+        client = Prometheus(alerts_ttl=0)
+        query = f'sum(nv_inference_request_success{{namespace="{namespace}",service="{service}"}})'
+        served = wait_for(lambda: client.query_value(prom.url, query), 60, "the discovered Pod's Triton metrics")
+        assert served >= 2  # the two inferences above (one request each)
+        up = client.query_value(prom.url, f'count(up{{job="kubernetes-pods",namespace="{namespace}"}} == 1)')
+        assert up == 1
+        firing = wait_for(lambda: [a for a in client.firing_alerts(prom.url) if a["alertname"] == "StudentServed"],
+                          30, "the alerting rule to fire")
+        assert firing[0]["service"] == service

@@ -1,12 +1,16 @@
-"""Debian's `prometheus` as a plain local process with our own config, rules and temporary storage.
+"""Prometheus as a plain local process with our own config, rules and temporary storage.
 
 For tests, benchmarks and `kubestill dev`: scrape and rule evaluation every second, so an alert on the
-candidate's failures fires about a second after they start. `apt-get install -y prometheus` provides the
-binary (the system service is not used).
+candidate's failures fires about a second after they start. Two binaries, one per need:
+- Debian's `prometheus` (`apt-get install -y prometheus`; the system service is not used) for static targets;
+- upstream Prometheus built from its Go module (tests/cluster/prometheus/build.sh) where targets are discovered
+  with `kubernetes_sd_configs`, as users run it: Debian removed Kubernetes service discovery from its build
+  (NEWS.Debian, 1.5.0+ds-1: the client library is not packaged), so its promtool rejects such a config.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -21,6 +25,8 @@ from types import TracebackType
 
 import yaml
 
+from .controlplane import REPO_ROOT, default_bin_dir
+
 DEFAULT_BINARY = "prometheus"
 
 
@@ -31,24 +37,69 @@ def _free_port() -> int:
         return port
 
 
-def find_prometheus() -> str:
-    """The prometheus binary, or a RuntimeError saying how to install it."""
+BUILD_SCRIPT = REPO_ROOT / "tests" / "cluster" / "prometheus" / "build.sh"
+
+
+def find_prometheus(kubernetes_sd: bool = False) -> str:
+    """The prometheus binary: Debian's, or with `kubernetes_sd` the upstream build (built now when the build
+    script of a checkout is there and its stamp is stale). RuntimeError saying how to get it otherwise."""
+    if kubernetes_sd:
+        return _upstream_prometheus()
     found = shutil.which(DEFAULT_BINARY)
     if found is None:
         raise RuntimeError("prometheus not found on PATH: apt-get install -y prometheus")
     return found
 
 
+def _upstream_prometheus() -> str:
+    target = default_bin_dir()
+    if BUILD_SCRIPT.exists():
+        env = {**os.environ, "KUBESTILL_BIN_DIR": str(target)}
+        out = subprocess.run(["bash", str(BUILD_SCRIPT)], env=env, check=True, text=True, stdout=subprocess.PIPE)
+        return out.stdout.strip().splitlines()[-1]
+    if not (target / "prometheus").exists():
+        raise RuntimeError(f"prometheus (upstream, with Kubernetes discovery) not found in {target}: build it with "
+                           "tests/cluster/prometheus/build.sh")
+    return str(target / "prometheus")
+
+
+def kubernetes_pods_job(job: str, kubeconfig: Path, namespaces: Sequence[str] = ()) -> dict[str, object]:
+    """A scrape config discovering Pods through the API server (`kubernetes_sd_configs`, role pod) and keeping
+    those annotated `prometheus.io/scrape: "true"`, scraped at the Pod's IP on its `prometheus.io/port`
+    annotation (the convention of Prometheus' example config, which the Triton Pods and the operator's chart
+    follow), with `namespace`, `pod` and `service` (the app.kubernetes.io/instance label) as target labels.
+    `namespaces` empty: all of them."""
+    sd: dict[str, object] = {"role": "pod", "kubeconfig_file": str(kubeconfig)}
+    if namespaces:
+        sd["namespaces"] = {"names": list(namespaces)}
+    meta = "__meta_kubernetes_pod_"
+    return {
+        "job_name": job,
+        "kubernetes_sd_configs": [sd],
+        "relabel_configs": [
+            {"source_labels": [f"{meta}annotation_prometheus_io_scrape"], "action": "keep", "regex": "true"},
+            {"source_labels": [f"{meta}phase"], "action": "keep", "regex": "Running"},
+            {"source_labels": [f"{meta}ip", f"{meta}annotation_prometheus_io_port"], "action": "replace",
+             "regex": "(.+);(\\d+)", "replacement": "$1:$2", "target_label": "__address__"},
+            {"source_labels": ["__meta_kubernetes_namespace"], "target_label": "namespace"},
+            {"source_labels": [f"{meta}name"], "target_label": "pod"},
+            {"source_labels": [f"{meta}label_app_kubernetes_io_instance"], "target_label": "service"},
+        ],
+    }
+
+
 def render_config(
-    jobs: Mapping[str, Sequence[str]], rule_files: Sequence[str], interval: str = "1s"
+    jobs: Mapping[str, Sequence[str]], rule_files: Sequence[str], interval: str = "1s",
+    scrape_configs: Sequence[Mapping[str, object]] = (),
 ) -> dict[str, object]:
-    """A prometheus.yml: one scrape job per entry of `jobs` (name -> host:port targets)."""
+    """A prometheus.yml: one scrape job per entry of `jobs` (name -> host:port targets), then `scrape_configs`
+    as given (e.g. kubernetes_pods_job)."""
     return {
         "global": {"scrape_interval": interval, "evaluation_interval": interval, "scrape_timeout": interval},
         "rule_files": list(rule_files),
         "scrape_configs": [
             {"job_name": name, "static_configs": [{"targets": list(targets)}]} for name, targets in jobs.items()
-        ],
+        ] + [dict(c) for c in scrape_configs],
     }
 
 
@@ -97,10 +148,12 @@ def start_prometheus(
     workdir: Path | None = None,
     port: int | None = None,
     timeout: float = 30.0,
+    scrape_configs: Sequence[Mapping[str, object]] = (),
 ) -> PrometheusProcess:
-    """Start Prometheus scraping `jobs` with `rules` (a rules-file document: {"groups": [...]}) and wait
-    until it answers /-/ready."""
-    binary = find_prometheus()
+    """Start Prometheus scraping `jobs` and `scrape_configs` with `rules` (a rules-file document:
+    {"groups": [...]}) and wait until it answers /-/ready. A scrape config with `kubernetes_sd_configs` needs
+    (and gets) the upstream build."""
+    binary = find_prometheus(kubernetes_sd=any("kubernetes_sd_configs" in c for c in scrape_configs))
     owns = workdir is None
     work = Path(tempfile.mkdtemp(prefix="kubestill-prom-")) if workdir is None else workdir
     work.mkdir(parents=True, exist_ok=True)
@@ -108,7 +161,8 @@ def start_prometheus(
     if rules is not None:
         (work / "rules.yml").write_text(yaml.safe_dump(dict(rules), sort_keys=False))
         rule_files.append(str(work / "rules.yml"))
-    (work / "prometheus.yml").write_text(yaml.safe_dump(render_config(jobs, rule_files, interval), sort_keys=False))
+    config = render_config(jobs, rule_files, interval, scrape_configs)
+    (work / "prometheus.yml").write_text(yaml.safe_dump(config, sort_keys=False))
     port = port or _free_port()
     log_path = work / "prometheus.log"
     argv = [
