@@ -111,6 +111,10 @@ bash tests/cluster/build.sh >/dev/null
 # SeaweedFS `weed`, the S3 server of the s3:// tests and the demo, from its Go module (cached the same way).
 log "S3 server (SeaweedFS weed)"
 bash tests/cluster/seaweedfs/build.sh >/dev/null
+# Traefik, the Gateway API data plane of the gateway tests (kubestill.dev.gateway), from its Go module (cached the
+# same way; about 30 minutes the first time on 2 cores).
+log "Gateway API data plane (Traefik)"
+bash tests/cluster/traefik/build.sh >/dev/null
 if [ -n "$images_pid" ]; then
   if ! wait "$images_pid"; then
     tail -n 60 "$images_log" >&2; echo "image build failed (full log: $images_log)" >&2; exit 1
