@@ -241,7 +241,7 @@ def _wait(ready: Callable[[], bool], timeout: float, what: str, interval: float 
     deadline = time.monotonic() + timeout
     while not ready():
         if time.monotonic() > deadline:
-            raise TimeoutError(f"{what} after {timeout:.0f}s")
+            raise TimeoutError(f"{what} after {timeout:g}s")
         time.sleep(interval)
 
 
@@ -285,6 +285,10 @@ def start_gateway(kubeconfig: Path, *, name: str = "kubestill", namespace: str =
     running = Gateway(name, namespace, host, web_port, metrics_port, work, proc, kube, owns)
     try:
         _wait_ready(running, timeout)
+    except TimeoutError as err:
+        tail = running.log_path.read_text(errors="replace")[-2000:]  # stop() removes a temporary workdir
+        running.stop()
+        raise TimeoutError(f"{err}; traefik's log ends:\n{tail}") from None
     except BaseException:
         running.stop()
         raise
@@ -300,5 +304,4 @@ def _wait_ready(gateway: Gateway, timeout: float) -> None:
             raise RuntimeError(f"traefik exited with {gateway.process.returncode}: {tail}")
         return _condition(gateway.kube.get(path), "Programmed") and status(gateway.url, ready_host(gateway.name)) == 200
 
-    _wait(ready, timeout, f"Gateway {gateway.namespace}/{gateway.name} not Programmed and routing "
-                          f"(log {gateway.log_path})", interval=0.2)
+    _wait(ready, timeout, f"Gateway {gateway.namespace}/{gateway.name} not Programmed and routing", interval=0.2)
