@@ -115,6 +115,10 @@ bash tests/cluster/seaweedfs/build.sh >/dev/null
 # without Kubernetes discovery; it stays the Prometheus of static targets).
 log "Prometheus with Kubernetes discovery"
 bash tests/cluster/prometheus/build.sh >/dev/null
+# Traefik, the Gateway API data plane of the gateway tests (kubestill.dev.gateway), from its Go module (cached the
+# same way; about 16 minutes the first time on 2 cores).
+log "Gateway API data plane (Traefik)"
+bash tests/cluster/traefik/build.sh >/dev/null
 if [ -n "$images_pid" ]; then
   if ! wait "$images_pid"; then
     tail -n 60 "$images_log" >&2; echo "image build failed (full log: $images_log)" >&2; exit 1

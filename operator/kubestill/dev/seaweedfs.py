@@ -16,7 +16,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -27,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from .controlplane import REPO_ROOT, default_bin_dir
+from .ports import reserve_ports
 
 BUILD_SCRIPT = REPO_ROOT / "tests" / "cluster" / "seaweedfs" / "build.sh"
 ALL_ACTIONS = ("Admin", "Read", "List", "Tagging", "Write")
@@ -47,25 +47,8 @@ def ensure_weed(bin_dir: Path | None = None) -> Path:
 
 def _port_pair(taken: set[int]) -> int:
     """A port p with p and its gRPC companion p + 10000 (every weed service listens on both) free on loopback
-    and not in `taken`; adds both to `taken`.
-
-    Both come from 10000-29999: below Linux's ephemeral range (32768-60999), where a port picked with bind(0) and
-    released can be taken by any outgoing connection before weed binds it (under load weed then failed to start),
-    and below the NodePort range (30000-32767), which the real node's kube-proxy intercepts."""
-    rng = secrets.SystemRandom()
-    for _ in range(500):
-        port = rng.randrange(10000, 20000)
-        if {port, port + 10000} & taken:
-            continue
-        try:
-            with socket.socket() as a, socket.socket() as b:
-                a.bind(("127.0.0.1", port))
-                b.bind(("127.0.0.1", port + 10000))
-        except OSError:
-            continue
-        taken.update((port, port + 10000))
-        return port
-    raise RuntimeError("no free port pair (p, p+10000) on loopback below the ephemeral range")
+    and not in `taken` (both below the ephemeral and NodePort ranges: kubestill.dev.ports); adds both to `taken`."""
+    return reserve_ports(taken, (0, 10000))
 
 
 @dataclass(frozen=True)
