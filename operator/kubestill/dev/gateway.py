@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
@@ -36,6 +35,7 @@ import yaml
 from .controlplane import REPO_ROOT, default_bin_dir
 from .kubeapi import KubeAPI, KubeError
 from .ports import reserve_ports
+from .procgroup import stop_group
 
 BUILD_SCRIPT = REPO_ROOT / "tests" / "cluster" / "traefik" / "build.sh"
 CRDS_FILE = "traefik-crds.yml"  # written by build.sh next to the binary
@@ -176,15 +176,7 @@ class Gateway:
     def stop(self, timeout: float = 10) -> None:
         """SIGTERM to Traefik's process group, SIGKILL after `timeout` s; then delete the objects start_gateway
         made but the namespace (best effort: the API server may already be gone) and a temporary workdir."""
-        if self.process.poll() is None:
-            try:
-                os.killpg(self.process.pid, signal.SIGTERM)
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
-            except ProcessLookupError:
-                pass
+        stop_group(self.process, timeout)
         for path, _ in reversed(_objects(self.name, self.namespace, self.port)[1:]):  # the namespace stays
             with contextlib.suppress(KubeError, OSError):
                 self.kube.delete(path)

@@ -11,13 +11,14 @@ from __future__ import annotations
 import base64
 import os
 import re
-import signal
 import subprocess
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from .procgroup import stop_group
 
 # Ports of the Triton container that get a free loopback port each (name -> containerPort).
 TRITON_PORTS = ("http", "grpc", "metrics")
@@ -213,13 +214,5 @@ class Process:
         return code
 
     def stop(self, timeout: float = 10) -> None:
-        if self.popen.poll() is None:
-            try:
-                os.killpg(self.popen.pid, signal.SIGTERM)
-                self.popen.wait(timeout)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.popen.pid, signal.SIGKILL)
-                self.popen.wait()
-            except ProcessLookupError:
-                pass
+        stop_group(self.popen, timeout)
         self._log.close()

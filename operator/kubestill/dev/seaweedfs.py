@@ -27,6 +27,7 @@ from typing import Any
 
 from .controlplane import REPO_ROOT, default_bin_dir
 from .ports import reserve_ports
+from .procgroup import stop_group
 
 BUILD_SCRIPT = REPO_ROOT / "tests" / "cluster" / "seaweedfs" / "build.sh"
 ALL_ACTIONS = ("Admin", "Read", "List", "Tagging", "Write")
@@ -129,15 +130,7 @@ class SeaweedFS:
 
     def stop(self, timeout: float = 35) -> None:
         """SIGTERM, then SIGKILL after `timeout` (a stop sometimes takes ~30 s)."""
-        if self.process.poll() is None:
-            try:
-                os.killpg(self.process.pid, signal.SIGTERM)
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
-            except ProcessLookupError:
-                pass
+        stop_group(self.process, timeout)
         if self.owns_workdir:
             shutil.rmtree(self.workdir, ignore_errors=True)
 

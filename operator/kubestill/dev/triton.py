@@ -14,7 +14,6 @@ otherwise it silently gets the base interpreter's site-packages, and model.py fa
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -27,6 +26,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+
+from .procgroup import stop_group
 
 
 class TritonNotFound(RuntimeError):
@@ -140,14 +141,7 @@ class TritonProcess:
             return ""
 
     def stop(self, timeout_s: float = 15.0) -> None:
-        if self.popen.poll() is not None:
-            return
-        os.killpg(self.popen.pid, signal.SIGTERM)
-        try:
-            self.popen.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.popen.pid, signal.SIGKILL)
-            self.popen.wait()
+        stop_group(self.popen, timeout_s)
 
     def __enter__(self) -> TritonProcess:
         return self
