@@ -10,6 +10,7 @@ from kubestill.api.names import DJ_LABEL
 from kubestill.api.report import EvaluationReport, load_report
 from kubestill.api.v1alpha1 import API_VERSION
 from kubestill.api.v1alpha1.distillationjob import DistillationJobSpec
+from kubestill.api.v1alpha1.studentmodel import ModelFormat, StudentModelSpec
 
 from .meta import child_metadata, join_uri
 
@@ -31,21 +32,19 @@ def build_student_model(
     for key, value in (("qualityRatio", ratio), ("speedup", report.speedup)):
         if value is not None:
             copied[key] = value
-    model_format = "quantized" if spec.student.quantization is not None else "hf"
-    body: dict[str, Any] = {
+    student = StudentModelSpec(
+        artifact_uri=join_uri(spec.output.artifact_uri, "export"),
+        format=ModelFormat.QUANTIZED if spec.student.quantization is not None else ModelFormat.HF,
+        task=spec.task,
+        labels=list(report.labels),
+        metrics=copied,
+        source_job=name,
+        serving=spec.output.serving,
+        storage_secret_ref=spec.storage_secret_ref,  # the artifact is read with the job's S3 Secret
+    )
+    return {
         "apiVersion": API_VERSION,
         "kind": "StudentModel",
         "metadata": child_metadata(spec.output.student_model_name, dj, {DJ_LABEL: name}, extra_labels),
-        "spec": {
-            "artifactUri": join_uri(spec.output.artifact_uri, "export"),
-            "format": model_format,
-            "task": spec.task,
-            "labels": list(report.labels),
-            "metrics": copied,
-            "sourceJob": name,
-            "serving": spec.output.serving.to_wire(),
-        },
+        "spec": student.to_wire(),
     }
-    if spec.storage_secret_ref is not None:  # the artifact is read with the job's S3 Secret
-        body["spec"]["storageSecretRef"] = spec.storage_secret_ref.to_wire()
-    return body

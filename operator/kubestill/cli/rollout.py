@@ -19,6 +19,7 @@ from kubestill.api.v1alpha1.canaryrollout import (
     ANNOTATION_PROMOTE,
     ANNOTATION_RESUME,
     KIND,
+    RolloutPhase,
 )
 
 if TYPE_CHECKING:  # the client is imported by the commands that run, not by `kubestill --help`
@@ -30,7 +31,7 @@ CONTROLS = {
     "pause": ANNOTATION_PAUSE,
     "resume": ANNOTATION_RESUME,
 }
-TERMINAL = ("Promoted", "RolledBack", "Failed")
+TERMINAL = (RolloutPhase.PROMOTED, RolloutPhase.ROLLED_BACK, RolloutPhase.FAILED)
 
 
 def control_value(full: bool = False, now: datetime | None = None) -> str:

@@ -7,12 +7,13 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from kubestill.api.v1alpha1 import API_VERSION
+from kubestill.api.v1alpha1.distillationjob import StageState
 
 if TYPE_CHECKING:
     from kubestill.clients.kube import KubeClient
 
 STAGES = ("label", "train", "evaluate", "export")
-_MARK = {"Succeeded": "✓", "Failed": "✗", "Running": "…", "Pending": "·"}
+_MARK = {StageState.SUCCEEDED: "✓", StageState.FAILED: "✗", StageState.RUNNING: "…", StageState.PENDING: "·"}
 
 
 def _stages(st: Mapping[str, Any]) -> str:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from pydantic import ValidationError
+
 from kubestill.api.names import triton_name
 from kubestill.api.v1alpha1.canaryrollout import BackendRef, CanaryRolloutSpec, CanaryRolloutStatus
-from kubestill.api.v1alpha1.studentmodel import StudentModelPhase
+from kubestill.api.v1alpha1.studentmodel import StudentModelPhase, StudentModelStatus
 from kubestill.clients import rollouts
 from kubestill.clients.kube import KubeClient
 from kubestill.logic.canary import step_entered
@@ -38,14 +40,16 @@ async def resolve_candidate(
         if started:
             return CandidateView(recorded, gone=f"candidate StudentModel {name} was deleted")
         return CandidateView(None, waiting=f"StudentModel {name} not found")
-    sm_status = sm.get("status") or {}
-    service = sm_status.get("serviceName")
-    if not service:
+    try:
+        sm_status = StudentModelStatus.model_validate(sm.get("status") or {})
+    except ValidationError:  # written by something else than the operator: as if not reported yet
+        sm_status = StudentModelStatus()
+    if not sm_status.service_name:
         if started:
             return CandidateView(recorded)
         return CandidateView(None, waiting=f"waiting for StudentModel {name} to report its Service "
                                            "(status.serviceName)")
-    if not started and sm_status.get("phase") != StudentModelPhase.READY:
+    if not started and sm_status.phase != StudentModelPhase.READY:
         return CandidateView(None, waiting=f"waiting for StudentModel {name} to be Ready "
-                                           f"(phase {sm_status.get('phase', 'Pending')})")
-    return CandidateView(BackendRef(name=service, port=rollouts.TRITON_HTTP_PORT))
+                                           f"(phase {sm_status.phase})")
+    return CandidateView(BackendRef(name=sm_status.service_name, port=rollouts.TRITON_HTTP_PORT))
