@@ -114,12 +114,10 @@ def test_narrow_student_gets_a_dense_projection_to_output_dim(tmp_path: Path) ->
 
 
 def test_conflicting_output_dims_are_rejected() -> None:
-    spec = _spec(
-        {"architecture": {"numLayers": 2}},
-        [{"name": "embedding-cosine", "outputDim": 256}, {"name": "embedding-mse", "outputDim": 128}],
-    )
+    """The student has one projection: the spec itself refuses two sizes (before any stage runs)."""
     with pytest.raises(ValueError, match="different outputDim"):
-        Embedding(spec).build_student({}, resolve_uri(MINILM))
+        _spec({"architecture": {"numLayers": 2}},
+              [{"name": "embedding-cosine", "outputDim": 256}, {"name": "embedding-mse", "outputDim": 128}])
 
 
 def test_int8_stays_close_to_fp32(teacher: SentenceEncoder) -> None:

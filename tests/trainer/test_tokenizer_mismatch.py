@@ -87,7 +87,8 @@ def test_position_losses_refuse_another_tokenizer_in_any_task(models: dict[str, 
     """hidden-mse compares the models token by token: a classification student of another tokenizer is refused;
     with output-level losses only (logit-kl) any tokenizer is fine and the check passes."""
     _no_models(monkeypatch)
-    spec = {"task": "classification", "data": {"uri": f"file://{models['data']}", "fields": {"text": "prompt"}}}
+    spec = {"task": "classification", "data": {"uri": f"file://{models['data']}", "fields": {"text": "prompt"}},
+            "labeling": {"batchSize": 8}}  # topK and maxNewTokens are generation's
     with pytest.raises(ValueError, match=r"student\.baseModelUri .*hidden-mse compare the two models token by token"):
         run_label(_ctx(models, "bigger", tmp_path, **spec, loss={"terms": [{"name": "logit-kl"},
                                                                            {"name": "hidden-mse"}]}))

@@ -162,9 +162,8 @@ class Embedding(DistillTask):
         return "ndcg@10" if self.spec.data.fields.pair else "cosine"
 
     def _output_dim(self) -> int | None:
+        # One value at most: the spec refuses terms asking for different sizes (LossSpec's rule).
         dims = {t.output_dim for t in self.spec.loss.terms if t.name in EMBEDDING_LOSSES and t.output_dim}
-        if len(dims) > 1:
-            raise ValueError(f"loss.terms: embedding terms ask for different outputDim values {sorted(dims)}")
         return dims.pop() if dims else None
 
     # --- label -----------------------------------------------------------------------------------------
