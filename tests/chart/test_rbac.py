@@ -48,6 +48,10 @@ CLUSTER_MODE: list[tuple[str, str, str, bool]] = [
     ("get", "persistentvolumeclaims", ANY, True),
     ("get", "httproutes.gateway.networking.k8s.io", ANY, True),
     ("patch", "httproutes.gateway.networking.k8s.io", ANY, True),
+    ("get", "traefikservices.traefik.io", ANY, True),  # a shadow step mirrored through Traefik
+    ("create", "traefikservices.traefik.io", ANY, True),
+    ("patch", "traefikservices.traefik.io", ANY, True),
+    ("delete", "traefikservices.traefik.io", ANY, True),  # when the shadow step ends
     ("create", "events", ANY, True),
     ("create", "events.events.k8s.io", ANY, True),
     ("list", "customresourcedefinitions.apiextensions.k8s.io", CLUSTER, True),
@@ -72,6 +76,7 @@ CLUSTER_MODE: list[tuple[str, str, str, bool]] = [
     ("create", "httproutes.gateway.networking.k8s.io", ANY, False),
     ("delete", "httproutes.gateway.networking.k8s.io", ANY, False),
     ("patch", "gateways.gateway.networking.k8s.io", ANY, False),
+    ("delete", "ingressroutes.traefik.io", ANY, False),  # of Traefik's CRDs, only TraefikServices
     ("create", "pods", ANY, False),
     ("create", "pods/exec", ANY, False),
     ("get", "pods/log", ANY, False),
@@ -95,6 +100,8 @@ NAMESPACED_MODE: list[tuple[str, str, str, bool]] = [
     ("patch", "httproutes.gateway.networking.k8s.io", WATCHED, True),
     ("patch", "kopfpeerings.kopf.dev", WATCHED, True),
     ("patch", "canaryrollouts.kubestill.io/status", WATCHED, True),
+    ("patch", "traefikservices.traefik.io", WATCHED, True),
+    ("delete", "traefikservices.traefik.io", ANY, False),
     ("get", "secrets", WATCHED, False),
     ("create", "jobs.batch", ANY, False),
     ("create", "jobs.batch", OWN, False),
