@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 
 from kubestill.dev.controlplane import Cluster
+from kubestill.dev.gateway import CRDS_FILE, ensure_traefik, install_traefik_crds
+from kubestill.dev.kubeapi import KubeAPI
 
 from .helm import Helm
 from .releases import Release, installed, service_account_kubeconfig, unique
@@ -118,6 +120,13 @@ NAMESPACED_MODE: list[tuple[str, str, str, bool]] = [
     ("delete", "namespaces", CLUSTER, False),
     ("update", "customresourcedefinitions.apiextensions.k8s.io", CLUSTER, False),
 ]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def traefik_crds(cluster: Cluster) -> None:
+    """Traefik's CRDs, served: kubectl resolves `traefikservices.traefik.io` through discovery (without them
+    every question about it is answered "no")."""
+    install_traefik_crds(KubeAPI(cluster.kubeconfig), ensure_traefik().parent / CRDS_FILE)
 
 
 def _can_i(cluster: Cluster, release: Release, verb: str, resource: str, where: str) -> bool:
