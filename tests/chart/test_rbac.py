@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 
 from kubestill.dev.controlplane import Cluster
+from kubestill.dev.gateway import CRDS_FILE, ensure_traefik, install_traefik_crds
+from kubestill.dev.kubeapi import KubeAPI
 
 from .helm import Helm
 from .releases import Release, installed, service_account_kubeconfig, unique
@@ -48,6 +50,10 @@ CLUSTER_MODE: list[tuple[str, str, str, bool]] = [
     ("get", "persistentvolumeclaims", ANY, True),
     ("get", "httproutes.gateway.networking.k8s.io", ANY, True),
     ("patch", "httproutes.gateway.networking.k8s.io", ANY, True),
+    ("get", "traefikservices.traefik.io", ANY, True),  # a shadow step mirrored through Traefik
+    ("create", "traefikservices.traefik.io", ANY, True),
+    ("patch", "traefikservices.traefik.io", ANY, True),
+    ("delete", "traefikservices.traefik.io", ANY, True),  # when the shadow step ends
     ("create", "events", ANY, True),
     ("create", "events.events.k8s.io", ANY, True),
     ("list", "customresourcedefinitions.apiextensions.k8s.io", CLUSTER, True),
@@ -72,6 +78,7 @@ CLUSTER_MODE: list[tuple[str, str, str, bool]] = [
     ("create", "httproutes.gateway.networking.k8s.io", ANY, False),
     ("delete", "httproutes.gateway.networking.k8s.io", ANY, False),
     ("patch", "gateways.gateway.networking.k8s.io", ANY, False),
+    ("delete", "ingressroutes.traefik.io", ANY, False),  # of Traefik's CRDs, only TraefikServices
     ("create", "pods", ANY, False),
     ("create", "pods/exec", ANY, False),
     ("get", "pods/log", ANY, False),
@@ -95,6 +102,8 @@ NAMESPACED_MODE: list[tuple[str, str, str, bool]] = [
     ("patch", "httproutes.gateway.networking.k8s.io", WATCHED, True),
     ("patch", "kopfpeerings.kopf.dev", WATCHED, True),
     ("patch", "canaryrollouts.kubestill.io/status", WATCHED, True),
+    ("patch", "traefikservices.traefik.io", WATCHED, True),
+    ("delete", "traefikservices.traefik.io", ANY, False),
     ("get", "secrets", WATCHED, False),
     ("create", "jobs.batch", ANY, False),
     ("create", "jobs.batch", OWN, False),
@@ -111,6 +120,13 @@ NAMESPACED_MODE: list[tuple[str, str, str, bool]] = [
     ("delete", "namespaces", CLUSTER, False),
     ("update", "customresourcedefinitions.apiextensions.k8s.io", CLUSTER, False),
 ]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def traefik_crds(cluster: Cluster) -> None:
+    """Traefik's CRDs, served: kubectl resolves `traefikservices.traefik.io` through discovery (without them
+    every question about it is answered "no")."""
+    install_traefik_crds(KubeAPI(cluster.kubeconfig), ensure_traefik().parent / CRDS_FILE)
 
 
 def _can_i(cluster: Cluster, release: Release, verb: str, resource: str, where: str) -> bool:

@@ -2,7 +2,8 @@
 What the operator does in a namespace it serves, and nothing more: the verbs are those of the requests in
 operator/kubestill/clients/ and handlers/ (tests/chart/test_rbac.py holds the table). Deliberately absent:
 Secrets (the operator hands secretKeyRef to Job env; it never reads a Secret), pods/exec, pods/log,
-pods/status, any delete (children go with their owner through garbage collection), and CRD changes.
+pods/status, any delete but a shadow step's TraefikService (children go with their owner through garbage
+collection), and CRD changes.
 */}}
 {{- define "kubestill.namespacedRules" -}}
 # The three kinds: watched (kopf event handlers and in-memory indexes);
@@ -49,6 +50,12 @@ pods/status, any delete (children go with their owner through garbage collection
 - apiGroups: ["gateway.networking.k8s.io"]
   resources: ["httproutes"]
   verbs: ["get", "list", "watch", "patch"]
+# A CanaryRollout shadow step mirrored through Traefik (spec.shadow.mirror: TraefikService): the rollout's
+# TraefikService is read and server-side applied for the step, and deleted when it ends (the garbage collector
+# would delete it only with the rollout).
+- apiGroups: ["traefik.io"]
+  resources: ["traefikservices"]
+  verbs: ["get", "create", "patch", "delete"]
 # Events about progress, gates, rollbacks and failures.
 - apiGroups: [""]
   resources: ["events"]

@@ -3,6 +3,8 @@ trainer (its report ConfigMap) and the local node. Deterministic names make ever
 
 from __future__ import annotations
 
+import hashlib
+
 MANAGED_BY = "app.kubernetes.io/managed-by"
 MANAGER = "kubestill"
 DJ_LABEL = "kubestill.io/distillationjob"
@@ -43,6 +45,23 @@ CONFIG_ANNOTATION = "kubestill.io/config"
 # On a Triton Pod: the digest of the config.pbtxt it serves (a config change rolls the Deployment, and the
 # operator reads only the Pods of the current config).
 CONFIG_HASH_ANNOTATION = "kubestill.io/config-hash"
+
+
+def shadow_service_name(rollout: str) -> str:
+    """The TraefikService of a CanaryRollout's shadow step mirrored through Traefik: `<rollout>-shadow`; a rollout
+    name too long for that (over 246 characters; object names are at most 253) is cut and a digest of it keeps
+    the name unique.
+
+    >>> shadow_service_name("sentiment")
+    'sentiment-shadow'
+    >>> len(shadow_service_name("r" * 253))
+    253
+    """
+    name = f"{rollout}-shadow"
+    if len(name) <= 253:
+        return name
+    digest = hashlib.sha256(rollout.encode()).hexdigest()[:10]
+    return f"{rollout[:253 - len(digest) - 8].rstrip('-.')}-{digest}-shadow"
 
 
 def job_name(dj_name: str, stage: str) -> str:

@@ -9,7 +9,9 @@ Three calls from the rollout's reconcile (handlers/canaryrollout.py), decided by
   the route back (drops `kubestill-canary`'s managedFields entry, the values stay) and releases the finalizer.
 - on_deleting: a deleted rollout's route gets its traffic back (a promoted one keeps its promotion), then the
   same release. Bounded: after KUBESTILL_ROUTE_RESTORE_TIMEOUT the rollout is released regardless, with a
-  Warning Event saying what was left in the route.
+  Warning Event saying what was left in the route. A restore that took the rollout's TraefikService out of the
+  route holds the finalizer a grace period more: the garbage collector deletes the TraefikService with the
+  rollout, and Traefik must have dropped it from the route first (logic/shadow_mirror.py).
 
 Every step is idempotent (a restore of a restored route writes nothing, a give-back with nothing to give
 sends nothing), so an operator killed anywhere in between repeats the steps harmlessly.
@@ -25,7 +27,13 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from kubestill.api.names import ROUTE_LABEL, ROUTE_RECORD_ANNOTATION, ROUTE_RESTORE_FINALIZER, triton_name
+from kubestill.api.names import (
+    ROUTE_LABEL,
+    ROUTE_RECORD_ANNOTATION,
+    ROUTE_RESTORE_FINALIZER,
+    shadow_service_name,
+    triton_name,
+)
 from kubestill.api.route_record import RouteRecord
 from kubestill.api.v1alpha1.canaryrollout import BackendRef, CanaryRolloutSpec, CanaryRolloutStatus
 from kubestill.builders.httproute import (
@@ -44,6 +52,7 @@ from kubestill.clients.kube import ApiError, KubeClient
 from kubestill.logic import route_guard
 from kubestill.logic.canary_status import route_state
 from kubestill.logic.route_guard import Gate, OnDelete
+from kubestill.logic.shadow_mirror import MIRROR_RELEASE_GRACE
 from kubestill.runtime import Key, newer
 
 log = logging.getLogger("kubestill.canary")
@@ -86,7 +95,7 @@ async def before_route_write(
         # version without it): when the route carries the outcome, give back what kubestill still owns, once,
         # and never write again; otherwise hold first and write the outcome.
         route = await gateway.get_route(api, key[0], spec.route.name)
-        if route is None or _at_rest(route, spec, status, candidate):
+        if route is None or _at_rest(route, key[1], spec, status, candidate):
             await _give_back(api, key, bodies, spec.route.name)
             await _release(api, key, bodies, record or _fallback_record(spec, candidate))
             return RouteGate(False)
@@ -95,7 +104,8 @@ async def before_route_write(
         if route is None:
             return PROCEED  # nothing to record; the route write reports the missing route
         try:
-            record = build_route_record(route, spec.route.rule_index, spec.baseline, candidate)
+            record = build_route_record(route, spec.route.rule_index, spec.baseline, candidate,
+                                        shadow_service_name(key[1]))
         except RouteError:
             return PROCEED  # the route write reports it, and writes nothing
     finalizers = [*(meta.get("finalizers") or []), ROUTE_RESTORE_FINALIZER]
@@ -118,7 +128,7 @@ async def after_route_write(
     if not route_guard.holds(meta) or not route_guard.route_final(status):
         return
     route = await gateway.get_route(api, key[0], spec.route.name)
-    if route is not None and not _at_rest(route, spec, status, candidate):
+    if route is not None and not _at_rest(route, key[1], spec, status, candidate):
         return  # not there yet: the next reconcile writes it
     await _give_back(api, key, bodies, spec.route.name)
     await _release(api, key, bodies, route_guard.record_of(meta) or _fallback_record(spec, candidate))
@@ -143,21 +153,24 @@ async def on_deleting(api: KubeClient, key: Key, bodies: MutableMapping[Key, dic
 
     now = datetime.now(UTC)
     action = route_guard.on_delete(status)
+    shadow = shadow_service_name(key[1])
     route = None
     try:
         route = await gateway.get_route(api, key[0], record.route)
         if route is not None:
-            await _restore(api, route, record, action, status)
+            unmirrored = await _restore(api, route, record, action, status, shadow)
             await _give_back(api, key, bodies, record.route)
+            if unmirrored:
+                return MIRROR_RELEASE_GRACE.total_seconds()  # then released: the route is restored by then
     except (RouteError, ApiError) as err:
         deleted_at = _timestamp(meta.get("deletionTimestamp"))
         if not route_guard.restore_overdue(deleted_at, now, bound):
             log.warning("%s/%s: route not restored yet (%s); retrying", *key, err)
             return 0.2 if isinstance(err, ApiError) and err.status == 409 else RETRY
         try:
-            left = describe_rule(await gateway.get_route(api, key[0], record.route), record)
+            left = describe_rule(await gateway.get_route(api, key[0], record.route), record, shadow)
         except ApiError:
-            left = describe_rule(route, record)
+            left = describe_rule(route, record, shadow)
         await _event(api, body, "Warning", "RouteNotRestored",
                      f"released after {bound} without restoring the route ({err}); left as is: {left}")
         await _drop_finalizer(api, key, bodies)
@@ -200,24 +213,26 @@ def _restored(record: RouteRecord, action: OnDelete, found: bool) -> str:
 
 
 async def _restore(
-    api: KubeClient, route: Mapping[str, Any], record: RouteRecord, action: OnDelete, status: CanaryRolloutStatus
-) -> None:
-    """One restore write (or none when the route already is so); 409 propagates: re-read and retry."""
+    api: KubeClient, route: Mapping[str, Any], record: RouteRecord, action: OnDelete, status: CanaryRolloutStatus,
+    traefik_service: str,
+) -> bool:
+    """One restore write (or none when the route already is so); 409 propagates: re-read and retry. True when
+    the write took the rollout's TraefikService `traefik_service` out of the route."""
+    seen = observe_route(route, record.rule_index, record.baseline, record.candidate, traefik_service)
     if action == OnDelete.KEEP_PROMOTION:
         keep_baseline = status.baseline_released_at is None
-        want = desired_observation(100, None, keep_baseline)
-        if observe_route(route, record.rule_index, record.baseline, record.candidate) == want:
-            return
-        body = build_httproute_weights(
-            route, record.rule_index, record.baseline, record.candidate, 100, None, keep_baseline
-        )
+        if seen == desired_observation(100, None, keep_baseline):
+            return False
+        body = build_httproute_weights(route, record.rule_index, record.baseline, record.candidate, 100, None,
+                                       keep_baseline, traefik_service=traefik_service)
     else:
-        restored = build_route_restore(route, record)
+        restored = build_route_restore(route, record, traefik_service)
         if restored is None:
-            return
+            return False
         body = restored
     await gateway.apply_route(api, body)
     log.info("%s/%s: route restored (%s)", body["metadata"]["namespace"], record.route, action)
+    return seen.shadow_weight is not None
 
 
 async def _give_back(api: KubeClient, key: Key, bodies: MutableMapping[Key, dict[str, Any]], route_name: str) -> None:
@@ -305,18 +320,20 @@ async def _patch_rollout(
 
 
 def _at_rest(
-    route: Mapping[str, Any], spec: CanaryRolloutSpec, status: CanaryRolloutStatus, candidate: BackendRef
+    route: Mapping[str, Any], name: str, spec: CanaryRolloutSpec, status: CanaryRolloutStatus, candidate: BackendRef
 ) -> bool:
     """The route carries the finished rollout's outcome: exactly the final weights, or, after a rollback, no
-    traffic and no mirror to the candidate (a rollout aborted before its first step never added it)."""
+    traffic and no mirror to the candidate (a rollout aborted before its first step never added it). `name`:
+    the rollout's (its TraefikService is named after it)."""
     try:
-        seen = observe_route(route, spec.route.rule_index, spec.baseline, candidate)
+        seen = observe_route(route, spec.route.rule_index, spec.baseline, candidate, shadow_service_name(name))
     except RouteError:
         return True  # the rule is gone: there is no outcome kubestill could still write
     state = route_state(spec, status)
-    if seen == desired_observation(state.candidate_weight, state.mirror_percent, state.keep_baseline):
+    if seen == desired_observation(state.candidate_weight, state.mirror_percent, state.keep_baseline, state.mirror):
         return True
-    return state.candidate_weight == 0 and not seen.candidate_weight and seen.mirror_percent is None
+    return (state.candidate_weight == 0 and not seen.candidate_weight and seen.mirror_percent is None
+            and seen.shadow_weight is None)
 
 
 def _spec_candidate(spec: CanaryRolloutSpec) -> BackendRef:

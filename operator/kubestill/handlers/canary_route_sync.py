@@ -1,24 +1,33 @@
 """A CanaryRollout's HTTPRoute, as I/O: make it carry what the status says and report what it carries
 (RouteView), and find which rollout holds a route rule (kopf's index of claims; the choice is
 logic/canary_route.route_holder). What it remembers per rollout lives in one RouteSync, built with the
-CanaryRollout controller."""
+CanaryRollout controller.
+
+A shadow step mirrored through Traefik also needs its TraefikService: applied before the route names it, so the
+route never points at a TraefikService that does not exist, and deleted a grace period after the route stopped
+naming it (logic/shadow_mirror.py says when).
+"""
 
 from __future__ import annotations
 
 import logging
 import time
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
 from pydantic import ValidationError
 
-from kubestill.api.v1alpha1.canaryrollout import BackendRef, CanaryRolloutSpec, CanaryRolloutStatus
+from kubestill.api.names import shadow_service_name
+from kubestill.api.v1alpha1.canaryrollout import BackendRef, CanaryRolloutSpec, CanaryRolloutStatus, ShadowMirror
 from kubestill.builders.httproute import RouteError, build_httproute_weights, desired_observation, observe_route
-from kubestill.clients import gateway
+from kubestill.builders.traefikservice import build_traefik_mirror, mirror_current
+from kubestill.clients import gateway, traefik
 from kubestill.clients.kube import ApiError, KubeClient
 from kubestill.logic.canary import ROUTE_OK, RouteView, holds_route
 from kubestill.logic.canary_route import RouteClaim, route_holder
-from kubestill.logic.canary_status import route_state
+from kubestill.logic.canary_status import RouteState, route_state
+from kubestill.logic.shadow_mirror import mirror_release_at
 from kubestill.runtime import Key
 
 log = logging.getLogger("kubestill.canary")
@@ -73,40 +82,50 @@ class RouteSync:
     def __init__(self) -> None:
         self._route_ok: dict[Key, tuple[Any, float]] = {}
         self._route_failures: dict[Key, int] = {}
+        # Rollouts whose TraefikService was deleted (by this process): not deleted again.
+        self._mirror_gone: set[Key] = set()
 
     def forget(self, key: Key) -> None:
         self._route_ok.pop(key, None)
         self._route_failures.pop(key, None)
+        self._mirror_gone.discard(key)
 
     def routable(self, key: Key) -> None:
         """The route carries the rollout again: the next problem starts its backoff from the beginning."""
         self._route_failures.pop(key, None)
 
     async def sync_route(
-        self, api: KubeClient, key: Key, spec: CanaryRolloutSpec, status: CanaryRolloutStatus, candidate: BackendRef
+        self, api: KubeClient, key: Key, spec: CanaryRolloutSpec, status: CanaryRolloutStatus, candidate: BackendRef,
+        rollout: Mapping[str, Any],
     ) -> RouteView:
-        """Make the route carry what `status` implies and say whether it does (from the route as read, or as the
-        API server returned it after our apply). A GET only when the wanted weights changed or the last check
-        is old. ROUTE_RETRY: the route changed under us (409), read it again."""
+        """Make the route (and, for a shadow step mirrored through Traefik, the TraefikService first) carry what
+        `status` implies and say whether it does (from the route as read, or as the API server returned it after
+        our apply). A GET only when the wanted weights changed or the last check is old. ROUTE_RETRY: the route
+        changed under us (409), read it again. `rollout`: the rollout's manifest (the TraefikService's owner)."""
         state = route_state(spec, status)
-        want = desired_observation(state.candidate_weight, state.mirror_percent, state.keep_baseline)
+        want = desired_observation(state.candidate_weight, state.mirror_percent, state.keep_baseline, state.mirror)
         seen = self._route_ok.get(key)
         if seen is not None and seen[0] == want and time.monotonic() - seen[1] < ROUTE_RECHECK:
             return ROUTE_OK
         self._route_ok.pop(key, None)
         route_name, rule = spec.route.name, spec.route.rule_index
+        # Always named, so an entry of it is recognised (and turned back into the baseline's) in any state.
+        shadow = shadow_service_name(key[1])
+        mirrored = await self._sync_mirror(api, rollout, spec, state, candidate)
+        if isinstance(mirrored, RouteView):
+            return mirrored
         try:
             route = await gateway.get_route(api, key[0], route_name)
             if route is None:
                 return RouteView(False, "RouteNotFound", f"HTTPRoute {route_name} not found in namespace {key[0]}")
-            repaired = observe_route(route, rule, spec.baseline, candidate) != want
+            repaired = observe_route(route, rule, spec.baseline, candidate, shadow) != want
             if repaired:
                 patch = build_httproute_weights(route, rule, spec.baseline, candidate, state.candidate_weight,
-                                                state.mirror_percent, state.keep_baseline)
+                                                state.mirror_percent, state.keep_baseline, state.mirror, shadow)
                 route = await gateway.apply_route(api, patch)
                 log.info("%s/%s: route %s weights %d/%d", *key, route_name, 100 - state.candidate_weight,
                          state.candidate_weight)
-            if observe_route(route, rule, spec.baseline, candidate) != want:
+            if observe_route(route, rule, spec.baseline, candidate, shadow) != want:
                 return RouteView(False, "RouteWriteFailed", f"HTTPRoute {route_name} does not keep the weights written "
                                  "to it (an admission webhook or another controller changes them)")
         except RouteError as err:
@@ -118,7 +137,53 @@ class RouteSync:
                 return RouteView(False, "RouteNotFound", f"HTTPRoute {route_name} not found in namespace {key[0]}")
             return RouteView(False, "RouteWriteFailed", f"cannot write HTTPRoute {route_name}: {err}")
         self._route_ok[key] = (want, time.monotonic())
-        return RouteView(True, repaired=True) if repaired else ROUTE_OK
+        return RouteView(True, repaired=True) if repaired or mirrored else ROUTE_OK
+
+    async def _sync_mirror(self, api: KubeClient, rollout: Mapping[str, Any], spec: CanaryRolloutSpec,
+                           state: RouteState, candidate: BackendRef) -> RouteView | bool:
+        """In a shadow step mirrored through Traefik, make the rollout's TraefikService say what the step wants:
+        True when it had to be written (created, or changed by someone else), False when it already did (or the
+        state needs none); a RouteView saying why not when it cannot be written."""
+        if state.mirror != ShadowMirror.TRAEFIK_SERVICE or state.mirror_percent is None:
+            return False
+        namespace = rollout["metadata"]["namespace"]
+        want = build_traefik_mirror(rollout, spec.baseline, candidate, state.mirror_percent)
+        name = want["metadata"]["name"]
+        try:
+            if mirror_current(await traefik.get_traefik_service(api, namespace, name), want):
+                return False
+            await traefik.apply_traefik_service(api, want)
+        except traefik.MirrorUnavailable:
+            return RouteView(False, "TraefikServiceUnavailable", "spec.shadow.mirror is TraefikService but the "
+                             "cluster serves no TraefikService (traefik.io/v1alpha1): install Traefik's CRDs, or "
+                             "use mirror RequestMirror on a gateway that implements it; the route is left as it was")
+        except ApiError as err:
+            return RouteView(False, "MirrorWriteFailed", f"cannot write TraefikService {name}: {err}")
+        log.info("%s/%s: TraefikService %s mirrors %d%% to %s", namespace, rollout["metadata"]["name"], name,
+                 state.mirror_percent, candidate.name)
+        return True
+
+    async def release_mirror(self, api: KubeClient, key: Key, spec: CanaryRolloutSpec, status: CanaryRolloutStatus,
+                             now: datetime) -> float | None:
+        """Delete the rollout's TraefikService once the route has been without it long enough
+        (logic/shadow_mirror.py); seconds until that is due (or a retry after a refused delete), None when
+        there is nothing left to do."""
+        if key in self._mirror_gone:
+            return None
+        due = mirror_release_at(spec, status)
+        if due is None:
+            return None
+        if now < due:
+            return (due - now).total_seconds()
+        name = shadow_service_name(key[1])
+        try:
+            await traefik.delete_traefik_service(api, key[0], name)
+        except ApiError as err:
+            log.warning("%s/%s: TraefikService %s not deleted yet: %s", *key, name, err)
+            return RETRY
+        self._mirror_gone.add(key)
+        log.info("%s/%s: TraefikService %s deleted (the shadow step is over)", *key, name)
+        return None
 
 
     def backoff(self, key: Key) -> float:

@@ -27,6 +27,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from kubestill.api.names import shadow_service_name
 from kubestill.api.v1alpha1._base import Condition, ConditionStatus
 from kubestill.api.v1alpha1.canaryrollout import (
     BackendRef,
@@ -240,7 +241,7 @@ class CanaryRollouts(Kind[CanaryRolloutSpec, CanaryRolloutStatus]):
         gate = await canary_finalizer.before_route_write(api, key, ctl.cache.bodies, spec, status, cand.backend)
         if not gate.proceed:
             return Stop(gate.requeue)  # released: this rollout never writes its route again
-        view = await self.routes.sync_route(api, key, spec, status, cand.backend)
+        view = await self.routes.sync_route(api, key, spec, status, cand.backend, body)
         return Stop(AGAIN) if view is route_sync.ROUTE_RETRY else view
 
     async def _apply(self, ctl: CanaryController, key: Key, body: dict[str, Any], spec: CanaryRolloutSpec,
@@ -262,7 +263,9 @@ class CanaryRollouts(Kind[CanaryRolloutSpec, CanaryRolloutStatus]):
             # Finished and the route seen in its final state: give the route back (ownership, finalizer).
             await canary_finalizer.after_route_write(api, key, ctl.cache.bodies, spec, new, backend)
         metrics.observe_state(*key, new.phase, new.current_step, new.current_weight)
-        return self._next_look(key, spec, new, view, observed)
+        look = self._next_look(key, spec, new, view, observed)
+        mirror = await self.routes.release_mirror(api, key, spec, new, datetime.now(UTC))
+        return look if mirror is None or (look is not None and look <= mirror) else mirror
 
     async def _move_route(self, ctl: CanaryController, key: Key, body: dict[str, Any], spec: CanaryRolloutSpec,
                           new: CanaryRolloutStatus, backend: BackendRef
@@ -274,7 +277,7 @@ class CanaryRollouts(Kind[CanaryRolloutSpec, CanaryRolloutStatus]):
         if not gate.proceed:
             return Stop(gate.requeue)
         latest = ctl.cache.latest(key) or body
-        view = await self.routes.sync_route(api, key, spec, new, backend)
+        view = await self.routes.sync_route(api, key, spec, new, backend, latest)
         if view is route_sync.ROUTE_RETRY:
             return Stop(AGAIN)
         generation = body["metadata"].get("generation")
@@ -348,7 +351,8 @@ class CanaryRollouts(Kind[CanaryRolloutSpec, CanaryRolloutStatus]):
                 current = await gateway.get_route(api, key[0], route.name)
                 if current is not None:
                     try:
-                        patch = build_httproute_weights(current, route.rule_index, baseline, candidate, 0)
+                        patch = build_httproute_weights(current, route.rule_index, baseline, candidate, 0,
+                                                        traefik_service=shadow_service_name(key[1]))
                         await gateway.apply_route(api, patch)
                     except (RouteError, ApiError) as write_err:
                         problem = f"{problem}; the abort could not restore the route: {write_err}"

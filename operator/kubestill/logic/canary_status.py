@@ -17,6 +17,7 @@ from kubestill.api.v1alpha1.canaryrollout import (
     HistoryEntry,
     MeasurementResult,
     RolloutPhase,
+    ShadowMirror,
 )
 
 from .analysis import AnalysisRound
@@ -54,11 +55,13 @@ def routine_round(old: CanaryRolloutStatus, new: CanaryRolloutStatus) -> bool:
 @dataclass(frozen=True)
 class RouteState:
     """What the route should say: the candidate's weight (the baseline gets the rest), the mirror percent
-    (None: no mirror filter) and whether the baseline entry stays in the route."""
+    (None: no mirror), how it is mirrored (the RequestMirror filter, or a TraefikService in the baseline's
+    place) and whether the baseline entry stays in the route."""
 
     candidate_weight: int
     mirror_percent: int | None = None
     keep_baseline: bool = True
+    mirror: ShadowMirror = ShadowMirror.REQUEST_MIRROR
 
 
 def route_state(spec: CanaryRolloutSpec, status: CanaryRolloutStatus) -> RouteState:
@@ -66,16 +69,17 @@ def route_state(spec: CanaryRolloutSpec, status: CanaryRolloutStatus) -> RouteSt
 
     >>> spec = CanaryRolloutSpec.model_validate({"route": {"name": "r"}, "baseline": {"name": "b", "port": 80},
     ...     "candidate": {"service": {"name": "c", "port": 80}}, "steps": [{"weight": 10}],
-    ...     "shadow": {"percent": 50, "pause": "1m"}})
-    >>> route_state(spec, CanaryRolloutStatus(phase="Progressing", shadowing=True))
-    RouteState(candidate_weight=0, mirror_percent=50, keep_baseline=True)
+    ...     "shadow": {"percent": 50, "pause": "1m", "mirror": "TraefikService"}})
+    >>> state = route_state(spec, CanaryRolloutStatus(phase="Progressing", shadowing=True))
+    >>> state.candidate_weight, state.mirror_percent, state.keep_baseline, str(state.mirror)
+    (0, 50, True, 'TraefikService')
     """
     phase = status.phase
     if phase == RolloutPhase.PROMOTED:
         return RouteState(100, None, keep_baseline=status.baseline_released_at is None)
     if phase in (RolloutPhase.PROGRESSING, RolloutPhase.PAUSED):
         if status.shadowing and spec.shadow is not None:
-            return RouteState(0, spec.shadow.percent)
+            return RouteState(0, spec.shadow.percent, mirror=spec.shadow.mirror)
         return RouteState(status.current_weight)
     return RouteState(0)
 

@@ -88,13 +88,30 @@ class CanaryStep(KubeModel):
     )
 
 
+class ShadowMirror(StrEnum):
+    """How the gateway is told to mirror: the Gateway API's standard filter, or Traefik's own CRD (Traefik answers
+    500 to every request of a rule carrying the standard filter, see tests/integration/test_gateway.py)."""
+
+    REQUEST_MIRROR = "RequestMirror"
+    TRAEFIK_SERVICE = "TraefikService"
+
+
 class ShadowStep(KubeModel):
-    """Before any real traffic, mirror a share of requests to the candidate (HTTPRoute RequestMirror)."""
+    """Before any real traffic, mirror a share of requests to the candidate; the clients get the baseline's answers."""
 
     rules = (duration_rule("pause", MIN_PAUSE, MAX_PAUSE),)
 
     percent: int = Field(default=100, ge=1, le=100, description="Share of requests mirrored.")
     pause: Duration = Field(description="How long to shadow while analysing, 1s to 30d.")
+    mirror: ShadowMirror = Field(
+        default=ShadowMirror.REQUEST_MIRROR,
+        description="How the route mirrors. RequestMirror: the Gateway API's standard RequestMirror filter in the "
+        "route rule (Extended support: for gateways that implement it). TraefikService: a TraefikService "
+        "(traefik.io/v1alpha1) `<rollout>-shadow`, owned by the rollout, whose `mirroring` sends every request to "
+        "the baseline and a copy of `percent` % to the candidate, named in the rule's backendRefs in the "
+        "baseline's place for the shadow step and deleted after it; for Traefik, which does not implement the "
+        "filter (it answers 500 to every request of the rule) and needs its CRDs installed.",
+    )
 
 
 class NoDataPolicy(StrEnum):

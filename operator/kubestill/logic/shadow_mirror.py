@@ -1,0 +1,66 @@
+"""When the TraefikService of a shadow step (spec.shadow.mirror: TraefikService) may be deleted. Pure.
+
+The route stops naming the TraefikService when the shadow step ends (the next step, a promotion, a rollback); the
+TraefikService itself goes a little later: Traefik applies each provider's configuration on its own (the route
+comes through its kubernetesgateway provider, the TraefikService through kubernetescrd, each throttled by
+providersThrottleDuration, 2 s by default), so a TraefikService deleted at once could vanish from Traefik's
+configuration before the route that names it changes, and that rule would answer errors meanwhile. The time the
+route was first seen without it is already in status (the step's, the promotion's or the settled route's clock),
+so the decision survives a restart.
+
+Worked examples (grace 10 s; `t`: when the route was first observed without the TraefikService):
+
+- mirror RequestMirror, or no shadow step                    -> never (there is no TraefikService)
+- still shadowing (or never started)                         -> never (the route needs it)
+- step 0 decided, route not yet seen carrying it             -> not yet (no clock)
+- step 0 carried since t                                     -> at t + 10 s
+- promoted from the shadow (promotedAt t), rolled back (t)   -> at t + 10 s
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from kubestill.api.v1alpha1.canaryrollout import (
+    CanaryRolloutSpec,
+    CanaryRolloutStatus,
+    RolloutPhase,
+    ShadowMirror,
+)
+
+from .canary import ACTIVE_PHASES, step_entered
+
+# Five times Traefik's default providersThrottleDuration (2 s): both providers have delivered by then.
+MIRROR_RELEASE_GRACE = timedelta(seconds=10)
+
+
+def uses_traefik_service(spec: CanaryRolloutSpec) -> bool:
+    """The rollout's shadow step mirrors through a TraefikService."""
+    return spec.shadow is not None and spec.shadow.mirror == ShadowMirror.TRAEFIK_SERVICE
+
+
+def mirror_release_at(spec: CanaryRolloutSpec, status: CanaryRolloutStatus,
+                      grace: timedelta = MIRROR_RELEASE_GRACE) -> datetime | None:
+    """When the rollout's TraefikService may be deleted (it may already be gone: deleting is idempotent); None
+    while the route may still name it, or when the rollout has none.
+
+    >>> from datetime import UTC
+    >>> spec = CanaryRolloutSpec.model_validate({"route": {"name": "r"}, "baseline": {"name": "b", "port": 80},
+    ...     "candidate": {"service": {"name": "c", "port": 80}}, "steps": [{"weight": 10}],
+    ...     "shadow": {"pause": "1m", "mirror": "TraefikService"}})
+    >>> t = datetime(2026, 1, 1, tzinfo=UTC)
+    >>> mirror_release_at(spec, CanaryRolloutStatus(phase="Progressing", shadowing=True, step_started_at=t)) is None
+    True
+    >>> mirror_release_at(spec, CanaryRolloutStatus(phase="Progressing", current_step=0, current_weight=10,
+    ...     step_started_at=t)).isoformat()
+    '2026-01-01T00:00:10+00:00'
+    """
+    if not uses_traefik_service(spec) or not step_entered(status):
+        return None
+    if status.phase in ACTIVE_PHASES:
+        since = None if status.shadowing else status.step_started_at
+    elif status.phase == RolloutPhase.PROMOTED:
+        since = status.promoted_at or status.route_settled_at
+    else:
+        since = status.route_settled_at
+    return None if since is None else since + grace
