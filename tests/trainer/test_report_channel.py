@@ -47,3 +47,26 @@ def test_created_with_the_operators_labels_and_owner(cluster: Any, namespace: st
     created = json.loads(cluster.kubectl("get", "configmap", "bbc-report", "-n", namespace, "-o", "json").stdout)
     assert created["metadata"]["labels"] == {**metadata["labels"], "app.kubernetes.io/managed-by": "kubestill"}
     assert created["metadata"]["ownerReferences"][0]["uid"] == owner["metadata"]["uid"]
+
+
+def test_a_refused_identity_stops_the_stage_saying_what_rbac_it_needs(cluster: Any, namespace: str,
+                                                                      tmp_path: Any,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """A ServiceAccount without rights on ConfigMaps (the chart's trainer.namespaces left out): the first report
+    raises, naming the ConfigMap and the rights, instead of a warning and a job that fails much later with
+    "metrics.json never reached the report ConfigMap"."""
+    from kubestill_trainer.report import ReportForbidden
+
+    cluster.kubectl("create", "serviceaccount", "bare", "-n", namespace)
+    token = cluster.kubectl("create", "token", "bare", "-n", namespace).stdout.strip()
+    kubeconfig = tmp_path / "bare.kubeconfig"
+    kubeconfig.write_text(json.dumps({
+        "apiVersion": "v1", "kind": "Config", "current-context": "c",
+        "clusters": [{"name": "c", "cluster": {"server": cluster.server,
+                                               "certificate-authority": str(cluster.ca_file)}}],
+        "users": [{"name": "u", "user": {"token": token}}],
+        "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}]}))
+    monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
+    with pytest.raises(ReportForbidden, match=rf"{namespace}/job-report \(403 Forbidden\).*get, create and patch "
+                                              r"on configmaps.*trainer\.namespaces"):
+        ReportChannel("job-report", namespace).publish("progress.json", "{}")

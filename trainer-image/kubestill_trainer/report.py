@@ -19,6 +19,11 @@ from kubestill.api.names import MANAGED_BY, MANAGER, NAMESPACE_ENV, REPORT_CONFI
 log = logging.getLogger(__name__)
 
 
+class ReportForbidden(RuntimeError):
+    """The API server refused this Pod's identity the report ConfigMap (401/403): permanent, so the stage stops
+    at its first report instead of running to the end for a result the operator can never read."""
+
+
 class ReportChannel:
     def __init__(self, name: str | None, namespace: str | None, metadata: Mapping[str, Any] | None = None) -> None:
         self.name = name
@@ -59,7 +64,8 @@ class ReportChannel:
         return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": metadata, "data": {key: text}}
 
     def publish(self, key: str, text: str) -> bool:
-        """Merge `key: text` into the ConfigMap (create it when missing). True when it was written."""
+        """Merge `key: text` into the ConfigMap (create it when missing). True when it was written; False (and a
+        warning) on a transient failure. Raises ReportForbidden when the API server refuses this identity."""
         if not self.enabled:
             return False
         try:
@@ -68,17 +74,31 @@ class ReportChannel:
             api = self._core()
             body = {"data": {key: text}}
             try:
-                api.patch_namespaced_config_map(self.name, self.namespace, body)
-            except ApiException as e:
-                if e.status != 404:
-                    raise
                 try:
-                    api.create_namespaced_config_map(self.namespace, self._new_config_map(key, text))
-                except ApiException as e2:
-                    if e2.status != 409:  # created meanwhile (another process of this stage): merge into it
-                        raise
                     api.patch_namespaced_config_map(self.name, self.namespace, body)
+                except ApiException as e:
+                    if e.status != 404:
+                        raise
+                    try:
+                        api.create_namespaced_config_map(self.namespace, self._new_config_map(key, text))
+                    except ApiException as e2:
+                        if e2.status != 409:  # created meanwhile (another process of this stage): merge into it
+                            raise
+                        api.patch_namespaced_config_map(self.name, self.namespace, body)
+            except ApiException as e:
+                if e.status in (401, 403):
+                    raise ReportForbidden(self._forbidden(e)) from None
+                raise
             return True
+        except ReportForbidden:
+            raise
         except Exception as e:
             log.warning("could not report %s to ConfigMap %s/%s: %s", key, self.namespace, self.name, e)
             return False
+
+    def _forbidden(self, err: Any) -> str:
+        reason = f"{err.status} {err.reason}".strip()
+        return (f"cannot write the report ConfigMap {self.namespace}/{self.name} ({reason}): the stage Pod's "
+                f"ServiceAccount needs get, create and patch on configmaps in namespace {self.namespace}; list the "
+                "namespace under the chart's trainer.namespaces, or bind the chart's <release>-trainer ClusterRole "
+                "to the account in spec.run.serviceAccountName")
