@@ -39,10 +39,10 @@ def _start_process_node(cluster: controlplane.Cluster, state: Path) -> None:
     pid_file.write_text(str(proc.pid))
 
 
-def _start_s3(state_dir: Path) -> None:
+def _start_s3(state_dir: Path, ip: str = "127.0.0.1") -> None:
     from kubestill.dev.seaweedfs import dev_up
 
-    s3 = dev_up(state_dir)
+    s3 = dev_up(state_dir, ip=ip)
     print(f"S3 (SeaweedFS) at {s3.endpoint}, bucket s3://{s3.bucket}")
     print(f"credentials for a Secret: kubectl create secret generic kubestill-s3 -n NAMESPACE "
           f"--from-env-file={s3.env_file}   (then storageSecretRef: {{name: kubestill-s3}})")
@@ -68,8 +68,8 @@ def cmd_up(args: argparse.Namespace) -> int:
             print(f"real node {realnode.NODE_NAME} ready ({node.cluster.server}); Pods run in containerd")
             print(f"export KUBECONFIG={node.cluster.kubeconfig}")
             print(f"kubectl: {node.cluster.bin_dir / 'kubectl'}")
-            if args.s3:
-                _start_s3(node.cluster.state_dir)
+            if args.s3:  # on the node's address: Pods reach the host there, not on loopback
+                _start_s3(node.cluster.state_dir, ip=realnode.NODE_IP)
             return 0
     cluster = controlplane.up(state)
     print(f"control plane ready at {cluster.server}")
@@ -119,7 +119,8 @@ def cmd_kubeconfig(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from kubestill.dev.demo import run_demo
 
-    return run_demo(Path(args.state_dir) if args.state_dir else None, keep_running=args.keep_running)
+    return run_demo(Path(args.state_dir) if args.state_dir else None, keep_running=args.keep_running,
+                    node=args.node)
 
 
 def register(sub: Any) -> None:
@@ -139,6 +140,9 @@ def register(sub: Any) -> None:
         "demo", help="the whole lifecycle locally: DistillationJob -> StudentModel on Triton -> CanaryRollout"
     )
     demo.add_argument("--keep-running", action="store_true", help="leave the operator and node up afterwards")
+    demo.add_argument("--node", choices=("real", "process", "auto"), default="auto",
+                      help="what runs the Pods (default auto: the real node where this host allows it, else the "
+                           "process node, saying why)")
     demo.set_defaults(func=cmd_demo)
     verbs.add_parser("kubeconfig", help="print the kubeconfig path of the running one").set_defaults(
         func=cmd_kubeconfig

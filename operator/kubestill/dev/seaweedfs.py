@@ -24,6 +24,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 from .controlplane import REPO_ROOT, default_bin_dir
 from .ports import reserve_ports
@@ -164,23 +165,37 @@ def _get(url: str, timeout: float = 1) -> int:
         return 0
 
 
+# A volume server refuses every write once its disk has less than 1% free (its -minFreeSpace default, which
+# `weed mini` does not expose); S3 clients then see only "InternalError ... reached max retries".
+MIN_FREE_FRACTION = 0.01
+
+
+def check_free_space(path: Path, min_fraction: float = MIN_FREE_FRACTION) -> None:
+    """Refuse to start on a disk SeaweedFS would refuse to write to, saying so. Raises RuntimeError."""
+    usage = shutil.disk_usage(path)
+    if usage.free < usage.total * min_fraction * 1.5:  # half a percent of margin for what the run writes
+        raise RuntimeError(f"SeaweedFS refuses writes when its disk has less than {min_fraction:.0%} free: {path} "
+                           f"has {usage.free / 2**30:.1f} GiB free of {usage.total / 2**30:.0f} GiB; free some space")
+
+
 def start_seaweedfs(workdir: Path | None = None, *, weed: Path | None = None, timeout: float = 90,
-                    memory_limit: str = "300MiB") -> SeaweedFS:
-    """Start `weed mini` on free loopback ports, write the admin identity, wait until S3 answers and refuses
-    anonymous requests."""
+                    memory_limit: str = "300MiB", ip: str = "127.0.0.1") -> SeaweedFS:
+    """Start `weed mini` on free ports of address `ip` (loopback by default; a real node's Pods need the node's
+    address), write the admin identity, wait until S3 answers and refuses anonymous requests."""
     binary = weed or ensure_weed()
     owns = workdir is None
     work = Path(tempfile.mkdtemp(prefix="kubestill-weed-")) if workdir is None else workdir
     data, logs, cwd = work / "data", work / "logs", work / "cwd"
     for d in (data, logs, cwd):
         d.mkdir(parents=True, exist_ok=True)
+    check_free_space(data)
     taken: set[int] = set()
     ports = {name: _port_pair(taken) for name in ("master", "volume", "filer", "s3", "admin")}
     admin = new_credentials("admin")
     identities = [_identity(admin, ALL_ACTIONS)]
     _write_private(work / "identities.json", json.dumps({"identities": identities}))
     argv = [
-        str(binary), f"-logdir={logs}", "mini", f"-dir={data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+        str(binary), f"-logdir={logs}", "mini", f"-dir={data}", f"-ip={ip}", f"-ip.bind={ip}",
         f"-master.port={ports['master']}", f"-volume.port={ports['volume']}", f"-filer.port={ports['filer']}",
         f"-s3.port={ports['s3']}", f"-admin.port={ports['admin']}", "-admin.port.legacy=0", "-webdav=false",
         "-admin.ui=false", "-s3.port.iceberg=0", "-s3.port.lance=0", "-master.telemetry=false",
@@ -196,8 +211,8 @@ def start_seaweedfs(workdir: Path | None = None, *, weed: Path | None = None, ti
     env = {**os.environ, "GOMEMLIMIT": memory_limit, "WEED_FILER_OPTIONS_S3_EMPTY_FOLDER_CLEANUP_DELAY": "1s"}
     with open(work / "weed.log", "ab") as log:
         proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    endpoint = f"http://127.0.0.1:{ports['s3']}"
-    running = SeaweedFS(endpoint, f"http://127.0.0.1:{ports['filer']}", work, proc, admin, owns, identities)
+    endpoint = f"http://{ip}:{ports['s3']}"
+    running = SeaweedFS(endpoint, f"http://{ip}:{ports['filer']}", work, proc, admin, owns, identities)
     deadline = time.monotonic() + timeout
     try:
         # Ready: S3 answers, and refuses an anonymous ListBuckets (the identities are in force).
@@ -247,14 +262,18 @@ def dev_load(state_dir: Path) -> DevS3 | None:
     return DevS3(d["endpoint"], int(d["pid"]), d["bucket"], Path(d["envFile"]))
 
 
-def dev_up(state_dir: Path) -> DevS3:
-    """Start (or find running) a SeaweedFS for the dev cluster, with a bucket and an admin identity."""
+def dev_up(state_dir: Path, ip: str = "127.0.0.1") -> DevS3:
+    """Start (or find running) a SeaweedFS for the dev cluster on address `ip`, with a bucket and an admin
+    identity. One running on another address is restarted (its objects kept in the state dir are not: a new
+    server starts empty)."""
     running = dev_load(state_dir)
-    if running is not None:
+    if running is not None and urlparse(running.endpoint).hostname == ip:
         return running
+    if running is not None:
+        dev_down(state_dir)
     work = _dev_dir(state_dir)
     shutil.rmtree(work, ignore_errors=True)
-    server = start_seaweedfs(work)
+    server = start_seaweedfs(work, ip=ip)
     server.owns_workdir = False
     server.make_bucket(DEV_BUCKET)
     env_file = work / "s3.env"
