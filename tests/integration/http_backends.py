@@ -9,12 +9,13 @@ is counted from what the client got, and a mirror from what the shadow received.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import socket
 import threading
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -118,6 +119,25 @@ def publish(gateway: Gateway, namespace: str, backend: Backend, address: str) ->
     apply(gateway.kube, f"/api/v1/namespaces/{namespace}/services/{backend.name}", service(namespace, backend))
     apply(gateway.kube, f"/apis/discovery.k8s.io/v1/namespaces/{namespace}/endpointslices/{backend.name}",
           endpoint_slice(namespace, backend, address))
+
+
+@contextlib.contextmanager
+def published(gateway: Gateway, namespace: str, address: str, names: Sequence[str],
+              also_delete: Sequence[str] = ()) -> Iterator[dict[str, Backend]]:
+    """Backends `names` on `address`, published in `namespace`. Afterwards the route `r` (and the API paths of
+    `also_delete`) go at once, not later with the namespace: a route change makes Traefik rebuild its handlers,
+    which would restart the next test's weighted schedule in the middle of a count."""
+    started = {name: Backend.start(name, address) for name in names}
+    try:
+        for backend in started.values():
+            publish(gateway, namespace, backend, address)
+        yield started
+    finally:
+        gateway.kube.delete(f"{GATEWAY_API}/namespaces/{namespace}/httproutes/r")
+        for path in also_delete:
+            gateway.kube.delete(path)
+        for backend in started.values():
+            backend.close()
 
 
 def put_route(gateway: Gateway, namespace: str, rules: list[dict[str, Any]], names: Sequence[str]) -> dict[str, Any]:

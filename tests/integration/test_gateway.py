@@ -22,7 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from kubestill.dev.gateway import GATEWAY_API, Gateway, apply
 
 from . import http_backends
-from .http_backends import FOLLOW_BOUND_S, PORT, Backend, Client, publish, ref, split
+from .http_backends import FOLLOW_BOUND_S, PORT, Backend, Client, ref, split
 
 pytestmark = pytest.mark.integration
 
@@ -31,19 +31,10 @@ NAMES = ("baseline", "candidate", "shadow")
 
 @pytest.fixture
 def backends(gateway: Gateway, namespace: str, address: str) -> Iterator[dict[str, Backend]]:
-    """baseline, candidate and shadow, published in the test's namespace. Afterwards the test's routes are deleted
-    at once (not later with the namespace): a route change makes Traefik rebuild its handlers, which would restart
-    the next test's weighted schedule in the middle of a count."""
-    started = {name: Backend.start(name, address) for name in NAMES}
-    try:
-        for backend in started.values():
-            publish(gateway, namespace, backend, address)
+    """baseline, candidate and shadow, published in the test's namespace."""
+    mirror = f"/apis/traefik.io/v1alpha1/namespaces/{namespace}/traefikservices/mirror"
+    with http_backends.published(gateway, namespace, address, NAMES, [mirror]) as started:
         yield started
-    finally:
-        gateway.kube.delete(f"{GATEWAY_API}/namespaces/{namespace}/httproutes/r")
-        gateway.kube.delete(f"/apis/traefik.io/v1alpha1/namespaces/{namespace}/traefikservices/mirror")
-        for backend in started.values():
-            backend.close()
 
 
 def put_route(gateway: Gateway, namespace: str, rules: list[dict[str, Any]]) -> dict[str, Any]:

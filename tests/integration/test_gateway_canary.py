@@ -24,7 +24,7 @@ from kubestill.dev.controlplane import Cluster
 from kubestill.dev.gateway import GATEWAY_API, Gateway
 from kubestill.dev.operator_process import OperatorProcess
 
-from .http_backends import FOLLOW_BOUND_S, PORT, Backend, Client, publish, put_route, split
+from .http_backends import FOLLOW_BOUND_S, PORT, Backend, Client, published, put_route, split
 
 pytestmark = pytest.mark.integration
 
@@ -36,17 +36,9 @@ OPERATOR_BOUND_S = 60.0  # the operator acts within a round trip of an event; fa
 
 @pytest.fixture
 def backends(gateway: Gateway, namespace: str, address: str) -> Iterator[dict[str, Backend]]:
-    """baseline and candidate, published in the test's namespace; the route goes at once afterwards (a route
-    change restarts Traefik's weighted schedules, which another test module may be counting)."""
-    started = {name: Backend.start(name, address) for name in NAMES}
-    try:
-        for backend in started.values():
-            publish(gateway, namespace, backend, address)
+    """baseline and candidate, published in the test's namespace."""
+    with published(gateway, namespace, address, NAMES) as started:
         yield started
-    finally:
-        gateway.kube.delete(f"{GATEWAY_API}/namespaces/{namespace}/httproutes/r")
-        for backend in started.values():
-            backend.close()
 
 
 @pytest.fixture
