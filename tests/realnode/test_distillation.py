@@ -6,7 +6,6 @@ serving image and answers through its Service."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -14,21 +13,14 @@ from typing import Any
 import pytest
 import yaml
 
-from kubestill.dev.operator_process import OperatorProcess
+from kubestill.dev.operator_process import OperatorProcess, chart_trainer_security
 from kubestill.dev.realnode import RealNode
 from kubestill.dev.workspace import hostpath_claim
 
-from .conftest import REPO_ROOT, describe_pods, get_json, operator_process, wait_for
+from .conftest import describe_pods, get_json, operator_process, wait_for
 from .test_serving import infer
 
 pytestmark = [pytest.mark.realnode, pytest.mark.slow]
-
-
-def chart_trainer_security() -> dict[str, str]:
-    """The operator's environment as the chart renders it from its default values."""
-    trainer = yaml.safe_load((REPO_ROOT / "charts" / "kubestill" / "values.yaml").read_text())["trainer"]
-    return {"KUBESTILL_TRAINER_POD_SECURITY_CONTEXT": json.dumps(trainer["podSecurityContext"]),
-            "KUBESTILL_TRAINER_SECURITY_CONTEXT": json.dumps(trainer["securityContext"])}
 
 
 @pytest.fixture

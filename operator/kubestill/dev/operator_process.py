@@ -6,6 +6,7 @@ a SIGKILL as when a Pod is OOM-killed or its node dies.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -18,6 +19,7 @@ from .controlplane import Cluster, free_port
 
 # The checkout whose kubestill this process imports: the operator it starts must run the same code.
 _PACKAGE = Path(__file__).resolve().parents[1]
+CHART_VALUES = _PACKAGE.parents[1] / "charts" / "kubestill" / "values.yaml"
 SOURCE_PATH = os.pathsep.join([str(_PACKAGE.parent), str(_PACKAGE.parents[1] / "trainer-image")])
 
 
@@ -27,6 +29,16 @@ def source_env(cluster: Cluster, **extra: str) -> dict[str, str]:
     env["PYTHONPATH"] = SOURCE_PATH + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     env.update(extra)
     return env
+
+
+def chart_trainer_security(values: Path = CHART_VALUES) -> dict[str, str]:
+    """The operator's trainer security-context environment as the chart renders it from its default values (a
+    checkout's charts/kubestill/values.yaml): non-root, read-only root filesystem, no privilege escalation."""
+    import yaml
+
+    trainer = yaml.safe_load(values.read_text())["trainer"]
+    return {"KUBESTILL_TRAINER_POD_SECURITY_CONTEXT": json.dumps(trainer["podSecurityContext"]),
+            "KUBESTILL_TRAINER_SECURITY_CONTEXT": json.dumps(trainer["securityContext"])}
 
 
 class OperatorProcess:

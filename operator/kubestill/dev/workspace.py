@@ -12,6 +12,20 @@ import yaml
 from .controlplane import Cluster
 
 
+def trainer_rbac(namespace: str, service_account: str = "default") -> list[dict[str, Any]]:
+    """What the chart's trainer ClusterRole grants in a namespace of `trainer.namespaces`: the stage Pods (their
+    ServiceAccount) write their report ConfigMap. A Role and a RoleBinding named `trainer`."""
+    return [
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+         "metadata": {"name": "trainer", "namespace": namespace},
+         "rules": [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "create", "patch"]}]},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+         "metadata": {"name": "trainer", "namespace": namespace},
+         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "trainer"},
+         "subjects": [{"kind": "ServiceAccount", "name": service_account, "namespace": namespace}]},
+    ]
+
+
 def hostpath_claim(cluster: Cluster, namespace: str, directory: Path, claim: str = "work") -> list[dict[str, Any]]:
     """Create `directory` (mode 0777; its parents up to /tmp made traversable) and apply PV `<namespace>-<claim>`
     on it, PVC `claim` bound to that PV, and the trainer's Role and RoleBinding for the namespace's default
@@ -30,14 +44,7 @@ def hostpath_claim(cluster: Cluster, namespace: str, directory: Path, claim: str
         {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": claim, "namespace": namespace},
          "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": "", "volumeName": pv_name,
                   "resources": {"requests": {"storage": "1Gi"}}}},
-        # What the chart's trainer ClusterRole grants: the stage Pods write their report ConfigMap.
-        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
-         "metadata": {"name": "trainer", "namespace": namespace},
-         "rules": [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "create", "patch"]}]},
-        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
-         "metadata": {"name": "trainer", "namespace": namespace},
-         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "trainer"},
-         "subjects": [{"kind": "ServiceAccount", "name": "default", "namespace": namespace}]},
+        *trainer_rbac(namespace),
     ]
     cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(objects))
     return objects

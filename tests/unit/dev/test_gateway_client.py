@@ -1,0 +1,94 @@
+"""The demo's gateway client counts who answered from the response alone (kubestill.dev.gateway_client): the
+header a route's per-backend filter sets, else the HTTP status, else the error; grouped by the phase marked."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+
+from kubestill.dev.demo_gateway import phase_label
+from kubestill.dev.gateway_client import BACKEND_HEADER, GatewayClient, tagged_backend_ref
+
+# The answers of the fake gateway, in turn: (status, header value or None).
+SCRIPT = [(200, "baseline"), (200, "candidate"), (503, None), (500, "candidate")]
+
+
+class _Gateway(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    n = 0
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers["Content-Length"]))
+        status, tag = SCRIPT[_Gateway.n % len(SCRIPT)]
+        _Gateway.n += 1
+        self.send_response(status)
+        if tag:
+            self.send_header(BACKEND_HEADER, tag)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def gateway_url() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Gateway)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    _Gateway.n = 0
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_answers_are_counted_by_the_backend_header_else_the_status(gateway_url: str) -> None:
+    import http.client
+
+    client = GatewayClient(gateway_url, "m")
+    client.mark("step 1 (20%)")
+    conn = http.client.HTTPConnection("127.0.0.1", int(gateway_url.rsplit(":", 1)[1]))
+    got = [client.send(conn, n) for n in range(4)]
+    assert got == ["baseline", "candidate", "503", "candidate:500"]
+
+
+def test_a_closed_gateway_counts_as_the_error_not_an_answer() -> None:
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", 9, timeout=2)  # discard port: nothing listens
+    assert GatewayClient("http://127.0.0.1:9", "m").send(conn, 0) == "ConnectionRefusedError"
+
+
+def test_the_thread_groups_answers_by_the_phase_marked(gateway_url: str) -> None:
+    client = GatewayClient(gateway_url, "m", rate=100, max_seconds=0.5).start()
+    time.sleep(0.2)
+    client.mark("step 1 (20%)")
+    assert client._thread is not None
+    client._thread.join(5)  # ends by itself after max_seconds
+    phases = client.snapshot()
+    assert [p for p, _ in phases] == ["start", "step 1 (20%)"]
+    assert all(sum(counts.values()) >= 2 for _, counts in phases), phases
+    assert sum(client.total().values()) == sum(sum(c.values()) for _, c in phases)
+
+
+@pytest.mark.parametrize(("status", "label"), [
+    ({"phase": "Progressing", "currentStep": 0, "currentWeight": 20}, "step 1 (20%)"),
+    ({"phase": "Progressing", "currentStep": -1, "shadowing": True}, "Progressing"),
+    ({"phase": "Promoted", "currentStep": 2, "currentWeight": 100}, "Promoted"),
+    ({}, "Pending"),
+])
+def test_phase_label(status: dict[str, Any], label: str) -> None:
+    assert phase_label(status) == label
+
+
+def test_tagged_backend_ref_is_a_gateway_api_backend_ref_with_a_response_header_filter() -> None:
+    assert tagged_backend_ref("svc", 8000, 0, "candidate") == {
+        "name": "svc", "port": 8000, "weight": 0,
+        "filters": [{"type": "ResponseHeaderModifier",
+                     "responseHeaderModifier": {"set": [{"name": "X-Kubestill-Backend", "value": "candidate"}]}}]}
