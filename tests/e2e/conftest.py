@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 
+from kubestill.dev import polling
 from kubestill.dev.controlplane import Cluster
 from kubestill.dev.node import LocalNode
 from kubestill.dev.operator_process import SOURCE_PATH, OperatorProcess
@@ -73,15 +73,8 @@ def local_node(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> It
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.5) -> Any:
-    """Poll until predicate() is truthy; its last value on success, TimeoutError naming `what` otherwise."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = predicate()
-        if last:
-            return last
-        time.sleep(interval)
-    raise TimeoutError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+    """kubestill.dev.polling.wait_for, untyped for the tests' many kinds of predicate."""
+    return polling.wait_for(predicate, timeout, what, interval)
 
 
 def get_json(cluster: Cluster, *args: str) -> dict[str, Any]:

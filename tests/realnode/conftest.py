@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -21,7 +20,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-from kubestill.dev import controlplane, host, images, realnode
+from kubestill.dev import controlplane, host, images, polling, realnode
 from kubestill.dev.operator_process import OperatorProcess
 from kubestill.dev.realnode import RealNode
 
@@ -107,13 +106,11 @@ def namespace(real_node: RealNode) -> Iterator[str]:
 
 
 def wait_for(check: Callable[[], T], timeout: float, what: str, interval: float = 0.5) -> T:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+    """kubestill.dev.polling.wait_for, failing the test (AssertionError) on timeout."""
+    try:
+        return polling.wait_for(check, timeout, what, interval)
+    except TimeoutError as err:
+        raise AssertionError(str(err)) from None
 
 
 def get_json(node: RealNode, *args: str) -> dict[str, Any]:

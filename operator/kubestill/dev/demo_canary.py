@@ -21,6 +21,7 @@ from kubestill.builders.triton import model_name
 from .controlplane import Cluster
 from .kubeapi import KubeAPI
 from .loadgen import LoadGenerator, route_reader
+from .polling import wait_for
 from .prometheus import start_prometheus
 from .services import local_endpoints
 
@@ -67,21 +68,20 @@ def rollout_body(namespace: str, student_model: str, route_name: str, baseline: 
     }
 
 
-def _wait(what: str, fn: Callable[[], Any], timeout: float) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = fn()
-        if value:
-            return value
-        time.sleep(0.5)
-    raise TimeoutError(f"timed out waiting for {what}")
+def _local_urls(api: KubeAPI, namespace: str, service: str, timeout: float = 120) -> dict[str, str]:
+    """The process node's local URLs of `service` by port name, once it publishes an http one."""
+    def published() -> dict[str, str]:
+        found = local_endpoints(namespace, service, api=api)
+        return found if found.get("http") else {}
+
+    return wait_for(published, timeout, f"the local endpoints of Service {service}")
 
 
 def candidate_service(api: KubeAPI, namespace: str, student_model: str, timeout: float = 120) -> str:
     """The Service of a StudentModel's Triton, once its status names it."""
     path = f"/apis/kubestill.io/v1alpha1/namespaces/{namespace}/studentmodels/{student_model}"
-    name: str = _wait("the StudentModel's Service",
-                      lambda: ((api.get(path) or {}).get("status") or {}).get("serviceName"), timeout)
+    name: str = wait_for(lambda: str(((api.get(path) or {}).get("status") or {}).get("serviceName") or ""),
+                         timeout, f"the Service of StudentModel {student_model}")
     return name
 
 
@@ -111,14 +111,10 @@ def demo_canary(
     RolledBack). Needs the operator and the local node running against `cluster`."""
     api = KubeAPI(cluster.kubeconfig)
     service = candidate_service(api, namespace, student_model)
-    cand_urls = _wait("the candidate's local endpoints",
-                      lambda: local_endpoints(namespace, service, api=api).get("http") and
-                      local_endpoints(namespace, service, api=api), 120)
+    cand_urls = _local_urls(api, namespace, service)
     baseline = baseline_service or ensure_baseline_service(cluster, api, namespace, service,
                                                            f"{student_model}-baseline")
-    base_urls = _wait("the baseline's local endpoints",
-                      lambda: local_endpoints(namespace, baseline, api=api).get("http") and
-                      local_endpoints(namespace, baseline, api=api), 120)
+    base_urls = _local_urls(api, namespace, baseline)
 
     route_name = f"{student_model}-route"
     route = {

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -33,6 +32,7 @@ from .demo_canary import (
 from .gateway import start_gateway
 from .gateway_client import GatewayClient, tagged_backend_ref
 from .kubeapi import KubeAPI
+from .polling import wait_for
 from .prometheus import PrometheusProcess, kubernetes_pods_job, start_prometheus
 
 
@@ -50,16 +50,6 @@ def phase_label(status: dict[str, Any]) -> str:
     if phase == "Progressing" and status.get("currentStep", -1) >= 0:
         return f"step {status['currentStep'] + 1} ({status.get('currentWeight', 0)}%)"
     return str(phase)
-
-
-def _wait(what: str, fn: Callable[[], Any], timeout: float, interval: float = 0.5) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = fn()
-        if value:
-            return value
-        time.sleep(interval)
-    raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
 def _series_seen(prom: PrometheusProcess, selector: str) -> bool:
@@ -101,9 +91,9 @@ def demo_canary_through_gateway(
         cluster.kubectl("apply", "--server-side", "-f", "-", input=json.dumps(route))
         client = GatewayClient(gateway.url, model_name(student_model), rate=rate, max_seconds=timeout)
         conn = http.client.HTTPConnection(gateway.host, gateway.port, timeout=10)
-        _wait("the route to answer through the gateway", lambda: client.send(conn, 0) == "baseline", 60)
+        wait_for(lambda: client.send(conn, 0) == "baseline", 60, "the route to answer through the gateway")
         conn.close()
-        _wait("Prometheus to discover the candidate's Triton Pod", lambda: _series_seen(prom, selector), 60)
+        wait_for(lambda: _series_seen(prom, selector), 60, "Prometheus to discover the candidate's Triton Pod")
         body = rollout_body(namespace, student_model, route_name, baseline, prom.url, selector, steps)
         cluster.kubectl("apply", "--server-side", "-f", "-", input=json.dumps(body))
         client.start()
