@@ -38,7 +38,12 @@ class RouteRecord(KubeModel):
     )
 
     def dumps(self) -> str:
-        return json.dumps(self.to_wire(), separators=(",", ":"), sort_keys=True)
+        """The annotation value. An empty baseline weight is written as null: the wire form drops empty fields,
+        and a dropped one would read back as the default 100, restoring a weight the route never had."""
+        wire = self.to_wire()
+        if self.baseline_weight is None:
+            wire["baselineWeight"] = None
+        return json.dumps(wire, separators=(",", ":"), sort_keys=True)
 
     @classmethod
     def loads(cls, text: str | None) -> RouteRecord | None:

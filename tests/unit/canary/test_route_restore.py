@@ -85,7 +85,9 @@ def test_restore_gives_back_the_pristine_rule(
     refs: list[dict[str, Any]], filters: list[dict[str, Any]] | None, weight: int, mirror: int | None, keep: bool
 ) -> None:
     pristine = route(refs, filters)
-    rec = build_route_record(pristine, 1, BASE, CAND)
+    # Through the annotation it is kept in, as the operator reads it back after a restart.
+    rec = RouteRecord.loads(build_route_record(pristine, 1, BASE, CAND).dumps())
+    assert rec is not None
     during = applied(pristine, build_httproute_weights(pristine, 1, BASE, CAND, weight, mirror, keep))
     before = copy.deepcopy(during)
     body = build_route_restore(during, rec)
