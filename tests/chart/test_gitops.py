@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 import yaml
 
-from kubestill.api.names import triton_name
-from kubestill.api.v1alpha1.canaryrollout import BackendRef
+from kubestill.api.names import shadow_service_name, triton_name
+from kubestill.api.v1alpha1.canaryrollout import BackendRef, ShadowMirror
 from kubestill.builders.httproute import build_httproute_weights
 from kubestill.clients.gateway import FIELD_MANAGER
 from kubestill.clients.rollouts import TRITON_HTTP_PORT
@@ -108,6 +108,12 @@ def test_argocd_ignores_hide_a_rollout_but_not_a_route_change(tmp_path: Path) ->
     changed = copy.deepcopy(git)
     changed["spec"]["rules"][0]["filters"][0]["requestHeaderModifier"]["set"][0]["value"] = "2"
     assert normalized(changed) != normalized(git)
+    # A shadow step mirrored through Traefik: our TraefikService in the baseline's place is hidden too.
+    traefik = build_httproute_weights(live, 0, baseline, candidate, 0, mirror_percent=50,
+                                      mirror=ShadowMirror.TRAEFIK_SERVICE,
+                                      traefik_service=shadow_service_name("sentiment-rollout"))
+    assert any(r.get("kind") == "TraefikService" for r in traefik["spec"]["rules"][0]["backendRefs"])
+    assert normalized({"spec": traefik["spec"]}) == normalized(git)
 
 
 def test_flux_helmrelease_and_sources(helm: Helm) -> None:
