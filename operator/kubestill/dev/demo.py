@@ -295,6 +295,16 @@ class Demo:
 
         return demo_canary(self.cluster, NAMESPACE, student, log=self.say)
 
+    def stop_real_node(self) -> None:
+        """Stop the S3 server and the real node, restoring the host."""
+        from . import realnode
+        from .seaweedfs import dev_down
+
+        assert self.real is not None
+        dev_down(self.cluster.state_dir)
+        realnode.stop(self.real)
+        self.say("real node stopped and the host restored (kubestill dev demo --keep-running keeps it)")
+
     def stop(self) -> None:
         if self.node is not None:
             self.node.stop()
@@ -318,7 +328,10 @@ def realnode_for_demo(state_dir: Path | None) -> RealNode:
 def run_demo(state_dir: Path | None = None, keep_running: bool = False,
              say: Callable[[str], None] = print, node: str = "auto") -> int:
     """The whole flow; returns 0 when the student answered and was promoted. With keep_running the operator
-    (and process node) stay up until Ctrl-C (to explore with kubectl)."""
+    (and process node) stay up until Ctrl-C (to explore with kubectl). A real node is stopped at the end (the
+    host restored: it holds iptables rules, a bridge and sysctls, and a running one keeps `scripts/test.sh` from
+    starting its own) unless keep_running (then `kubestill dev down` does); the control plane of the process node
+    keeps running."""
     try:
         demo = Demo.open(state_dir, node, say)
     except RealNodeUnavailable as err:
@@ -331,3 +344,5 @@ def run_demo(state_dir: Path | None = None, keep_running: bool = False,
         return 0
     finally:
         demo.stop()
+        if demo.real is not None and not keep_running:
+            demo.stop_real_node()
