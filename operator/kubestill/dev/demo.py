@@ -267,8 +267,12 @@ class Demo:
         if rollout.get("phase") != "Promoted":
             say(f"the rollout ended {rollout.get('phase')}: {rollout.get('message')}")
             return 1
-        say(f"done: {student} serves 100% of the route. Explore: export KUBECONFIG={self.cluster.kubeconfig}; "
-            f"kubectl get kubestill -n {NAMESPACE}")
+        if self.real is not None and not keep_running:
+            say(f"done: {student} serves 100% of the route (the real node stops now; kubestill dev demo "
+                "--keep-running keeps it to explore)")
+        else:
+            say(f"done: {student} serves 100% of the route. Explore: export KUBECONFIG={self.cluster.kubeconfig}; "
+                f"kubectl get kubestill -n {NAMESPACE}")
         if keep_running:
             say("the operator keeps running; Ctrl-C to stop")
             while True:

@@ -341,8 +341,12 @@ def load(node: Containerd, names: tuple[str, ...] = tuple(IMAGES)) -> None:
     layout = _oci_layout(node)
     for name in todo:
         # Uncompressed, as buildah stores them: no gzip of gigabytes, and the digests containerd already knows.
-        _run("skopeo", "copy", "--quiet", "--dest-oci-accept-uncompressed-layers",
-             f"containers-storage:{IMAGES[name].local}", f"oci:{layout}:{name}")
+        # stderr kept for a failure only: containers/storage logs its graph driver choice there at info level.
+        copied = subprocess.run(["skopeo", "copy", "--quiet", "--dest-oci-accept-uncompressed-layers",
+                                 f"containers-storage:{IMAGES[name].local}", f"oci:{layout}:{name}"],
+                                text=True, stderr=subprocess.PIPE)
+        if copied.returncode != 0:
+            raise RuntimeError(f"skopeo copy of {IMAGES[name].local} failed: {copied.stderr.strip()[-2000:]}")
     # Blobs no image in the layout refers to any more (earlier builds) go.
     keep = {d.split(":")[1] for blobs in _referenced_blobs(layout).values() for d in blobs}
     for blob in (layout / "blobs" / "sha256").iterdir():
