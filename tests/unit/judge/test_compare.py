@@ -8,11 +8,13 @@ from types import ModuleType
 from typing import Any
 
 import pytest
+from prometheus_client import CollectorRegistry
 
 from kubestill.api.v1alpha1.common import Task
 from kubestill.judge import compare as compare_module
 from kubestill.judge import text
 from kubestill.judge.compare import CompareSettings, Sample, compare
+from kubestill.judge.metrics import JudgeMetrics
 from kubestill.judge.tensors import Incomparable
 from kubestill.judge.text import lcs_length, rouge_l
 
@@ -126,3 +128,18 @@ def test_docstring_examples(module: ModuleType) -> None:
     result = doctest.testmod(module)
     assert result.attempted > 0
     assert result.failed == 0
+
+
+def test_metrics_observe_scores_per_task_and_bound_classes() -> None:
+    registry = CollectorRegistry()
+    metrics = JudgeMetrics(Task.EMBEDDING, registry)
+    metrics.observe("eu", [Sample(True, score=0.96), Sample(False, score=0.5)])
+    assert registry.get_sample_value("kubestill_judge_cosine_count", {"task": "embedding", "segment": "eu"}) == 2
+    assert registry.get_sample_value("kubestill_judge_cosine_bucket",
+                                     {"task": "embedding", "segment": "eu", "le": "0.95"}) == 1
+    assert registry.get_sample_value("kubestill_judge_samples_total",
+                                     {"task": "embedding", "segment": "eu", "result": "disagree"}) == 1
+    classes = JudgeMetrics(Task.CLASSIFICATION, CollectorRegistry(), max_classes=1)
+    classes.observe("", [Sample(True, "a"), Sample(False, "b")])
+    assert classes.registry.get_sample_value("kubestill_judge_class_samples_total",
+                                             {"segment": "", "label": "other", "result": "disagree"}) == 1
