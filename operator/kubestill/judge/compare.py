@@ -150,6 +150,16 @@ COMPARISONS: dict[Task, Callable[[Body, Body, CompareSettings], list[Sample]]] =
 }
 
 
-def compare(task: Task, teacher: Body, student: Body, settings: CompareSettings) -> list[Sample]:
-    """The task's comparison of the teacher's (baseline's) answer with the student's (candidate's)."""
-    return COMPARISONS[task](teacher, student, settings)
+def compare(task: Task, teacher: Any, student: Any, settings: CompareSettings) -> list[Sample]:
+    """The task's comparison of the teacher's (baseline's) answer with the student's (candidate's): parsed JSON
+    of any shape. Raises Incomparable, never anything else for a body it cannot read."""
+    if not isinstance(teacher, Mapping) or not isinstance(student, Mapping):
+        raise Incomparable("malformed", "an answer is not a JSON object")
+    try:
+        return COMPARISONS[task](teacher, student, settings)
+    except Incomparable:
+        raise
+    except (TypeError, ValueError, IndexError, KeyError, AttributeError) as exc:
+        # Foreign JSON can be wrong in more ways than the readers name (a shape of strings, an empty row); it is
+        # still an answer that cannot be compared, not a crash of the judge.
+        raise Incomparable("malformed", f"{type(exc).__name__}: {exc}") from exc

@@ -81,6 +81,9 @@ def test_comparisons(task: Task, teacher: dict[str, Any], student: dict[str, Any
         (Task.GENERATION, chat("a"), {"choices": []}, "malformed"),
         (Task.GENERATION, chat("a"), chat("a", "b"), "shape"),
         (Task.GENERATION, chat("a"), {"choices": [{"index": 0, "message": {"content": None}}]}, "malformed"),
+        (Task.GENERATION, chat("a"), ["not", "an", "object"], "malformed"),
+        (Task.CLASSIFICATION, v2(LABEL=(["x"], ["a"])), v2(LABEL=([1], ["a"])), "malformed"),  # shape of strings
+        (Task.RERANKING, v2(SCORE=([2, 0], [])), v2(SCORE=([2, 0], [])), "malformed"),  # empty rows
     ],
 )
 def test_answers_that_cannot_be_compared(task: Task, teacher: dict[str, Any], student: dict[str, Any],
