@@ -22,9 +22,9 @@ import pytest
 from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
+from kubestill.api.judge import JudgeSettings
 from kubestill.api.v1alpha1.common import Task
 from kubestill.judge.server import Judge, serve
-from kubestill.judge.settings import JudgeSettings
 
 PATH = "/v2/models/news/infer"
 Series = dict[tuple[str, tuple[tuple[str, str], ...]], float]

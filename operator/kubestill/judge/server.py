@@ -22,11 +22,12 @@ import aiohttp
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from kubestill.api.judge import JudgeSettings
+
 from .compare import CompareSettings, compare
 from .limits import BoundedLabels, Sampler, TokenBucket
 from .metrics import JudgeMetrics
 from .request import forwarded_headers, segment_of
-from .settings import JudgeSettings
 from .tensors import Incomparable
 
 log = logging.getLogger(__name__)

@@ -6,16 +6,17 @@ from __future__ import annotations
 import doctest
 import math
 import random
+import re
 from types import ModuleType
 from typing import Any
 
 import pytest
 
+from kubestill.api.judge import JudgeSettings
 from kubestill.api.v1alpha1.common import Task
 from kubestill.judge import limits, request
 from kubestill.judge.limits import BoundedLabels, Sampler, TokenBucket
 from kubestill.judge.request import segment_of
-from kubestill.judge.settings import JudgeSettings
 
 
 @pytest.mark.parametrize(("rate", "offered"), [(5.0, 50.0), (10.0, 10.0), (10.0, 3.0), (0.5, 20.0)])
@@ -84,3 +85,25 @@ def test_docstring_examples(module: ModuleType) -> None:
     result = doctest.testmod(module)
     assert result.attempted > 0
     assert result.failed == 0
+
+
+def test_settings_travel_through_the_environment_unchanged() -> None:
+    settings = JudgeSettings(Task.RERANKING, "http://teacher-triton:8000", "http://student-triton:8000",
+                             sample=12.5, max_rps=3.0, timeout=2.0, max_in_flight=8, segment_header="",
+                             segment_field="tenant", max_segments=5, cosine_threshold=0.8)
+    assert JudgeSettings.from_env(settings.to_env()) == settings
+    assert JudgeSettings.from_env({"KUBESTILL_JUDGE_TASK": "generation", "KUBESTILL_JUDGE_BASELINE": "http://t",
+                                   "KUBESTILL_JUDGE_CANDIDATE": "http://s"}).max_rps == 10.0
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({}, "missing KUBESTILL_JUDGE_TASK, KUBESTILL_JUDGE_BASELINE, KUBESTILL_JUDGE_CANDIDATE"),
+        ({"KUBESTILL_JUDGE_TASK": "ner"}, "KUBESTILL_JUDGE_TASK='ner': one of classification"),
+        ({"KUBESTILL_JUDGE_MAX_IN_FLIGHT": "1.5"}, "KUBESTILL_JUDGE_MAX_IN_FLIGHT='1.5'"),
+    ],
+)
+def test_settings_from_env_name_the_variable(env: dict[str, str], message: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):
+        JudgeSettings.from_env(env)
