@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from kubestill.api import judge as judge_settings
 from kubestill.api.judge import JudgeSettings
 from kubestill.api.v1alpha1.common import Task
 from kubestill.judge import limits, request
@@ -80,7 +81,7 @@ def test_settings_refuse_out_of_range_values_naming_them(override: dict[str, Any
         JudgeSettings(**(values | override))
 
 
-@pytest.mark.parametrize("module", [limits, request], ids=lambda m: m.__name__)
+@pytest.mark.parametrize("module", [limits, request, judge_settings], ids=lambda m: m.__name__)
 def test_docstring_examples(module: ModuleType) -> None:
     result = doctest.testmod(module)
     assert result.attempted > 0
