@@ -6,6 +6,7 @@ the gateway would; the judge's /metrics read as Prometheus would. Loopback only:
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import random
 import socket
@@ -59,6 +60,8 @@ class Backend:
             return web.json_response({"error": "model unavailable"}, status=503)
         if self.mode == "not_json":
             return web.Response(text="<html>bad gateway</html>")
+        if self.mode == "broken_stream":
+            return web.Response(text="data: {not json\n\n", content_type="text/event-stream")
         if self.mode == "no_label":  # a model with another contract: answers, but nothing to compare
             return web.json_response({"outputs": [{"name": "SCORE", "shape": [1, 1], "data": [0.5]}]})
         texts = body["inputs"][0]["data"]
@@ -185,7 +188,8 @@ def test_counts_agreement_per_class_and_segment_exactly() -> None:
 
 @pytest.mark.parametrize(
     ("mode", "reason"),
-    [(None, "connection"), ("slow", "timeout"), ("status", "status"), ("not_json", "not_json")],
+    [(None, "connection"), ("slow", "timeout"), ("status", "status"), ("not_json", "unreadable"),
+     ("broken_stream", "unreadable")],
 )
 def test_a_failing_candidate_counts_as_errors_never_as_agreement(mode: str | None, reason: str) -> None:
     async def scenario(r: Running, baseline: Backend, candidate: Backend) -> None:
@@ -295,3 +299,47 @@ def test_the_cli_serves_metrics_and_health_from_env_settings() -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def test_streamed_openai_answers_are_compared_as_the_text_they_add_up_to() -> None:
+    def stream(*pieces: str) -> str:
+        events = [{"choices": [{"index": 0, "delta": {"role": "assistant"}}]}]
+        events += [{"choices": [{"index": 0, "delta": {"content": p}}]} for p in pieces]
+        return "".join(f"data: {json.dumps(e)}\n\n" for e in events) + "data: [DONE]\n\n"
+
+    answers = {"teacher": stream("The capital ", "is Paris."), "same": stream("The capital is ", "Paris."),
+               "other": stream("Lyon.")}
+
+    async def main() -> None:
+        async def side(name: str) -> tuple[web.AppRunner, str]:
+            async def chat(request: web.Request) -> web.Response:
+                await request.read()
+                return web.Response(text=answers[name], content_type="text/event-stream")
+
+            app = web.Application()
+            app.router.add_post("/v1/chat/completions", chat)
+            runner = web.AppRunner(app, access_log=None)
+            await runner.setup()
+            await web.TCPSite(runner, "127.0.0.1", 0).start()
+            return runner, f"http://127.0.0.1:{runner.addresses[0][1]}"
+
+        body = {"model": "m", "stream": True, "messages": [{"role": "user", "content": "Capital of France?"}]}
+        for candidate, agree, rouge in (("same", 1.0, 1.0), ("other", 0.0, 0.0)):
+            (t_runner, t_url), (c_runner, c_url) = await side("teacher"), await side(candidate)
+            judge = Judge(JudgeSettings(task=Task.GENERATION, baseline=t_url, candidate=c_url))
+            runners = await serve(judge, "127.0.0.1", 0, 0)
+            mirror, metrics = (f"http://127.0.0.1:{r.addresses[0][1]}" for r in runners)
+            try:
+                async with aiohttp.ClientSession() as http:
+                    r = Running(judge, mirror, metrics, http)
+                    async with http.post(mirror + "/v1/chat/completions", json=body) as response:
+                        assert response.status == 202
+                    m = await r.settled()
+            finally:
+                for runner in (*runners, t_runner, c_runner):
+                    await runner.cleanup()
+            labels = {"task": "generation", "segment": ""}
+            assert value(m, "kubestill_judge_samples_total", **labels, result="agree") == agree, candidate
+            assert value(m, "kubestill_judge_rouge_l_sum", **labels) == pytest.approx(rouge)
+
+    asyncio.run(main())

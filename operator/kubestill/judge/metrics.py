@@ -50,7 +50,7 @@ class JudgeMetrics:
             ["task", "segment", "reason"], registry=registry)
         self.failures = Counter(
             "kubestill_judge_failures", "Requests a side did not answer usefully: timeout, connection, status "
-            "(not 2xx), not_json", ["side", "reason"], registry=registry)
+            "(not 2xx), unreadable (neither JSON nor an event stream of JSON)", ["side", "reason"], registry=registry)
         self.pairs = Counter(
             "kubestill_judge_pairs", "Judged requests by whether each side answered (ok) or failed",
             ["baseline", "candidate"], registry=registry)

@@ -2,9 +2,10 @@
 
 For each mirrored POST the judge answers 202 at once, then, for a sampled share and within its load bound, asks
 the baseline and the candidate the same request (same path, headers and body) concurrently, compares the two
-answers (compare) and counts the result (metrics). A side that times out, cannot be reached, answers non-2xx or
-not JSON is counted as that side's failure; nothing is compared then, so a dead candidate can never look like
-agreement. Prometheus reads /metrics on its own port (/healthz there too), apart from the mirrored paths.
+answers (compare) and counts the result (metrics); a streamed OpenAI answer (server-sent events) is compared as
+the completion it adds up to. A side that times out, cannot be reached, answers non-2xx or neither JSON nor a
+stream of JSON events is counted as that side's failure; nothing is compared then, so a dead candidate can never
+look like agreement. Prometheus reads /metrics on its own port (/healthz there too), apart from the mirrored paths.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from .compare import CompareSettings, compare
 from .limits import BoundedLabels, Sampler, TokenBucket
 from .metrics import JudgeMetrics
 from .request import forwarded_headers, segment_of
-from .tensors import Incomparable
+from .tensors import Incomparable, streamed_completion
 
 log = logging.getLogger(__name__)
 
@@ -123,12 +124,18 @@ class Judge:
                 if not 200 <= response.status < 300:
                     return Answer(failure="status")
                 raw = await response.read()
+                streamed = response.content_type == "text/event-stream"
         except TimeoutError:
             return Answer(failure="timeout")
         except aiohttp.ClientError:
             return Answer(failure="connection")
+        if streamed:  # an OpenAI `"stream": true` request: both sides stream, compare what they add up to
+            try:
+                return Answer(body=streamed_completion(raw.decode(errors="replace")))
+            except (ValueError, TypeError):  # Incomparable is a ValueError
+                return Answer(failure="unreadable")
         parsed = _json_or_none(raw)
-        return Answer(failure="not_json") if parsed is None else Answer(body=parsed)
+        return Answer(failure="unreadable") if parsed is None else Answer(body=parsed)
 
 
 def _json_or_none(raw: bytes) -> Any:

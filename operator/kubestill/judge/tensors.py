@@ -6,6 +6,7 @@ becomes a metric label, so a malformed answer is counted as what it is and never
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -87,6 +88,45 @@ def completion_texts(body: Mapping[str, Any]) -> list[str]:
             raise Incomparable("malformed", f"a choice without text: {str(choice)[:80]}")
         texts.append(text)
     return texts
+
+
+def streamed_completion(raw: str) -> dict[str, Any]:
+    r"""An OpenAI-compatible server-sent-event stream (`"stream": true`) as the one completion body it adds up to:
+    per choice index, the `delta.content` (chat) or `text` (completions) pieces of every `data:` event joined,
+    up to `data: [DONE]`. Raises Incomparable("malformed") for an event that is not JSON, or a stream with no
+    choices.
+
+    >>> stream = ('data: {"choices": [{"index": 0, "delta": {"role": "assistant"}}]}\n\n'
+    ...           'data: {"choices": [{"index": 0, "delta": {"content": "Par"}}]}\n\n'
+    ...           'data: {"choices": [{"index": 0, "delta": {"content": "is"}}]}\n\ndata: [DONE]\n\n')
+    >>> streamed_completion(stream)
+    {'choices': [{'index': 0, 'text': 'Paris'}]}
+    """
+    pieces: dict[int, list[str]] = {}
+    for line in raw.splitlines():
+        if not line.startswith("data:"):
+            continue  # comments, event names, blank separators
+        data = line[len("data:"):].strip()
+        if data == "[DONE]":
+            break
+        try:
+            event = json.loads(data)
+        except ValueError as exc:
+            raise Incomparable("malformed", f"a stream event is not JSON: {data[:80]}") from exc
+        choices = event.get("choices") if isinstance(event, Mapping) else None
+        for choice in choices if isinstance(choices, list) else []:
+            if isinstance(choice, Mapping):
+                pieces.setdefault(int(choice.get("index", 0)), []).append(_piece(choice))
+    if not pieces:
+        raise Incomparable("malformed", "a stream without choices")
+    return {"choices": [{"index": i, "text": "".join(parts)} for i, parts in sorted(pieces.items())]}
+
+
+def _piece(choice: Mapping[str, Any]) -> str:
+    delta = choice.get("delta")
+    piece = delta.get("content") if isinstance(delta, Mapping) else None
+    piece = piece if piece is not None else choice.get("text")
+    return piece if isinstance(piece, str) else ""  # a role-only or finish event adds no text
 
 
 def _text(value: Any) -> str:

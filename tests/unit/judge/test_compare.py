@@ -15,7 +15,7 @@ from kubestill.judge import compare as compare_module
 from kubestill.judge import text
 from kubestill.judge.compare import CompareSettings, Sample, compare
 from kubestill.judge.metrics import JudgeMetrics
-from kubestill.judge.tensors import Incomparable
+from kubestill.judge.tensors import Incomparable, completion_texts, streamed_completion
 from kubestill.judge.text import lcs_length, rouge_l
 
 SETTINGS = CompareSettings(cosine_threshold=0.9)
@@ -146,3 +146,26 @@ def test_metrics_observe_scores_per_task_and_bound_classes() -> None:
     classes.observe("", [Sample(True, "a"), Sample(False, "b")])
     assert classes.registry.get_sample_value("kubestill_judge_class_samples_total",
                                              {"segment": "", "label": "other", "result": "disagree"}) == 1
+
+
+@pytest.mark.parametrize(
+    ("raw", "texts"),
+    [
+        # completions streams carry `text`; two choices interleave; comments and event names are skipped.
+        (": keep-alive\nevent: message\ndata: {\"choices\": [{\"index\": 1, \"text\": \"b\"}]}\n\n"
+         "data: {\"choices\": [{\"index\": 0, \"text\": \"a\"}]}\n\n"
+         "data: {\"choices\": [{\"index\": 1, \"text\": \"c\", \"finish_reason\": \"stop\"}]}\n\ndata: [DONE]\n\n",
+         ["a", "bc"]),
+        # nothing after [DONE] counts; a usage-only event (no choices) adds nothing.
+        ("data: {\"choices\": [{\"index\": 0, \"delta\": {\"content\": \"x\"}}]}\n\ndata: {\"usage\": {}}\n\n"
+         "data: [DONE]\n\ndata: {\"choices\": [{\"index\": 0, \"delta\": {\"content\": \"y\"}}]}\n\n", ["x"]),
+    ],
+)
+def test_streamed_completions_add_up(raw: str, texts: list[str]) -> None:
+    assert completion_texts(streamed_completion(raw)) == texts
+
+
+@pytest.mark.parametrize("raw", ["data: {oops\n\n", "data: [DONE]\n\n", ""])
+def test_unreadable_streams_are_incomparable(raw: str) -> None:
+    with pytest.raises(Incomparable, match="malformed"):
+        streamed_completion(raw)
