@@ -4,8 +4,8 @@ sec. 5.3). For choosing delta, alpha and beta, for bench/ and for status text ("
 the decisions themselves are in `sequential`.
 
 Both neglect the overshoot of the boundaries: the true OC is a little better (fewer errors) and the true ASN a
-little larger than these values (Wald 1947, sec. 3.4); tests/unit/logic/test_sequential.py measures both by
-simulation.
+little larger than these values (Wald 1947, sec. 3.4); tests/unit/logic/test_sequential_simulation.py measures
+both by simulation.
 
 Worked example (p0 = 0.95, p1 = 0.93, alpha = beta = 0.05): at p0 the OC is 1 - alpha and about 782 samples are
 expected; at p1 the OC is beta.
