@@ -64,6 +64,22 @@ def shadow_service_name(rollout: str) -> str:
     return f"{rollout[:253 - len(digest) - 8].rstrip('-.')}-{digest}-shadow"
 
 
+def judge_name(rollout: str) -> str:
+    """Deployment and Service of a CanaryRollout's agreement judge: `<rollout>-judge`, cut with a digest like
+    shadow_service_name when too long. Services are DNS labels (at most 63 characters), so the cut is at 63.
+
+    >>> judge_name("sentiment")
+    'sentiment-judge'
+    >>> judge_name("r" * 60)[-18:], len(judge_name("r" * 60))
+    ('r-10e100bd54-judge', 63)
+    """
+    name = f"{rollout}-judge"
+    if len(name) <= 63:
+        return name
+    digest = hashlib.sha256(rollout.encode()).hexdigest()[:10]
+    return f"{rollout[:63 - len(digest) - 7].rstrip('-.')}-{digest}-judge"
+
+
 def job_name(dj_name: str, stage: str) -> str:
     """Stage Job `<dj-name>-<stage>`."""
     return f"{dj_name}-{stage}"
