@@ -29,8 +29,8 @@ from scipy import stats
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "operator"))
 
-from kubestill.logic.sequential import Outcome, SprtDesign, agreement_sprt  # noqa: E402
-from kubestill.logic.sequential_design import average_sample_number  # noqa: E402
+from kubestill.logic.sequential import Outcome, SprtDesign, agreement_sprt
+from kubestill.logic.sequential_design import average_sample_number
 
 
 @dataclass(frozen=True)
