@@ -88,6 +88,14 @@ class LatencyReport(_ReportModel):
     student: LatencyFigures | None = Field(default=None, description="The student; None: not measured.")
     teacher: LatencyFigures | None = Field(default=None, description="The teacher; None: remote or not measured.")
     batched_speedup: Figure = Field(default=None, description="Student / teacher batched throughput.")
+    speedup_interval: list[float] | None = Field(
+        default=None, min_length=2, max_length=2, description="95% bootstrap interval [low, high] of the speedup "
+        "(teacher / student median latency), from single-row calls timed interleaved; None: not measured so.")
+    speedup_distinguishable: bool | None = Field(
+        default=None, description="False when speedupInterval contains 1: the student is not measurably faster "
+        "or slower on this machine, whatever the point estimate says.")
+    load_average: float | None = Field(
+        default=None, ge=0, description="The machine's 1-minute load average when the timings were taken.")
 
 
 class ModelSize(_ReportModel):

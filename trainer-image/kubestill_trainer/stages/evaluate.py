@@ -16,7 +16,7 @@ from kubestill.api.report import EvaluationReport, LatencyFigures, LatencyReport
 
 from ..context import RunContext
 from ..labelstore import CONFIDENCE, load_labels
-from ..latency import dir_size_mb, measure_figures
+from ..latency import dir_size_mb, figures, load_average, measure_figures, measure_pair, throughput
 from ..outputs import Array
 from ..storage import resolve_uri, write_json
 from ..tasks.base import Predictions, Row, TaskModel
@@ -53,6 +53,27 @@ def model_latency(ctx: RunContext, model: TaskModel, rows: Sequence[Row]) -> Lat
                            single=min(100, max(20, len(sample))))
 
 
+def paired_latency(ctx: RunContext, latency: LatencyReport, student: TaskModel, teacher: TaskModel,
+                   rows: Sequence[Row]) -> None:
+    """Fill `latency` with both models timed interleaved on the same rows (latency.measure_pair), their batched
+    throughputs, and the speedup's bootstrap interval."""
+    sample = list(rows[:256])
+    if not sample:
+        return
+    calls = {name: (lambda m: lambda rs: ctx.task.predict(m, rs, len(rs)))(model)
+             for name, model in (("student", student), ("teacher", teacher))}
+    pair = measure_pair(calls["student"], calls["teacher"], sample, single=min(100, max(20, len(sample))))
+    assert pair is not None
+    latency.student = figures(pair.student_ms, throughput(calls["student"], sample, LATENCY_BATCH), LATENCY_BATCH)
+    latency.teacher = figures(pair.teacher_ms, throughput(calls["teacher"], sample, LATENCY_BATCH), LATENCY_BATCH)
+    latency.speedup_interval = list(pair.interval) if pair.interval else None
+    latency.speedup_distinguishable = pair.distinguishable
+    print(f"latency: speedup {pair.speedup:.2f}x at batch 1"
+          + (f", 95% interval [{pair.interval[0]:.2f}, {pair.interval[1]:.2f}]" if pair.interval else "")
+          + ("" if pair.distinguishable is not False else ": not distinguishable from 1 on this machine")
+          + f" (load average {latency.load_average})", flush=True)
+
+
 def _ratio(numerator: float | None, denominator: float | None) -> float | None:
     return None if numerator is None or not denominator else numerator / denominator
 
@@ -60,15 +81,17 @@ def _ratio(numerator: float | None, denominator: float | None) -> float | None:
 def _latency_and_sizes(ctx: RunContext, student: TaskModel, student_dir: Path,
                        rows: Sequence[Row]) -> tuple[LatencyReport, dict[str, ModelSize]]:
     """Latency and size of the student and, when it is a local model, the teacher, on the same rows."""
-    latency = LatencyReport(device=str(ctx.device), student=model_latency(ctx, student, rows))
+    latency = LatencyReport(device=str(ctx.device), load_average=load_average())
     sizes = {"student": ModelSize(params=param_count(student), size_mb=dir_size_mb(student_dir))}
     model_uri = ctx.spec.teacher.model_uri
     if model_uri:
         teacher_dir = resolve_uri(model_uri)
         teacher = ctx.task.load_model(teacher_dir).to(ctx.device).eval()
-        latency.teacher = model_latency(ctx, teacher, rows)
+        paired_latency(ctx, latency, student, teacher, rows)
         sizes["teacher"] = ModelSize(params=param_count(teacher), size_mb=dir_size_mb(teacher_dir))
         del teacher
+    else:  # a remote teacher: the student alone
+        latency.student = model_latency(ctx, student, rows)
     if latency.student is not None and latency.teacher is not None:
         latency.batched_speedup = _ratio(latency.student.throughput_rows_per_second,
                                          latency.teacher.throughput_rows_per_second)
