@@ -6,7 +6,8 @@ compared item out, or Incomparable when the answers cannot be compared.
 - embedding: cosine of the student's vector to the teacher's per row; agreement = cosine >= threshold;
 - reranking: one request is one query's passages (a batch of QUERY/PASSAGE rows, one SCORE each); agreement =
   the same top passage, with Kendall's tau-b between the two score lists (scipy.stats.kendalltau);
-- generation: exact match (surrounding whitespace ignored) per choice, with ROUGE-L F1 (text.rouge_l).
+- generation: exact match (surrounding whitespace ignored) per choice, with ROUGE-L F1
+  (kubestill.api.text_metrics.rouge_l).
 
 The tensors are kubestill.api.triton.TENSORS' (what every served student answers with).
 """
@@ -21,10 +22,10 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
+from kubestill.api.text_metrics import rouge_l
 from kubestill.api.v1alpha1.common import Task
 
 from .tensors import Incomparable, Tensor, completion_texts, numbers, output, v2_outputs
-from .text import rouge_l
 
 Body = Mapping[str, Any]
 

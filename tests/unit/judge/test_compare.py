@@ -10,13 +10,13 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
+from kubestill.api import text_metrics
+from kubestill.api.text_metrics import lcs_length, rouge_l
 from kubestill.api.v1alpha1.common import Task
 from kubestill.judge import compare as compare_module
-from kubestill.judge import text
 from kubestill.judge.compare import CompareSettings, Sample, compare
 from kubestill.judge.metrics import JudgeMetrics
 from kubestill.judge.tensors import Incomparable, completion_texts, streamed_completion
-from kubestill.judge.text import lcs_length, rouge_l
 
 SETTINGS = CompareSettings(cosine_threshold=0.9)
 
@@ -126,7 +126,7 @@ def test_cosine_threshold_is_validated() -> None:
         CompareSettings(cosine_threshold=1.5)
 
 
-@pytest.mark.parametrize("module", [compare_module, text], ids=lambda m: m.__name__)
+@pytest.mark.parametrize("module", [compare_module, text_metrics], ids=lambda m: m.__name__)
 def test_docstring_examples(module: ModuleType) -> None:
     result = doctest.testmod(module)
     assert result.attempted > 0

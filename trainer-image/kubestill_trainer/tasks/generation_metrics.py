@@ -16,6 +16,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from kubestill.api.text_metrics import rouge_l_tokens
+
 IntArray = npt.NDArray[np.integer[Any]]
 
 
@@ -27,26 +29,9 @@ def unpad(row: Sequence[int] | IntArray, eos: int | None = None) -> list[int]:
     return out
 
 
-def lcs_length(a: Sequence[int], b: Sequence[int]) -> int:
-    if not a or not b:
-        return 0
-    prev = [0] * (len(b) + 1)
-    for x in a:
-        cur = [0]
-        for j, y in enumerate(b):
-            cur.append(prev[j] + 1 if x == y else max(prev[j + 1], cur[j]))
-        prev = cur
-    return prev[-1]
-
-
 def rouge_l(pred: Sequence[int], ref: Sequence[int]) -> float:
-    if not pred and not ref:
-        return 1.0
-    lcs = lcs_length(pred, ref)
-    if lcs == 0:
-        return 0.0
-    p, r = lcs / len(pred), lcs / len(ref)
-    return 2 * p * r / (p + r)
+    """ROUGE-L F1 of two token-id sequences (kubestill.judge.text, the judge's own)."""
+    return rouge_l_tokens(ref, pred)
 
 
 def token_f1(pred: Sequence[int], ref: Sequence[int]) -> float:

@@ -1,8 +1,8 @@
-"""ROUGE-L between two texts (C.-Y. Lin, "ROUGE: A Package for Automatic Evaluation of Summaries", ACL Workshop
-2004, sec. 3.1): the longest common subsequence (LCS) of the two token sequences, as an F-measure of its recall
-against the reference and its precision in the candidate. beta = 1 (F1), and tokens are lower-cased runs of
-letters and digits, as in Google's `rouge-score` package (not installed here; this is its definition, without
-stemming). Pure; O(len(a) * len(b)) time, O(len(b)) memory.
+"""ROUGE-L between two texts or token sequences, one definition for the judge and the trainer (C.-Y. Lin, "ROUGE: A
+Package for Automatic Evaluation of Summaries", ACL Workshop 2004, sec. 3.1): the longest common subsequence (LCS)
+of the two token sequences, as an F-measure of its recall against the reference and its precision in the candidate.
+beta = 1 (F1), and tokens are lower-cased runs of letters and digits, as in Google's `rouge-score` package (not
+installed here; this is its definition, without stemming). Pure; O(len(a) * len(b)) time, O(len(b)) memory.
 
 >>> rouge_l("the cat sat on the mat", "the cat is on the mat")  # LCS "the cat on the mat": 5 of 6 each way
 0.8333333333333334
@@ -11,7 +11,7 @@ stemming). Pure; O(len(a) * len(b)) time, O(len(b)) memory.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 
 _TOKEN = re.compile(r"[a-z0-9]+")
 
@@ -21,7 +21,7 @@ def tokens(text: str) -> list[str]:
     return _TOKEN.findall(text.lower())
 
 
-def lcs_length(a: Sequence[str], b: Sequence[str]) -> int:
+def lcs_length(a: Sequence[Hashable], b: Sequence[Hashable]) -> int:
     """Length of the longest common subsequence, by the classic dynamic programme one row at a time.
 
     >>> lcs_length("ABCBDAB", "BDCABA")
@@ -39,7 +39,12 @@ def lcs_length(a: Sequence[str], b: Sequence[str]) -> int:
 def rouge_l(reference: str, candidate: str) -> float:
     """ROUGE-L F1 of `candidate` against `reference`, in [0, 1]: 1 for the same tokens in the same order, 0 when
     they share none. Two answers without any token are identical (1.0); one empty answer scores 0."""
-    ref, cand = tokens(reference), tokens(candidate)
+    return rouge_l_tokens(tokens(reference), tokens(candidate))
+
+
+def rouge_l_tokens(ref: Sequence[Hashable], cand: Sequence[Hashable]) -> float:
+    """ROUGE-L F1 of two token sequences (words, or token ids as the trainer compares generations), in [0, 1]
+    (Lin 2004, sec. 3.1 with beta = 1: symmetric in its arguments). Two empty sequences score 1."""
     if not ref and not cand:
         return 1.0
     lcs = lcs_length(ref, cand)
