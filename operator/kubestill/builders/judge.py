@@ -16,7 +16,7 @@ from typing import Any
 from kubestill.api.judge import METRICS_PORT, MIRROR_PORT, JudgeSettings, env_name
 from kubestill.api.names import judge_name
 
-from .meta import child_metadata
+from .meta import build_cluster_ip_service, child_metadata
 
 JUDGE_CONTAINER = "judge"
 ROLLOUT_LABEL = "kubestill.io/canaryrollout"
@@ -95,15 +95,5 @@ def build_judge_deployment(
 def build_judge_service(rollout: Mapping[str, Any], extra_labels: Mapping[str, str] | None = None) -> dict[str, Any]:
     """ClusterIP Service `<rollout>-judge`: http (the mirror target of the route) and metrics."""
     name = rollout["metadata"]["name"]
-    return {
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": child_metadata(judge_name(name), rollout, _labels(name), extra_labels),
-        "spec": {
-            "selector": {"app.kubernetes.io/instance": judge_name(name)},
-            "ports": [
-                {"name": "http", "port": MIRROR_PORT, "targetPort": "http", "protocol": "TCP"},
-                {"name": "metrics", "port": METRICS_PORT, "targetPort": "metrics", "protocol": "TCP"},
-            ],
-        },
-    }
+    return build_cluster_ip_service(judge_name(name), rollout, _labels(name), extra_labels,
+                                    [("http", MIRROR_PORT), ("metrics", METRICS_PORT)])

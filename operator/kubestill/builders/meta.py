@@ -34,6 +34,21 @@ def child_metadata(
     }
 
 
+def build_cluster_ip_service(name: str, owner: Mapping[str, Any], labels: Mapping[str, str],
+                             extra_labels: Mapping[str, str] | None, ports: list[tuple[str, int]]) -> dict[str, Any]:
+    """A ClusterIP Service `name` owned by `owner`, selecting the Pods labelled app.kubernetes.io/instance=`name`,
+    one TCP port per (name, port) of `ports`, each to the container port of the same name."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": child_metadata(name, owner, labels, extra_labels),
+        "spec": {
+            "selector": {"app.kubernetes.io/instance": name},
+            "ports": [{"name": n, "port": port, "targetPort": n, "protocol": "TCP"} for n, port in ports],
+        },
+    }
+
+
 def pvc_claims(uris: list[str | None]) -> list[str]:
     """Claim names of the pvc:// URIs among `uris`, in first-seen order, without duplicates."""
     claims: list[str] = []

@@ -26,7 +26,7 @@ from kubestill.api.triton import render_config_pbtxt
 from kubestill.api.v1alpha1.studentmodel import GRPC_PORT, HTTP_PORT, METRICS_PORT, StudentModelSpec
 
 from .job import container_resources, placement
-from .meta import child_metadata, container_security, local_path, pvc_claims, pvc_volumes
+from .meta import build_cluster_ip_service, child_metadata, container_security, local_path, pvc_claims, pvc_volumes
 from .storage import ARTIFACT_DIR, ARTIFACT_VOLUME, fetch_artifact_container
 
 MODELS_DIR = "/models"
@@ -199,19 +199,8 @@ def build_triton_deployment(
 def build_triton_service(sm: Mapping[str, Any], extra_labels: Mapping[str, str] | None = None) -> dict[str, Any]:
     """ClusterIP Service `<sm>-triton`: http 8000, grpc 8001, metrics 8002."""
     name = sm["metadata"]["name"]
-    return {
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": child_metadata(triton_name(name), sm, _labels(name), extra_labels),
-        "spec": {
-            "selector": {"app.kubernetes.io/instance": triton_name(name)},
-            "ports": [
-                {"name": "http", "port": HTTP_PORT, "targetPort": "http", "protocol": "TCP"},
-                {"name": "grpc", "port": GRPC_PORT, "targetPort": "grpc", "protocol": "TCP"},
-                {"name": "metrics", "port": METRICS_PORT, "targetPort": "metrics", "protocol": "TCP"},
-            ],
-        },
-    }
+    return build_cluster_ip_service(triton_name(name), sm, _labels(name), extra_labels,
+                                    [("http", HTTP_PORT), ("grpc", GRPC_PORT), ("metrics", METRICS_PORT)])
 
 
 def endpoint(sm: Mapping[str, Any]) -> dict[str, str]:
