@@ -180,7 +180,8 @@ def main() -> None:
          "it; CPU: the tritonserver process group's user+system seconds from /proc",
          "x teacher at equal p99: the student's best req/s at a p99 no worse than the teacher's at that "
          "concurrency, over the teacher's req/s there",
-         f"machine: {machine_note()} ({load_at_start:.1f} at the start); the load generator shares the cores with the server; total {clock():.0f}s"],
+         f"machine: {machine_note()} ({load_at_start:.1f} at the start); the load generator shares the cores "
+         f"with the server; total {clock():.0f}s"],
     )
 
 
