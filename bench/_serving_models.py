@@ -41,14 +41,12 @@ class Served:
     teacher: bool = False
 
 
-def _export_run(spec: dict[str, Any], run: Path, onnx: bool) -> Path:
-    """run_export once per (run, format set); a marker says which set the export/ directory holds."""
-    marker = run / "export" / "formats.txt"
-    want = "safetensors,onnx" if onnx else "safetensors"
-    if not (marker.exists() and marker.read_text() == want):
-        formats = want.split(",")
-        run_stage(run_export, {**spec, "output": {**spec["output"], "formats": formats}}, run)
-        marker.write_text(want)
+def _export_run(spec: dict[str, Any], run: Path) -> Path:
+    """run_export once per run directory (with the job's defaults: model.onnx too, for these tasks)."""
+    marker = run / "export" / "bench-exported"
+    if not marker.exists():
+        run_stage(run_export, spec, run)
+        marker.touch()
     return run / "export"
 
 
@@ -60,8 +58,7 @@ def _as_student(source: Path, run: Path) -> None:
         shutil.copytree(source, target)
 
 
-def classification_models(root: Path, students: list[str], rows_limit: int, epochs: int,
-                          onnx: bool) -> list[Served]:
+def classification_models(root: Path, students: list[str], rows_limit: int, epochs: int) -> list[Served]:
     """BBC News titles: the MiniLM teacher with a fitted head, and students cut from it."""
     rows = bbc_rows("title")[:rows_limit]
     data = write_jsonl(root / "rows.jsonl", rows)
@@ -82,7 +79,7 @@ def classification_models(root: Path, students: list[str], rows_limit: int, epoc
     teacher_run = root / "teacher"
     _as_student(teacher_dir, teacher_run)
     out = [Served("cls-teacher", "classification", "teacher MiniLM-L6 + fitted head",
-                  _export_run(spec("cut", teacher_run), teacher_run, onnx), texts, teacher=True)]
+                  _export_run(spec("cut", teacher_run), teacher_run), texts, teacher=True)]
     for student in students:
         run = root / f"student-{student}"
         if not (run / "train" / "done.json").exists():
@@ -90,11 +87,11 @@ def classification_models(root: Path, students: list[str], rows_limit: int, epoc
             shutil.copytree(labelled / "labels", run / "labels")
             run_stage(run_train, spec(student, run), run)
         out.append(Served(f"cls-{student}", "classification", f"student {cls_bench.STUDENTS[student][2]}",
-                          _export_run(spec(student, run), run, onnx), texts))
+                          _export_run(spec(student, run), run), texts))
     return out
 
 
-def embedding_models(root: Path, students: list[str], sentences: int, epochs: int, onnx: bool) -> list[Served]:
+def embedding_models(root: Path, students: list[str], sentences: int, epochs: int) -> list[Served]:
     """BBC News sentences: all-MiniLM-L6-v2 and students cut from it."""
     articles = bbc_rows("title", pair="lead")
     body = {r.id: r.text for r in bbc_rows("body")}
@@ -114,7 +111,7 @@ def embedding_models(root: Path, students: list[str], sentences: int, epochs: in
         # all-MiniLM-L6-v2 in kubestill's own model-directory format (what the export stage copies).
         load_sentence_encoder(resolve_uri(emb_bench.MINILM), EMB_MAX_LEN).save(teacher_run / "train" / "student")
     out = [Served("emb-teacher", "embedding", "teacher all-MiniLM-L6-v2",
-                  _export_run(spec("cut", teacher_run), teacher_run, onnx), texts, teacher=True)]
+                  _export_run(spec("cut", teacher_run), teacher_run), texts, teacher=True)]
     for student in students:
         run = root / f"student-{student}"
         if not (run / "train" / "done.json").exists():
@@ -122,7 +119,7 @@ def embedding_models(root: Path, students: list[str], sentences: int, epochs: in
             shutil.copytree(labelled / "labels", run / "labels")
             run_stage(run_train, spec(student, run), run)
         out.append(Served(f"emb-{student}", "embedding", f"student {emb_bench.STUDENTS[student][2]}",
-                          _export_run(spec(student, run), run, onnx), texts))
+                          _export_run(spec(student, run), run), texts))
     return out
 
 

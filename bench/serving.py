@@ -8,9 +8,11 @@ so the CPU seconds (read from /proc for the server's process group) are that mod
 kubestill.dev.served_load (closed loop, one row per request, Triton's Python HTTP client).
 
 In-process: `task.serve(model, batch)`, the very call model.py makes, at batch 1 (p50/p99) and at batch 32
-(rows/s); served/in-proc compares the served throughput with that batch-32 rate.
+(rows/s). --path torch|onnx|both serves each model with spec.serving.runtime torch and/or auto (ONNX
+Runtime on the model.onnx the export stage writes), so the before/after is one command.
 
     python bench/serving.py --quick
+    python bench/serving.py --path both --concurrency 1 8 32 --duration 20
     python bench/serving.py --task classification --concurrency 1 8 32 --duration 20
     python bench/serving.py --task embedding --students static cut --serving-python /tmp/venv-serving/bin
 
@@ -38,9 +40,11 @@ from kubestill.builders.triton import CONFIG_KEY, build_triton_config_map, model
 from kubestill.dev.served_load import LoadFigures, closed_loop, group_cpu_seconds, speedup_at_equal_p99
 from kubestill.dev.triton import TritonProcess, assemble_repository, start_tritonserver
 from kubestill_trainer.latency import measure
-from kubestill_trainer.serving.loader import load_for_serving
+from kubestill_trainer.serving.loader import load_servable
 
-REFERENCE_CONCURRENCY = 8  # the issue's target is stated at concurrency 8
+# --path -> the StudentModel's spec.serving.runtime, and what model.py must then report running.
+RUNTIMES = {"torch": "torch", "onnx": "auto"}
+RUNTIMES_SEEN = {"torch": "torch", "onnx": "onnxruntime"}
 
 
 def studentmodel(item: Served, serving: dict[str, Any]) -> tuple[dict[str, Any], StudentModelSpec]:
@@ -80,12 +84,15 @@ def http_sender(server: TritonProcess, item: Served) -> Callable[[int, int], Non
     return send
 
 
-def served_figures(item: Served, root: Path, args: argparse.Namespace) -> list[LoadFigures]:
-    serving: dict[str, Any] = {}
+def served_figures(item: Served, path: str, root: Path, args: argparse.Namespace) -> list[LoadFigures]:
+    serving: dict[str, Any] = {"runtime": RUNTIMES[path]}  # everything else: the StudentModel's defaults
     extra_env = {}
     if args.serving_python:
         extra_env["PATH"] = os.pathsep.join([str(args.serving_python), os.environ.get("PATH", "")])
-    with serve(item, root / "repo" / item.name, serving, extra_env) as server:
+    with serve(item, root / "repo" / path / item.name, serving, extra_env) as server:
+        runtime = "onnxruntime" if "served by onnxruntime" in server.log_tail(400) else "torch"
+        if runtime != RUNTIMES_SEEN[path]:
+            raise RuntimeError(f"{item.name}: asked for the {path} path, the server runs {runtime}")
         send = http_sender(server, item)
         pgid = server.popen.pid
         closed_loop(send, max(args.concurrency), args.warmup)  # warm up: first calls load kernels, fill caches
@@ -98,32 +105,42 @@ def served_figures(item: Served, root: Path, args: argparse.Namespace) -> list[L
         return out
 
 
-def in_process(item: Served) -> dict[str, float]:
-    """The same model through the same `task.serve` call model.py makes, without Triton."""
-    task, model = load_for_serving(item.export / "model")
+def in_process(item: Served, path: str) -> dict[str, float]:
+    """The same model through the same `answer` call model.py makes, without Triton."""
+    servable = load_servable(item.export / "model", RUNTIMES[path])
+    if servable.runtime != RUNTIMES_SEEN[path]:
+        raise RuntimeError(f"{item.name}: no {path} path in {item.export / 'model'} (runtime {servable.runtime})")
 
     def predict(rows: Sequence[Any]) -> object:
-        return task.serve(model, {"TEXT": np.array([[r.text.encode()] for r in rows], dtype=np.object_)})
+        return servable.answer({"TEXT": np.array([[r.text.encode()] for r in rows], dtype=np.object_)})
 
     return measure(predict, rows_of(item.texts[:512]), batch_size=LATENCY_BATCH, single=200)
 
 
-def table_rows(items: list[Served], inproc: dict[str, dict[str, float]],
-               served: dict[str, list[LoadFigures]]) -> list[list[str]]:
+Key = tuple[str, str]  # (model name, path)
+
+
+def table_rows(items: list[Served], paths: list[str], inproc: dict[Key, dict[str, float]],
+               served: dict[Key, list[LoadFigures]]) -> list[list[str]]:
     teacher = {i.task: i.name for i in items if i.teacher}
     out = []
     for item in items:
-        own = inproc[item.name]
-        base = {f.concurrency: f for f in served.get(teacher.get(item.task, ""), [])}
-        for fig in served[item.name]:
-            ref = base.get(fig.concurrency)
-            speed = speedup_at_equal_p99(ref, served[item.name]) if ref and not item.teacher else None
-            ratio = fig.throughput / ref.throughput if ref and not item.teacher else None
-            out.append([item.description, str(fig.concurrency), fmt(fig.throughput, 1), fmt(fig.p50_ms, 1),
-                        fmt(fig.p95_ms, 1), fmt(fig.p99_ms, 1), fmt(fig.cpu_s_per_1000, 2), str(fig.errors),
-                        fmt(own["batch1_p50_ms"], 2), fmt(own["batch1_p99_ms"], 2),
-                        fmt(own["throughput_rows_per_s"], 0), fmt(fig.throughput / own["throughput_rows_per_s"], 2),
-                        fmt(ratio, 1), fmt(speed, 1)])
+        for path in paths:
+            own = inproc[item.name, path]
+            base = {f.concurrency: f for f in served.get((teacher.get(item.task, ""), path), [])}
+            torch_path = {f.concurrency: f for f in served.get((item.name, "torch"), [])}
+            for fig in served[item.name, path]:
+                ref = None if item.teacher else base.get(fig.concurrency)
+                before = torch_path.get(fig.concurrency) if path != "torch" else None
+                out.append([
+                    item.description, path, str(fig.concurrency), fmt(fig.throughput, 1), fmt(fig.p50_ms, 1),
+                    fmt(fig.p95_ms, 1), fmt(fig.p99_ms, 1), fmt(fig.cpu_s_per_1000, 2), str(fig.errors),
+                    fmt(own["batch1_p50_ms"], 2), fmt(own["batch1_p99_ms"], 2), fmt(own["throughput_rows_per_s"], 0),
+                    fmt(fig.throughput / (1000.0 / own["batch1_p50_ms"]), 2),
+                    fmt(fig.throughput / own["throughput_rows_per_s"], 2),
+                    fmt(fig.throughput / before.throughput if before else None, 1),
+                    fmt(fig.throughput / ref.throughput if ref else None, 1),
+                    fmt(speedup_at_equal_p99(ref, served[item.name, path]) if ref else None, 1)])
     return out
 
 
@@ -131,22 +148,30 @@ def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--task", choices=["classification", "embedding", "both"], default="both")
     p.add_argument("--students", nargs="+", choices=["cut", "static"], default=["static", "cut"])
-    p.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
-    p.add_argument("--duration", type=float, default=20.0, help="seconds of load per concurrency level")
-    p.add_argument("--warmup", type=float, default=3.0, help="seconds of load before measuring, per model")
+    p.add_argument("--path", choices=["torch", "onnx", "both"], default="both",
+                   help="what runs the models in Triton: torch (spec.serving.runtime torch, the python backend's "
+                   "eager torch), onnx (runtime auto: ONNX Runtime on the exported model.onnx), or both")
+    p.add_argument("--concurrency", type=int, nargs="+", default=None, help="default 1 8 32 (--quick: 1 8)")
+    p.add_argument("--duration", type=float, default=None,
+                   help="seconds of load per concurrency level (default 20, --quick 8)")
+    p.add_argument("--warmup", type=float, default=None,
+                   help="seconds of load before measuring, per model (default 3, --quick 2)")
     p.add_argument("--epochs", type=int, default=1, help="students' training epochs (speed does not depend on it)")
     p.add_argument("--rows", type=int, default=100000, help="classification: BBC titles used (all: 2225)")
     p.add_argument("--sentences", type=int, default=4000, help="embedding: training sentences")
     p.add_argument("--quick", action="store_true",
-                   help="a short run: 600 titles / 1000 sentences, concurrency 1 and 8, 8 s each")
+                   help="a short run: 600 titles / 1000 sentences, concurrency 1 and 8, 8 s each (unless given)")
     p.add_argument("--serving-python", type=Path, default=os.environ.get("KUBESTILL_SERVING_PYTHON") or None,
                    help="bin directory put first on tritonserver's PATH (see the module docstring)")
     p.add_argument("--workdir", type=Path, default=None)
     args = p.parse_args()
+    quick = {"concurrency": [1, 8], "duration": 8.0, "warmup": 2.0}
+    full = {"concurrency": [1, 8, 32], "duration": 20.0, "warmup": 3.0}
+    for key, value in (quick if args.quick else full).items():  # flags given explicitly win
+        if getattr(args, key) is None:
+            setattr(args, key, value)
     if args.quick:
-        args.rows, args.sentences, args.duration, args.warmup = min(args.rows, 600), min(args.sentences, 1000), 8.0, 2.0
-        if args.concurrency == [1, 8, 32]:
-            args.concurrency = [1, 8]
+        args.rows, args.sentences = min(args.rows, 600), min(args.sentences, 1000)
     return args
 
 
@@ -157,29 +182,33 @@ def main() -> None:
     root = args.workdir or Path(tempfile.mkdtemp(prefix="bench-serving-"))
     items: list[Served] = []
     if args.task in ("classification", "both"):
-        items += classification_models(root / "cls", args.students, args.rows, args.epochs, onnx=False)
+        items += classification_models(root / "cls", args.students, args.rows, args.epochs)
     if args.task in ("embedding", "both"):
-        items += embedding_models(root / "emb", args.students, args.sentences, args.epochs, onnx=False)
+        items += embedding_models(root / "emb", args.students, args.sentences, args.epochs)
     print(f"[{clock():.0f}s] {len(items)} models exported under {root}", flush=True)
-    inproc = {}
-    served = {}
-    for item in items:
-        inproc[item.name] = in_process(item)
-        print(f"[{clock():.0f}s] {item.name} in-process: {inproc[item.name]}", flush=True)
-        served[item.name] = served_figures(item, root, args)
-        print(f"[{clock():.0f}s] {item.name} served", flush=True)
+    paths = ["torch", "onnx"] if args.path == "both" else [args.path]
+    inproc: dict[Key, dict[str, float]] = {}
+    served: dict[Key, list[LoadFigures]] = {}
+    for path in paths:
+        for item in items:
+            inproc[item.name, path] = in_process(item, path)
+            print(f"[{clock():.0f}s] {item.name} {path} in-process: {inproc[item.name, path]}", flush=True)
+            served[item.name, path] = served_figures(item, path, root, args)
+            print(f"[{clock():.0f}s] {item.name} {path} served", flush=True)
     print_table(
-        "Served vs in-process (python backend, torch)",
-        ["model", "conc", "req/s", "p50 ms", "p95 ms", "p99 ms", "CPU s/1k req", "errors", "in-proc p50 ms b1",
-         "in-proc p99 ms b1", f"in-proc rows/s b{LATENCY_BATCH}", "served/in-proc", "x teacher req/s",
-         "x teacher at equal p99"],
-        table_rows(items, inproc, served),
+        "Served vs in-process (Triton python backend; path torch: eager torch, onnx: ONNX Runtime)",
+        ["model", "path", "conc", "req/s", "p50 ms", "p95 ms", "p99 ms", "CPU s/1k req", "errors",
+         "in-proc p50 ms b1", "in-proc p99 ms b1", f"in-proc rows/s b{LATENCY_BATCH}", "served/in-proc b1",
+         f"served/in-proc b{LATENCY_BATCH}", "x torch path", "x teacher req/s", "x teacher at equal p99"],
+        table_rows(items, paths, inproc, served),
         ["served: tritonserver (nvidia-pytriton) on loopback, config.pbtxt from the operator's builder with the "
          "StudentModel's default serving spec; closed loop, one row per request, over HTTP (tritonclient)",
          f"{args.duration:g} s per concurrency level after {args.warmup:g} s of warm-up; latency as the client sees "
          "it; CPU: the tritonserver process group's user+system seconds from /proc",
-         "x teacher at equal p99: the student's best req/s at a p99 no worse than the teacher's at that "
-         "concurrency, over the teacher's req/s there",
+         "served/in-proc b1: served req/s over the in-process rate of one caller sending one row at a time "
+         f"(1000 / p50 ms); b{LATENCY_BATCH}: over the in-process rows/s at batch {LATENCY_BATCH}",
+         "x teacher: over the teacher served on the same path at the same concurrency; at equal p99: the "
+         "student's best req/s at a p99 no worse than the teacher's there, over the teacher's req/s",
          f"machine: {machine_note()} ({load_at_start:.1f} at the start); the load generator shares the cores "
          f"with the server; total {clock():.0f}s"],
     )
