@@ -86,6 +86,13 @@ def http_sender(server: TritonProcess, item: Served) -> Callable[[int, int], Non
 
 def served_figures(item: Served, path: str, root: Path, args: argparse.Namespace) -> list[LoadFigures]:
     serving: dict[str, Any] = {"runtime": RUNTIMES[path]}  # everything else: the StudentModel's defaults
+    batching: dict[str, Any] = {}
+    if args.max_queue_delay_us is not None:
+        batching["maxQueueDelayMicroseconds"] = args.max_queue_delay_us
+    if args.preferred_batch_sizes:
+        batching["preferredBatchSizes"] = args.preferred_batch_sizes
+    if batching:
+        serving["dynamicBatching"] = batching
     extra_env = {}
     if args.serving_python:
         extra_env["PATH"] = os.pathsep.join([str(args.serving_python), os.environ.get("PATH", "")])
@@ -156,6 +163,10 @@ def parse_args() -> argparse.Namespace:
                    help="seconds of load per concurrency level (default 20, --quick 8)")
     p.add_argument("--warmup", type=float, default=None,
                    help="seconds of load before measuring, per model (default 3, --quick 2)")
+    p.add_argument("--max-queue-delay-us", type=int, default=None,
+                   help="spec.serving.dynamicBatching.maxQueueDelayMicroseconds (default: the StudentModel's)")
+    p.add_argument("--preferred-batch-sizes", type=int, nargs="*", default=None,
+                   help="spec.serving.dynamicBatching.preferredBatchSizes (default: the StudentModel's)")
     p.add_argument("--epochs", type=int, default=1, help="students' training epochs (speed does not depend on it)")
     p.add_argument("--rows", type=int, default=100000, help="classification: BBC titles used (all: 2225)")
     p.add_argument("--sentences", type=int, default=4000, help="embedding: training sentences")
@@ -202,7 +213,10 @@ def main() -> None:
          f"served/in-proc b{LATENCY_BATCH}", "x torch path", "x teacher req/s", "x teacher at equal p99"],
         table_rows(items, paths, inproc, served),
         ["served: tritonserver (nvidia-pytriton) on loopback, config.pbtxt from the operator's builder with the "
-         "StudentModel's default serving spec; closed loop, one row per request, over HTTP (tritonclient)",
+         "StudentModel's default serving spec (runtime per path"
+         + (f"; maxQueueDelayMicroseconds {args.max_queue_delay_us}" if args.max_queue_delay_us is not None else "")
+         + (f"; preferredBatchSizes {args.preferred_batch_sizes}" if args.preferred_batch_sizes else "")
+         + "); closed loop, one row per request, over HTTP (tritonclient)",
          f"{args.duration:g} s per concurrency level after {args.warmup:g} s of warm-up; latency as the client sees "
          "it; CPU: the tritonserver process group's user+system seconds from /proc",
          "served/in-proc b1: served req/s over the in-process rate of one caller sending one row at a time "

@@ -53,7 +53,7 @@ def test_another_order_is_refused_before_loading(artifact: Path, model_py: Any, 
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     from kubestill_trainer.serving import loader
 
-    monkeypatch.setattr(loader, "load_for_serving", lambda *_: pytest.fail("the model was loaded"))
+    monkeypatch.setattr(loader, "load_servable", lambda *_: pytest.fail("the model was loaded"))
     with pytest.raises(ValueError) as err:
         model_py.TritonPythonModel().initialize(_args(artifact, HAND_WRITTEN))
     message = str(err.value)
