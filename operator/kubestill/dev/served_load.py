@@ -78,7 +78,7 @@ def closed_loop(send: Callable[[int, int], None], concurrency: int, duration_s: 
 
     def worker(w: int) -> None:
         i = 0
-        while time.perf_counter() < deadline:
+        while i == 0 or time.perf_counter() < deadline:  # at least one request each, however late it starts
             t = time.perf_counter()
             try:
                 send(w, i)

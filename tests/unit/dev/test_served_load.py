@@ -58,10 +58,12 @@ def test_summary_figures() -> None:
 
 def test_closed_loop_counts_answers_and_errors() -> None:
     def send(worker: int, i: int) -> None:
-        if worker == 1 and i % 2:
+        if worker == 1:
             raise ConnectionError("refused")
 
-    out = closed_loop(send, 2, 0.05, iter([1.0, 1.5]).__next__)
-    assert out.concurrency == 2 and out.requests > 0 and out.errors > 0
+    # Each worker makes at least one request, even one whose thread starts after the deadline (a loaded machine).
+    out = closed_loop(send, 2, 0.0, iter([1.0, 1.5]).__next__)
+    assert (out.concurrency, out.requests, out.errors) == (2, 1, 1)
     assert out.cpu_s == pytest.approx(0.5)
-    assert out.requests + out.errors >= 2 * out.errors  # worker 0 never fails
+    longer = closed_loop(send, 2, 0.05)
+    assert longer.requests >= 1 and longer.errors >= 1
