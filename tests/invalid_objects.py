@@ -113,6 +113,8 @@ CASES = [
     Case("sm-gpu-without-gpus", SM, (("spec.serving.instanceGroup.kind", "KIND_GPU"),),
          "spec.serving.instanceGroup", "KIND_GPU needs resources.gpus"),
     Case("sm-unknown-format", SM, (("spec.format", "tensorrt"),), "spec.format", "Unsupported value"),
+    Case("sm-unknown-runtime", SM, (("spec.serving.runtime", "tensorrt"),), "spec.serving.runtime",
+         "Unsupported value"),
     Case("canary-weights-not-increasing", CR,
          (("spec.steps", [{"weight": 10}, {"weight": 5}, {"weight": 100}]),),
          "spec.steps", "strictly increasing"),

@@ -45,3 +45,18 @@ def test_serving_settings_and_parameters() -> None:
 def test_dynamic_batching_off() -> None:
     serving = ServingSpec.model_validate({"dynamicBatching": {"enabled": False}})
     assert "dynamic_batching" not in render_config_pbtxt("m", "embedding", serving, "/a")
+
+
+@pytest.mark.parametrize(("serving", "runtime"), [
+    ({}, "auto"),                       # the default: ONNX Runtime where the artifact has model.onnx
+    ({"runtime": "torch"}, "torch"),    # the fallback, forced
+    ({"runtime": "auto"}, "auto"),
+])
+def test_runtime_parameter(serving: dict[str, str], runtime: str) -> None:
+    text = render_config_pbtxt("m", "embedding", ServingSpec.model_validate(serving), "/a")
+    assert f'parameters {{ key: "runtime" value: {{ string_value: "{runtime}" }} }}' in text
+
+
+def test_unknown_runtime_is_refused() -> None:
+    with pytest.raises(ValueError, match="runtime"):
+        ServingSpec.model_validate({"runtime": "tensorrt"})

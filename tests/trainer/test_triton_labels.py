@@ -53,7 +53,7 @@ def test_another_order_is_refused_before_loading(artifact: Path, model_py: Any, 
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     from kubestill_trainer.serving import loader
 
-    monkeypatch.setattr(loader, "load_for_serving", lambda *_: pytest.fail("the model was loaded"))
+    monkeypatch.setattr(loader, "load_servable", lambda *_: pytest.fail("the model was loaded"))
     with pytest.raises(ValueError) as err:
         model_py.TritonPythonModel().initialize(_args(artifact, HAND_WRITTEN))
     message = str(err.value)
@@ -76,6 +76,6 @@ def test_the_artifacts_order_or_none_is_served(artifact: Path, model_py: Any, la
     model = model_py.TritonPythonModel()
     model.initialize(_args(artifact, labels))
     texts = np.array([[b"markets rise as rates fall"], [b"sport teams win the cup"]], dtype=object)
-    res = model.task.serve(model.model, {"TEXT": texts})
+    res = model.servable.answer({"TEXT": texts})
     for label, probs in zip(res["LABEL"], res["PROBABILITIES"], strict=True):
         assert label[0].decode() == ARTIFACT_ORDER[int(np.argmax(probs))]

@@ -10,7 +10,7 @@ Layout under `s3://bucket/prefix` (the job's spec.output.artifactUri), each unit
                       the previous version is deleted only after the new manifest is in place
     train/best/       the best epoch's weights (training.keepBest), versioned the same way
     eval/             metrics.json, report.md, plots
-    export/           the StudentModel artifact (model/, triton/, onnx/, int8/ ...)
+    export/           the StudentModel artifact (model/ with model.onnx where exported, triton/, int8/ ...)
 
 A killed train stage restarts in a fresh Pod (a fresh scratch directory) and resumes from the checkpoint in
 the bucket. Checkpoints are uploaded in a background thread from a hard-linked snapshot, so training goes on

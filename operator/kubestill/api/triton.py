@@ -76,8 +76,10 @@ def render_config_pbtxt(
     """config.pbtxt for a student served by the python backend.
 
     `artifact_dir` is where the exported model lives inside the Triton container (the `artifact_dir`
-    parameter model.py reads); `labels` (classification) are published as a JSON `labels` parameter so a
-    client, or a Triton teacher of a later job, knows the class order of PROBABILITIES.
+    parameter model.py reads); `runtime` (ServingSpec.runtime) says whether model.py may run the artifact's
+    model.onnx with ONNX Runtime (auto) or must run the torch model (torch); `labels` (classification) are
+    published as a JSON `labels` parameter so a client, or a Triton teacher of a later job, knows the class
+    order of PROBABILITIES.
     """
     tensors = TENSORS[Task(task)]
     lines = [
@@ -97,7 +99,7 @@ def render_config_pbtxt(
             f"dynamic_batching {{{preferred} max_queue_delay_microseconds: "
             f"{batching.max_queue_delay_microseconds} }}"
         )
-    params = {"artifact_dir": artifact_dir, "task": str(Task(task))}
+    params = {"artifact_dir": artifact_dir, "task": str(Task(task)), "runtime": str(serving.runtime)}
     if labels:
         params["labels"] = json.dumps(list(labels))
     for key, value in params.items():

@@ -29,6 +29,13 @@ def test_config_map_renders_the_shared_config() -> None:
     assert cm["metadata"]["name"] == "bbc-student-triton"
     assert 'name: "bbc-student"' in text and 'backend: "python"' in text
     assert 'string_value: "/mnt/kubestill/pvc/runs/bbc/export/model"' in text
+    assert 'key: "runtime" value: { string_value: "auto" }' in text
+
+
+def test_config_map_forces_torch() -> None:
+    sm = _sm(serving={"runtime": "torch"})
+    text = build_triton_config_map(sm, StudentModelSpec.model_validate(sm["spec"]))["data"]["config.pbtxt"]
+    assert 'key: "runtime" value: { string_value: "torch" }' in text
 
 
 def test_deployment_and_service() -> None:

@@ -1,21 +1,28 @@
 """Load an exported model directory (export/model or export/int8) together with the task that calls it.
 
 The directory's kubestill.json carries the job spec the model was trained with, so serving needs nothing
-else: `load_for_serving(path)` -> (task, model) and `task.serve(model, inputs)` answers Triton requests.
+else: `load_for_serving(path)` -> (task, model) and `task.serve(model, inputs)` answers Triton requests;
+`load_servable(path, runtime)` picks ONNX Runtime (model.onnx, when the task serves from it) or torch.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from kubestill.api.v1alpha1 import DistillationJobSpec
+from kubestill.api.v1alpha1.common import ServingRuntime
 
+from ..outputs import Array
 from ..tasks import task_class
 from ..tasks.base import MODEL_CARD, DistillTask, TaskModel
+from ..tasks.onnx_model import ONNX_FILE, OnnxModel
 
 INT8 = "int8-dynamic"
 INT8_WEIGHTS = "model_int8.pt"
@@ -45,14 +52,41 @@ def quantize_int8(model: TaskModel) -> TaskModel:
     return quantized
 
 
-def load_for_serving(path: Path, device: str = "cpu") -> tuple[DistillTask, TaskModel]:
+def _task(path: Path) -> tuple[DistillTask, dict[str, object]]:
     card = json.loads((path / MODEL_CARD).read_text())
     if "spec" not in card:
         raise ValueError(f"{path / MODEL_CARD} has no spec: export the model with the kubestill trainer")
     spec = DistillationJobSpec.model_validate(card["spec"])
-    task = task_class(spec.task)(spec)
+    return task_class(spec.task)(spec), card
+
+
+def load_for_serving(path: Path, device: str = "cpu") -> tuple[DistillTask, TaskModel]:
+    """The torch model of an exported directory (int8 ones quantized again, then loaded) and its task."""
+    task, card = _task(path)
     if card.get("quantization") == INT8:
         model = quantize_int8(task.load_model(path))  # a skeleton: the int8 weights are loaded next
         model.load_state_dict(torch.load(path / INT8_WEIGHTS, map_location="cpu", weights_only=False))
         return task, model.eval()
     return task, task.load_model(path).to(device).eval()
+
+
+@dataclass(frozen=True)
+class Servable:
+    """What Triton's model.py calls: `answer(inputs)` answers one batch (`DistillTask.serve`'s contract);
+    `runtime` says what runs the model ("onnxruntime" or "torch")."""
+
+    task: DistillTask
+    runtime: str
+    answer: Callable[[Mapping[str, Array]], dict[str, Array]]
+
+
+def load_servable(path: Path, runtime: ServingRuntime | str = ServingRuntime.AUTO) -> Servable:
+    """ONNX Runtime on `path`/model.onnx when `runtime` is auto, the task serves from ONNX and the file is
+    there; the torch model otherwise. Raises ValueError on an unknown runtime."""
+    mode = ServingRuntime(runtime)
+    task, _ = _task(path)
+    if mode == ServingRuntime.AUTO and task.serves_onnx and (path / ONNX_FILE).exists():
+        onnx = OnnxModel(path, task.spec.training.max_seq_length)
+        return Servable(task, "onnxruntime", partial(task.serve_onnx, onnx))
+    _, model = load_for_serving(path)
+    return Servable(task, "torch", partial(task.serve, model))

@@ -1,7 +1,9 @@
 """Triton python-backend model for any kubestill student (copied to <repo>/<name>/1/model.py).
 
 The `artifact_dir` parameter of config.pbtxt names the exported model directory; its kubestill.json says
-which task it is. All requests of one execute() call are answered as one batch.
+which task it is. All requests of one execute() call are answered as one batch. The `runtime` parameter
+(StudentModel spec.serving.runtime): auto runs the artifact's model.onnx with ONNX Runtime where the task
+serves from it (also when the parameter is absent), torch always runs the torch model.
 
 A `labels` parameter (StudentModel spec.labels, published for clients and Triton teachers as the class order
 of PROBABILITIES) must be the artifact's own order (kubestill.json "labels"): otherwise initialize() refuses
@@ -41,14 +43,15 @@ class TritonPythonModel:
         check_labels(params, Path(params["artifact_dir"]))
         try:
             # Imported here: torch and transformers take seconds, and a refusal above needs neither.
-            from kubestill_trainer.serving.loader import load_for_serving
+            from kubestill_trainer.serving.loader import load_servable
 
-            self.task, self.model = load_for_serving(Path(params["artifact_dir"]))
+            self.servable = load_servable(Path(params["artifact_dir"]), params.get("runtime") or "auto")
         except Exception as err:  # any reason the model cannot load reaches the StudentModel, not only the log
             report_failure(LoadFailure(MODEL_LOAD_FAILED, f"{params['artifact_dir']}: {type(err).__name__}: "
                                                           f"{err}").to_text())
             raise
-        tensors = TENSORS[self.task.task]
+        print(f"kubestill: {params['artifact_dir']} served by {self.servable.runtime}", flush=True)
+        tensors = TENSORS[self.servable.task.task]
         self.inputs = [t.name for t in tensors.inputs]
         self.outputs = [t.name for t in tensors.outputs]
 
@@ -60,7 +63,7 @@ class TritonPythonModel:
                 arrays[name].append(pb_utils.get_input_tensor_by_name(request, name).as_numpy())
             sizes.append(len(arrays[self.inputs[0]][-1]))
         batch = {name: np.concatenate(parts) for name, parts in arrays.items()}
-        result = self.task.serve(self.model, batch)
+        result = self.servable.answer(batch)
         responses = []
         start = 0
         for n in sizes:
@@ -70,4 +73,4 @@ class TritonPythonModel:
         return responses
 
     def finalize(self) -> None:
-        del self.model
+        del self.servable

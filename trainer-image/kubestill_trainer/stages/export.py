@@ -1,7 +1,10 @@
 """export: the StudentModel artifact.
 
-export/model/   merged weights (safetensors) + tokenizer + kubestill.json (task, labels, spec, ...)
-export/onnx/    model.onnx from torch.onnx.export(dynamo=True), checked against torch (max abs diff)
+export/model/   merged weights (safetensors) + tokenizer + kubestill.json (task, labels, spec, ...), and
+                model.onnx from torch.onnx.export(dynamo=True, dynamic batch and sequence axes), checked against
+                torch (max abs diff; opset and diff in kubestill.json "onnx"): written for the tasks Triton
+                serves through ONNX Runtime (classification, embedding) unless output.serving.runtime is
+                torch, and for any task listing onnx in output.formats
 export/int8/    dynamic int8 quantization (student.quantization.method int8), checked against fp32
 export/gptq/    GPTQ (student.quantization.method gptq; generation students), checked against fp32
 export/triton/  model.py (the generic python-backend model) + config.pbtxt (defaults from output.serving)
@@ -21,7 +24,8 @@ import torch
 from torch import nn
 
 from kubestill.api.triton import render_config_pbtxt
-from kubestill.api.v1alpha1.distillationjob import ExportFormat, QuantizationMethod
+from kubestill.api.v1alpha1.common import ServingRuntime
+from kubestill.api.v1alpha1.distillationjob import DistillationJobSpec, ExportFormat, QuantizationMethod
 
 from ..context import RunContext
 from ..labelstore import load_labels
@@ -29,6 +33,7 @@ from ..serving.loader import INT8, INT8_WEIGHTS, load_for_serving, quantize_int8
 from ..storage import write_json
 from ..tasks.base import MODEL_CARD, DistillTask, TaskModel
 from ..tasks.metrics import mean_cosine
+from ..tasks.onnx_model import ONNX_FILE
 from .export_gptq import export_gptq
 
 log = logging.getLogger(__name__)
@@ -47,6 +52,8 @@ class _OnnxWrapper(nn.Module):
 
 
 def export_onnx(task: DistillTask, model: TaskModel, out: Path) -> dict[str, Any]:
+    """`out`/model.onnx, checked against torch on the export example and on a batch of another shape; raises
+    ValueError past ONNX_TOLERANCE (max abs difference of the outputs). Returns what kubestill.json records."""
     features, output_names = task.onnx_example(model)
     names = list(features)
     wrapper = _OnnxWrapper(task, model.cpu().eval(), names).eval()
@@ -72,15 +79,28 @@ def export_onnx(task: DistillTask, model: TaskModel, out: Path) -> dict[str, Any
         worst = max(worst, *(float(np.max(np.abs(e - g))) for e, g in zip(expected, got, strict=True)))
     print(f"onnx: max abs diff vs torch {worst:.3e} (tolerance {ONNX_TOLERANCE:g})", flush=True)
     if worst > ONNX_TOLERANCE:
-        raise ValueError(f"ONNX export differs from torch by {worst:.3e} > {ONNX_TOLERANCE:g}")
-    return {"file": "onnx/model.onnx", "maxAbsDiff": worst, "inputs": names, "outputs": output_names}
+        raise ValueError(f"ONNX export differs from torch by {worst:.3e} > {ONNX_TOLERANCE:g}; set "
+                         "output.serving.runtime torch to serve the torch model without an ONNX export")
+    import onnx
+
+    opset = next(o.version for o in onnx.load(str(path), load_external_data=False).opset_import
+                 if o.domain in ("", "ai.onnx"))
+    return {"file": path.name, "opset": int(opset), "maxAbsDiff": worst, "tolerance": ONNX_TOLERANCE,
+            "inputs": names, "outputs": output_names}
+
+
+def wants_onnx(task: DistillTask, spec: DistillationJobSpec) -> bool:
+    """Export model.onnx: asked for in output.formats, or served from it (see the module docstring)."""
+    return ExportFormat.ONNX in spec.output.formats or (
+        task.serves_onnx and spec.output.serving.runtime == ServingRuntime.AUTO)
 
 
 def export_int8(ctx: RunContext, model_dir: Path, out: Path) -> dict[str, Any]:
     task, fp32 = load_for_serving(model_dir)
     int8 = quantize_int8(task.load_model(model_dir))
     shutil.rmtree(out, ignore_errors=True)
-    shutil.copytree(model_dir, out, ignore=shutil.ignore_patterns("model.safetensors"))
+    # Not model.onnx either: it is the fp32 graph, and an int8 directory must serve int8.
+    shutil.copytree(model_dir, out, ignore=shutil.ignore_patterns("model.safetensors", ONNX_FILE))
     torch.save(int8.state_dict(), out / INT8_WEIGHTS)
     card = json.loads((out / MODEL_CARD).read_text())
     card["quantization"] = INT8
@@ -114,8 +134,16 @@ def run_export(ctx: RunContext) -> dict[str, Any]:
     (model_dir / MODEL_CARD).write_text(json.dumps(card, indent=2) + "\n")
     summary: dict[str, Any] = {"model": "model"}
     task, model = load_for_serving(model_dir)
-    if ExportFormat.ONNX in spec.output.formats:
-        summary["onnx"] = export_onnx(task, model, out / "onnx")
+    if wants_onnx(task, spec):
+        try:
+            card["onnx"] = export_onnx(task, model, model_dir)
+            summary["onnx"] = {**card["onnx"], "file": f"model/{ONNX_FILE}"}
+        except Exception as err:  # any exporter failure: asked for, the stage fails; else torch serves
+            if ExportFormat.ONNX in spec.output.formats:
+                raise
+            (model_dir / ONNX_FILE).unlink(missing_ok=True)
+            summary["onnxSkipped"] = f"{type(err).__name__}: {err}"[:2000]
+            log.warning("no model.onnx, Triton will serve the torch model: %s", summary["onnxSkipped"])
     quant = spec.student.quantization
     if quant is not None and quant.method == QuantizationMethod.INT8:
         summary["int8"] = export_int8(ctx, model_dir, out / "int8")

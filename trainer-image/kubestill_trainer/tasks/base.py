@@ -36,6 +36,7 @@ from kubestill.api.v1alpha1.distillationjob import DistillationJobSpec
 
 from ..outputs import Array, ModelOutputs
 from .encoder import load_tokenizer
+from .onnx_model import OnnxModel
 from .teacher import Teacher
 
 
@@ -220,6 +221,15 @@ class DistillTask(ABC):
     def serve(self, model: TaskModel, inputs: Mapping[str, Array]) -> dict[str, Array]:
         """Answer one Triton request: inputs and outputs by the tensor names of `kubestill.api.triton`
         (byte strings for TYPE_STRING, leading batch dimension)."""
+
+    # Tasks whose `serve_onnx` answers from the exported graph (ServingSpec.runtime auto uses it when the
+    # artifact has model.onnx); the others are served by torch.
+    serves_onnx: ClassVar[bool] = False
+
+    def serve_onnx(self, model: OnnxModel, inputs: Mapping[str, Array]) -> dict[str, Array]:
+        """`serve`, answered by ONNX Runtime from the artifact's model.onnx (same tensors, same values within
+        the export's checked tolerance)."""
+        raise NotImplementedError(f"serving {self.task} through ONNX Runtime is not implemented")
 
 
 _T = TypeVar("_T", bound=type[DistillTask])

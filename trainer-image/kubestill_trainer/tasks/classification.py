@@ -48,6 +48,7 @@ from .encoder import (
     tokenize,
 )
 from .metrics import classification_metrics, softmax
+from .onnx_model import OnnxModel
 from .teacher import Teacher
 
 
@@ -279,8 +280,17 @@ class Classification(DistillTask):
         texts = texts_of(inputs["TEXT"])
         rows = [Row(str(i), t) for i, t in enumerate(texts)]
         logits = self.predict(model, rows, max(1, len(rows)))["logits"]
-        probs = softmax(logits).astype(np.float32)
-        labels = getattr(model, "labels", [])
-        names = np.array([[labels[i].encode()] for i in probs.argmax(axis=-1)], dtype=np.object_)
-        return {"LABEL": names, "PROBABILITIES": probs}
+        return _answer(logits, getattr(model, "labels", []))
+
+    serves_onnx = True
+
+    def serve_onnx(self, model: OnnxModel, inputs: Mapping[str, Array]) -> dict[str, Array]:
+        return _answer(model.run(texts_of(inputs["TEXT"]))["LOGITS"], model.labels)
+
+
+def _answer(logits: Array, labels: Sequence[str]) -> dict[str, Array]:
+    """LABEL (the top class's name, bytes) and PROBABILITIES ([B, C] float32) from logits."""
+    probs = softmax(logits).astype(np.float32)
+    names = np.array([[labels[i].encode()] for i in probs.argmax(axis=-1)], dtype=np.object_)
+    return {"LABEL": names, "PROBABILITIES": probs}
 

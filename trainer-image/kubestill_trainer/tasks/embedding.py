@@ -50,6 +50,7 @@ from .encoder import (
     tokenize,
 )
 from .metrics import mean_cosine, retrieval_metrics
+from .onnx_model import OnnxModel
 from .teacher import Teacher
 
 EMBEDDING_LOSSES = ("embedding-mse", "embedding-cosine", "infonce")
@@ -283,3 +284,8 @@ class Embedding(DistillTask):
     def serve(self, model: TaskModel, inputs: Mapping[str, Array]) -> dict[str, Array]:
         texts = texts_of(inputs["TEXT"])
         return {"EMBEDDING": self._embed(model, texts, max(1, len(texts))).astype(np.float32)}
+
+    serves_onnx = True
+
+    def serve_onnx(self, model: OnnxModel, inputs: Mapping[str, Array]) -> dict[str, Array]:
+        return {"EMBEDDING": model.run(texts_of(inputs["TEXT"]))["EMBEDDING"].astype(np.float32)}

@@ -86,6 +86,11 @@ class InstanceKind(StrEnum):
     GPU = "KIND_GPU"
 
 
+class ServingRuntime(StrEnum):
+    AUTO = "auto"
+    TORCH = "torch"
+
+
 class DynamicBatching(KubeModel):
     """Triton's dynamic batcher: requests arriving close together are served as one batch."""
 
@@ -137,6 +142,12 @@ class ServingSpec(KubeModel):
     max_batch_size: int = Field(default=32, ge=1, le=4096, description="Largest batch Triton will form.")
     dynamic_batching: DynamicBatching = nested(DynamicBatching, "Triton dynamic batcher settings.")
     instance_group: InstanceGroup = nested(InstanceGroup, "Model instances per server and their device kind.")
+    runtime: ServingRuntime = Field(
+        default=ServingRuntime.AUTO,
+        description="What runs the model inside Triton's python backend. auto: ONNX Runtime where the artifact "
+        "has model/model.onnx (classification and embedding students export one), torch otherwise; torch: "
+        "always the torch model (the fallback, e.g. to compare).",
+    )
     service_account_name: ResourceName | None = Field(
         default=None, description="ServiceAccount the Triton Pods run as."
     )

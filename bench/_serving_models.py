@@ -1,0 +1,127 @@
+"""The models bench/serving.py serves: a teacher and its students, each trained and exported by the real
+trainer stages (label, train, export), from the same jobs as bench/classification.py and bench/embedding.py.
+
+Each model ends as a DistillationJob's `export/` directory (model/, triton/), the artifact a StudentModel
+points at. The teacher is exported the same way: its directory stands in for the train stage's student.
+A rerun in the same --workdir reuses what is already there.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import classification as cls_bench
+import embedding as emb_bench
+from _common import bbc_rows, run_stage, write_jsonl
+from kubestill_trainer.data import split_rows
+from kubestill_trainer.fit_head import fit_teacher
+from kubestill_trainer.stages.export import run_export
+from kubestill_trainer.stages.label import run_label
+from kubestill_trainer.stages.train import run_train
+from kubestill_trainer.storage import resolve_uri
+from kubestill_trainer.tasks.base import Row
+from kubestill_trainer.tasks.embedding import load_sentence_encoder
+
+CLS_MAX_LEN = 32  # as bench/classification.py on BBC titles
+EMB_MAX_LEN = 128  # as bench/embedding.py
+
+
+@dataclass(frozen=True)
+class Served:
+    """One exported model: `export` is `<run>/export` (model/ + triton/), `texts` what clients send it."""
+
+    name: str
+    task: str
+    description: str
+    export: Path
+    texts: list[str]
+    teacher: bool = False
+
+
+def _export_run(spec: dict[str, Any], run: Path) -> Path:
+    """run_export once per run directory (with the job's defaults: model.onnx too, for these tasks)."""
+    marker = run / "export" / "bench-exported"
+    if not marker.exists():
+        run_stage(run_export, spec, run)
+        marker.touch()
+    return run / "export"
+
+
+def _as_student(source: Path, run: Path) -> None:
+    """Put a teacher directory where the export stage reads the trained student."""
+    target = run / "train" / "student"
+    if not (target / "kubestill.json").exists():
+        shutil.rmtree(target, ignore_errors=True)
+        shutil.copytree(source, target)
+
+
+def classification_models(root: Path, students: list[str], rows_limit: int, epochs: int) -> list[Served]:
+    """BBC News titles: the MiniLM teacher with a fitted head, and students cut from it."""
+    rows = bbc_rows("title")[:rows_limit]
+    data = write_jsonl(root / "rows.jsonl", rows)
+    split = split_rows([r.id for r in rows], 0.8, 0.1, cls_bench.SPLIT_SEED)
+    train = [r for r in rows if split[r.id] == "train"]
+    texts = [r.text for r in rows if split[r.id] == "test"]
+    teacher_dir = root / "teacher-head"
+    if not (teacher_dir / "kubestill.json").exists():
+        fit_teacher(resolve_uri(cls_bench.MINILM), [r.text for r in train], [r.label or "" for r in train],
+                    teacher_dir, CLS_MAX_LEN)
+    labelled = root / "labels-run"
+
+    def spec(student: str, run: Path) -> dict[str, Any]:
+        return cls_bench.job(data, teacher_dir, run, student, True, 0, epochs, CLS_MAX_LEN)
+
+    if not (labelled / "labels" / "rows.jsonl").exists():
+        run_stage(run_label, spec(students[0] if students else "cut", labelled), labelled)
+    teacher_run = root / "teacher"
+    _as_student(teacher_dir, teacher_run)
+    out = [Served("cls-teacher", "classification", "teacher MiniLM-L6 + fitted head",
+                  _export_run(spec("cut", teacher_run), teacher_run), texts, teacher=True)]
+    for student in students:
+        run = root / f"student-{student}"
+        if not (run / "train" / "done.json").exists():
+            shutil.rmtree(run / "labels", ignore_errors=True)
+            shutil.copytree(labelled / "labels", run / "labels")
+            run_stage(run_train, spec(student, run), run)
+        out.append(Served(f"cls-{student}", "classification", f"student {cls_bench.STUDENTS[student][2]}",
+                          _export_run(spec(student, run), run), texts))
+    return out
+
+
+def embedding_models(root: Path, students: list[str], sentences: int, epochs: int) -> list[Served]:
+    """BBC News sentences: all-MiniLM-L6-v2 and students cut from it."""
+    articles = bbc_rows("title", pair="lead")
+    body = {r.id: r.text for r in bbc_rows("body")}
+    split = split_rows([r.id for r in articles], 0.8, 0.0, emb_bench.SPLIT_SEED)
+    train = [r for r in articles if split[r.id] == "train"]
+    texts = [t for r in articles if split[r.id] != "train" for t in (r.text, r.pair or "") if t]
+    data = write_jsonl(root / "sentences.jsonl", emb_bench.sentences_of(train, body, sentences, emb_bench.SPLIT_SEED))
+    labelled = root / "labels-run"
+
+    def spec(student: str, run: Path) -> dict[str, Any]:
+        return emb_bench.job(data, run, epochs, EMB_MAX_LEN, student)
+
+    if not (labelled / "labels" / "rows.jsonl").exists():
+        run_stage(run_label, spec(students[0] if students else "cut", labelled), labelled)
+    teacher_run = root / "teacher"
+    if not (teacher_run / "train" / "student" / "kubestill.json").exists():
+        # all-MiniLM-L6-v2 in kubestill's own model-directory format (what the export stage copies).
+        load_sentence_encoder(resolve_uri(emb_bench.MINILM), EMB_MAX_LEN).save(teacher_run / "train" / "student")
+    out = [Served("emb-teacher", "embedding", "teacher all-MiniLM-L6-v2",
+                  _export_run(spec("cut", teacher_run), teacher_run), texts, teacher=True)]
+    for student in students:
+        run = root / f"student-{student}"
+        if not (run / "train" / "done.json").exists():
+            shutil.rmtree(run / "labels", ignore_errors=True)
+            shutil.copytree(labelled / "labels", run / "labels")
+            run_stage(run_train, spec(student, run), run)
+        out.append(Served(f"emb-{student}", "embedding", f"student {emb_bench.STUDENTS[student][2]}",
+                          _export_run(spec(student, run), run), texts))
+    return out
+
+
+def rows_of(texts: list[str]) -> list[Row]:
+    return [Row(str(i), t) for i, t in enumerate(texts)]

@@ -1,0 +1,232 @@
+"""Served speed: the teacher and its students, exported by the trainer and served by tritonserver exactly as a
+StudentModel serves them, under closed-loop HTTP load, beside the same models called in-process.
+
+Each model's config.pbtxt and model repository come from the operator's own builders
+(`build_triton_config_map`, then the init container's assembly via `kubestill.dev.triton.assemble_repository`),
+with the StudentModel's default serving spec (dynamic batching, one CPU instance). One tritonserver at a time,
+so the CPU seconds (read from /proc for the server's process group) are that model's alone. Load: see
+kubestill.dev.served_load (closed loop, one row per request, Triton's Python HTTP client).
+
+In-process: `task.serve(model, batch)`, the very call model.py makes, at batch 1 (p50/p99) and at batch 32
+(rows/s). --path torch|onnx|both serves each model with spec.serving.runtime torch and/or auto (ONNX
+Runtime on the model.onnx the export stage writes), so the before/after is one command.
+
+    python bench/serving.py --quick
+    python bench/serving.py --path both --concurrency 1 8 32 --duration 20
+    python bench/serving.py --task classification --concurrency 1 8 32 --duration 20
+    python bench/serving.py --task embedding --students static cut --serving-python /tmp/venv-serving/bin
+
+--serving-python DIR (or KUBESTILL_SERVING_PYTHON): the bin directory whose `python3` the python backend stub
+runs (see kubestill.dev.triton); default: this interpreter's, as users run it. Use it to serve a checkout whose
+packages a shared venv's editable install does not point at.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import threading
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from _common import LATENCY_BATCH, Stopwatch, fmt, machine_note, print_table
+from _serving_models import Served, classification_models, embedding_models, rows_of
+from kubestill.api.v1alpha1.studentmodel import StudentModelSpec
+from kubestill.builders.triton import CONFIG_KEY, build_triton_config_map, model_name
+from kubestill.dev.served_load import LoadFigures, closed_loop, group_cpu_seconds, speedup_at_equal_p99
+from kubestill.dev.triton import TritonProcess, assemble_repository, start_tritonserver
+from kubestill_trainer.latency import measure
+from kubestill_trainer.serving.loader import load_servable
+
+# --path -> the StudentModel's spec.serving.runtime, and what model.py must then report running.
+RUNTIMES = {"torch": "torch", "onnx": "auto"}
+RUNTIMES_SEEN = {"torch": "torch", "onnx": "onnxruntime"}
+
+
+def studentmodel(item: Served, serving: dict[str, Any]) -> tuple[dict[str, Any], StudentModelSpec]:
+    """The StudentModel a DistillationJob would create for this export (file:// artifact)."""
+    wire = {"artifactUri": f"file://{item.export.resolve()}", "task": item.task, "serving": serving}
+    body = {"apiVersion": "kubestill.io/v1alpha1", "kind": "StudentModel",
+            "metadata": {"name": item.name, "namespace": "bench", "uid": "bench"}, "spec": wire}
+    return body, StudentModelSpec.model_validate(wire)
+
+
+def serve(item: Served, repo: Path, serving: dict[str, Any], extra_env: dict[str, str]) -> TritonProcess:
+    body, spec = studentmodel(item, serving)
+    config = build_triton_config_map(body, spec)["data"][CONFIG_KEY]
+    assemble_repository(repo, model_name(item.name), item.export / "triton", config)
+    return start_tritonserver(repo, log_file=repo.parent / f"{item.name}.log", ready_timeout_s=300,
+                              extra_env=extra_env)
+
+
+def http_sender(server: TritonProcess, item: Served) -> Callable[[int, int], None]:
+    """`send(worker, i)`: one request of one row through tritonclient.http, a client per worker thread."""
+    import tritonclient.http as httpclient
+
+    local = threading.local()
+    url = server.http_url.removeprefix("http://")
+    payloads = [np.array([[t.encode()]], dtype=np.object_) for t in item.texts]
+    name = model_name(item.name)
+
+    def send(worker: int, i: int) -> None:
+        client = getattr(local, "client", None)
+        if client is None:
+            client = local.client = httpclient.InferenceServerClient(url, connection_timeout=60,
+                                                                     network_timeout=120)
+        inp = httpclient.InferInput("TEXT", [1, 1], "BYTES")
+        inp.set_data_from_numpy(payloads[(worker * 7919 + i) % len(payloads)])
+        client.infer(name, [inp])
+
+    return send
+
+
+def served_figures(item: Served, path: str, root: Path, args: argparse.Namespace) -> list[LoadFigures]:
+    serving: dict[str, Any] = {"runtime": RUNTIMES[path]}  # everything else: the StudentModel's defaults
+    batching: dict[str, Any] = {}
+    if args.max_queue_delay_us is not None:
+        batching["maxQueueDelayMicroseconds"] = args.max_queue_delay_us
+    if args.preferred_batch_sizes:
+        batching["preferredBatchSizes"] = args.preferred_batch_sizes
+    if batching:
+        serving["dynamicBatching"] = batching
+    extra_env = {}
+    if args.serving_python:
+        extra_env["PATH"] = os.pathsep.join([str(args.serving_python), os.environ.get("PATH", "")])
+    with serve(item, root / "repo" / path / item.name, serving, extra_env) as server:
+        runtime = "onnxruntime" if "served by onnxruntime" in server.log_tail(400) else "torch"
+        if runtime != RUNTIMES_SEEN[path]:
+            raise RuntimeError(f"{item.name}: asked for the {path} path, the server runs {runtime}")
+        send = http_sender(server, item)
+        pgid = server.popen.pid
+        closed_loop(send, max(args.concurrency), args.warmup)  # warm up: first calls load kernels, fill caches
+        out = []
+        for c in args.concurrency:
+            fig = closed_loop(send, c, args.duration, lambda: group_cpu_seconds(pgid))
+            print(f"  {item.name} c={c}: {fig.throughput:.1f} req/s p50 {fig.p50_ms:.1f} p99 {fig.p99_ms:.1f} ms "
+                  f"errors {fig.errors}", flush=True)
+            out.append(fig)
+        return out
+
+
+def in_process(item: Served, path: str) -> dict[str, float]:
+    """The same model through the same `answer` call model.py makes, without Triton."""
+    servable = load_servable(item.export / "model", RUNTIMES[path])
+    if servable.runtime != RUNTIMES_SEEN[path]:
+        raise RuntimeError(f"{item.name}: no {path} path in {item.export / 'model'} (runtime {servable.runtime})")
+
+    def predict(rows: Sequence[Any]) -> object:
+        return servable.answer({"TEXT": np.array([[r.text.encode()] for r in rows], dtype=np.object_)})
+
+    return measure(predict, rows_of(item.texts[:512]), batch_size=LATENCY_BATCH, single=200)
+
+
+Key = tuple[str, str]  # (model name, path)
+
+
+def table_rows(items: list[Served], paths: list[str], inproc: dict[Key, dict[str, float]],
+               served: dict[Key, list[LoadFigures]]) -> list[list[str]]:
+    teacher = {i.task: i.name for i in items if i.teacher}
+    out = []
+    for item in items:
+        for path in paths:
+            own = inproc[item.name, path]
+            base = {f.concurrency: f for f in served.get((teacher.get(item.task, ""), path), [])}
+            torch_path = {f.concurrency: f for f in served.get((item.name, "torch"), [])}
+            for fig in served[item.name, path]:
+                ref = None if item.teacher else base.get(fig.concurrency)
+                before = torch_path.get(fig.concurrency) if path != "torch" else None
+                out.append([
+                    item.description, path, str(fig.concurrency), fmt(fig.throughput, 1), fmt(fig.p50_ms, 1),
+                    fmt(fig.p95_ms, 1), fmt(fig.p99_ms, 1), fmt(fig.cpu_s_per_1000, 2), str(fig.errors),
+                    fmt(own["batch1_p50_ms"], 2), fmt(own["batch1_p99_ms"], 2), fmt(own["throughput_rows_per_s"], 0),
+                    fmt(fig.throughput / (1000.0 / own["batch1_p50_ms"]), 2),
+                    fmt(fig.throughput / own["throughput_rows_per_s"], 2),
+                    fmt(fig.throughput / before.throughput if before else None, 1),
+                    fmt(fig.throughput / ref.throughput if ref else None, 1),
+                    fmt(speedup_at_equal_p99(ref, served[item.name, path]) if ref else None, 1)])
+    return out
+
+
+def parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--task", choices=["classification", "embedding", "both"], default="both")
+    p.add_argument("--students", nargs="+", choices=["cut", "static"], default=["static", "cut"])
+    p.add_argument("--path", choices=["torch", "onnx", "both"], default="both",
+                   help="what runs the models in Triton: torch (spec.serving.runtime torch, the python backend's "
+                   "eager torch), onnx (runtime auto: ONNX Runtime on the exported model.onnx), or both")
+    p.add_argument("--concurrency", type=int, nargs="+", default=None, help="default 1 8 32 (--quick: 1 8)")
+    p.add_argument("--duration", type=float, default=None,
+                   help="seconds of load per concurrency level (default 20, --quick 8)")
+    p.add_argument("--warmup", type=float, default=None,
+                   help="seconds of load before measuring, per model (default 3, --quick 2)")
+    p.add_argument("--max-queue-delay-us", type=int, default=None,
+                   help="spec.serving.dynamicBatching.maxQueueDelayMicroseconds (default: the StudentModel's)")
+    p.add_argument("--preferred-batch-sizes", type=int, nargs="*", default=None,
+                   help="spec.serving.dynamicBatching.preferredBatchSizes (default: the StudentModel's)")
+    p.add_argument("--epochs", type=int, default=1, help="students' training epochs (speed does not depend on it)")
+    p.add_argument("--rows", type=int, default=100000, help="classification: BBC titles used (all: 2225)")
+    p.add_argument("--sentences", type=int, default=4000, help="embedding: training sentences")
+    p.add_argument("--quick", action="store_true",
+                   help="a short run: 600 titles / 1000 sentences, concurrency 1 and 8, 8 s each (unless given)")
+    p.add_argument("--serving-python", type=Path, default=os.environ.get("KUBESTILL_SERVING_PYTHON") or None,
+                   help="bin directory put first on tritonserver's PATH (see the module docstring)")
+    p.add_argument("--workdir", type=Path, default=None)
+    args = p.parse_args()
+    quick = {"concurrency": [1, 8], "duration": 8.0, "warmup": 2.0}
+    full = {"concurrency": [1, 8, 32], "duration": 20.0, "warmup": 3.0}
+    for key, value in (quick if args.quick else full).items():  # flags given explicitly win
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    if args.quick:
+        args.rows, args.sentences = min(args.rows, 600), min(args.sentences, 1000)
+    return args
+
+
+def main() -> None:
+    args = parse_args()
+    clock = Stopwatch()
+    load_at_start = os.getloadavg()[0]
+    root = args.workdir or Path(tempfile.mkdtemp(prefix="bench-serving-"))
+    items: list[Served] = []
+    if args.task in ("classification", "both"):
+        items += classification_models(root / "cls", args.students, args.rows, args.epochs)
+    if args.task in ("embedding", "both"):
+        items += embedding_models(root / "emb", args.students, args.sentences, args.epochs)
+    print(f"[{clock():.0f}s] {len(items)} models exported under {root}", flush=True)
+    paths = ["torch", "onnx"] if args.path == "both" else [args.path]
+    inproc: dict[Key, dict[str, float]] = {}
+    served: dict[Key, list[LoadFigures]] = {}
+    for path in paths:
+        for item in items:
+            inproc[item.name, path] = in_process(item, path)
+            print(f"[{clock():.0f}s] {item.name} {path} in-process: {inproc[item.name, path]}", flush=True)
+            served[item.name, path] = served_figures(item, path, root, args)
+            print(f"[{clock():.0f}s] {item.name} {path} served", flush=True)
+    print_table(
+        "Served vs in-process (Triton python backend; path torch: eager torch, onnx: ONNX Runtime)",
+        ["model", "path", "conc", "req/s", "p50 ms", "p95 ms", "p99 ms", "CPU s/1k req", "errors",
+         "in-proc p50 ms b1", "in-proc p99 ms b1", f"in-proc rows/s b{LATENCY_BATCH}", "served/in-proc b1",
+         f"served/in-proc b{LATENCY_BATCH}", "x torch path", "x teacher req/s", "x teacher at equal p99"],
+        table_rows(items, paths, inproc, served),
+        ["served: tritonserver (nvidia-pytriton) on loopback, config.pbtxt from the operator's builder with the "
+         "StudentModel's default serving spec (runtime per path"
+         + (f"; maxQueueDelayMicroseconds {args.max_queue_delay_us}" if args.max_queue_delay_us is not None else "")
+         + (f"; preferredBatchSizes {args.preferred_batch_sizes}" if args.preferred_batch_sizes else "")
+         + "); closed loop, one row per request, over HTTP (tritonclient)",
+         f"{args.duration:g} s per concurrency level after {args.warmup:g} s of warm-up; latency as the client sees "
+         "it; CPU: the tritonserver process group's user+system seconds from /proc",
+         "served/in-proc b1: served req/s over the in-process rate of one caller sending one row at a time "
+         f"(1000 / p50 ms); b{LATENCY_BATCH}: over the in-process rows/s at batch {LATENCY_BATCH}",
+         "x teacher: over the teacher served on the same path at the same concurrency; at equal p99: the "
+         "student's best req/s at a p99 no worse than the teacher's there, over the teacher's req/s",
+         f"machine: {machine_note()} ({load_at_start:.1f} at the start); the load generator shares the cores "
+         f"with the server; total {clock():.0f}s"],
+    )
+
+
+if __name__ == "__main__":
+    main()
