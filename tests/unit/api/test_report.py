@@ -20,6 +20,12 @@ V1: dict[str, Any] = {
                             "throughputRowsPerSecond": 800.0, "throughputBatchSize": 32}},
     "models": {"student": {"params": 11_000_000, "sizeMb": 44.1}},
     "gate": {"passed": True, "reasons": ["qualityRatio 0.9667 ..."]},
+    "rowSets": {"test": {"rows": 24, "goldRows": 22, "teacher": {"accuracy": 0.9}, "student": {"accuracy": 0.87}},
+                "unfiltered": {"rows": 30, "goldRows": 28, "teacher": {"accuracy": 0.8}, "student": {"agreement": 0.7}}},
+    "data": {"totalRows": 240, "badRowsSkipped": 1, "dropped": {"low confidence": 6}, "droppedShare": 0.025,
+             "missingLabels": 2, "unknownLabels": 1,
+             "truncation": {"maxSeqLength": 128, "rows": 240, "truncatedRows": 3, "truncatedShare": 0.0125,
+                            "maxTokens": 900, "p95Tokens": 60}},
 }
 
 # What the trainer wrote before the model existed (the last version-0 writer, verbatim in shape).
@@ -39,6 +45,8 @@ def test_v1_round_trips() -> None:
     assert report.schema_version == SCHEMA_VERSION
     assert report.latency.student is not None and report.latency.student.p95 == 4.2
     assert report.segments["a"].support == 13
+    assert report.row_sets["unfiltered"].gold_rows == 28 and report.data is not None
+    assert report.data.truncation is not None and report.data.truncation.truncated_rows == 3
     expected = json.loads(json.dumps(V1))
     expected["student"] = {"accuracy": 0.87}  # a null figure is left out on the way back
     assert {**report.to_wire(), "student": {"accuracy": 0.87}} == expected
@@ -73,7 +81,8 @@ def test_non_finite_figures_become_null() -> None:
     assert report.teacher["accuracy"] is None and report.quality_ratio is None
     assert json.loads(report.to_json()) == {"schemaVersion": 1, "primaryMetric": "accuracy",
                                             "teacher": {"accuracy": None}, "student": {"accuracy": 0.5},
-                                            "labels": [], "segments": {}, "latency": {}, "models": {}}
+                                            "labels": [], "segments": {}, "latency": {}, "models": {},
+                                            "rowSets": {}}
 
 
 @pytest.mark.parametrize(
