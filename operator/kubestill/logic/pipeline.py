@@ -259,6 +259,15 @@ def _succeeded(walk: _Walk, stage: Stage, spec: DistillationJobSpec, status: Dis
     return True
 
 
+def _gate_failure(walk: _Walk, stage: Stage, spec: DistillationJobSpec, status: DistillationJobStatus,
+                  observed: Observed) -> bool:
+    """A failed evaluate Job that left a failing metrics.json: the gate verdict, as for a succeeded one; True
+    when that is what failed (False: an ordinary stage failure)."""
+    if stage != Stage.EVALUATE or _json(observed.report.get("metrics.json")) is None:
+        return False
+    return not _evaluated(walk, spec, status, observed)
+
+
 def _walk(spec: DistillationJobSpec, status: DistillationJobStatus, observed: Observed) -> _Walk:
     """Every stage in order, up to the first that is not finished (or failed)."""
     walk = _Walk()
@@ -274,7 +283,10 @@ def _walk(spec: DistillationJobSpec, status: DistillationJobStatus, observed: Ob
             walk.events.append(Event("Normal" if view.state == StageState.SUCCEEDED else "Warning",
                                      f"Stage{view.state}", f"{stage.value} {view.state.lower()}{detail}"))
         if view.state == StageState.FAILED:
-            walk.fail("StageFailed", f"stage {stage.value} failed (Job {view.name})" + detail)
+            # The trainer's evaluate exits non-zero (GATE_EXIT_CODE) when a gate fails, after publishing
+            # metrics.json: judged here as when it exits 0, so the status carries the metrics and GateFailed.
+            if not _gate_failure(walk, stage, spec, status, observed):
+                walk.fail("StageFailed", f"stage {stage.value} failed (Job {view.name})" + detail)
             break
         if view.state != StageState.SUCCEEDED:
             _running(walk, stage, view, observed)
