@@ -51,7 +51,7 @@ DJ = "distillationjob-classification.yaml"
 # confidence settings go, since an embedding teacher gives none.
 EMBEDDING_TASK: tuple[tuple[str, Any], ...] = (
     ("spec.task", "embedding"), ("spec.data.fields.label", _DELETE), ("spec.evaluation.primaryMetric", "cosine"),
-    ("spec.labeling.temperature", _DELETE), ("spec.labeling.minConfidence", _DELETE),
+    ("spec.labeling.temperature", _DELETE), ("spec.labeling.minRelativeConfidence", _DELETE),
     ("spec.training.curriculum", _DELETE))
 SM = "studentmodel.yaml"
 CR = "canaryrollout.yaml"
