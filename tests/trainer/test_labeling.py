@@ -136,8 +136,7 @@ def test_worked_examples_in_the_docstrings_hold() -> None:
     import doctest
 
     from kubestill_trainer import data_checks
-    from kubestill_trainer.stages import label
 
-    for module in (data_checks, label):
+    for module in (data_checks,):
         result = doctest.testmod(module)
         assert result.attempted > 0 and result.failed == 0, module.__name__

@@ -143,6 +143,28 @@ class DataReport(_ReportModel):
     unknown_labels: int = Field(default=0, ge=0, description="Rows whose gold label is not a teacher class.")
     truncation: TruncationReport | None = Field(default=None, description="Inputs cut at maxSeqLength.")
 
+    def warnings(self) -> list[str]:
+        """One line per count that changes what the student learns from or is judged on (empty: none), as the
+        trainer logs them and the DistillationJob's DataComplete condition says them.
+
+        >>> DataReport(total_rows=10, bad_rows_skipped=1, missing_labels=2).warnings()[0]
+        '1 unreadable rows skipped (data.onBadRows skip)'
+        """
+        out = []
+        if self.bad_rows_skipped:
+            out.append(f"{self.bad_rows_skipped} unreadable rows skipped (data.onBadRows skip)")
+        if self.missing_labels:
+            out.append(f"{self.missing_labels} of {self.total_rows} rows have no gold label: hard-label losses use "
+                       "the teacher's top class for them, gold metrics leave them out")
+        if self.unknown_labels:
+            out.append(f"{self.unknown_labels} of {self.total_rows} rows have a gold label that is not a teacher "
+                       "class: hard-label losses use the teacher's top class for them, gold metrics count them wrong")
+        t = self.truncation
+        if t is not None and t.truncated_rows:
+            out.append(f"{t.truncated_rows} of {t.rows} rows ({t.truncated_share or 0:.1%}) are longer than "
+                       f"training.maxSeqLength {t.max_seq_length} tokens (longest {t.max_tokens}) and are cut")
+        return out
+
 
 class EvaluationReport(_ReportModel):
     """The evaluate stage's result on the held-out test split (metrics.json)."""

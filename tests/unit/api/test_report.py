@@ -106,3 +106,19 @@ def test_malformed_is_one_clear_line(data: Any, message: str) -> None:
         load_report(data)
     assert str(err.value).startswith(message), str(err.value)
     assert "\n" not in str(err.value)
+
+
+def test_data_warnings_worked_examples() -> None:
+    import doctest
+
+    from kubestill.api import report
+
+    result = doctest.testmod(report)
+    assert result.attempted > 0 and result.failed == 0
+    data = report.DataReport(total_rows=100, unknown_labels=3, truncation=report.TruncationReport(
+        max_seq_length=128, rows=100, truncated_rows=4, truncated_share=0.04, max_tokens=5000))
+    assert data.warnings() == [
+        "3 of 100 rows have a gold label that is not a teacher class: hard-label losses use the teacher's top "
+        "class for them, gold metrics count them wrong",
+        "4 of 100 rows (4.0%) are longer than training.maxSeqLength 128 tokens (longest 5000) and are cut"]
+    assert report.DataReport(total_rows=100, dropped={"low confidence": 9}).warnings() == []

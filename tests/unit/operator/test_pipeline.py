@@ -219,3 +219,20 @@ def test_a_gate_refusal_exit_still_fills_metrics_and_reasons() -> None:
     assert status.gate.reasons[0].startswith("qualityRatio 0.5556")
     gate = find(status.conditions, "GatePassed")
     assert gate is not None and gate.status == "False" and "minQualityRatio" in status.message
+
+
+@pytest.mark.parametrize(("data", "status", "words"), [
+    ({"totalRows": 50, "dropped": {"low confidence": 5}}, "True",
+     "50 rows read, labelled where needed and within maxSeqLength; the quality filter dropped 5 (low confidence 5)"),
+    ({"totalRows": 50, "missingLabels": 7, "badRowsSkipped": 1}, "False",
+     "1 unreadable rows skipped (data.onBadRows skip); 7 of 50 rows have no gold label"),
+    (None, None, ""),  # a report of an older trainer: no condition
+])
+def test_data_complete_condition(data: dict[str, Any] | None, status: str | None, words: str) -> None:
+    metrics = {**METRICS, "data": data} if data else METRICS
+    result, _ = plan(_spec(), None, _observed(_jobs(DONE, DONE, DONE), {"metrics.json": json.dumps(metrics)}))
+    cond = find(result.conditions, "DataComplete")
+    if status is None:
+        assert cond is None
+    else:
+        assert cond is not None and cond.status == status and cond.message.startswith(words)

@@ -140,30 +140,8 @@ def _refuse_or_warn(ctx: RunContext, report: dict[str, Any], data: DataReport, k
     if kept < 3:
         raise ValueError(f"only {kept} of {data.total_rows} rows survived the quality filter ({dropped}); lower "
                          "labeling.minConfidence or check the teacher")
-    for warning in data_warnings(data):
+    for warning in data.warnings():
         log.warning("label: %s", warning)
-
-
-def data_warnings(data: DataReport) -> list[str]:
-    """One line per count that changes what the student learns from (empty when there is none).
-
-    >>> data_warnings(DataReport(total_rows=10, bad_rows_skipped=1))
-    ['1 unreadable rows skipped (data.onBadRows skip)']
-    """
-    out = []
-    if data.bad_rows_skipped:
-        out.append(f"{data.bad_rows_skipped} unreadable rows skipped (data.onBadRows skip)")
-    if data.missing_labels:
-        out.append(f"{data.missing_labels} of {data.total_rows} rows have no gold label: hard-label losses use "
-                   "the teacher's top class for them, gold metrics leave them out")
-    if data.unknown_labels:
-        out.append(f"{data.unknown_labels} of {data.total_rows} rows have a gold label that is not a teacher "
-                   "class: hard-label losses use the teacher's top class for them, gold metrics count them wrong")
-    t = data.truncation
-    if t is not None and t.truncated_rows:
-        out.append(f"{t.truncated_rows} of {t.rows} rows ({t.truncated_share or 0:.1%}) are longer than "
-                   f"training.maxSeqLength {t.max_seq_length} tokens (longest {t.max_tokens}) and are cut")
-    return out
 
 
 def _ask_teacher(ctx: RunContext, rows: list[Row], to_label: list[Row]) -> tuple[dict[str, Any], list[LabelBatch]]:
