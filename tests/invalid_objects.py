@@ -51,7 +51,7 @@ DJ = "distillationjob-classification.yaml"
 # confidence settings go, since an embedding teacher gives none.
 EMBEDDING_TASK: tuple[tuple[str, Any], ...] = (
     ("spec.task", "embedding"), ("spec.data.fields.label", _DELETE), ("spec.evaluation.primaryMetric", "cosine"),
-    ("spec.labeling.temperature", _DELETE), ("spec.labeling.minConfidence", _DELETE),
+    ("spec.labeling.temperature", _DELETE), ("spec.labeling.minRelativeConfidence", _DELETE),
     ("spec.training.curriculum", _DELETE))
 SM = "studentmodel.yaml"
 CR = "canaryrollout.yaml"
@@ -217,6 +217,14 @@ CASES = [
          (*EMBEDDING_TASK, ("spec.loss.terms", [{"name": "embedding-mse"}]),
           ("spec.labeling.minConfidence", 0.5)),
          "spec.labeling", "which an embedding teacher does not give"),
+    Case("relative-confidence-on-embedding", DJ,
+         (*EMBEDDING_TASK, ("spec.loss.terms", [{"name": "embedding-mse"}]),
+          ("spec.labeling.minRelativeConfidence", 0.3)),
+         "spec.labeling.minRelativeConfidence", "relative to the number of classes: classification only"),
+    Case("bad-row-share-without-skip", DJ, (("spec.data.maxBadRowShare", 0.05),),
+         "spec.data.maxBadRowShare", "maxBadRowShare caps the rows onBadRows 'skip' leaves out"),
+    Case("bad-row-policy-unknown", DJ, (("spec.data.onBadRows", "ignore"),), "spec.data.onBadRows",
+         "Unsupported value"),
     Case("curriculum-on-embedding", DJ,
          (*EMBEDDING_TASK, ("spec.loss.terms", [{"name": "embedding-mse"}]),
           ("spec.training.curriculum", "confidence")),
@@ -280,6 +288,9 @@ ACCEPTED = [
                                {"name": "embedding-cosine", "outputDim": 128}, {"name": "infonce"}])),
          ),
     Case("min-segment-support-with-its-gate", DJ, (("spec.evaluation.minSegmentSupport", 5),)),
+    Case("bad-rows-skipped-up-to-a-share", DJ, (("spec.data.onBadRows", "skip"), ("spec.data.maxBadRowShare", 1))),
+    Case("relative-confidence-on-classification", DJ,
+         (("spec.labeling.minRelativeConfidence", 1), ("spec.labeling.maxDroppedShare", 0))),
 ]
 
 

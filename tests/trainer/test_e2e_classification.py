@@ -54,7 +54,8 @@ def test_all_stages_then_triton_serves_what_evaluate_measured(bbc_teacher: Path,
 
     report = json.loads((work / "labels" / "report.json").read_text())
     assert report["total"] == 240 and report["kept"] + sum(report["dropped"].values()) == 240
-    assert sum(report["splits"].values()) == report["kept"]
+    # low-confidence test rows are kept aside (test-dropped) for the unfiltered evaluation, never trained on
+    assert sum(report["splits"][s] for s in ("train", "validation", "test")) == report["kept"]
     progress = json.loads((work / "progress.json").read_text())
     assert progress["percent"] == 100.0 and progress["step"] == progress["totalSteps"] > 0
     metrics = json.loads((work / "eval" / "metrics.json").read_text())
@@ -63,6 +64,9 @@ def test_all_stages_then_triton_serves_what_evaluate_measured(bbc_teacher: Path,
     assert metrics["student"]["agreement"] > 0.5, metrics["student"]
     assert metrics["speedup"] > 0 and metrics["latency"]["student"]["p95"] > 0  # figures: bench/
     assert len(metrics["gate"]["reasons"]) == 3 and set(metrics["segments"]) == set(metrics["labels"])
+    unfiltered = metrics["rowSets"]["unfiltered"]
+    assert unfiltered["rows"] == metrics["testRows"] + report["splits"]["test-dropped"]
+    assert metrics["data"]["totalRows"] == 240 and metrics["data"]["truncation"]["maxSeqLength"] == 48
     assert (work / "eval" / "report.md").read_text().startswith("# Distillation report")
     assert (work / "eval" / "learning_curve.png").stat().st_size > 1000
     assert "onnx: max abs diff vs torch" in done.stdout + done.stderr

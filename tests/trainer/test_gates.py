@@ -43,7 +43,10 @@ def test_trainer_and_operator_agree(evaluation: dict[str, Any], changes: dict[st
          "gate": {"passed": False, "reasons": ["qualityRatio 0.8889 < minQualityRatio 0.95"]},
          "segments": {"a": {"support": 12, "teacher": {"accuracy": 1.0}, "student": {"accuracy": 0.75}}},
          "latency": {"device": "cpu", "student": LAT, "teacher": {**LAT, "p50": 6.0}},
-         "models": {"student": {"params": 10, "sizeMb": 0.1}}},
+         "models": {"student": {"params": 10, "sizeMb": 0.1}},
+         "rowSets": {"test": {"rows": 20, "goldRows": 18, "teacher": {"accuracy": 0.9},
+                              "student": {"accuracy": 0.8, "agreement": 0.85}}},
+         "data": {"totalRows": 200, "dropped": {"low confidence": 4}, "droppedShare": 0.02, "missingLabels": 20}},
         # Version 0 (an older trainer's metrics.json) renders too.
         {"primaryMetric": "accuracy", "gate": {"passed": True}, "qualityRatio": 1.0, "testRows": 20,
          "teacher": {"accuracy": 0.9}, "student": {"accuracy": 0.9}, "latency": {}},
@@ -58,3 +61,6 @@ def test_report_md(metrics: dict[str, Any], tmp_path: Path) -> None:
         assert "| a | 12 | 1.0000 | 0.7500 | 0.2500 |" in text and (tmp_path / "segments.png").exists()
         assert "| student | 10 | 0.1000 | 1 | 3.0000 | 4.2000 | 6.0000 | n/a (n/a) |" in text
         assert "| f1 | n/a | n/a |" in text
+        assert "| test | 20 | 18 | 0.9000 | 0.8000 | 0.8500 |" in text
+        assert "- 200 rows read; dropped by the quality filter: low confidence 4 (share 0.0200)" in text
+        assert "- 20 of 200 rows have no gold label" in text

@@ -10,6 +10,7 @@ import pytest
 
 from kubestill.api.v1alpha1.distillationjob import DataSpec
 from kubestill_trainer.data import DataError, load_rows, split_rows
+from kubestill_trainer.data_checks import relative_confidence
 from kubestill_trainer.stages.label import EMPTY, INVALID, LOW_CONFIDENCE, filter_reason
 from kubestill_trainer.stages.schedule import epoch_order, lr_factor, plan_steps
 from kubestill_trainer.tasks.base import Row
@@ -31,6 +32,34 @@ from kubestill_trainer.tasks.base import Row
 def test_filter_reason(row: Row, confidence: float, invalid: str | None, min_conf: float, drop_empty: bool,
                        needs_pair: bool, want: str | None) -> None:
     assert filter_reason(row, confidence, invalid, min_conf, drop_empty, needs_pair) == want
+
+
+@pytest.mark.parametrize(
+    ("p", "classes", "min_relative", "want"),
+    [
+        # relative = log(C p) / log C: p = 0.2 over 130 classes is 26x chance, 0.669 of the way to certainty
+        (0.2, 130, 0.3, None),
+        (0.03, 130, 0.3, LOW_CONFIDENCE),  # p >= 130^0.3 / 130 = 0.0331 is needed
+        (0.0332, 130, 0.3, None),
+        (0.3, 5, 0.3, LOW_CONFIDENCE),  # with 5 classes the same 0.3 needs p >= 0.324
+        (0.33, 5, 0.3, None),
+        (0.2, 5, 0.0, None),  # at chance: relative 0, kept by a threshold of 0
+        (0.55, 2, 0.2, LOW_CONFIDENCE),  # 2 classes: p >= 2^0.2 / 2 = 0.574
+        (0.58, 2, 0.2, None),
+        (0.01, 130, None, None),  # no relative threshold: not filtered
+    ],
+)
+def test_relative_confidence_filter(p: float, classes: int, min_relative: float | None, want: str | None) -> None:
+    relative = float(relative_confidence(np.array([p]), classes)[0])
+    assert filter_reason(Row("1", "t"), p, None, 0.0, True, False, relative, min_relative) == want
+
+
+def test_relative_confidence_is_scale_free() -> None:
+    """The same multiple of chance on the same share of log C scores the same, whatever C; bounds are 0 and 1."""
+    for classes in (2, 5, 130, 1000):
+        got = relative_confidence(np.array([0.0, 1 / classes, classes ** -0.5, 1.0]), classes)
+        np.testing.assert_allclose(got, [0.0, 0.0, 0.5, 1.0], atol=1e-12)
+    assert relative_confidence(np.array([0.4]), 1)[0] == 1.0  # one class: nothing to be unsure about
 
 
 def test_split_is_deterministic_sized_and_order_independent() -> None:
@@ -101,3 +130,13 @@ def test_epoch_order_reproducible_and_curriculum_easy_first() -> None:
     conf = np.array([0.2, 0.9, 0.5, 0.9, 0.1])
     order = epoch_order(5, 1, 0, conf)
     assert [conf[i] for i in order] == [0.9, 0.9, 0.5, 0.2, 0.1]
+
+
+def test_worked_examples_in_the_docstrings_hold() -> None:
+    import doctest
+
+    from kubestill_trainer import data_checks
+
+    for module in (data_checks,):
+        result = doctest.testmod(module)
+        assert result.attempted > 0 and result.failed == 0, module.__name__

@@ -1,7 +1,9 @@
 """`python -m kubestill_trainer <label|train|evaluate|export|all> --config FILE --workdir URI`.
 
-Exit codes: 0 success, 2 a bad config or command line (the message names the field), 1 any other failure
-(the reason goes to stderr and the termination log)."""
+Exit codes: 0 success; 3 a gate of the spec refused the run (the evaluation gates, labeling.maxDroppedShare,
+data.maxBadRowShare): the stage's outputs are written, `all` stops there (nothing is exported), and one line says
+why; 2 a bad config or command line (the message names the field); 1 any other failure. The reason goes to
+stderr and the termination log, which the operator copies into the DistillationJob's status."""
 
 from __future__ import annotations
 
@@ -14,7 +16,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from kubestill.api.v1alpha1 import DistillationJobSpec
+
 from .config import ConfigError, load_config
+from .refusal import GATE_EXIT_CODE, GateRefusal
 from .termination import install_redaction, report_failure
 
 STAGE_NAMES = ("label", "train", "evaluate", "export")
@@ -55,26 +60,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # models come from local directories, never a hub
     try:
-        from .context import RunContext
-        from .distributed import is_torchrun_worker, relaunch_train, should_relaunch
-
-        ctx = RunContext.create(spec, metadata, args.workdir or spec.output.artifact_uri)
-        stages = _stages()
-        # A torchrun worker shares its launcher's scratch directory: the launcher pulls and pushes.
-        syncs = not is_torchrun_worker()
-        for name in STAGE_NAMES if args.stage == "all" else (args.stage,):
-            logging.getLogger("kubestill_trainer").info("stage %s: starting (workdir %s)", name, ctx.workdir.uri)
-            if syncs:
-                ctx.workdir.pull(name)
-            if name == "train" and should_relaunch(spec):  # DDP: the train stage runs under torchrun
-                result = relaunch_train(spec, args.config, args.workdir or spec.output.artifact_uri, args.log_level,
-                                        ctx.path())
-            else:
-                result = stages[name](ctx)
-            if syncs:
-                ctx.workdir.push(name)
-            logging.getLogger("kubestill_trainer").info("stage %s: done %s", name, _short(result))
-        ctx.workdir.close()
+        return _run_stages(args, spec, metadata)
+    except GateRefusal as e:
+        report_failure(f"gate failed at stage {args.stage}: {e}")
+        return GATE_EXIT_CODE
     except KeyboardInterrupt:
         report_failure(f"stage {args.stage} interrupted")
         return 130
@@ -84,6 +73,38 @@ def main(argv: Sequence[str] | None = None) -> int:
         if os.environ.get("KUBESTILL_TRACEBACK"):
             traceback.print_exc()
         return 1
+
+
+def _run_stages(args: argparse.Namespace, spec: DistillationJobSpec, metadata: dict[str, Any]) -> int:
+    """The stage, or all four in order; GATE_EXIT_CODE as soon as one reports a failed gate (after pushing
+    its outputs: metrics.json and report.md say the rest), so `all` never exports a refused student."""
+    from .context import RunContext
+    from .distributed import is_torchrun_worker, relaunch_train, should_relaunch
+
+    log = logging.getLogger("kubestill_trainer")
+    ctx = RunContext.create(spec, metadata, args.workdir or spec.output.artifact_uri)
+    stages = _stages()
+    # A torchrun worker shares its launcher's scratch directory: the launcher pulls and pushes.
+    syncs = not is_torchrun_worker()
+    for name in STAGE_NAMES if args.stage == "all" else (args.stage,):
+        log.info("stage %s: starting (workdir %s)", name, ctx.workdir.uri)
+        if syncs:
+            ctx.workdir.pull(name)
+        if name == "train" and should_relaunch(spec):  # DDP: the train stage runs under torchrun
+            result = relaunch_train(spec, args.config, args.workdir or spec.output.artifact_uri, args.log_level,
+                                    ctx.path())
+        else:
+            result = stages[name](ctx)
+        if syncs:
+            ctx.workdir.push(name)
+        log.info("stage %s: done %s", name, _short(result))
+        if result.get("gatePassed") is False:
+            ctx.workdir.close()
+            reasons = result.get("gateReasons")
+            report_failure(f"gate failed at stage {name}: "
+                           + ("; ".join(str(r) for r in reasons) if isinstance(reasons, list) else "see eval/"))
+            return GATE_EXIT_CODE
+    ctx.workdir.close()
     return 0
 
 

@@ -1,6 +1,8 @@
 """The label stage's output on disk, read by train and evaluate.
 
-labels/rows.jsonl          kept rows with their split ({"id","text","pair","label","segment","split"})
+labels/rows.jsonl          kept rows with their split ({"id","text","pair","label","segment","split"}): train,
+                           validation, test, or test-dropped (a test row the confidence filter dropped, kept
+                           only for the evaluation on the unfiltered test split; never trained on)
 labels/targets.safetensors row-aligned teacher targets, plus "_confidence"
 labels/meta.json           task facts (class names, confidence temperature, teacher kind, format markers)
 labels/report.json         filter reasons and counts, split sizes
@@ -20,6 +22,7 @@ from .outputs import Array
 from .tasks.base import Row
 
 CONFIDENCE = "_confidence"
+TEST_DROPPED = "test-dropped"
 
 
 @dataclass
@@ -30,7 +33,12 @@ class Labels:
     meta: dict[str, Any]
 
     def subset(self, split: str) -> tuple[list[Row], dict[str, Array]]:
-        idx = [i for i, s in enumerate(self.splits) if s == split]
+        """The rows of one split and their row-aligned targets."""
+        return self.subset_of((split,))
+
+    def subset_of(self, splits: tuple[str, ...]) -> tuple[list[Row], dict[str, Array]]:
+        """The rows of any of `splits`, in stored order, and their row-aligned targets."""
+        idx = [i for i, s in enumerate(self.splits) if s in splits]
         return [self.rows[i] for i in idx], {k: v[idx] for k, v in self.targets.items()}
 
 

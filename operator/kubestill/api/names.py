@@ -37,6 +37,9 @@ TEACHER_API_KEY_ENV = "KUBESTILL_TEACHER_API_KEY"  # from teacher.openai.apiKeyS
 SCRATCH_DIR_ENV = "KUBESTILL_SCRATCH_DIR"  # local scratch space (downloads of s3:// inputs)
 TERMINATION_LOG_ENV = "KUBESTILL_TERMINATION_LOG"  # where a failing process writes its one-paragraph reason
 TERMINATION_LOG = "/dev/termination-log"  # the container's terminationMessagePath (Kubernetes' default)
+# The trainer's exit code when a gate of the spec refuses the run: the stage Job fails at once, without
+# retries (a gate gives the same answer every time), see builders.job.
+GATE_EXIT_CODE = 3
 # Where a stage Job sees its config: the pod annotation CONFIG_ANNOTATION, projected by the downward API as
 # CONFIG_DIR/CONFIG_KEY. Each Job carries the exact config it ran with, and a job costs no ConfigMap write.
 CONFIG_DIR = "/etc/kubestill"

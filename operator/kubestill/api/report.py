@@ -26,7 +26,12 @@ Wire shape (version 1), camelCase:
                              "throughputRowsPerSecond": 830.0, "throughputBatchSize": 32},
                  "teacher": {...}},
      "models": {"student": {"params": 11000000, "sizeMb": 44.1}, "teacher": {...}},
-     "gate": {"passed": true, "reasons": ["qualityRatio 0.9670 ..."]}}
+     "gate": {"passed": true, "reasons": ["qualityRatio 0.9670 ..."]},
+     "rowSets": {"test": {"rows": 240, "goldRows": 238, "teacher": {...}, "student": {...}},
+                 "unfiltered": {"rows": 260, "goldRows": 258, ...}},
+     "data": {"totalRows": 2400, "badRowsSkipped": 0, "dropped": {"low confidence": 200}, "droppedShare": 0.083,
+              "missingLabels": 12, "unknownLabels": 3,
+              "truncation": {"maxSeqLength": 128, "rows": 2400, "truncatedRows": 40, "truncatedShare": 0.017}}}
 """
 
 from __future__ import annotations
@@ -113,6 +118,62 @@ class SegmentReport(_ReportModel):
     student: Metrics = Field(default_factory=dict, description="The student's metrics on the segment.")
 
 
+class RowSetReport(_ReportModel):
+    """Teacher and student on one set of test rows, with the rows each reference covers: metrics against gold
+    labels (accuracy, macro F1, ...) are computed on the `goldRows` rows that have one; `agreement` (with the
+    teacher) on all `rows`. Without any gold label there is no accuracy, only agreement."""
+
+    rows: int = Field(ge=0, description="Rows in the set.")
+    gold_rows: int = Field(default=0, ge=0, description="Rows with a gold label: what gold metrics are over.")
+    teacher: Metrics = Field(default_factory=dict, description="The teacher's metrics on the set.")
+    student: Metrics = Field(default_factory=dict, description="The student's metrics on the set.")
+
+
+class TruncationReport(_ReportModel):
+    """Inputs longer than training.maxSeqLength, which every model of the job only sees cut."""
+
+    max_seq_length: int = Field(ge=1, description="The length inputs are cut at, in tokens.")
+    rows: int = Field(ge=0, description="Rows measured.")
+    truncated_rows: int = Field(ge=0, description="Rows longer than maxSeqLength.")
+    truncated_share: Figure = Field(default=None, description="truncatedRows / rows.")
+    max_tokens: int | None = Field(default=None, ge=0, description="Length of the longest row, in tokens.")
+    p95_tokens: int | None = Field(default=None, ge=0, description="95th percentile row length, in tokens.")
+
+
+class DataReport(_ReportModel):
+    """What the label stage did with the input rows: nothing is dropped or replaced without a count here."""
+
+    total_rows: int = Field(ge=0, description="Rows read (bad rows not included).")
+    bad_rows_skipped: int = Field(default=0, ge=0, description="Unreadable rows left out (data.onBadRows skip).")
+    dropped: dict[str, int] = Field(default_factory=dict, description="Rows dropped by the quality filter, by reason.")
+    dropped_share: Figure = Field(default=None, description="Dropped rows / totalRows (labeling.maxDroppedShare).")
+    missing_labels: int = Field(default=0, ge=0, description="Rows without a gold label (data.fields.label set).")
+    unknown_labels: int = Field(default=0, ge=0, description="Rows whose gold label is not a teacher class.")
+    truncation: TruncationReport | None = Field(default=None, description="Inputs cut at maxSeqLength.")
+
+    def warnings(self) -> list[str]:
+        """One line per count that changes what the student learns from or is judged on (empty: none), as the
+        trainer logs them and the DistillationJob's DataComplete condition says them.
+
+        >>> DataReport(total_rows=10, bad_rows_skipped=1, missing_labels=2).warnings()[0]
+        '1 unreadable rows skipped (data.onBadRows skip)'
+        """
+        out = []
+        if self.bad_rows_skipped:
+            out.append(f"{self.bad_rows_skipped} unreadable rows skipped (data.onBadRows skip)")
+        if self.missing_labels:
+            out.append(f"{self.missing_labels} of {self.total_rows} rows have no gold label: hard-label losses use "
+                       "the teacher's top class for them, gold metrics leave them out")
+        if self.unknown_labels:
+            out.append(f"{self.unknown_labels} of {self.total_rows} rows have a gold label that is not a teacher "
+                       "class: hard-label losses use the teacher's top class for them, gold metrics count them wrong")
+        t = self.truncation
+        if t is not None and t.truncated_rows:
+            out.append(f"{t.truncated_rows} of {t.rows} rows ({t.truncated_share or 0:.1%}) are longer than "
+                       f"training.maxSeqLength {t.max_seq_length} tokens (longest {t.max_tokens}) and are cut")
+        return out
+
+
 class EvaluationReport(_ReportModel):
     """The evaluate stage's result on the held-out test split (metrics.json)."""
 
@@ -130,6 +191,12 @@ class EvaluationReport(_ReportModel):
     latency: LatencyReport = Field(default_factory=LatencyReport, description="Latency per model.")
     models: dict[str, ModelSize] = Field(default_factory=dict, description="Sizes by model: student, teacher.")
     gate: GateVerdict | None = Field(default=None, description="The trainer's gate verdict.")
+    row_sets: dict[str, RowSetReport] = Field(
+        default_factory=dict,
+        description="Metrics per set of test rows, with counts: 'test' (after the confidence filter, what the "
+        "gates judge) and 'unfiltered' (every test row the teacher answered, low-confidence ones included).",
+    )
+    data: DataReport | None = Field(default=None, description="What the label stage did with the input rows.")
 
     @model_validator(mode="before")
     @classmethod

@@ -11,6 +11,7 @@ from kubestill.api.names import (
     CONFIG_DIR,
     CONFIG_KEY,
     DJ_LABEL,
+    GATE_EXIT_CODE,
     NAMESPACE_ENV,
     REPORT_CONFIGMAP_ENV,
     REPORT_METADATA_ENV,
@@ -140,6 +141,9 @@ def build_stage_job(
     metadata = child_metadata(job_name(name, stage), dj, labels, extra_labels)
     job_spec: dict[str, Any] = {
         "backoffLimit": spec.run.backoff_limit,
+        # A gate refusal is the data's or the student's answer, the same on every retry: fail the Job at once.
+        "podFailurePolicy": {"rules": [{"action": "FailJob", "onExitCodes": {
+            "containerName": TRAINER_CONTAINER, "operator": "In", "values": [GATE_EXIT_CODE]}}]},
         "template": {"metadata": {"labels": dict(metadata["labels"]),
                                   "annotations": {CONFIG_ANNOTATION: config_text(dj)}}, "spec": pod_spec},
     }

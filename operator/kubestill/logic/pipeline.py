@@ -146,6 +146,24 @@ def _metrics_fields(metrics: Mapping[str, Any], verdict: Verdict) -> dict[str, A
     return out
 
 
+def _data_condition(metrics: Mapping[str, Any]) -> Cond | None:
+    """DataComplete: False, with the counts, when rows were skipped as unreadable, lack a gold label or have one
+    the teacher lacks, or were cut at maxSeqLength (metrics.json's data); None for reports without it."""
+    try:
+        data = load_report(metrics).data
+    except ReportError:
+        return None
+    if data is None:
+        return None
+    dropped = ", ".join(f"{k} {v}" for k, v in sorted(data.dropped.items()))
+    filtered = f"; the quality filter dropped {sum(data.dropped.values())} ({dropped})" if dropped else ""
+    warnings = data.warnings()
+    if not warnings:
+        return Cond("DataComplete", "True", "AllRowsUsed",
+                    f"{data.total_rows} rows read, labelled where needed and within maxSeqLength{filtered}")
+    return Cond("DataComplete", "False", "RowsSkippedOrCut", "; ".join(warnings) + filtered)
+
+
 def _roi(spec: DistillationJobSpec, jobs: Mapping[str, JobView], speedup: float | None) -> RoiReport | None:
     if spec.cost is None:
         return None
@@ -235,6 +253,9 @@ def _evaluated(walk: _Walk, spec: DistillationJobSpec, status: DistillationJobSt
     summary = "; ".join(verdict.reasons)
     reason = "GatePassed" if verdict.passed else "GateFailed"
     walk.conds.append(Cond("GatePassed", "True" if verdict.passed else "False", reason, summary))
+    data = _data_condition(metrics)
+    if data is not None:
+        walk.conds.append(data)
     if (status.gate.passed if status.gate else None) != verdict.passed:
         walk.events.append(Event("Normal" if verdict.passed else "Warning", reason, summary))
     if not verdict.passed:
@@ -259,6 +280,15 @@ def _succeeded(walk: _Walk, stage: Stage, spec: DistillationJobSpec, status: Dis
     return True
 
 
+def _gate_failure(walk: _Walk, stage: Stage, spec: DistillationJobSpec, status: DistillationJobStatus,
+                  observed: Observed) -> bool:
+    """A failed evaluate Job that left a failing metrics.json: the gate verdict, as for a succeeded one; True
+    when that is what failed (False: an ordinary stage failure)."""
+    if stage != Stage.EVALUATE or _json(observed.report.get("metrics.json")) is None:
+        return False
+    return not _evaluated(walk, spec, status, observed)
+
+
 def _walk(spec: DistillationJobSpec, status: DistillationJobStatus, observed: Observed) -> _Walk:
     """Every stage in order, up to the first that is not finished (or failed)."""
     walk = _Walk()
@@ -274,7 +304,10 @@ def _walk(spec: DistillationJobSpec, status: DistillationJobStatus, observed: Ob
             walk.events.append(Event("Normal" if view.state == StageState.SUCCEEDED else "Warning",
                                      f"Stage{view.state}", f"{stage.value} {view.state.lower()}{detail}"))
         if view.state == StageState.FAILED:
-            walk.fail("StageFailed", f"stage {stage.value} failed (Job {view.name})" + detail)
+            # The trainer's evaluate exits non-zero (GATE_EXIT_CODE) when a gate fails, after publishing
+            # metrics.json: judged here as when it exits 0, so the status carries the metrics and GateFailed.
+            if not _gate_failure(walk, stage, spec, status, observed):
+                walk.fail("StageFailed", f"stage {stage.value} failed (Job {view.name})" + detail)
             break
         if view.state != StageState.SUCCEEDED:
             _running(walk, stage, view, observed)

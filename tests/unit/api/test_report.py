@@ -20,6 +20,13 @@ V1: dict[str, Any] = {
                             "throughputRowsPerSecond": 800.0, "throughputBatchSize": 32}},
     "models": {"student": {"params": 11_000_000, "sizeMb": 44.1}},
     "gate": {"passed": True, "reasons": ["qualityRatio 0.9667 ..."]},
+    "rowSets": {"test": {"rows": 24, "goldRows": 22, "teacher": {"accuracy": 0.9}, "student": {"accuracy": 0.87}},
+                "unfiltered": {"rows": 30, "goldRows": 28, "teacher": {"accuracy": 0.8},
+                               "student": {"agreement": 0.7}}},
+    "data": {"totalRows": 240, "badRowsSkipped": 1, "dropped": {"low confidence": 6}, "droppedShare": 0.025,
+             "missingLabels": 2, "unknownLabels": 1,
+             "truncation": {"maxSeqLength": 128, "rows": 240, "truncatedRows": 3, "truncatedShare": 0.0125,
+                            "maxTokens": 900, "p95Tokens": 60}},
 }
 
 # What the trainer wrote before the model existed (the last version-0 writer, verbatim in shape).
@@ -39,6 +46,8 @@ def test_v1_round_trips() -> None:
     assert report.schema_version == SCHEMA_VERSION
     assert report.latency.student is not None and report.latency.student.p95 == 4.2
     assert report.segments["a"].support == 13
+    assert report.row_sets["unfiltered"].gold_rows == 28 and report.data is not None
+    assert report.data.truncation is not None and report.data.truncation.truncated_rows == 3
     expected = json.loads(json.dumps(V1))
     expected["student"] = {"accuracy": 0.87}  # a null figure is left out on the way back
     assert {**report.to_wire(), "student": {"accuracy": 0.87}} == expected
@@ -73,7 +82,8 @@ def test_non_finite_figures_become_null() -> None:
     assert report.teacher["accuracy"] is None and report.quality_ratio is None
     assert json.loads(report.to_json()) == {"schemaVersion": 1, "primaryMetric": "accuracy",
                                             "teacher": {"accuracy": None}, "student": {"accuracy": 0.5},
-                                            "labels": [], "segments": {}, "latency": {}, "models": {}}
+                                            "labels": [], "segments": {}, "latency": {}, "models": {},
+                                            "rowSets": {}}
 
 
 @pytest.mark.parametrize(
@@ -96,3 +106,19 @@ def test_malformed_is_one_clear_line(data: Any, message: str) -> None:
         load_report(data)
     assert str(err.value).startswith(message), str(err.value)
     assert "\n" not in str(err.value)
+
+
+def test_data_warnings_worked_examples() -> None:
+    import doctest
+
+    from kubestill.api import report
+
+    result = doctest.testmod(report)
+    assert result.attempted > 0 and result.failed == 0
+    data = report.DataReport(total_rows=100, unknown_labels=3, truncation=report.TruncationReport(
+        max_seq_length=128, rows=100, truncated_rows=4, truncated_share=0.04, max_tokens=5000))
+    assert data.warnings() == [
+        "3 of 100 rows have a gold label that is not a teacher class: hard-label losses use the teacher's top "
+        "class for them, gold metrics count them wrong",
+        "4 of 100 rows (4.0%) are longer than training.maxSeqLength 128 tokens (longest 5000) and are cut"]
+    assert report.DataReport(total_rows=100, dropped={"low confidence": 9}).warnings() == []

@@ -46,6 +46,9 @@ def test_job_follows_the_contract(dj: dict[str, Any]) -> None:
     DistillationJobSpec.model_validate(parsed["spec"])
     assert pod["restartPolicy"] == "Never"
     assert job["spec"]["backoffLimit"] == 1
+    # a gate refusal (exit 3) fails the Job at once: retrying gives the same answer
+    assert job["spec"]["podFailurePolicy"] == {"rules": [{"action": "FailJob", "onExitCodes": {
+        "containerName": "trainer", "operator": "In", "values": [3]}}]}
     assert "resources" not in container
 
 

@@ -59,6 +59,11 @@ def plan(spec: DistillationJobSpec, status: DistillationJobStatus | None, observ
         (_jobs(DONE, DONE, DONE, DONE), {"metrics.json": json.dumps(METRICS)}, "Succeeded", None, True,
          "Succeeded"),
         (_jobs(DONE, FAILED), {}, "Failed", None, False, "StageFailed"),
+        # evaluate exits GATE_EXIT_CODE on a failed gate, after publishing metrics.json: judged as a gate
+        (_jobs(DONE, DONE, FAILED), {"metrics.json": json.dumps({**METRICS, "student": {"accuracy": 0.5}})},
+         "Failed", None, False, "GateFailed"),
+        (_jobs(DONE, DONE, FAILED), {}, "Failed", None, False, "StageFailed"),
+        (_jobs(DONE, DONE, FAILED), {"metrics.json": json.dumps(METRICS)}, "Failed", None, False, "StageFailed"),
     ],
 )
 def test_plan(jobs: dict[str, JobView], report: dict[str, str], phase: str, create: Stage | None,
@@ -205,3 +210,29 @@ def test_the_spec_primary_metric_is_the_one_judged() -> None:
     status, _ = plan(spec, None, _observed(_jobs(DONE, DONE, DONE), {"metrics.json": json.dumps(report)}))
     assert status.phase.value == "Failed" and status.gate is not None
     assert "evaluation.primaryMetric asks for 'macro_f1'" in status.gate.reasons[0]
+
+
+def test_a_gate_refusal_exit_still_fills_metrics_and_reasons() -> None:
+    failing = {**METRICS, "student": {"accuracy": 0.5}}
+    status, _ = plan(_spec(), None, _observed(_jobs(DONE, DONE, FAILED), {"metrics.json": json.dumps(failing)}))
+    assert status.student_metrics == {"accuracy": 0.5} and status.gate is not None and not status.gate.passed
+    assert status.gate.reasons[0].startswith("qualityRatio 0.5556")
+    gate = find(status.conditions, "GatePassed")
+    assert gate is not None and gate.status == "False" and "minQualityRatio" in status.message
+
+
+@pytest.mark.parametrize(("data", "status", "words"), [
+    ({"totalRows": 50, "dropped": {"low confidence": 5}}, "True",
+     "50 rows read, labelled where needed and within maxSeqLength; the quality filter dropped 5 (low confidence 5)"),
+    ({"totalRows": 50, "missingLabels": 7, "badRowsSkipped": 1}, "False",
+     "1 unreadable rows skipped (data.onBadRows skip); 7 of 50 rows have no gold label"),
+    (None, None, ""),  # a report of an older trainer: no condition
+])
+def test_data_complete_condition(data: dict[str, Any] | None, status: str | None, words: str) -> None:
+    metrics = {**METRICS, "data": data} if data else METRICS
+    result, _ = plan(_spec(), None, _observed(_jobs(DONE, DONE, DONE), {"metrics.json": json.dumps(metrics)}))
+    cond = find(result.conditions, "DataComplete")
+    if status is None:
+        assert cond is None
+    else:
+        assert cond is not None and cond.status == status and cond.message.startswith(words)

@@ -12,10 +12,18 @@ from pathlib import Path
 from typing import Any
 
 from kubestill.api.gates import judge, quality_ratio
-from kubestill.api.report import EvaluationReport, LatencyFigures, LatencyReport, ModelSize, SegmentReport
+from kubestill.api.report import (
+    DataReport,
+    EvaluationReport,
+    LatencyFigures,
+    LatencyReport,
+    ModelSize,
+    RowSetReport,
+    SegmentReport,
+)
 
 from ..context import RunContext
-from ..labelstore import CONFIDENCE, load_labels
+from ..labelstore import CONFIDENCE, TEST_DROPPED, Labels, load_labels
 from ..latency import dir_size_mb, figures, load_average, measure_figures, measure_pair, throughput
 from ..outputs import Array
 from ..storage import resolve_uri, write_json
@@ -98,7 +106,35 @@ def _latency_and_sizes(ctx: RunContext, student: TaskModel, student_dir: Path,
     return latency, sizes
 
 
+def _row_set(ctx: RunContext, rows: Sequence[Row], student: Predictions, teacher: Predictions,
+             meta: Mapping[str, Any]) -> RowSetReport:
+    return RowSetReport(rows=len(rows), gold_rows=ctx.task.gold_rows(rows, meta),
+                        teacher=ctx.task.metrics(teacher, teacher, rows, meta),
+                        student=ctx.task.metrics(student, teacher, rows, meta))
+
+
+def _unfiltered(ctx: RunContext, labels: Labels, test: RowSetReport, student_model: TaskModel,
+                meta: Mapping[str, Any]) -> RowSetReport:
+    """Every test row the teacher answered, the low-confidence ones the filter dropped included (the same as
+    `test` when it dropped none): how the student does on the data as it comes, not only the easy part."""
+    if TEST_DROPPED not in labels.splits:
+        return test
+    rows, targets = labels.subset_of(("test", TEST_DROPPED))
+    targets.pop(CONFIDENCE, None)
+    teacher = ctx.task.teacher_predictions(targets)
+    return _row_set(ctx, rows, ctx.task.predict(student_model, rows, LATENCY_BATCH), teacher, meta)
+
+
+def _data_report(ctx: RunContext) -> DataReport | None:
+    """The label stage's counts (labels/report.json's `data`); None for labels of an older trainer."""
+    file = ctx.path("labels", "report.json")
+    data = json.loads(file.read_text()).get("data") if file.exists() else None
+    return DataReport.model_validate(data) if data else None
+
+
 def run_evaluate(ctx: RunContext) -> dict[str, Any]:
+    """The evaluate stage: eval/metrics.json and eval/report.md, returned as a summary with `gatePassed`
+    (False: the cli exits with GATE_EXIT_CODE after the outputs are pushed)."""
     spec = ctx.spec
     labels = load_labels(ctx.path("labels"))
     rows, targets = labels.subset("test")
@@ -113,8 +149,9 @@ def run_evaluate(ctx: RunContext) -> dict[str, Any]:
     student_pred = ctx.task.predict(student, rows, LATENCY_BATCH)
     meta = labels.meta
     primary = ctx.task.primary(meta)
-    t_metrics = ctx.task.metrics(teacher_pred, teacher_pred, rows, meta)
-    s_metrics = ctx.task.metrics(student_pred, teacher_pred, rows, meta)
+    test = _row_set(ctx, rows, student_pred, teacher_pred, meta)
+    row_sets = {"test": test, "unfiltered": _unfiltered(ctx, labels, test, student, meta)}
+    t_metrics, s_metrics = test.teacher, test.student
     if spec.evaluation.metrics:
         wanted = {*spec.evaluation.metrics, primary}
         t_metrics = {k: v for k, v in t_metrics.items() if k in wanted}
@@ -128,7 +165,7 @@ def run_evaluate(ctx: RunContext) -> dict[str, Any]:
         primary_metric=primary, test_rows=len(rows), labels=[str(x) for x in meta.get("labels") or []],
         teacher=t_metrics, student=s_metrics,
         quality_ratio=quality_ratio(s_metrics.get(primary), t_metrics.get(primary)), speedup=speedup,
-        segments=segments, latency=latency, models=sizes,
+        segments=segments, latency=latency, models=sizes, row_sets=row_sets, data=_data_report(ctx),
     )
     report.gate = judge(spec.evaluation, report)
     out = ctx.path("eval")
@@ -142,4 +179,4 @@ def run_evaluate(ctx: RunContext) -> dict[str, Any]:
              t_metrics.get(primary), s_metrics.get(primary), report.quality_ratio,
              f"{speedup:.2f}x" if speedup else "n/a", "passed" if report.gate.passed else "failed")
     return {"primaryMetric": primary, "qualityRatio": report.quality_ratio, "speedup": speedup,
-            "gatePassed": report.gate.passed}
+            "gatePassed": report.gate.passed, "gateReasons": report.gate.reasons}

@@ -1,5 +1,7 @@
 """label: batched teacher inference over the inputs, quality filtering with reasons and counts, and the
-deterministic train / validation / test split. Output: see `labelstore`."""
+deterministic train / validation / test split. Output: see `labelstore`; labels/report.json holds every count
+(dropped rows by reason, unreadable rows, missing and unknown gold labels, inputs cut at maxSeqLength), its
+`data` key a kubestill.api.report.DataReport that evaluate copies into metrics.json."""
 
 from __future__ import annotations
 
@@ -9,11 +11,15 @@ from typing import Any
 
 import numpy as np
 
+from kubestill.api.report import DataReport, TruncationReport
+
 from ..context import RunContext
-from ..data import load_rows, split_rows
-from ..labelstore import CONFIDENCE, Labels, save_labels
+from ..data import BadRow, read_rows, split_rows
+from ..data_checks import count_labels, relative_confidence, token_lengths, truncation
+from ..labelstore import CONFIDENCE, TEST_DROPPED, Labels, save_labels
 from ..outputs import Array
-from ..storage import resolve_uri
+from ..refusal import GateRefusal
+from ..storage import resolve_uri, write_json
 from ..tasks.base import LabelBatch, Row
 from ..teachers.factory import make_teacher
 from ..tokenizer_check import check_student_tokenizer
@@ -24,22 +30,29 @@ EMPTY, LOW_CONFIDENCE, INVALID = "empty", "low confidence", "invalid output"
 
 
 def filter_reason(row: Row, confidence: float, invalid: str | None, min_confidence: float,
-                  drop_empty: bool, needs_pair: bool) -> str | None:
-    """Why a labelled row is dropped (one reason, checked in this order), or None to keep it."""
+                  drop_empty: bool, needs_pair: bool, relative: float = 1.0,
+                  min_relative: float | None = None) -> str | None:
+    """Why a labelled row is dropped (one reason, checked in this order), or None to keep it. `confidence` is
+    the teacher's top probability (labeling.minConfidence), `relative` the same relative to chance
+    (labeling.minRelativeConfidence, see `data_checks.relative_confidence`)."""
     if drop_empty and (not row.text.strip() or (needs_pair and not (row.pair or "").strip())):
         return EMPTY
     if invalid:
         return INVALID
-    if confidence < min_confidence:
+    if confidence < min_confidence or (min_relative is not None and relative < min_relative):
         return LOW_CONFIDENCE
     return None
 
 
 def run_label(ctx: RunContext) -> dict[str, Any]:
-    """The label stage: labels/ (see `labelstore`) and its quality report, returned. Raises ValueError when the
-    data holds no rows or fewer than 3 survive the quality filter."""
+    """The label stage: labels/ (see `labelstore`) and its quality report, returned.
+
+    Raises DataError for unreadable data (data.onBadRows fail), GateRefusal when the quality filter drops more
+    than labeling.maxDroppedShare (or bad rows exceed data.maxBadRowShare), ValueError when the data holds no
+    rows or fewer than 3 survive the quality filter."""
     spec = ctx.spec
-    rows = load_rows(resolve_uri(spec.data.uri), spec.data)
+    read = read_rows(resolve_uri(spec.data.uri), spec.data)
+    rows = read.rows
     if not rows:
         raise ValueError(f"spec.data.uri: {spec.data.uri} holds no rows")
     check_student_tokenizer(spec, ctx.task, rows)  # before the teacher is loaded: refuse early and cheaply
@@ -47,29 +60,88 @@ def run_label(ctx: RunContext) -> dict[str, Any]:
     to_label = [r for r in rows if not (spec.labeling.drop_empty and not r.text.strip())]
     meta, batches = _ask_teacher(ctx, rows, to_label)
     targets, confidence, invalid = _concatenate(batches)
-    keep, reasons, examples = _quality_filter(ctx, to_label, confidence, invalid)
+    classes = len(meta.get("labels") or [])
+    why, examples = _quality_filter(ctx, to_label, confidence, relative_confidence(confidence, classes), invalid)
+    reasons = Counter(w for w in why if w is not None)
     reasons[EMPTY] += len(rows) - len(to_label)
-    kept_rows = [to_label[i] for i in keep]
-    if len(kept_rows) < 3:
-        raise ValueError(f"only {len(kept_rows)} of {len(rows)} rows survived the quality filter "
-                         f"({dict(reasons)}); lower labeling.minConfidence or check the teacher")
-    split_of = split_rows([r.id for r in kept_rows], spec.data.splits.train, spec.data.splits.validation,
+    # The split is drawn over every row the teacher answered, before the confidence filter: the test split
+    # does not depend on minConfidence, and its low-confidence rows are kept aside (TEST_DROPPED) so evaluate
+    # can also report on the unfiltered test split.
+    usable = [i for i, w in enumerate(why) if w in (None, LOW_CONFIDENCE)]
+    split_of = split_rows([to_label[i].id for i in usable], spec.data.splits.train, spec.data.splits.validation,
                           spec.data.seed)
-    kept_targets = {k: v[keep] for k, v in targets.items()}
-    kept_targets[CONFIDENCE] = confidence[keep].astype(np.float32)
-    splits = [split_of[r.id] for r in kept_rows]
+    stored = [(i, split_of[to_label[i].id] if why[i] is None else TEST_DROPPED) for i in usable
+              if why[i] is None or split_of[to_label[i].id] == "test"]
+    splits = [s for _, s in stored]
+    kept = sum(1 for w in why if w is None)
+    data = _data_report(ctx, rows, read.bad, reasons, meta)
     report = {
         "total": len(rows),
-        "kept": len(kept_rows),
+        "kept": kept,
         "dropped": {k: reasons.get(k, 0) for k in (EMPTY, LOW_CONFIDENCE, INVALID)},
-        "splits": {s: splits.count(s) for s in ("train", "validation", "test")},
+        "droppedShare": data.dropped_share,
+        "splits": {s: splits.count(s) for s in ("train", "validation", "test", TEST_DROPPED)},
         "minConfidence": spec.labeling.min_confidence,
-        "meanConfidence": float(np.mean(kept_targets[CONFIDENCE])),
+        "minRelativeConfidence": spec.labeling.min_relative_confidence,
+        "meanConfidence": float(np.mean(confidence[[i for i, w in enumerate(why) if w is None]])) if kept else None,
         "droppedExamples": examples,
+        "badRows": [{"where": b.where, "reason": b.reason} for b in read.bad[:20]],
+        "data": data.to_wire(),
     }
-    save_labels(ctx.path("labels"), Labels(kept_rows, splits, kept_targets, meta), report)
-    log.info("label: kept %d of %d rows; dropped %s", len(kept_rows), len(rows), report["dropped"])
+    _refuse_or_warn(ctx, report, data, kept)
+    idx = [i for i, _ in stored]
+    stored_targets = {k: v[idx] for k, v in targets.items()}
+    stored_targets[CONFIDENCE] = confidence[idx].astype(np.float32)
+    save_labels(ctx.path("labels"), Labels([to_label[i] for i in idx], splits, stored_targets, meta), report)
+    log.info("label: kept %d of %d rows; dropped %s", kept, len(rows), report["dropped"])
     return report
+
+
+def _data_report(ctx: RunContext, rows: list[Row], bad: list[BadRow], reasons: Counter[str],
+                 meta: dict[str, Any]) -> DataReport:
+    """The counts of what was dropped, lacks a label or is cut (kubestill.api.report.DataReport)."""
+    spec = ctx.spec
+    labels = count_labels(rows, meta["labels"]) if spec.data.fields.label and "labels" in meta else None
+    dropped = {k: v for k, v in reasons.items() if v}
+    return DataReport(
+        total_rows=len(rows), bad_rows_skipped=len(bad), dropped=dropped,
+        dropped_share=sum(dropped.values()) / len(rows),
+        missing_labels=labels.missing if labels else 0, unknown_labels=labels.unknown if labels else 0,
+        truncation=_truncation(ctx, rows))
+
+
+def _truncation(ctx: RunContext, rows: list[Row]) -> TruncationReport | None:
+    """Rows longer than training.maxSeqLength in the student's tokens (the teacher's tokenizer for a student
+    cut from it); None when no tokenizer is local."""
+    spec = ctx.spec
+    uri = spec.student.base_model_uri or spec.teacher.model_uri
+    if uri is None:
+        return None
+    tokenizer = ctx.task.load_tokenizer(resolve_uri(uri))
+    return truncation(token_lengths(tokenizer, [r.text for r in rows]), spec.training.max_seq_length)
+
+
+def _refuse_or_warn(ctx: RunContext, report: dict[str, Any], data: DataReport, kept: int) -> None:
+    """labeling.maxDroppedShare and the minimum of 3 kept rows, with labels/report.json written first so the
+    refused run can be read; a warning line for each count a user should know of."""
+    labeling = ctx.spec.labeling
+    share = data.dropped_share or 0.0
+    if share > labeling.max_dropped_share or kept < 3:
+        root = ctx.path("labels")
+        root.mkdir(parents=True, exist_ok=True)
+        write_json(root / "report.json", report)
+    dropped = ", ".join(f"{k} {v}" for k, v in sorted(data.dropped.items())) or "none"
+    if share > labeling.max_dropped_share:
+        raise GateRefusal(
+            f"the label stage dropped {share:.1%} of {data.total_rows} rows ({dropped}), above "
+            f"labeling.maxDroppedShare {labeling.max_dropped_share:g}: the rest would not represent the data; "
+            "lower labeling.minConfidence (with many classes use labeling.minRelativeConfidence) or raise "
+            "labeling.maxDroppedShare")
+    if kept < 3:
+        raise ValueError(f"only {kept} of {data.total_rows} rows survived the quality filter ({dropped}); lower "
+                         "labeling.minConfidence or check the teacher")
+    for warning in data.warnings():
+        log.warning("label: %s", warning)
 
 
 def _ask_teacher(ctx: RunContext, rows: list[Row], to_label: list[Row]) -> tuple[dict[str, Any], list[LabelBatch]]:
@@ -99,21 +171,17 @@ def _concatenate(batches: list[LabelBatch]) -> tuple[dict[str, Array], Array, li
     return targets, confidence, invalid
 
 
-def _quality_filter(ctx: RunContext, rows: list[Row], confidence: Array, invalid: list[str | None]
-                    ) -> tuple[list[int], Counter[str], list[dict[str, str]]]:
-    """Indices of the rows kept, the count of each drop reason, and up to 20 dropped rows as examples."""
-    spec = ctx.spec
-    needs_pair = spec.data.fields.pair is not None
-    reasons: Counter[str] = Counter()
+def _quality_filter(ctx: RunContext, rows: list[Row], confidence: Array, relative: Array,
+                    invalid: list[str | None]) -> tuple[list[str | None], list[dict[str, str]]]:
+    """Per row the reason it is dropped (None: kept), and up to 20 dropped rows as examples."""
+    labeling = ctx.spec.labeling
+    needs_pair = ctx.spec.data.fields.pair is not None
+    why: list[str | None] = []
     examples: list[dict[str, str]] = []
-    keep: list[int] = []
     for i, row in enumerate(rows):
-        reason = filter_reason(row, float(confidence[i]), invalid[i], spec.labeling.min_confidence,
-                               spec.labeling.drop_empty, needs_pair)
-        if reason is None:
-            keep.append(i)
-            continue
-        reasons[reason] += 1
-        if len(examples) < 20:
+        reason = filter_reason(row, float(confidence[i]), invalid[i], labeling.min_confidence, labeling.drop_empty,
+                               needs_pair, float(relative[i]), labeling.min_relative_confidence)
+        why.append(reason)
+        if reason is not None and len(examples) < 20:
             examples.append({"id": row.id, "reason": reason, "detail": invalid[i] or ""})
-    return keep, reasons, examples
+    return why, examples

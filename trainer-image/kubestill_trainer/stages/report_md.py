@@ -43,6 +43,28 @@ def _quality(report: EvaluationReport) -> list[str]:
     return lines
 
 
+def _data(report: EvaluationReport) -> list[str]:
+    """Row sets with their counts (what each metric is measured against) and the label stage's counts."""
+    lines: list[str] = []
+    if report.row_sets:
+        primary = report.primary_metric
+        lines += ["", "## Row sets", "",
+                  "Gold metrics (accuracy, F1, ...) are over the rows with a gold label; agreement is with the "
+                  "teacher, over every row.", "",
+                  f"| rows | count | with gold label | teacher {primary} | student {primary} | student agreement |",
+                  "|---|---|---|---|---|---|"]
+        for name, rs in report.row_sets.items():
+            lines.append(f"| {name} | {rs.rows} | {rs.gold_rows} | {_fmt(rs.teacher.get(primary))} | "
+                         f"{_fmt(rs.student.get(primary))} | {_fmt(rs.student.get('agreement'))} |")
+    data = report.data
+    if data is not None:
+        dropped = ", ".join(f"{k} {v}" for k, v in sorted(data.dropped.items())) or "none"
+        lines += ["", "## Data", "", f"- {data.total_rows} rows read; dropped by the quality filter: {dropped} "
+                  f"(share {_fmt(data.dropped_share)})"]
+        lines += [f"- {w}" for w in data.warnings()]
+    return lines
+
+
 def _latency(report: EvaluationReport) -> list[str]:
     lat = report.latency
     lines = ["", f"## Latency ({lat.device or 'n/a'}, tokenizer included)", "",
@@ -98,5 +120,6 @@ def render_report(metrics: EvaluationReport | Mapping[str, Any], history: Mappin
     """report.md of a report (or metrics.json parsed as JSON, of any version kubestill reads), writing its
     plots into `out`."""
     report = metrics if isinstance(metrics, EvaluationReport) else load_report(metrics)
-    lines = [*_quality(report), *_latency(report), *_learning_curve(history, out), *_segments(report, out)]
+    lines = [*_quality(report), *_data(report), *_latency(report), *_learning_curve(history, out),
+             *_segments(report, out)]
     return "\n".join(lines) + "\n"

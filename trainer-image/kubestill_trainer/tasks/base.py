@@ -207,6 +207,10 @@ class DistillTask(ABC):
     ) -> dict[str, float]:
         """Quality metrics of `predictions` on `rows` (for the teacher itself, pass its predictions twice)."""
 
+    def gold_rows(self, rows: Sequence[Row], meta: Mapping[str, Any]) -> int:
+        """How many of `rows` the gold-label metrics are computed on (0: the task has none)."""
+        return 0
+
     # --- export and serve ------------------------------------------------------------------------------
 
     def onnx_example(self, model: TaskModel) -> tuple[Features, list[str]]:

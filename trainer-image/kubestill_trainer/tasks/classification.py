@@ -152,6 +152,13 @@ def load_classifier(path: Path, max_length: int = 128) -> EncoderClassifier | HF
 class Classification(DistillTask):
     primary_metric = "accuracy"
 
+    def primary(self, meta: Mapping[str, Any]) -> str:
+        """accuracy against gold labels when data.fields.label names them, else agreement with the teacher:
+        the reference is chosen by the spec, never switched by the rows."""
+        if self.spec.evaluation.primary_metric:
+            return self.spec.evaluation.primary_metric
+        return self.primary_metric if self.spec.data.fields.label else "agreement"
+
     # --- label -----------------------------------------------------------------------------------------
 
     def label_meta(self, teacher: Teacher, rows: Sequence[Row]) -> dict[str, Any]:
@@ -224,6 +231,8 @@ class Classification(DistillTask):
     def hard_labels(
         self, rows: Sequence[Row], targets: Mapping[str, torch.Tensor], meta: Mapping[str, Any]
     ) -> torch.Tensor:
+        # A row without a gold label, or with one the teacher lacks, gets the teacher's top class: counted and
+        # reported by the label stage (labels/report.json, metrics.json's data), never silently.
         index = {name: i for i, name in enumerate(meta["labels"])}
         teacher_top = targets["logits"].argmax(dim=-1)
         return torch.tensor([index.get(r.label, int(t)) if r.label is not None else int(t)
@@ -254,14 +263,18 @@ class Classification(DistillTask):
         pred = predictions["logits"].argmax(axis=-1).astype(np.int64)
         teacher_pred = teacher["logits"].argmax(axis=-1).astype(np.int64)
         index = {name: i for i, name in enumerate(labels)}
-        has_gold = all(r.label is not None for r in rows) and len(rows) > 0
-        # Without gold labels the teacher's argmax is the reference (the metrics then measure imitation).
-        gold = (np.array([index.get(r.label or "", -1) for r in rows], dtype=np.int64) if has_gold
-                else teacher_pred)
-        out = classification_metrics(pred, gold, len(labels))
+        # Gold metrics only on rows with a gold label, never against the teacher in their place: the reference
+        # of "accuracy" must not depend on whether some row lacks a label. A label the teacher does not know
+        # stays in, as -1, which no prediction matches. Imitation of the teacher is `agreement`, on every row.
+        has_gold = np.array([r.label is not None for r in rows], dtype=bool)
+        gold = np.array([index.get(r.label, -1) for r in rows if r.label is not None], dtype=np.int64)
+        out = classification_metrics(pred[has_gold], gold, len(labels)) if has_gold.any() else {}
         out["agreement"] = float(np.mean(pred == teacher_pred)) if len(rows) else float("nan")
-        out["gold_labels"] = 1.0 if has_gold else 0.0
+        out["gold_labels"] = float(np.mean(has_gold)) if len(rows) else 0.0  # share of rows with a gold label
         return out
+
+    def gold_rows(self, rows: Sequence[Row], meta: Mapping[str, Any]) -> int:
+        return sum(1 for r in rows if r.label is not None)
 
     # --- export and serve ------------------------------------------------------------------------------
 

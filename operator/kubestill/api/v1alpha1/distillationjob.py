@@ -212,8 +212,27 @@ class DataSplits(KubeModel):
     test: float = Field(default=0.1, gt=0, lt=1, description="Held-out fraction the gates are computed on.")
 
 
+class BadRowPolicy(StrEnum):
+    """What the label stage does with a row it cannot read (a byte that is not UTF-8, a line that is not JSON)."""
+
+    FAIL = "fail"
+    SKIP = "skip"
+
+
+DEFAULT_MAX_BAD_ROW_SHARE = 0.01
+
+
 class DataSpec(KubeModel):
     """The unlabelled (or labelled) inputs."""
+
+    rules = (
+        Rule(
+            cel="!has(self.maxBadRowShare) || self.onBadRows == 'skip'",
+            message="maxBadRowShare caps the rows onBadRows 'skip' leaves out; with 'fail' the first bad row fails",
+            check=lambda d: d.max_bad_row_share is None or d.on_bad_rows == BadRowPolicy.SKIP,
+            field="maxBadRowShare",
+        ),
+    )
 
     uri: ArtifactURI = Field(
         description="Input data: a .jsonl/.csv file or a text directory (file://, pvc://, s3://, pkg://)."
@@ -223,6 +242,16 @@ class DataSpec(KubeModel):
     splits: DataSplits = nested(DataSplits, "Train / validation / test fractions (sum 1).")
     max_samples: int | None = Field(default=None, ge=1, description="Use at most this many rows.")
     seed: int = Field(default=13, ge=0, description="Seed of the deterministic split.")
+    on_bad_rows: BadRowPolicy = Field(
+        default=BadRowPolicy.FAIL,
+        description="A row that cannot be read (not UTF-8, not JSON): fail (the label stage stops, naming the "
+        "file and line) or skip (left out, counted in the label report; refused above maxBadRowShare).",
+    )
+    max_bad_row_share: float | None = Field(
+        default=None, ge=0, le=1,
+        description=f"With onBadRows skip: the largest share of rows that may be unreadable before the label "
+        f"stage refuses the data; empty: {DEFAULT_MAX_BAD_ROW_SHARE}.",
+    )
 
 
 class LabelingSpec(KubeModel):
@@ -238,7 +267,20 @@ class LabelingSpec(KubeModel):
     )
     top_k: int = Field(default=20, ge=1, le=1000, description="Logits kept per position (generation).")
     min_confidence: float = Field(
-        default=0.0, ge=0, le=1, description="Drop rows whose top teacher probability is below this."
+        default=0.0, ge=0, le=1,
+        description="Drop rows whose top teacher probability is below this. An absolute probability: with many "
+        "classes most confidences are low, so prefer minRelativeConfidence for classification.",
+    )
+    min_relative_confidence: float | None = Field(
+        default=None, ge=0, le=1,
+        description="Classification: drop rows whose top class probability p, relative to chance 1/C over C "
+        "classes, is below this: log(C*p)/log(C), 0 at chance, 1 at certainty, the same scale for 5 or 500 "
+        "classes (e.g. 0.3 keeps p >= 0.32 with 5 classes, p >= 0.033 with 130).",
+    )
+    max_dropped_share: float = Field(
+        default=0.5, ge=0, le=1,
+        description="Refuse the data (the label stage fails with exit code 3) when the quality filter drops "
+        "more than this share of the rows (empty input, invalid teacher output, low confidence).",
     )
     max_new_tokens: int = Field(default=64, ge=1, le=8192, description="Generation length of teacher outputs.")
     drop_empty: bool = Field(default=True, description="Drop rows with empty input or empty teacher output.")
@@ -595,6 +637,12 @@ class DistillationJobSpec(KubeModel):
             check=lambda s: s.task != Task.EMBEDDING
             or (s.labeling.min_confidence == 0 and s.labeling.temperature == 1.0),
             field="labeling",
+        ),
+        Rule(
+            cel="self.task == 'classification' || !has(self.labeling.minRelativeConfidence)",
+            message="labeling.minRelativeConfidence is relative to the number of classes: classification only",
+            check=lambda s: s.task == Task.CLASSIFICATION or s.labeling.min_relative_confidence is None,
+            field="labeling.minRelativeConfidence",
         ),
         Rule(
             cel="self.task != 'embedding' || self.training.curriculum == 'none'",
