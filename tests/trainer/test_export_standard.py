@@ -1,8 +1,8 @@
 """The standard export layouts load with the libraries themselves, with no missing or unexpected weight, and
 compute what kubestill's own loader computes on real text (BBC News titles): a static and a narrow projected
 embedding student through sentence-transformers, a classifier with kubestill's head through sentence-transformers
-(logits + labels.json), and a classifier cut from a Hugging Face classifier through
-AutoModelForSequenceClassification.
+(logits + labels.json), a classifier cut from a Hugging Face classifier through AutoModelForSequenceClassification,
+and a bi-encoder reranker whose scores are sentence-transformers' cosine similarities.
 
 Each student comes out of the real command line (label, train, evaluate, export) on a few dozen rows, one epoch.
 Tolerance: 1e-4 absolute (same weights and operations; padding differs between batch compositions)."""
@@ -149,3 +149,32 @@ def test_hf_classifier_loads_with_auto_model_for_sequence_classification(hf_teac
     card = json.loads((export / "model" / "kubestill.json").read_text())
     assert [model.config.id2label[i] for i in range(len(card["labels"]))] == card["labels"]
     assert model.config.label2id == {name: i for i, name in enumerate(card["labels"])}
+
+
+def test_bi_encoder_reranker_scores_with_sentence_transformers(tmp_path: Path) -> None:
+    from sentence_transformers import SentenceTransformer
+
+    from kubestill_trainer.labelstore import load_labels
+    from kubestill_trainer.serving.loader import load_for_serving
+    from kubestill_trainer.tasks.reranking import candidates
+    from kubestill_trainer.tasks.reranking_data import bbc_title_lead_groups, write_jsonl
+
+    data = write_jsonl(bbc_title_lead_groups(group_size=4, limit=32, seed=1), tmp_path / "groups.jsonl")
+    export = _train_and_export(tmp_path, {
+        "task": "reranking", "teacher": {"modelUri": MINILM},
+        "student": {"architecture": {"numLayers": 1}},
+        "data": {"uri": f"file://{data}", "seed": 3, "fields": {"text": "query", "pair": "passages", "label": "label"}},
+        "loss": {"terms": [{"name": "margin-mse"}]},
+    })
+    assert json.loads((export / "export.json").read_text())["sentenceTransformers"]["score"] == "cosine"
+    rows, _ = load_labels(export.parent / "labels").subset("test")
+    assert len(rows) >= 3
+    task, own = load_for_serving(export / "model")
+    ours = task.predict(own, rows, 8)["scores"]
+    _assert_transformer_loads_cleanly(export / "sentence-transformers")
+    model = SentenceTransformer(str(export / "sentence-transformers"), device="cpu")
+    for row, expected in zip(rows, ours, strict=True):
+        passages = candidates(row)
+        query = model.encode([row.text], convert_to_tensor=True)
+        got = model.similarity(query, model.encode(passages, convert_to_tensor=True))[0].numpy()
+        np.testing.assert_allclose(got, expected[: len(passages)], atol=TOLERANCE)

@@ -19,7 +19,11 @@ The layouts written here load with no missing or unexpected key and compute what
 
 Each layout is loaded back with its library and compared with kubestill's model on a few texts of different
 lengths: an export that differs by more than STANDARD_TOLERANCE raises instead of being written silently.
-Rerankers and generators get no standard layout yet (the summary says so).
+- bi-encoder reranker (`RerankModel`, mode bi) -> `sentence-transformers/` of its encoder: our score is the cosine
+  of query and passage embeddings, which is `model.similarity` (the layout's similarity function is cosine).
+
+Cross-encoder rerankers (pooling + Linear, like our classifiers) and generators get no standard layout yet (the
+summary says so).
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreT
 from ..tasks.base import EXPORT_EXAMPLE_ROWS, Row, TaskModel
 from ..tasks.classification import EncoderClassifier, HFClassifier
 from ..tasks.embedding import SentenceEncoder
+from ..tasks.reranking import RerankModel
 
 SENTENCE_TRANSFORMERS_DIR = "sentence-transformers"
 TRANSFORMERS_DIR = "transformers"
@@ -150,7 +155,7 @@ def export_standard(model: TaskModel, export_dir: Path) -> dict[str, Any]:
     """Write the standard layout of `model` under `export_dir` (see the module docstring).
 
     Returns the entries for export.json: {"sentenceTransformers": {...}} or {"transformers": {...}}, or
-    {"standard": "none: ..."} for the kinds without one (rerankers, generators).
+    {"standard": "none: ..."} for the kinds without one (cross-encoder rerankers, generators).
     """
     st_dir, hf_dir = export_dir / SENTENCE_TRANSFORMERS_DIR, export_dir / TRANSFORMERS_DIR
     for stale in (st_dir, hf_dir):
@@ -161,4 +166,6 @@ def export_standard(model: TaskModel, export_dir: Path) -> dict[str, Any]:
         return {"sentenceTransformers": export_encoder_classifier(model, st_dir)}
     if isinstance(model, HFClassifier):
         return {"transformers": export_hf_classifier(model, hf_dir)}
+    if isinstance(model, RerankModel) and model.bi is not None:
+        return {"sentenceTransformers": {**export_sentence_encoder(model.bi, st_dir), "score": "cosine"}}
     return {"standard": f"none: no standard layout for {type(model).__name__} yet (only export/model)"}
