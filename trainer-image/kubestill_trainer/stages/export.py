@@ -5,6 +5,8 @@ export/model/   merged weights (safetensors) + tokenizer + kubestill.json (task,
                 torch (max abs diff; opset and diff in kubestill.json "onnx"): written for the tasks Triton
                 serves through ONNX Runtime (classification, embedding) unless output.serving.runtime is
                 torch, and for any task listing onnx in output.formats
+export/sentence-transformers/, export/transformers/   the same student in the libraries' layouts
+                (export_standard: which layout for which student, each checked against it)
 export/int8/    dynamic int8 quantization (student.quantization.method int8), checked against fp32
 export/gptq/    GPTQ (student.quantization.method gptq; generation students), checked against fp32
 export/triton/  model.py (the generic python-backend model) + config.pbtxt (defaults from output.serving)
@@ -35,6 +37,7 @@ from ..tasks.base import MODEL_CARD, DistillTask, TaskModel
 from ..tasks.metrics import mean_cosine
 from ..tasks.onnx_model import ONNX_FILE
 from .export_gptq import export_gptq
+from .export_standard import export_standard
 
 log = logging.getLogger(__name__)
 ONNX_TOLERANCE = 1e-3
@@ -134,6 +137,7 @@ def run_export(ctx: RunContext) -> dict[str, Any]:
     (model_dir / MODEL_CARD).write_text(json.dumps(card, indent=2) + "\n")
     summary: dict[str, Any] = {"model": "model"}
     task, model = load_for_serving(model_dir)
+    summary.update(export_standard(model, out))  # export/sentence-transformers or export/transformers
     if wants_onnx(task, spec):
         try:
             card["onnx"] = export_onnx(task, model, model_dir)
