@@ -9,6 +9,7 @@ A rerun in the same --workdir reuses what is already there.
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -78,15 +79,23 @@ def classification_models(root: Path, students: list[str], rows_limit: int, epoc
         run_stage(run_label, spec(students[0] if students else "cut", labelled), labelled)
     teacher_run = root / "teacher"
     _as_student(teacher_dir, teacher_run)
-    out = [Served("cls-teacher", "classification", "teacher MiniLM-L6 + fitted head",
-                  _export_run(spec("cut", teacher_run), teacher_run), texts, teacher=True)]
+    teacher = Served("cls-teacher", "classification", "teacher MiniLM-L6 + fitted head",
+                     _export_run(spec("cut", teacher_run), teacher_run), texts, teacher=True)
+    return [teacher, *_students(root, students, labelled, spec, "classification", "cls", texts,
+                                {k: v[2] for k, v in cls_bench.STUDENTS.items()})]
+
+
+def _students(root: Path, students: list[str], labelled: Path, spec: Callable[[str, Path], dict[str, Any]],
+              task: str, prefix: str, texts: list[str], descriptions: dict[str, str]) -> list[Served]:
+    """Each student trained on the shared labels (once: a finished run is reused) and exported."""
+    out = []
     for student in students:
         run = root / f"student-{student}"
         if not (run / "train" / "done.json").exists():
             shutil.rmtree(run / "labels", ignore_errors=True)
             shutil.copytree(labelled / "labels", run / "labels")
             run_stage(run_train, spec(student, run), run)
-        out.append(Served(f"cls-{student}", "classification", f"student {cls_bench.STUDENTS[student][2]}",
+        out.append(Served(f"{prefix}-{student}", task, f"student {descriptions[student]}",
                           _export_run(spec(student, run), run), texts))
     return out
 
@@ -110,17 +119,10 @@ def embedding_models(root: Path, students: list[str], sentences: int, epochs: in
     if not (teacher_run / "train" / "student" / "kubestill.json").exists():
         # all-MiniLM-L6-v2 in kubestill's own model-directory format (what the export stage copies).
         load_sentence_encoder(resolve_uri(emb_bench.MINILM), EMB_MAX_LEN).save(teacher_run / "train" / "student")
-    out = [Served("emb-teacher", "embedding", "teacher all-MiniLM-L6-v2",
-                  _export_run(spec("cut", teacher_run), teacher_run), texts, teacher=True)]
-    for student in students:
-        run = root / f"student-{student}"
-        if not (run / "train" / "done.json").exists():
-            shutil.rmtree(run / "labels", ignore_errors=True)
-            shutil.copytree(labelled / "labels", run / "labels")
-            run_stage(run_train, spec(student, run), run)
-        out.append(Served(f"emb-{student}", "embedding", f"student {emb_bench.STUDENTS[student][2]}",
-                          _export_run(spec(student, run), run), texts))
-    return out
+    teacher = Served("emb-teacher", "embedding", "teacher all-MiniLM-L6-v2",
+                     _export_run(spec("cut", teacher_run), teacher_run), texts, teacher=True)
+    return [teacher, *_students(root, students, labelled, spec, "embedding", "emb", texts,
+                                {k: v[2] for k, v in emb_bench.STUDENTS.items()})]
 
 
 def rows_of(texts: list[str]) -> list[Row]:
