@@ -119,10 +119,15 @@ def get_json(node: RealNode, *args: str) -> dict[str, Any]:
 
 
 def describe_pods(node: RealNode, namespace: str) -> str:
-    """What went wrong, for assertion messages: Pods, their events and the kubelet's last words."""
+    """What went wrong, for assertion messages: Pods, their events, their containers' last lines (why a
+    command exited) and the kubelet's last words."""
     pods = node.cluster.kubectl("describe", "pods", "-n", namespace, check=False).stdout[-4000:]
+    names = node.cluster.kubectl("get", "pods", "-n", namespace, "-o", "name", check=False).stdout.split()
+    logs = "\n".join(f"--- {name} ---\n" + node.cluster.kubectl(
+        "logs", "-n", namespace, name, "--all-containers", "--tail", "15", check=False).stdout[-1500:]
+        for name in names)
     kubelet = (node.state_dir / "logs" / "kubelet.log").read_text(errors="replace")[-2000:]
-    return f"{pods}\n--- kubelet.log ---\n{kubelet}"
+    return f"{pods}\n--- container logs ---\n{logs}\n--- kubelet.log ---\n{kubelet}"
 
 
 def operator_process(node: RealNode, log_file: Path, env: dict[str, str] | None = None) -> OperatorProcess:

@@ -19,6 +19,24 @@ from .conftest import describe_pods, get_json, wait_for
 pytestmark = pytest.mark.realnode
 
 
+CLIENT = """
+import socket, sys, time, urllib.request
+deadline = time.monotonic() + 60
+while True:
+    try:
+        address = socket.gethostbyname("{fqdn}")
+        body = urllib.request.urlopen("http://{fqdn}/", timeout=10).read().decode()
+        break
+    except OSError as err:
+        if time.monotonic() > deadline:
+            raise
+        print("not yet:", repr(err), file=sys.stderr, flush=True)
+        time.sleep(1)
+print(address)
+print(body)
+"""
+
+
 def job(name: str, image: str, code: str) -> dict[str, object]:
     return {
         "apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": name},
@@ -84,15 +102,18 @@ def test_service_reached_by_name_from_a_pod_and_by_cluster_ip_from_the_host(
                                                "jsonpath={.items[*].endpoints[*].conditions.ready}").stdout == "true",
              90, "the Service's endpoint to be ready", interval=1)
 
-    # From a Pod: CoreDNS resolves the name, kube-proxy maps the ClusterIP to the Pod.
+    # From a Pod: CoreDNS resolves the name, kube-proxy maps the ClusterIP to the Pod. A ready endpoint in the API
+    # does not mean kube-proxy has written its rules yet (they follow the EndpointSlice asynchronously: a CI run
+    # under load saw the first try fail within a second), so the client retries for a while, as any client of a
+    # new Service must, and says why each try failed.
     fqdn = f"web.{namespace}.svc.cluster.local"
-    code = (f"import socket, urllib.request; print(socket.gethostbyname('{fqdn}')); "
-            f"print(urllib.request.urlopen('http://{fqdn}/', timeout=10).read().decode())")
+    code = CLIENT.format(fqdn=fqdn)
     real_node.cluster.kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(job("client", image, code)))
     state = wait_for(lambda: finished(real_node, namespace, "client"), 120, "the client Job", interval=1)
     assert state == "Complete", describe_pods(real_node, namespace)
     cluster_ip = get_json(real_node, "service", "web", "-n", namespace)["spec"]["clusterIP"]
-    assert real_node.cluster.kubectl("logs", "-n", namespace, "job/client").stdout.split("\n")[:2] == [
+    # The container log holds stderr too (the retries, if any): the answer is its last two lines.
+    assert real_node.cluster.kubectl("logs", "-n", namespace, "job/client").stdout.strip().split("\n")[-2:] == [
         cluster_ip, "served by a pod"]
 
     # From the host, through the same ClusterIP.
