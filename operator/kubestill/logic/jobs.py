@@ -70,7 +70,9 @@ def duration_seconds(view: JobView) -> float:
 
 def termination_message(pod: Mapping[str, Any]) -> str:
     """The most useful failure text of a Pod: the trainer container's termination message (the kubelet
-    falls back to the log tail with FallbackToLogsOnError), else the Pod's own reason/message."""
+    falls back to the log tail with FallbackToLogsOnError), else the Pod's own reason/message. A container the
+    kernel killed at its cgroup's memory limit (reason OOMKilled) leaves no message of its own: the text says so,
+    with the limit from the Pod's spec, so the fix (more memory) is in the status, not only in `kubectl describe`."""
     status = pod.get("status") or {}
     for cs in status.get("containerStatuses") or []:
         terminated = (cs.get("state") or {}).get("terminated") or (cs.get("lastState") or {}).get("terminated")
@@ -79,5 +81,15 @@ def termination_message(pod: Mapping[str, Any]) -> str:
             head = f"exit code {terminated.get('exitCode')}"
             if terminated.get("reason"):
                 head += f" ({terminated['reason']})"
+            if terminated.get("reason") == "OOMKilled":
+                head += f": {_oom_explanation(pod, cs.get('name'))}"
             return f"{head}: {text}" if text else head
     return ": ".join(p for p in (status.get("reason"), status.get("message")) if p)
+
+
+def _oom_explanation(pod: Mapping[str, Any], container: str | None) -> str:
+    spec = next((c for c in (pod.get("spec") or {}).get("containers") or [] if c.get("name") == container), {})
+    limit = ((spec.get("resources") or {}).get("limits") or {}).get("memory")
+    if limit:
+        return f"the container used all of its memory limit ({limit}) and the kernel killed it; give it more memory"
+    return "the kernel killed the container for lack of memory (no limit set: the node itself ran short)"

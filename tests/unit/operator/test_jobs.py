@@ -50,7 +50,14 @@ def test_duration(start: str | None, end: str | None, seconds: float) -> None:
         ({"status": {"containerStatuses": [{"state": {"terminated": {"exitCode": 2, "message": "bad field\n"}}}]}},
          "exit code 2: bad field"),
         ({"status": {"containerStatuses": [{"state": {"terminated": {"exitCode": 137, "reason": "OOMKilled"}}}]}},
-         "exit code 137 (OOMKilled)"),
+         "exit code 137 (OOMKilled): the kernel killed the container for lack of memory (no limit set: the node "
+         "itself ran short)"),
+        ({"spec": {"containers": [{"name": "sidecar"},
+                                  {"name": "trainer", "resources": {"limits": {"memory": "160Mi"}}}]},
+          "status": {"containerStatuses": [{"name": "trainer", "lastState": {"terminated": {
+              "exitCode": 137, "reason": "OOMKilled", "message": "loading the teacher"}}}]}},
+         "exit code 137 (OOMKilled): the container used all of its memory limit (160Mi) and the kernel killed it; "
+         "give it more memory: loading the teacher"),
         ({"status": {"containerStatuses": [{"state": {"terminated": {"exitCode": 0}}}]}}, ""),
         ({"status": {"reason": "Evicted", "message": "node out of disk"}}, "Evicted: node out of disk"),
     ],
