@@ -41,8 +41,9 @@ from kubestill.builders.httproute import RouteError, build_httproute_weights
 from kubestill.clients import gateway, metrics
 from kubestill.clients.events import post_event
 from kubestill.clients.kube import ApiError, KubeClient
-from kubestill.clients.prometheus import Prometheus, PrometheusError
-from kubestill.logic.analysis import AnalysisRound, QueryResult, assess_round, matching_alerts, render_query
+from kubestill.clients.prometheus import Prometheus
+from kubestill.logic.agreement_queries import AGREEMENT_METRICS
+from kubestill.logic.analysis import AnalysisRound
 from kubestill.logic.canary import (
     ROUTE_UNSEEN,
     Action,
@@ -64,6 +65,7 @@ from kubestill.settings import Settings
 
 from . import canary_finalizer
 from . import canary_route_sync as route_sync
+from .canary_analysis import measure
 from .canary_candidate import CandidateView, resolve_candidate
 
 log = logging.getLogger("kubestill.canary")
@@ -96,32 +98,6 @@ class Stop:
     requeue: float | None
 
 
-def _measure(prom: Prometheus, spec: CanaryRolloutSpec, namespace: str, candidate: str, step: int,
-             now: datetime) -> tuple[AnalysisRound, list[str]]:
-    """One analysis round (blocking: runs in a worker thread): every metric, then the firing alerts."""
-    analysis = spec.analysis
-    assert analysis is not None
-    url = analysis.prometheus_url
-    results: dict[str, QueryResult] = {}
-    for metric in analysis.metrics:
-        query = render_query(metric.query, candidate, spec.baseline.name, namespace)
-        try:
-            results[metric.name] = QueryResult(value=prom.query_value(url, query))
-        except PrometheusError as err:
-            results[metric.name] = QueryResult(error=str(err))
-    alerts: list[str] = []
-    alerts_error = None
-    if spec.rollback_alerts:
-        try:
-            firing = prom.firing_alerts(url)
-        except PrometheusError as err:
-            alerts_error = str(err)
-        else:
-            subs = {"{{candidate}}": candidate, "{{baseline}}": spec.baseline.name, "{{namespace}}": namespace}
-            alerts = matching_alerts(spec.rollback_alerts, firing, subs)
-    return assess_round(analysis, results, step, now, alerts_error), alerts
-
-
 class CanaryRollouts(Kind[CanaryRolloutSpec, CanaryRolloutStatus]):
     """The CanaryRollout kind: observe the candidate, the route and the metrics; decide
     (logic/canary_decision.py); write the status (conditioned on resourceVersion), then the route."""
@@ -152,7 +128,7 @@ class CanaryRollouts(Kind[CanaryRolloutSpec, CanaryRolloutStatus]):
             old = ctl.cache.latest(key)
             names = [m.get("name", "") for m in ((old or {}).get("spec", {}).get("analysis") or {}).get(
                 "metrics", [])]
-            metrics.forget(*key, names)
+            metrics.forget(*key, [*names, *AGREEMENT_METRICS])
         await ctl.on_event(event_type, body, kwargs)
 
     def _wake_waiting(self, ctl: CanaryController, key: Key, body: Mapping[str, Any], deleted: bool) -> None:
@@ -219,7 +195,7 @@ class CanaryRollouts(Kind[CanaryRolloutSpec, CanaryRolloutStatus]):
         alerts: list[str] = []
         if view.carries and analysis_due(spec, status, now) and cand.backend is not None:
             measured, alerts = await asyncio.get_running_loop().run_in_executor(
-                self.pool, _measure, self.prometheus, spec, key[0], cand.backend.name, status.current_step, now)
+                self.pool, measure, self.prometheus, spec, status, key, cand.backend.name, now)
             round_ = measured
             for m in measured.measurements:
                 metrics.observe_measurement(*key, m.metric, m.value, m.result)

@@ -41,6 +41,8 @@ from kubestill.api.v1alpha1.canaryrollout import (
 )
 
 from .analysis import AnalysisRound
+from .canary_sequential import ends_early
+from .sequential import Outcome
 
 ACTIVE_PHASES = (RolloutPhase.PROGRESSING, RolloutPhase.PAUSED)
 CONTROL_ANNOTATIONS = (ANNOTATION_PROMOTE, ANNOTATION_ABORT, ANNOTATION_PAUSE, ANNOTATION_RESUME)
@@ -322,6 +324,8 @@ def _stopped(spec: CanaryRolloutSpec, status: CanaryRolloutStatus, analysis: Ana
         return Action(ActionKind.HOLD, route.message)
     if alerts:
         return Action(ActionKind.ROLLBACK, "alert firing: " + ", ".join(alerts))
+    if analysis is not None and analysis.sequential is not None and analysis.sequential.outcome is Outcome.REJECT:
+        return Action(ActionKind.ROLLBACK, analysis.sequential.reason)
     failure_limit = spec.analysis.failure_limit if spec.analysis is not None else 0
     if analysis is not None and analysis.verdict == MeasurementResult.FAILED:
         failures = status.step_failures + 1
@@ -384,19 +388,25 @@ def _in_step(spec: CanaryRolloutSpec, status: CanaryRolloutStatus, analysis: Ana
                 f"{analysis.summary()}",
                 PauseReason.INCONCLUSIVE,
             )
+    sequential = analysis.sequential if analysis is not None else None
+    if sequential is not None and ends_early(spec, status, sequential, now) and (
+            analysis is not None and analysis.verdict == MeasurementResult.SUCCESSFUL):
+        return _step_over(spec, status, analysis, f" early: {sequential.reason}")
     if status.next_step_at is None or now < status.next_step_at:
         return Action(ActionKind.HOLD)
     return _step_over(spec, status, analysis)
 
 
-def _step_over(spec: CanaryRolloutSpec, status: CanaryRolloutStatus, analysis: AnalysisRound | None) -> Action:
-    """The step's pause is over: advance (or promote after the last) once an analysis round succeeded."""
+def _step_over(spec: CanaryRolloutSpec, status: CanaryRolloutStatus, analysis: AnalysisRound | None,
+               early: str = "") -> Action:
+    """The step's pause is over (or `early` says why it ends before): advance (or promote after the last) once
+    an analysis round succeeded."""
     if spec.analysis is not None:
         verdict = analysis.verdict if analysis is not None else status.last_verdict
         if verdict != MeasurementResult.SUCCESSFUL:
             return Action(ActionKind.HOLD, "pause over; waiting for a successful analysis round")
     if status.shadowing:
-        return Action(ActionKind.ADVANCE, "shadow step passed")
+        return Action(ActionKind.ADVANCE, f"shadow step passed{early}")
     if _is_last(spec, status.current_step):
-        return Action(ActionKind.PROMOTE, "all steps passed")
-    return Action(ActionKind.ADVANCE, f"step {status.current_step} passed")
+        return Action(ActionKind.PROMOTE, f"all steps passed{early}")
+    return Action(ActionKind.ADVANCE, f"step {status.current_step} passed{early}")

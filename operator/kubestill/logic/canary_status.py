@@ -97,6 +97,7 @@ def _record(status: CanaryRolloutStatus, analysis: AnalysisRound | None) -> Cana
             "last_verdict": analysis.verdict,
             "step_failures": status.step_failures + (1 if failed else 0),
             "consecutive_inconclusive": status.consecutive_inconclusive + 1 if inconclusive else 0,
+            "sequential": analysis.sequential.status if analysis.sequential is not None else status.sequential,
         }
     )
 
@@ -118,6 +119,7 @@ def _enter_step(spec: CanaryRolloutSpec, status: CanaryRolloutStatus, step: int,
         "last_verdict": None,
         "paused_at": None,
         "pause_reason": None,
+        "sequential": None,  # a new step starts a new sequential test
     }
 
 
