@@ -38,6 +38,7 @@ from kubestill.api.v1alpha1.canaryrollout import (
     RouteRef,
 )
 from kubestill.builders.httproute import RouteError, build_httproute_weights
+from kubestill.builders.judge import judge_backend
 from kubestill.clients import gateway, metrics
 from kubestill.clients.events import post_event
 from kubestill.clients.kube import ApiError, KubeClient
@@ -67,6 +68,7 @@ from . import canary_finalizer
 from . import canary_route_sync as route_sync
 from .canary_analysis import measure
 from .canary_candidate import CandidateView, resolve_candidate
+from .canary_judge import JudgeSync
 
 log = logging.getLogger("kubestill.canary")
 
@@ -107,12 +109,14 @@ class CanaryRollouts(Kind[CanaryRolloutSpec, CanaryRolloutStatus]):
         self.pool = prometheus_pool
         self.prometheus = prometheus
         self.routes = route_sync.RouteSync()
+        self.judges = JudgeSync(settings)
         # When each rollout's status was last written (monotonic): routine rounds are kept in memory between.
         self._persisted: dict[Key, float] = {}
 
     def forget(self, key: Key) -> None:
         self._persisted.pop(key, None)
         self.routes.forget(key)
+        self.judges.forget(key)
 
     # --- events -------------------------------------------------------------------------------------------
 
@@ -217,8 +221,18 @@ class CanaryRollouts(Kind[CanaryRolloutSpec, CanaryRolloutStatus]):
         gate = await canary_finalizer.before_route_write(api, key, ctl.cache.bodies, spec, status, cand.backend)
         if not gate.proceed:
             return Stop(gate.requeue)  # released: this rollout never writes its route again
-        view = await self.routes.sync_route(api, key, spec, status, cand.backend, body)
+        view = await self._sync_route(api, key, spec, status, cand.backend, body)
         return Stop(AGAIN) if view is route_sync.ROUTE_RETRY else view
+
+    async def _sync_route(self, api: KubeClient, key: Key, spec: CanaryRolloutSpec, status: CanaryRolloutStatus,
+                          backend: BackendRef, body: Mapping[str, Any]) -> RouteView:
+        """Make the route carry `status`; when it mirrors to the agreement judge, the judge is applied first, so
+        the route never names a Service that does not exist."""
+        if route_state(spec, status).to_judge:
+            problem = await self.judges.ensure(api, key, body, spec, backend)
+            if problem is not None:
+                return problem
+        return await self.routes.sync_route(api, key, spec, status, backend, body)
 
     async def _apply(self, ctl: CanaryController, key: Key, body: dict[str, Any], spec: CanaryRolloutSpec,
                      status: CanaryRolloutStatus, observed: CanaryObserved, decision: CanaryDecision) -> float | None:
@@ -253,7 +267,7 @@ class CanaryRollouts(Kind[CanaryRolloutSpec, CanaryRolloutStatus]):
         if not gate.proceed:
             return Stop(gate.requeue)
         latest = ctl.cache.latest(key) or body
-        view = await self.routes.sync_route(api, key, spec, new, backend, latest)
+        view = await self._sync_route(api, key, spec, new, backend, latest)
         if view is route_sync.ROUTE_RETRY:
             return Stop(AGAIN)
         generation = body["metadata"].get("generation")
@@ -328,7 +342,8 @@ class CanaryRollouts(Kind[CanaryRolloutSpec, CanaryRolloutStatus]):
                 if current is not None:
                     try:
                         patch = build_httproute_weights(current, route.rule_index, baseline, candidate, 0,
-                                                        traefik_service=shadow_service_name(key[1]))
+                                                        traefik_service=shadow_service_name(key[1]),
+                                                        judge=judge_backend(key[1]))
                         await gateway.apply_route(api, patch)
                     except (RouteError, ApiError) as write_err:
                         problem = f"{problem}; the abort could not restore the route: {write_err}"
