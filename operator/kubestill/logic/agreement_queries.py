@@ -7,6 +7,10 @@ kubernetes-pods scrape job of the Prometheus chart with a labelmap, and dev/prom
 ServiceMonitor sets `service` to the Service name, the same value). Those two labels scope every query to this
 rollout's judge.
 
+The judge creates a (segment, result) series on its first sample of that kind, so a student that never agreed
+has no `result="agree"` series at all: every numerator falls back to 0 where the denominator has data (`or vector(0)`,
+or per segment `or 0 * <denominator>`), so that student reads as rate 0, never as no data.
+
 Two kinds of query:
 - rates for the analysis round (`agreement_metrics`): agreement rate, mean cosine, lowest per-segment rate, each
   a ratio of `increase` over the window, so an empty window is 0/0 = NaN, which the analysis reads as no data
@@ -18,8 +22,8 @@ Two kinds of query:
 Worked example (rollout `sentiment` in `ml`, window 5m):
 
 >>> print(agreement_rate_query(JudgeScope("ml", "sentiment-judge"), 300))
-sum(increase(kubestill_judge_samples_total{namespace="ml",service="sentiment-judge",result="agree"}[300s])) \
-/ sum(increase(kubestill_judge_samples_total{namespace="ml",service="sentiment-judge"}[300s]))
+(sum(increase(kubestill_judge_samples_total{namespace="ml",service="sentiment-judge",result="agree"}[300s])) \
+or vector(0)) / sum(increase(kubestill_judge_samples_total{namespace="ml",service="sentiment-judge"}[300s]))
 """
 
 from __future__ import annotations
@@ -80,7 +84,8 @@ def _increase(series: str, scope: JudgeScope, seconds: float, by: str = "", **la
 
 def agreement_rate_query(scope: JudgeScope, window_s: float) -> str:
     """Agreeing items / compared items over the last `window_s` seconds, all tasks and segments together."""
-    return f"{_increase(SAMPLES, scope, window_s, result='agree')} / {_increase(SAMPLES, scope, window_s)}"
+    agree = _increase(SAMPLES, scope, window_s, result="agree")
+    return f"({agree} or vector(0)) / {_increase(SAMPLES, scope, window_s)}"
 
 
 def mean_cosine_query(scope: JudgeScope, window_s: float) -> str:
@@ -94,9 +99,10 @@ def mean_cosine_query(scope: JudgeScope, window_s: float) -> str:
 
 
 def min_segment_rate_query(scope: JudgeScope, window_s: float) -> str:
-    """The lowest per-segment agreement rate over the window (a segment with no comparisons has none)."""
-    return (f"min({_increase(SAMPLES, scope, window_s, 'segment', result='agree')} / "
-            f"{_increase(SAMPLES, scope, window_s, 'segment')})")
+    """The lowest per-segment agreement rate over the window (a segment with no comparisons has none; one with
+    comparisons but no agreement has 0)."""
+    total = _increase(SAMPLES, scope, window_s, "segment")
+    return f"min(({_increase(SAMPLES, scope, window_s, 'segment', result='agree')} or 0 * {total}) / {total})"
 
 
 def agreement_metrics(agreement: AgreementSpec, scope: JudgeScope, window_s: float) -> list[AnalysisMetric]:
@@ -116,7 +122,7 @@ def agreement_metrics(agreement: AgreementSpec, scope: JudgeScope, window_s: flo
 def step_count_queries(scope: JudgeScope, age_s: float) -> dict[str, str]:
     """Queries of the counts since the step started `age_s` seconds ago, by key: `agree`, `samples`, and
     `pairs:<baseline>:<candidate>` for each cell of the pairs counter."""
-    queries = {"agree": _increase(SAMPLES, scope, age_s, result="agree"),
+    queries = {"agree": f"{_increase(SAMPLES, scope, age_s, result='agree')} or vector(0)",
                "samples": _increase(SAMPLES, scope, age_s)}
     for baseline, candidate in CELLS:
         queries[f"pairs:{baseline}:{candidate}"] = _increase(PAIRS, scope, age_s, baseline=baseline,

@@ -24,23 +24,26 @@ SEL = 'namespace="ml",service="sentiment-judge"'
 @pytest.mark.parametrize(
     ("query", "expected"),
     [
+        # A student that never agreed has no result="agree" series: 0 agreements, not no data.
         (agreement_rate_query(ML, 300),
-         f'sum(increase(kubestill_judge_samples_total{{{SEL},result="agree"}}[300s])) / '
+         f'(sum(increase(kubestill_judge_samples_total{{{SEL},result="agree"}}[300s])) or vector(0)) / '
          f"sum(increase(kubestill_judge_samples_total{{{SEL}}}[300s]))"),
         # The window is cut to the step's age by the caller; fractions of a second go, never below 1s.
         (agreement_rate_query(ML, 0.4),
-         f'sum(increase(kubestill_judge_samples_total{{{SEL},result="agree"}}[1s])) / '
+         f'(sum(increase(kubestill_judge_samples_total{{{SEL},result="agree"}}[1s])) or vector(0)) / '
          f"sum(increase(kubestill_judge_samples_total{{{SEL}}}[1s]))"),
         (mean_cosine_query(ML, 90.9),
          f"sum(increase(kubestill_judge_cosine_sum{{{SEL}}}[90s])) / "
          f"sum(increase(kubestill_judge_cosine_count{{{SEL}}}[90s]))"),
+        # A segment without agreements is 0 (not left out of the min).
         (min_segment_rate_query(ML, 60),
-         f'min(sum by (segment)(increase(kubestill_judge_samples_total{{{SEL},result="agree"}}[60s])) / '
+         f'min((sum by (segment)(increase(kubestill_judge_samples_total{{{SEL},result="agree"}}[60s])) or 0 * '
+         f"sum by (segment)(increase(kubestill_judge_samples_total{{{SEL}}}[60s]))) / "
          f"sum by (segment)(increase(kubestill_judge_samples_total{{{SEL}}}[60s])))"),
         # A label value cannot close the selector early.
         (agreement_rate_query(JudgeScope("ns", 'x"} or vector(1) #'), 60),
-         'sum(increase(kubestill_judge_samples_total{namespace="ns",service="x\\"} or vector(1) #",'
-         'result="agree"}[60s])) / sum(increase(kubestill_judge_samples_total{namespace="ns",'
+         '(sum(increase(kubestill_judge_samples_total{namespace="ns",service="x\\"} or vector(1) #",'
+         'result="agree"}[60s])) or vector(0)) / sum(increase(kubestill_judge_samples_total{namespace="ns",'
          'service="x\\"} or vector(1) #"}[60s]))'),
     ],
     ids=["rate", "rate-sub-second", "mean-cosine", "min-segment", "escaped"],
