@@ -54,18 +54,27 @@ class JudgeSync:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._applied: dict[Key, str] = {}
+        # The candidate StudentModel's task, read once per rollout (and operator process): this runs on every
+        # reconcile that writes the route.
+        self._tasks: dict[Key, Task] = {}
 
     def forget(self, key: Key) -> None:
         self._applied.pop(key, None)
+        self._tasks.pop(key, None)
 
-    async def _task(self, api: KubeClient, namespace: str, spec: CanaryRolloutSpec) -> Task | None:
+    async def _task(self, api: KubeClient, key: Key, spec: CanaryRolloutSpec) -> Task | None:
         agreement = spec.analysis.agreement if spec.analysis is not None else None
         if agreement is not None and agreement.task is not None:
             return Task(agreement.task)
+        if key in self._tasks:
+            return self._tasks[key]
         name = spec.candidate.student_model
-        sm = await api.get("kubestill.io/v1alpha1", "StudentModel", namespace, name) if name else None
+        sm = await api.get("kubestill.io/v1alpha1", "StudentModel", key[0], name) if name else None
         task = ((sm or {}).get("spec") or {}).get("task")
-        return Task(task) if task in {t.value for t in Task} else None
+        if task not in {t.value for t in Task}:
+            return None
+        self._tasks[key] = Task(task)
+        return self._tasks[key]
 
     def manifests(self, rollout: Mapping[str, Any], spec: CanaryRolloutSpec, candidate: BackendRef,
                   task: Task) -> list[dict[str, Any]]:
@@ -82,7 +91,7 @@ class JudgeSync:
                      candidate: BackendRef) -> RouteView | None:
         """Apply the judge unless what it should say was applied already; None when it is in place, else a
         RouteView saying why the route may not mirror to it yet."""
-        task = await self._task(api, key[0], spec)
+        task = await self._task(api, key, spec)
         if task is None:
             return RouteView(False, "JudgeTaskUnknown", f"StudentModel {spec.candidate.student_model} has no "
                              "spec.task readable yet; set spec.analysis.agreement.task")

@@ -3,6 +3,7 @@ every weighted step; the judge's Deployment and Service say what it compares."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -131,3 +132,39 @@ def test_judge_settings_and_manifests() -> None:
     assert service["metadata"]["name"] == JUDGE.name
     assert {p["port"] for p in service["spec"]["ports"]} >= {JUDGE.port}
     assert all(b["metadata"]["ownerReferences"][0]["uid"] == "u" for b in (deployment, service))
+
+
+class FakeApi:
+    """The calls JudgeSync makes: a StudentModel read, creates (True: created)."""
+
+    def __init__(self, task: str | None) -> None:
+        self.task, self.gets = task, 0
+        self.created: list[str] = []
+
+    async def get(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        self.gets += 1
+        return {"spec": {"task": self.task}} if self.task is not None else None
+
+    async def create(self, body: dict[str, Any]) -> bool:
+        self.created.append(body["kind"])
+        return True
+
+
+def test_judge_sync_reads_the_student_models_task_once_and_applies_on_change() -> None:
+    owner = {"apiVersion": "kubestill.io/v1alpha1", "kind": "CanaryRollout",
+             "metadata": {"name": "r", "namespace": "ml", "uid": "u"}}
+    rollout = spec(candidate={"studentModel": "s"}, analysis={"prometheusUrl": "http://p",
+                                                             "agreement": {"minRate": 0.9}})
+    sync, api = JudgeSync(Settings()), FakeApi("embedding")
+
+    async def run() -> list[Any]:
+        return [await sync.ensure(api, ("ml", "r"), owner, rollout, CAND) for _ in range(3)]  # type: ignore[arg-type]
+
+    assert asyncio.run(run()) == [None, None, None]
+    assert (api.gets, api.created) == (1, ["Deployment", "Service"])  # steady state: nothing read or written
+    env = {e["name"]: e["value"] for e in
+           JudgeSync(Settings()).manifests(owner, rollout, CAND, Task.EMBEDDING)[0]["spec"]["template"]["spec"][
+               "containers"][0]["env"]}
+    assert env["KUBESTILL_JUDGE_TASK"] == "embedding"
+    missing = asyncio.run(JudgeSync(Settings()).ensure(FakeApi(None), ("ml", "r"), owner, rollout, CAND))  # type: ignore[arg-type]
+    assert missing is not None and missing.reason == "JudgeTaskUnknown" and not missing.carries

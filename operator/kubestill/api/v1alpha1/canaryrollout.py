@@ -102,7 +102,8 @@ class ShadowStep(KubeModel):
 
     rules = (duration_rule("pause", MIN_PAUSE, MAX_PAUSE),)
 
-    percent: int = Field(default=100, ge=1, le=100, description="Share of requests mirrored.")
+    percent: int = Field(default=100, ge=1, le=100, description="Share of requests mirrored to the candidate; "
+                         "with analysis.agreement the judge is the mirror target instead, at its samplePercent.")
     pause: Duration = Field(description="How long to shadow while analysing, 1s to 30d.")
     mirror: ShadowMirror = Field(
         default=ShadowMirror.REQUEST_MIRROR,
