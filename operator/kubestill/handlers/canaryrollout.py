@@ -51,12 +51,11 @@ from kubestill.logic.canary import (
     ActionKind,
     RouteView,
     analysis_due,
-    handled_controls,
     holds_route,
     next_wakeup,
-    pending_controls,
     step_entered,
 )
+from kubestill.logic.canary_controls import handled_controls, pending_controls
 from kubestill.logic.canary_decision import CanaryDecision, CanaryObserved, decide
 from kubestill.logic.canary_route import candidate_invalid, conflict_message
 from kubestill.logic.canary_status import route_condition, route_state, routine_round, start_clocks
