@@ -18,6 +18,9 @@ DEFAULT_TRAINER_IMAGE = "kubestill-trainer:0.1.0"  # the chart's operator.traine
 # kubestill's serving image (serving-image/Dockerfile): tritonserver with the python backend and everything the
 # exported model.py imports. A stock Triton image cannot load a student (no kubestill, no torch).
 DEFAULT_TRITON_IMAGE = "kubestill-serving:0.1.0"
+# The agreement judge of a CanaryRollout runs `kubestill judge` from the operator's own image (the chart passes
+# the operator's image); it needs no torch.
+DEFAULT_JUDGE_IMAGE = "kubestill-operator:0.1.0"
 
 
 @dataclass(frozen=True)
@@ -26,6 +29,7 @@ class Settings:
 
     trainer_image: str = DEFAULT_TRAINER_IMAGE
     triton_image: str = DEFAULT_TRITON_IMAGE
+    judge_image: str = DEFAULT_JUDGE_IMAGE
     # Empty: watch the whole cluster. Otherwise only these namespaces.
     namespaces: tuple[str, ...] = ()
     # kopf peering object name for leader election between replicas; empty: standalone (one replica).
@@ -88,6 +92,7 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
     return Settings(
         trainer_image=env.get("KUBESTILL_TRAINER_IMAGE") or DEFAULT_TRAINER_IMAGE,
         triton_image=env.get("KUBESTILL_TRITON_IMAGE") or DEFAULT_TRITON_IMAGE,
+        judge_image=env.get("KUBESTILL_JUDGE_IMAGE") or DEFAULT_JUDGE_IMAGE,
         namespaces=_csv(env.get("KUBESTILL_NAMESPACES", "")),
         peering=env.get("KUBESTILL_PEERING", ""),
         image_pull_policy=env.get("KUBESTILL_IMAGE_PULL_POLICY") or "IfNotPresent",

@@ -6,6 +6,9 @@ rules as they are and changes only the two backendRefs' weights, our RequestMirr
 promotion) the baseline entry; the client sends it with the route's resourceVersion, so a concurrent edit by
 anyone else fails the apply instead of being overwritten, and the next tick rebuilds from the new route.
 
+With agreement analysis (spec.analysis.agreement) the mirror goes to the rollout's judge instead of the candidate
+(`judge`, `to_judge`), in the shadow step and every weighted step; a filter naming either is ours.
+
 A shadow step mirrored through Traefik (spec.shadow.mirror: TraefikService) has no filter: the baseline's entry
 is replaced by a backendRef to the rollout's TraefikService (group traefik.io, kind TraefikService, the
 baseline's weight and any other field of its entry kept), which sends every request to the baseline and a copy
@@ -47,12 +50,13 @@ class RouteError(ValueError):
 class ObservedRoute:
     """What the route says now, in rollout terms: the weights of the baseline's and the candidate's entries
     (None: absent), our RequestMirror filter's percent (None: none) and the weight of the entry naming our
-    TraefikService in the baseline's place (None: none)."""
+    TraefikService in the baseline's place (None: none); `judged`: our filter mirrors to the judge."""
 
     baseline_weight: int | None
     candidate_weight: int | None
     mirror_percent: int | None
     shadow_weight: int | None = None
+    judged: bool = False
 
 
 def _is(ref: Mapping[str, Any], backend: BackendRef) -> bool:
@@ -92,9 +96,11 @@ def _baseline_entry(ref: Mapping[str, Any], baseline: BackendRef, traefik_servic
     return entry
 
 
-def _is_our_mirror(f: Mapping[str, Any], candidate: BackendRef) -> bool:
+def _is_our_mirror(f: Mapping[str, Any], candidate: BackendRef, judge: BackendRef | None = None) -> bool:
+    """A RequestMirror filter of ours: to the candidate, or to the rollout's judge."""
     mirror = f.get("requestMirror") or {}
-    return f.get("type") == "RequestMirror" and _is(mirror.get("backendRef") or {}, candidate)
+    target = mirror.get("backendRef") or {}
+    return f.get("type") == "RequestMirror" and (_is(target, candidate) or (judge is not None and _is(target, judge)))
 
 
 def _rule(route: Mapping[str, Any], rule_index: int) -> dict[str, Any]:
@@ -115,35 +121,40 @@ def _weight(ref: Mapping[str, Any] | None) -> int | None:
 
 def observe_route(
     route: Mapping[str, Any], rule_index: int, baseline: BackendRef, candidate: BackendRef,
-    traefik_service: str | None = None,
+    traefik_service: str | None = None, judge: BackendRef | None = None,
 ) -> ObservedRoute:
-    """Read the weights, our mirror percent and (given its name) the weight of our TraefikService's entry."""
+    """Read the weights, our mirror percent (to the candidate or, given it, the judge) and (given its name) the
+    weight of our TraefikService's entry."""
     rule = _rule(route, rule_index)
     refs = rule.get("backendRefs") or []
-    mirror = next((f for f in rule.get("filters") or [] if _is_our_mirror(f, candidate)), None)
+    mirror = next((f for f in rule.get("filters") or [] if _is_our_mirror(f, candidate, judge)), None)
+    judged = mirror is not None and judge is not None and _is(mirror["requestMirror"].get("backendRef") or {}, judge)
     return ObservedRoute(
         baseline_weight=_weight(next((r for r in refs if _is(r, baseline)), None)),
         candidate_weight=_weight(next((r for r in refs if _is(r, candidate)), None)),
         mirror_percent=None if mirror is None else int(mirror["requestMirror"].get("percent", 100)),
         shadow_weight=_weight(next((r for r in refs if _is_shadow(r, traefik_service)), None)),
+        judged=judged,
     )
 
 
 def desired_observation(
     candidate_weight: int, mirror_percent: int | None = None, keep_baseline: bool = True,
-    mirror: ShadowMirror = ShadowMirror.REQUEST_MIRROR,
+    mirror: ShadowMirror = ShadowMirror.REQUEST_MIRROR, to_judge: bool = False,
 ) -> ObservedRoute:
     """The observation a route built with these arguments gives back (to compare before applying). Mirrored
     through a TraefikService, the baseline's share is on the TraefikService's entry and the route carries no
-    percent (the TraefikService does).
+    percent (the TraefikService does, and says where it mirrors to).
 
     >>> desired_observation(0, 50, mirror=ShadowMirror.TRAEFIK_SERVICE)
-    ObservedRoute(baseline_weight=None, candidate_weight=0, mirror_percent=None, shadow_weight=100)
+    ObservedRoute(baseline_weight=None, candidate_weight=0, mirror_percent=None, shadow_weight=100, judged=False)
+    >>> desired_observation(10, 5, to_judge=True)
+    ObservedRoute(baseline_weight=90, candidate_weight=10, mirror_percent=5, shadow_weight=None, judged=True)
     """
     share = 100 - candidate_weight if keep_baseline else None
     if mirror == ShadowMirror.TRAEFIK_SERVICE and mirror_percent is not None:
         return ObservedRoute(None, candidate_weight, None, share)
-    return ObservedRoute(share, candidate_weight, mirror_percent)
+    return ObservedRoute(share, candidate_weight, mirror_percent, judged=to_judge and mirror_percent is not None)
 
 
 def build_httproute_weights(
@@ -156,18 +167,23 @@ def build_httproute_weights(
     keep_baseline: bool = True,
     mirror: ShadowMirror = ShadowMirror.REQUEST_MIRROR,
     traefik_service: str | None = None,
+    judge: BackendRef | None = None,
+    to_judge: bool = False,
 ) -> dict[str, Any]:
     """The server-side apply body for `route` giving the candidate `candidate_weight` % (the baseline the
-    rest), a mirror of `mirror_percent` % to the candidate (None: none) and, unless `keep_baseline` is False,
-    the baseline entry; every other field of the rules is copied.
+    rest), a mirror of `mirror_percent` % to the candidate, or with `to_judge` to the rollout's `judge` (None:
+    no mirror) and, unless `keep_baseline` is False, the baseline entry; every other field of the rules is
+    copied. A mirror filter to the candidate or to `judge` that the state does not want is removed.
 
     The mirror is our RequestMirror filter, or with `mirror` TraefikService the entry of our TraefikService
     `traefik_service` in the baseline's place. Given `traefik_service`, an entry naming it in a state without
     that mirror is turned back into the baseline's. The candidate entry is added after the baseline when
     missing; the baseline entry (or our TraefikService's) must exist (it is the route the user already serves
     from) unless the baseline was released. Raises RouteError (reason BaselineNotInRoute, RuleNotFound), and
-    ValueError for a TraefikService mirror without its name.
+    ValueError for a TraefikService mirror without its name, or a mirror to the judge without it.
     """
+    if to_judge and judge is None:
+        raise ValueError("a mirror to the judge needs the judge's Service")
     via = traefik_service if mirror == ShadowMirror.TRAEFIK_SERVICE and mirror_percent is not None else None
     if mirror == ShadowMirror.TRAEFIK_SERVICE and mirror_percent is not None and traefik_service is None:
         raise ValueError("a TraefikService mirror needs the TraefikService's name")
@@ -185,13 +201,14 @@ def build_httproute_weights(
     share = 100 - candidate_weight if keep_baseline else None
     rule["backendRefs"] = _weighted(refs, baseline, candidate, traefik_service, share, candidate_weight, via)
 
-    filters = [f for f in rule.get("filters") or [] if not _is_our_mirror(f, candidate)]
+    filters = [f for f in rule.get("filters") or [] if not _is_our_mirror(f, candidate, judge)]
     if mirror_percent is not None and via is None:
+        target = judge if to_judge and judge is not None else candidate
         filters.append(
             {
                 "type": "RequestMirror",
                 "requestMirror": {
-                    "backendRef": {"name": candidate.name, "port": candidate.port},
+                    "backendRef": {"name": target.name, "port": target.port},
                     "percent": mirror_percent,
                 },
             }
@@ -245,7 +262,7 @@ def _apply_body(route: Mapping[str, Any], rules: list[dict[str, Any]]) -> dict[s
 
 def build_route_record(
     route: Mapping[str, Any], rule_index: int, baseline: BackendRef, candidate: BackendRef,
-    traefik_service: str | None = None,
+    traefik_service: str | None = None, judge: BackendRef | None = None,
 ) -> RouteRecord:
     """What a restore needs to know of `route` before kubestill first changes it: whether the user declared the
     candidate backendRef (kept at weight 0 on restore, not removed) and the baseline's weight.
@@ -257,7 +274,7 @@ def build_route_record(
     rule = _rule(route, rule_index)
     refs = rule.get("backendRefs") or []
     base = next((r for r in refs if _is(r, baseline)), None)
-    seen = observe_route(route, rule_index, baseline, candidate, traefik_service)
+    seen = observe_route(route, rule_index, baseline, candidate, traefik_service, judge)
     pristine = not seen.candidate_weight and seen.mirror_percent is None and seen.shadow_weight is None
     weight: int | None = 100
     if base is not None and pristine:
@@ -273,13 +290,14 @@ def build_route_record(
 
 
 def build_route_restore(
-    route: Mapping[str, Any], record: RouteRecord, traefik_service: str | None = None
+    route: Mapping[str, Any], record: RouteRecord, traefik_service: str | None = None,
+    judge: BackendRef | None = None,
 ) -> dict[str, Any] | None:
     """The server-side apply body that gives the recorded rule its traffic back: the baseline at its recorded
     weight (in the place of our TraefikService `traefik_service` when a shadow step put it there), the candidate
     backendRef removed when kubestill added it (at weight 0 when the user had declared it), our RequestMirror
-    filter removed; every other field copied. None when the route already is so, so a restore replayed after an
-    operator kill writes nothing.
+    filter (to the candidate, or to the rollout's `judge`) removed; every other field copied. None when the route
+    already is so, so a restore replayed after an operator kill writes nothing.
 
     Raises RouteError when the rule or the baseline backendRef is gone: there is nothing to give traffic back to,
     and guessing where it should go is the user's call.
@@ -296,7 +314,7 @@ def build_route_restore(
             f"{record.baseline.name}:{record.baseline.port} to give the traffic back to"
         )
     rule["backendRefs"] = _restored_refs(refs, record, traefik_service)
-    filters = [f for f in rule.get("filters") or [] if not _is_our_mirror(f, record.candidate)]
+    filters = [f for f in rule.get("filters") or [] if not _is_our_mirror(f, record.candidate, judge)]
     if filters:
         rule["filters"] = filters
     else:

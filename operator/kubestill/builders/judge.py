@@ -15,6 +15,7 @@ from typing import Any
 
 from kubestill.api.judge import METRICS_PORT, MIRROR_PORT, JudgeSettings, env_name
 from kubestill.api.names import judge_name
+from kubestill.api.v1alpha1.canaryrollout import BackendRef
 
 from .meta import build_cluster_ip_service, child_metadata
 
@@ -26,6 +27,15 @@ DEFAULT_RESOURCES: dict[str, dict[str, str]] = {
     "requests": {"cpu": "100m", "memory": "128Mi"},
     "limits": {"memory": "512Mi"},
 }
+
+
+def judge_backend(rollout: str) -> BackendRef:
+    """The judge's Service as the route's mirror target: `<rollout>-judge`, its http port.
+
+    >>> judge_backend("sentiment")
+    BackendRef(name='sentiment-judge', port=8080)
+    """
+    return BackendRef(name=judge_name(rollout), port=MIRROR_PORT)
 
 
 def _labels(rollout: str) -> dict[str, str]:

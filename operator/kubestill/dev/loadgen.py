@@ -28,9 +28,10 @@ Weights = tuple[int, int, int | None]
 
 def route_reader(
     server: str, token: str, ca_file: Path, namespace: str, route: str, rule_index: int,
-    baseline: BackendRef, candidate: BackendRef,
+    baseline: BackendRef, candidate: BackendRef, judge: BackendRef | None = None,
 ) -> Callable[[], Weights]:
-    """A function reading the route's weights through the API server (as a gateway controller would)."""
+    """A function reading the route's weights through the API server (as a gateway controller would); the mirror
+    percent is that of the mirror to the candidate or, given it, to the rollout's agreement `judge`."""
     ctx = ssl.create_default_context(cafile=str(ca_file))
     url = f"{server}/apis/gateway.networking.k8s.io/v1/namespaces/{namespace}/httproutes/{route}"
 
@@ -38,7 +39,7 @@ def route_reader(
         req = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
         with urllib.request.urlopen(req, context=ctx, timeout=5) as resp:
             body = json.loads(resp.read())
-        seen = observe_route(body, rule_index, baseline, candidate)
+        seen = observe_route(body, rule_index, baseline, candidate, judge=judge)
         return seen.baseline_weight or 0, seen.candidate_weight or 0, seen.mirror_percent
 
     return read
@@ -64,6 +65,10 @@ class LoadGenerator:
     rate: float = 40.0
     refresh: float = 0.1
     max_seconds: float = 600.0
+    # Where mirrored copies go when the route mirrors to an agreement judge (every request is mirrored, whichever
+    # backend answers it, as a rule-level RequestMirror filter does); None: to the candidate, baseline's only.
+    mirror_url: str | None = None
+    judge_mirrored: int = 0
     tallies: dict[str, Tally] = field(default_factory=lambda: {"baseline": Tally(), "candidate": Tally()})
     weights: Weights = (100, 0, None)
     # (monotonic time, weights) each time the observed weights changed.
@@ -110,7 +115,8 @@ class LoadGenerator:
 
     def _run(self) -> None:
         conns: dict[str, http.client.HTTPConnection] = {}
-        urls: Mapping[str, str] = {"baseline": self.baseline_url, "candidate": self.candidate_url}
+        urls: Mapping[str, str] = {"baseline": self.baseline_url, "candidate": self.candidate_url,
+                                   "mirror": self.mirror_url or self.candidate_url}
         started = time.monotonic()
         next_refresh = 0.0
         period = 1.0 / self.rate
@@ -133,7 +139,10 @@ class LoadGenerator:
                 tally.ok += 1
             else:
                 tally.failed += 1
-            if target == "baseline" and self.mirror_now():
+            if self.mirror_url is not None and self.mirror_now():
+                self._send(conns, urls, "mirror", n)  # the judge answers 202; the gateway drops it anyway
+                self.judge_mirrored += 1
+            elif self.mirror_url is None and target == "baseline" and self.mirror_now():
                 self._send(conns, urls, "candidate", n)  # the gateway drops mirrored responses
                 self.tallies["candidate"].mirrored += 1
             n += 1

@@ -45,6 +45,7 @@ from kubestill.builders.httproute import (
     desired_observation,
     observe_route,
 )
+from kubestill.builders.judge import judge_backend
 from kubestill.builders.meta import build_field_manager_release
 from kubestill.clients import gateway, rollouts
 from kubestill.clients.events import post_event
@@ -105,7 +106,7 @@ async def before_route_write(
             return PROCEED  # nothing to record; the route write reports the missing route
         try:
             record = build_route_record(route, spec.route.rule_index, spec.baseline, candidate,
-                                        shadow_service_name(key[1]))
+                                        shadow_service_name(key[1]), judge_backend(key[1]))
         except RouteError:
             return PROCEED  # the route write reports it, and writes nothing
     finalizers = [*(meta.get("finalizers") or []), ROUTE_RESTORE_FINALIZER]
@@ -158,7 +159,7 @@ async def on_deleting(api: KubeClient, key: Key, bodies: MutableMapping[Key, dic
     try:
         route = await gateway.get_route(api, key[0], record.route)
         if route is not None:
-            unmirrored = await _restore(api, route, record, action, status, shadow)
+            unmirrored = await _restore(api, route, record, action, status, shadow, judge_backend(key[1]))
             await _give_back(api, key, bodies, record.route)
             if unmirrored:
                 return MIRROR_RELEASE_GRACE.total_seconds()  # then released: the route is restored by then
@@ -214,19 +215,20 @@ def _restored(record: RouteRecord, action: OnDelete, found: bool) -> str:
 
 async def _restore(
     api: KubeClient, route: Mapping[str, Any], record: RouteRecord, action: OnDelete, status: CanaryRolloutStatus,
-    traefik_service: str,
+    traefik_service: str, judge: BackendRef,
 ) -> bool:
     """One restore write (or none when the route already is so); 409 propagates: re-read and retry. True when
-    the write took the rollout's TraefikService `traefik_service` out of the route."""
-    seen = observe_route(route, record.rule_index, record.baseline, record.candidate, traefik_service)
+    the write took the rollout's TraefikService `traefik_service` out of the route. A mirror to the rollout's
+    `judge` goes like one to the candidate."""
+    seen = observe_route(route, record.rule_index, record.baseline, record.candidate, traefik_service, judge)
     if action == OnDelete.KEEP_PROMOTION:
         keep_baseline = status.baseline_released_at is None
         if seen == desired_observation(100, None, keep_baseline):
             return False
         body = build_httproute_weights(route, record.rule_index, record.baseline, record.candidate, 100, None,
-                                       keep_baseline, traefik_service=traefik_service)
+                                       keep_baseline, traefik_service=traefik_service, judge=judge)
     else:
-        restored = build_route_restore(route, record, traefik_service)
+        restored = build_route_restore(route, record, traefik_service, judge)
         if restored is None:
             return False
         body = restored
@@ -326,11 +328,13 @@ def _at_rest(
     traffic and no mirror to the candidate (a rollout aborted before its first step never added it). `name`:
     the rollout's (its TraefikService is named after it)."""
     try:
-        seen = observe_route(route, spec.route.rule_index, spec.baseline, candidate, shadow_service_name(name))
+        seen = observe_route(route, spec.route.rule_index, spec.baseline, candidate, shadow_service_name(name),
+                             judge_backend(name))
     except RouteError:
         return True  # the rule is gone: there is no outcome kubestill could still write
     state = route_state(spec, status)
-    if seen == desired_observation(state.candidate_weight, state.mirror_percent, state.keep_baseline, state.mirror):
+    if seen == desired_observation(state.candidate_weight, state.mirror_percent, state.keep_baseline, state.mirror,
+                                   state.to_judge):
         return True
     return (state.candidate_weight == 0 and not seen.candidate_weight and seen.mirror_percent is None
             and seen.shadow_weight is None)

@@ -5,7 +5,8 @@ CanaryRollout controller.
 
 A shadow step mirrored through Traefik also needs its TraefikService: applied before the route names it, so the
 route never points at a TraefikService that does not exist, and deleted a grace period after the route stopped
-naming it (logic/shadow_mirror.py says when).
+naming it (logic/shadow_mirror.py says when). With agreement analysis the mirror (filter or TraefikService) goes to
+the rollout's judge, which the caller applies first (handlers/canary_judge.py).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from pydantic import ValidationError
 from kubestill.api.names import shadow_service_name
 from kubestill.api.v1alpha1.canaryrollout import BackendRef, CanaryRolloutSpec, CanaryRolloutStatus, ShadowMirror
 from kubestill.builders.httproute import RouteError, build_httproute_weights, desired_observation, observe_route
+from kubestill.builders.judge import judge_backend
 from kubestill.builders.traefikservice import build_traefik_mirror, mirror_current
 from kubestill.clients import gateway, traefik
 from kubestill.clients.kube import ApiError, KubeClient
@@ -103,7 +105,8 @@ class RouteSync:
         our apply). A GET only when the wanted weights changed or the last check is old. ROUTE_RETRY: the route
         changed under us (409), read it again. `rollout`: the rollout's manifest (the TraefikService's owner)."""
         state = route_state(spec, status)
-        want = desired_observation(state.candidate_weight, state.mirror_percent, state.keep_baseline, state.mirror)
+        want = desired_observation(state.candidate_weight, state.mirror_percent, state.keep_baseline, state.mirror,
+                                   state.to_judge)
         seen = self._route_ok.get(key)
         if seen is not None and seen[0] == want and time.monotonic() - seen[1] < ROUTE_RECHECK:
             return ROUTE_OK
@@ -111,21 +114,23 @@ class RouteSync:
         route_name, rule = spec.route.name, spec.route.rule_index
         # Always named, so an entry of it is recognised (and turned back into the baseline's) in any state.
         shadow = shadow_service_name(key[1])
-        mirrored = await self._sync_mirror(api, rollout, spec, state, candidate)
+        judge = judge_backend(key[1])  # likewise: a mirror to it is ours in any state
+        mirrored = await self._sync_mirror(api, rollout, spec, state, judge if state.to_judge else candidate)
         if isinstance(mirrored, RouteView):
             return mirrored
         try:
             route = await gateway.get_route(api, key[0], route_name)
             if route is None:
                 return RouteView(False, "RouteNotFound", f"HTTPRoute {route_name} not found in namespace {key[0]}")
-            repaired = observe_route(route, rule, spec.baseline, candidate, shadow) != want
+            repaired = observe_route(route, rule, spec.baseline, candidate, shadow, judge) != want
             if repaired:
                 patch = build_httproute_weights(route, rule, spec.baseline, candidate, state.candidate_weight,
-                                                state.mirror_percent, state.keep_baseline, state.mirror, shadow)
+                                                state.mirror_percent, state.keep_baseline, state.mirror, shadow,
+                                                judge, state.to_judge)
                 route = await gateway.apply_route(api, patch)
                 log.info("%s/%s: route %s weights %d/%d", *key, route_name, 100 - state.candidate_weight,
                          state.candidate_weight)
-            if observe_route(route, rule, spec.baseline, candidate, shadow) != want:
+            if observe_route(route, rule, spec.baseline, candidate, shadow, judge) != want:
                 return RouteView(False, "RouteWriteFailed", f"HTTPRoute {route_name} does not keep the weights written "
                                  "to it (an admission webhook or another controller changes them)")
         except RouteError as err:
@@ -140,14 +145,15 @@ class RouteSync:
         return RouteView(True, repaired=True) if repaired or mirrored else ROUTE_OK
 
     async def _sync_mirror(self, api: KubeClient, rollout: Mapping[str, Any], spec: CanaryRolloutSpec,
-                           state: RouteState, candidate: BackendRef) -> RouteView | bool:
-        """In a shadow step mirrored through Traefik, make the rollout's TraefikService say what the step wants:
+                           state: RouteState, target: BackendRef) -> RouteView | bool:
+        """In a step mirrored through Traefik, make the rollout's TraefikService mirror to `target` (the candidate,
+        or the judge) what the step wants:
         True when it had to be written (created, or changed by someone else), False when it already did (or the
         state needs none); a RouteView saying why not when it cannot be written."""
         if state.mirror != ShadowMirror.TRAEFIK_SERVICE or state.mirror_percent is None:
             return False
         namespace = rollout["metadata"]["namespace"]
-        want = build_traefik_mirror(rollout, spec.baseline, candidate, state.mirror_percent)
+        want = build_traefik_mirror(rollout, spec.baseline, target, state.mirror_percent)
         name = want["metadata"]["name"]
         try:
             if mirror_current(await traefik.get_traefik_service(api, namespace, name), want):
@@ -160,7 +166,7 @@ class RouteSync:
         except ApiError as err:
             return RouteView(False, "MirrorWriteFailed", f"cannot write TraefikService {name}: {err}")
         log.info("%s/%s: TraefikService %s mirrors %d%% to %s", namespace, rollout["metadata"]["name"], name,
-                 state.mirror_percent, candidate.name)
+                 state.mirror_percent, target.name)
         return True
 
     async def release_mirror(self, api: KubeClient, key: Key, spec: CanaryRolloutSpec, status: CanaryRolloutStatus,

@@ -38,23 +38,24 @@ from kubestill.api.v1alpha1.canaryrollout import (
     RouteRef,
 )
 from kubestill.builders.httproute import RouteError, build_httproute_weights
+from kubestill.builders.judge import judge_backend
 from kubestill.clients import gateway, metrics
 from kubestill.clients.events import post_event
 from kubestill.clients.kube import ApiError, KubeClient
-from kubestill.clients.prometheus import Prometheus, PrometheusError
-from kubestill.logic.analysis import AnalysisRound, QueryResult, assess_round, matching_alerts, render_query
+from kubestill.clients.prometheus import Prometheus
+from kubestill.logic.agreement_queries import AGREEMENT_METRICS
+from kubestill.logic.analysis import AnalysisRound
 from kubestill.logic.canary import (
     ROUTE_UNSEEN,
     Action,
     ActionKind,
     RouteView,
     analysis_due,
-    handled_controls,
     holds_route,
     next_wakeup,
-    pending_controls,
     step_entered,
 )
+from kubestill.logic.canary_controls import handled_controls, pending_controls
 from kubestill.logic.canary_decision import CanaryDecision, CanaryObserved, decide
 from kubestill.logic.canary_route import candidate_invalid, conflict_message
 from kubestill.logic.canary_status import route_condition, route_state, routine_round, start_clocks
@@ -64,7 +65,9 @@ from kubestill.settings import Settings
 
 from . import canary_finalizer
 from . import canary_route_sync as route_sync
+from .canary_analysis import measure
 from .canary_candidate import CandidateView, resolve_candidate
+from .canary_judge import JudgeSync
 
 log = logging.getLogger("kubestill.canary")
 
@@ -96,32 +99,6 @@ class Stop:
     requeue: float | None
 
 
-def _measure(prom: Prometheus, spec: CanaryRolloutSpec, namespace: str, candidate: str, step: int,
-             now: datetime) -> tuple[AnalysisRound, list[str]]:
-    """One analysis round (blocking: runs in a worker thread): every metric, then the firing alerts."""
-    analysis = spec.analysis
-    assert analysis is not None
-    url = analysis.prometheus_url
-    results: dict[str, QueryResult] = {}
-    for metric in analysis.metrics:
-        query = render_query(metric.query, candidate, spec.baseline.name, namespace)
-        try:
-            results[metric.name] = QueryResult(value=prom.query_value(url, query))
-        except PrometheusError as err:
-            results[metric.name] = QueryResult(error=str(err))
-    alerts: list[str] = []
-    alerts_error = None
-    if spec.rollback_alerts:
-        try:
-            firing = prom.firing_alerts(url)
-        except PrometheusError as err:
-            alerts_error = str(err)
-        else:
-            subs = {"{{candidate}}": candidate, "{{baseline}}": spec.baseline.name, "{{namespace}}": namespace}
-            alerts = matching_alerts(spec.rollback_alerts, firing, subs)
-    return assess_round(analysis, results, step, now, alerts_error), alerts
-
-
 class CanaryRollouts(Kind[CanaryRolloutSpec, CanaryRolloutStatus]):
     """The CanaryRollout kind: observe the candidate, the route and the metrics; decide
     (logic/canary_decision.py); write the status (conditioned on resourceVersion), then the route."""
@@ -131,12 +108,14 @@ class CanaryRollouts(Kind[CanaryRolloutSpec, CanaryRolloutStatus]):
         self.pool = prometheus_pool
         self.prometheus = prometheus
         self.routes = route_sync.RouteSync()
+        self.judges = JudgeSync(settings)
         # When each rollout's status was last written (monotonic): routine rounds are kept in memory between.
         self._persisted: dict[Key, float] = {}
 
     def forget(self, key: Key) -> None:
         self._persisted.pop(key, None)
         self.routes.forget(key)
+        self.judges.forget(key)
 
     # --- events -------------------------------------------------------------------------------------------
 
@@ -152,7 +131,7 @@ class CanaryRollouts(Kind[CanaryRolloutSpec, CanaryRolloutStatus]):
             old = ctl.cache.latest(key)
             names = [m.get("name", "") for m in ((old or {}).get("spec", {}).get("analysis") or {}).get(
                 "metrics", [])]
-            metrics.forget(*key, names)
+            metrics.forget(*key, [*names, *AGREEMENT_METRICS])
         await ctl.on_event(event_type, body, kwargs)
 
     def _wake_waiting(self, ctl: CanaryController, key: Key, body: Mapping[str, Any], deleted: bool) -> None:
@@ -219,7 +198,7 @@ class CanaryRollouts(Kind[CanaryRolloutSpec, CanaryRolloutStatus]):
         alerts: list[str] = []
         if view.carries and analysis_due(spec, status, now) and cand.backend is not None:
             measured, alerts = await asyncio.get_running_loop().run_in_executor(
-                self.pool, _measure, self.prometheus, spec, key[0], cand.backend.name, status.current_step, now)
+                self.pool, measure, self.prometheus, spec, status, key, cand.backend.name, now)
             round_ = measured
             for m in measured.measurements:
                 metrics.observe_measurement(*key, m.metric, m.value, m.result)
@@ -241,8 +220,18 @@ class CanaryRollouts(Kind[CanaryRolloutSpec, CanaryRolloutStatus]):
         gate = await canary_finalizer.before_route_write(api, key, ctl.cache.bodies, spec, status, cand.backend)
         if not gate.proceed:
             return Stop(gate.requeue)  # released: this rollout never writes its route again
-        view = await self.routes.sync_route(api, key, spec, status, cand.backend, body)
+        view = await self._sync_route(api, key, spec, status, cand.backend, body)
         return Stop(AGAIN) if view is route_sync.ROUTE_RETRY else view
+
+    async def _sync_route(self, api: KubeClient, key: Key, spec: CanaryRolloutSpec, status: CanaryRolloutStatus,
+                          backend: BackendRef, body: Mapping[str, Any]) -> RouteView:
+        """Make the route carry `status`; when it mirrors to the agreement judge, the judge is applied first, so
+        the route never names a Service that does not exist."""
+        if route_state(spec, status).to_judge:
+            problem = await self.judges.ensure(api, key, body, spec, backend)
+            if problem is not None:
+                return problem
+        return await self.routes.sync_route(api, key, spec, status, backend, body)
 
     async def _apply(self, ctl: CanaryController, key: Key, body: dict[str, Any], spec: CanaryRolloutSpec,
                      status: CanaryRolloutStatus, observed: CanaryObserved, decision: CanaryDecision) -> float | None:
@@ -277,7 +266,7 @@ class CanaryRollouts(Kind[CanaryRolloutSpec, CanaryRolloutStatus]):
         if not gate.proceed:
             return Stop(gate.requeue)
         latest = ctl.cache.latest(key) or body
-        view = await self.routes.sync_route(api, key, spec, new, backend, latest)
+        view = await self._sync_route(api, key, spec, new, backend, latest)
         if view is route_sync.ROUTE_RETRY:
             return Stop(AGAIN)
         generation = body["metadata"].get("generation")
@@ -352,7 +341,8 @@ class CanaryRollouts(Kind[CanaryRolloutSpec, CanaryRolloutStatus]):
                 if current is not None:
                     try:
                         patch = build_httproute_weights(current, route.rule_index, baseline, candidate, 0,
-                                                        traefik_service=shadow_service_name(key[1]))
+                                                        traefik_service=shadow_service_name(key[1]),
+                                                        judge=judge_backend(key[1]))
                         await gateway.apply_route(api, patch)
                     except (RouteError, ApiError) as write_err:
                         problem = f"{problem}; the abort could not restore the route: {write_err}"

@@ -47,6 +47,7 @@ from kubestill.logic.storage_check import StorageCheck
 from kubestill.runtime import Controller, Key, Kind
 from kubestill.settings import Settings
 
+from .children import apply_child
 from .storage_check import FETCH_RECHECK_SECONDS, StorageChecks, fetch_failure
 
 KIND = "StudentModel"
@@ -84,20 +85,6 @@ def index_check_job(body: Mapping[str, Any]) -> dict[Key, JobView] | None:
     if SM_LABEL not in labels or CHECK_LABEL not in labels:
         return None
     return {(body["metadata"]["namespace"], labels[SM_LABEL]): job_view(body)}
-
-
-async def _apply(api: KubeClient, body: dict[str, Any]) -> None:
-    """Create, or merge-patch labels and spec/data onto the existing object (ours by name)."""
-    if await api.create(body):
-        return
-    meta = body["metadata"]
-    patch: dict[str, Any] = {"metadata": {"labels": meta["labels"]}}
-    for field in ("spec", "data"):
-        if field in body:
-            patch[field] = body[field]
-    if body["kind"] == "Service":  # clusterIP and friends are immutable or server-assigned
-        patch["spec"] = {"selector": body["spec"]["selector"], "ports": body["spec"]["ports"]}
-    await api.merge_patch(body["apiVersion"], body["kind"], meta["namespace"], meta["name"], patch)
 
 
 class StudentModels(Kind[StudentModelSpec, StudentModelStatus]):
@@ -163,13 +150,13 @@ class StudentModels(Kind[StudentModelSpec, StudentModelStatus]):
         if self._applied.get(key) == generation and view is not None:
             return []
         s = self.settings
-        await _apply(api, config)
-        await _apply(api, build_triton_deployment(
+        await apply_child(api, config)
+        await apply_child(api, build_triton_deployment(
             body, spec, default_image=s.triton_image, config_digest=config_hash(config),
             pull_policy=s.image_pull_policy, pull_secrets=s.image_pull_secrets, extra_labels=s.extra_labels,
             fetch_image=s.trainer_image, fetch_pod_security=s.trainer_pod_security_context,
             fetch_security=s.trainer_security_context))
-        await _apply(api, build_triton_service(body, s.extra_labels))
+        await apply_child(api, build_triton_service(body, s.extra_labels))
         first = self._applied.get(key) is None and not status.deployment_name
         self._applied[key] = generation
         return [("Normal", "Deploying", f"created Deployment and Service {triton_name(key[1])}")] if first else []

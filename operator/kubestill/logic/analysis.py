@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from kubestill.api.v1alpha1.canary_agreement import SequentialStatus
 from kubestill.api.v1alpha1.canaryrollout import (
     AlertMatcher,
     AnalysisMetric,
@@ -24,6 +25,8 @@ from kubestill.api.v1alpha1.canaryrollout import (
     MeasurementResult,
     NoDataPolicy,
 )
+
+from .sequential import Outcome
 
 # The pseudo-metric under which a failed alert query is recorded: without the alerts we cannot tell whether
 # the candidate is hurting production, so that round cannot be a success either.
@@ -39,6 +42,16 @@ class QueryResult:
 
 
 @dataclass(frozen=True)
+class StepVerdict:
+    """A step's sequential outcome (logic/canary_sequential.step_verdict), why in one line, and what status
+    records."""
+
+    outcome: Outcome
+    reason: str
+    status: SequentialStatus
+
+
+@dataclass(frozen=True)
 class AnalysisRound:
     """All measurements of one analysis round and their combined verdict."""
 
@@ -46,6 +59,8 @@ class AnalysisRound:
     step: int
     verdict: MeasurementResult
     measurements: tuple[Measurement, ...] = field(default_factory=tuple)
+    # The step's sequential test on the judge's counts (analysis.sequential), when it could be evaluated.
+    sequential: StepVerdict | None = None
 
     @property
     def failed(self) -> tuple[Measurement, ...]:
@@ -126,14 +141,17 @@ def assess_round(
     step: int,
     at: datetime,
     alerts_error: str | None = None,
+    extra: Sequence[AnalysisMetric] = (),
 ) -> AnalysisRound:
-    """Judge every metric of `analysis` (a metric missing from `results` counts as no data) and combine.
+    """Judge every metric of `analysis` and the `extra` ones (the operator's own, e.g. the agreement floors of
+    logic/agreement_queries; a metric missing from `results` counts as no data) and combine.
 
     `alerts_error` is set when the rollback-alert query itself failed: recorded as an Error measurement,
     so an unreachable Prometheus can never let a step pass.
     """
     measurements = [
-        assess_metric(m, results.get(m.name, QueryResult()), analysis.no_data, step, at) for m in analysis.metrics
+        assess_metric(m, results.get(m.name, QueryResult()), analysis.no_data, step, at)
+        for m in (*analysis.metrics, *extra)
     ]
     if alerts_error is not None:
         measurements.append(

@@ -17,21 +17,23 @@ Worked examples (steps 10% for 1h, then 50% for 1h; analysis every 60s; `t` = wh
 - any time, alert HighErrorRate firing           -> Rollback: weight 0, phase RolledBack, reason names the alert
 - t+2h, last step over, round Successful         -> Promote: weight 100, baseline kept keepBaselineFor
 - promotedAt + keepBaselineFor                   -> ReleaseBaseline: baseline removed from the route
+
+With analysis.sequential (logic/canary_sequential.py), each round also carries the step's SPRT verdict:
+
+- any time, the test rejects (agreement or errors) -> Rollback at once, also from the shadow step
+- t+minPause, the test accepts, round Successful  -> Advance (or Promote) before the pause ends
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 
 from kubestill.api.v1alpha1._base import parse_duration
 from kubestill.api.v1alpha1.canaryrollout import (
-    ANNOTATION_ABORT,
-    ANNOTATION_PAUSE,
     ANNOTATION_PROMOTE,
-    ANNOTATION_RESUME,
     MIN_ANALYSIS_INTERVAL,
     CanaryRolloutSpec,
     CanaryRolloutStatus,
@@ -41,11 +43,11 @@ from kubestill.api.v1alpha1.canaryrollout import (
 )
 
 from .analysis import AnalysisRound
+from .canary_controls import NO_CONTROLS, Controls
+from .canary_sequential import ends_early
+from .sequential import Outcome
 
 ACTIVE_PHASES = (RolloutPhase.PROGRESSING, RolloutPhase.PAUSED)
-CONTROL_ANNOTATIONS = (ANNOTATION_PROMOTE, ANNOTATION_ABORT, ANNOTATION_PAUSE, ANNOTATION_RESUME)
-# A promote annotation whose value starts with this skips every remaining step.
-PROMOTE_FULL = "full"
 
 
 class ActionKind(StrEnum):
@@ -82,20 +84,6 @@ ROUTE_UNSEEN = RouteView(False, "NotWritten", "the route has not been written fo
 
 
 @dataclass(frozen=True)
-class Controls:
-    """Manual requests not yet acted on (annotation values new since status.handledAnnotations)."""
-
-    promote: str | None = None
-    abort: str | None = None
-    pause: str | None = None
-    resume: str | None = None
-
-    @property
-    def promote_full(self) -> bool:
-        return self.promote is not None and self.promote.startswith(PROMOTE_FULL)
-
-
-@dataclass(frozen=True)
 class Action:
     """What to do now. `pause_reason` only for PAUSE; `defer`: control annotations left pending (not recorded
     as handled), to be acted on when they can be."""
@@ -104,44 +92,6 @@ class Action:
     reason: str = ""
     pause_reason: PauseReason | None = None
     defer: tuple[str, ...] = ()
-
-
-def pending_controls(annotations: Mapping[str, str], handled: Mapping[str, str]) -> Controls:
-    """Control annotations whose value differs from the value already handled: each new value is one request.
-
-    >>> pending_controls({"kubestill.io/promote": "a"}, {"kubestill.io/promote": "a"})
-    Controls(promote=None, abort=None, pause=None, resume=None)
-    >>> pending_controls({"kubestill.io/pause": "2026-01-01T00:00:00Z"}, {}).pause
-    '2026-01-01T00:00:00Z'
-    """
-
-    def new(key: str) -> str | None:
-        value = annotations.get(key)
-        return value if value is not None and handled.get(key) != value else None
-
-    return Controls(
-        promote=new(ANNOTATION_PROMOTE),
-        abort=new(ANNOTATION_ABORT),
-        pause=new(ANNOTATION_PAUSE),
-        resume=new(ANNOTATION_RESUME),
-    )
-
-
-def handled_controls(
-    annotations: Mapping[str, str], previous: Mapping[str, str] | None = None, defer: Sequence[str] = ()
-) -> dict[str, str]:
-    """The control annotations to record as handled after a decision: all of them (one decision consumes all)
-    but those the decision deferred, which keep their previously handled value, so they stay pending.
-
-    >>> handled_controls({"kubestill.io/promote": "2", "kubestill.io/pause": "p"}, {"kubestill.io/promote": "1"},
-    ...                  defer=["kubestill.io/promote"])
-    {'kubestill.io/pause': 'p', 'kubestill.io/promote': '1'}
-    """
-    out = {k: v for k, v in annotations.items() if k in CONTROL_ANNOTATIONS and k not in defer}
-    for key in defer:
-        if previous is not None and key in previous:
-            out[key] = previous[key]
-    return out
 
 
 def step_pause(spec: CanaryRolloutSpec, step: int) -> timedelta | None:
@@ -249,7 +199,7 @@ def next_action(
     analysis: AnalysisRound | None,
     alerts: Sequence[str],
     now: datetime,
-    controls: Controls = Controls(),
+    controls: Controls = NO_CONTROLS,
     route: RouteView = ROUTE_OK,
     candidate_gone: str | None = None,
     candidate_invalid: str | None = None,
@@ -322,6 +272,8 @@ def _stopped(spec: CanaryRolloutSpec, status: CanaryRolloutStatus, analysis: Ana
         return Action(ActionKind.HOLD, route.message)
     if alerts:
         return Action(ActionKind.ROLLBACK, "alert firing: " + ", ".join(alerts))
+    if analysis is not None and analysis.sequential is not None and analysis.sequential.outcome is Outcome.REJECT:
+        return Action(ActionKind.ROLLBACK, analysis.sequential.reason)
     failure_limit = spec.analysis.failure_limit if spec.analysis is not None else 0
     if analysis is not None and analysis.verdict == MeasurementResult.FAILED:
         failures = status.step_failures + 1
@@ -384,19 +336,25 @@ def _in_step(spec: CanaryRolloutSpec, status: CanaryRolloutStatus, analysis: Ana
                 f"{analysis.summary()}",
                 PauseReason.INCONCLUSIVE,
             )
+    sequential = analysis.sequential if analysis is not None else None
+    if sequential is not None and ends_early(spec, status, sequential, now) and (
+            analysis is not None and analysis.verdict == MeasurementResult.SUCCESSFUL):
+        return _step_over(spec, status, analysis, f" early: {sequential.reason}")
     if status.next_step_at is None or now < status.next_step_at:
         return Action(ActionKind.HOLD)
     return _step_over(spec, status, analysis)
 
 
-def _step_over(spec: CanaryRolloutSpec, status: CanaryRolloutStatus, analysis: AnalysisRound | None) -> Action:
-    """The step's pause is over: advance (or promote after the last) once an analysis round succeeded."""
+def _step_over(spec: CanaryRolloutSpec, status: CanaryRolloutStatus, analysis: AnalysisRound | None,
+               early: str = "") -> Action:
+    """The step's pause is over (or `early` says why it ends before): advance (or promote after the last) once
+    an analysis round succeeded."""
     if spec.analysis is not None:
         verdict = analysis.verdict if analysis is not None else status.last_verdict
         if verdict != MeasurementResult.SUCCESSFUL:
             return Action(ActionKind.HOLD, "pause over; waiting for a successful analysis round")
     if status.shadowing:
-        return Action(ActionKind.ADVANCE, "shadow step passed")
+        return Action(ActionKind.ADVANCE, f"shadow step passed{early}")
     if _is_last(spec, status.current_step):
-        return Action(ActionKind.PROMOTE, "all steps passed")
-    return Action(ActionKind.ADVANCE, f"step {status.current_step} passed")
+        return Action(ActionKind.PROMOTE, f"all steps passed{early}")
+    return Action(ActionKind.ADVANCE, f"step {status.current_step} passed{early}")

@@ -15,7 +15,8 @@ from datetime import datetime
 from kubestill.api.v1alpha1.canaryrollout import BackendRef, CanaryRolloutSpec, CanaryRolloutStatus
 
 from .analysis import AnalysisRound
-from .canary import ROUTE_UNSEEN, Action, RouteView, handled_controls, next_action, pending_controls, step_entered
+from .canary import ROUTE_UNSEEN, Action, RouteView, next_action, step_entered
+from .canary_controls import handled_controls, pending_controls
 from .canary_status import apply_action, route_condition, route_state, start_clocks, stop_clock
 
 

@@ -30,7 +30,8 @@ MAX_HISTORY = 50
 
 
 # Fields a routine healthy round changes; see routine_round.
-ROUND_FIELDS = {"measurements", "last_analysis_at"}
+# A continuing sequential test's counts are routine too: a lost round is counted again from Prometheus.
+ROUND_FIELDS = {"measurements", "last_analysis_at", "sequential"}
 
 
 def routine_round(old: CanaryRolloutStatus, new: CanaryRolloutStatus) -> bool:
@@ -62,6 +63,8 @@ class RouteState:
     mirror_percent: int | None = None
     keep_baseline: bool = True
     mirror: ShadowMirror = ShadowMirror.REQUEST_MIRROR
+    # The mirror goes to the rollout's agreement judge (spec.analysis.agreement), not to the candidate.
+    to_judge: bool = False
 
 
 def route_state(spec: CanaryRolloutSpec, status: CanaryRolloutStatus) -> RouteState:
@@ -73,15 +76,30 @@ def route_state(spec: CanaryRolloutSpec, status: CanaryRolloutStatus) -> RouteSt
     >>> state = route_state(spec, CanaryRolloutStatus(phase="Progressing", shadowing=True))
     >>> state.candidate_weight, state.mirror_percent, state.keep_baseline, str(state.mirror)
     (0, 50, True, 'TraefikService')
+
+    With agreement analysis, `samplePercent` % is mirrored to the judge, in the weighted steps too:
+
+    >>> from kubestill.api.v1alpha1.canary_agreement import AgreementSpec
+    >>> from kubestill.api.v1alpha1.canaryrollout import AnalysisSpec
+    >>> judged = spec.model_copy(update={"analysis": AnalysisSpec(prometheus_url="http://p",
+    ...     agreement=AgreementSpec(min_rate=0.9, task="classification", sample_percent=5))})
+    >>> route_state(judged, CanaryRolloutStatus(phase="Progressing", current_step=0, current_weight=10))
+    RouteState(candidate_weight=10, mirror_percent=5, keep_baseline=True, mirror='TraefikService', to_judge=True)
     """
     phase = status.phase
     if phase == RolloutPhase.PROMOTED:
         return RouteState(100, None, keep_baseline=status.baseline_released_at is None)
-    if phase in (RolloutPhase.PROGRESSING, RolloutPhase.PAUSED):
-        if status.shadowing and spec.shadow is not None:
-            return RouteState(0, spec.shadow.percent, mirror=spec.shadow.mirror)
-        return RouteState(status.current_weight)
-    return RouteState(0)
+    if phase not in (RolloutPhase.PROGRESSING, RolloutPhase.PAUSED):
+        return RouteState(0)
+    agreement = spec.analysis.agreement if spec.analysis is not None else None
+    mirror = spec.shadow.mirror if spec.shadow is not None else ShadowMirror.REQUEST_MIRROR
+    if agreement is not None:
+        # The judge asks the candidate itself: it is the one mirror target, in the shadow step and every step.
+        weight = 0 if status.shadowing else status.current_weight
+        return RouteState(weight, agreement.sample_percent, mirror=mirror, to_judge=True)
+    if status.shadowing and spec.shadow is not None:
+        return RouteState(0, spec.shadow.percent, mirror=spec.shadow.mirror)
+    return RouteState(status.current_weight)
 
 
 def _record(status: CanaryRolloutStatus, analysis: AnalysisRound | None) -> CanaryRolloutStatus:
@@ -97,6 +115,7 @@ def _record(status: CanaryRolloutStatus, analysis: AnalysisRound | None) -> Cana
             "last_verdict": analysis.verdict,
             "step_failures": status.step_failures + (1 if failed else 0),
             "consecutive_inconclusive": status.consecutive_inconclusive + 1 if inconclusive else 0,
+            "sequential": analysis.sequential.status if analysis.sequential is not None else status.sequential,
         }
     )
 
@@ -118,6 +137,7 @@ def _enter_step(spec: CanaryRolloutSpec, status: CanaryRolloutStatus, step: int,
         "last_verdict": None,
         "paused_at": None,
         "pause_reason": None,
+        "sequential": None,  # a new step starts a new sequential test
     }
 
 

@@ -15,6 +15,7 @@ Worked examples (grace 10 s; `t`: when the route was first observed without the 
 - step 0 decided, route not yet seen carrying it             -> not yet (no clock)
 - step 0 carried since t                                     -> at t + 10 s
 - promoted from the shadow (promotedAt t), rolled back (t)   -> at t + 10 s
+- with agreement analysis, any step still running             -> never (it mirrors to the judge)
 """
 
 from __future__ import annotations
@@ -57,8 +58,10 @@ def mirror_release_at(spec: CanaryRolloutSpec, status: CanaryRolloutStatus,
     """
     if not uses_traefik_service(spec) or not step_entered(status):
         return None
+    judged = spec.analysis is not None and spec.analysis.agreement is not None
     if status.phase in ACTIVE_PHASES:
-        since = None if status.shadowing else status.step_started_at
+        # With agreement analysis the TraefikService mirrors to the judge in every step, not only the shadow.
+        since = None if status.shadowing or judged else status.step_started_at
     elif status.phase == RolloutPhase.PROMOTED:
         since = status.promoted_at or status.route_settled_at
     else:

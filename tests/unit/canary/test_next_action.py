@@ -8,13 +8,12 @@ from kubestill.api.v1alpha1.canaryrollout import CanaryRolloutSpec, CanaryRollou
 from kubestill.logic.analysis import AnalysisRound, QueryResult, assess_round
 from kubestill.logic.canary import (
     ROUTE_OK,
-    Controls,
     RouteView,
     analysis_due,
     next_action,
     next_wakeup,
-    pending_controls,
 )
+from kubestill.logic.canary_controls import Controls, pending_controls
 
 from .helpers import at, in_step, spec, status
 
@@ -239,7 +238,7 @@ def test_next_action_route_and_candidate(
 
 
 def test_a_deferred_promote_stays_pending() -> None:
-    from kubestill.logic.canary import handled_controls
+    from kubestill.logic.canary_controls import handled_controls
 
     action = next_action(SPEC, ENTERED, None, [], at(5), Controls(promote="p2"), route=MISSING)
     assert action.defer == ("kubestill.io/promote",)

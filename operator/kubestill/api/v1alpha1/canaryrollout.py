@@ -15,6 +15,7 @@ from typing import Literal
 from pydantic import Field
 
 from ._base import Condition, Duration, KubeModel, ResourceName, RootModel, Rule, duration_rule, nested
+from .canary_agreement import AgreementSpec, SequentialSpec, SequentialStatus
 
 KIND = "CanaryRollout"
 PLURAL = "canaryrollouts"
@@ -101,7 +102,8 @@ class ShadowStep(KubeModel):
 
     rules = (duration_rule("pause", MIN_PAUSE, MAX_PAUSE),)
 
-    percent: int = Field(default=100, ge=1, le=100, description="Share of requests mirrored.")
+    percent: int = Field(default=100, ge=1, le=100, description="Share of requests mirrored to the candidate; "
+                         "with analysis.agreement the judge is the mirror target instead, at its samplePercent.")
     pause: Duration = Field(description="How long to shadow while analysing, 1s to 30d.")
     mirror: ShadowMirror = Field(
         default=ShadowMirror.REQUEST_MIRROR,
@@ -162,6 +164,16 @@ class AnalysisSpec(KubeModel):
     metrics: list[AnalysisMetric] = Field(
         default_factory=list, max_length=32, description="Queries and their thresholds."
     )
+    agreement: AgreementSpec | None = Field(
+        default=None, description="The student's agreement with the baseline on mirrored live requests, measured "
+        "by a judge the operator deploys; its queries are built by the operator and judged every interval with "
+        "the metrics (same noData policy)."
+    )
+    sequential: SequentialSpec | None = Field(
+        default=None, description="Wald's sequential test on each step's agreement and error counts: a step "
+        "ends early when it accepts (after minPause), the rollout rolls back as soon as it rejects. Needs "
+        "agreement."
+    )
 
     rules = (
         duration_rule("interval", MIN_ANALYSIS_INTERVAL, MAX_ANALYSIS_INTERVAL),
@@ -170,6 +182,22 @@ class AnalysisSpec(KubeModel):
             message="metric names must be unique",
             check=lambda a: len({m.name for m in a.metrics}) == len(a.metrics),
             field="metrics",
+        ),
+        Rule(
+            cel="!has(self.sequential) || has(self.agreement)",
+            message="sequential tests the agreement counts: set analysis.agreement too",
+            check=lambda a: a.sequential is None or a.agreement is not None,
+            field="sequential",
+        ),
+        # H1 is "rate <= minRate - delta": it must be a rate, and H0 "rate >= minRate" must leave room for
+        # disagreement (the SPRT's p0 and p1 are in (0, 1)).
+        Rule(
+            cel="!has(self.sequential) || !has(self.agreement) || "
+            "(self.agreement.minRate - self.sequential.delta > 0.0 && self.agreement.minRate < 1.0)",
+            message="sequential needs 0 < agreement.minRate - sequential.delta and agreement.minRate < 1",
+            check=lambda a: a.sequential is None or a.agreement is None
+            or (a.agreement.min_rate - a.sequential.delta > 0.0 and a.agreement.min_rate < 1.0),
+            field="sequential.delta",
         ),
     )
 
@@ -235,6 +263,15 @@ class CanaryRolloutSpec(KubeModel):
             check=lambda s: s.candidate.service is None
             or (s.candidate.service.name, s.candidate.service.port) != (s.baseline.name, s.baseline.port),
             field="candidate.service",
+        ),
+        Rule(
+            cel="!has(self.analysis) || !has(self.analysis.agreement) || has(self.analysis.agreement.task) || "
+            "has(self.candidate.studentModel)",
+            message="analysis.agreement.task is needed when the candidate is a Service (a StudentModel says its "
+            "task)",
+            check=lambda s: s.analysis is None or s.analysis.agreement is None or s.analysis.agreement.task
+            is not None or s.candidate.student_model is not None,
+            field="analysis.agreement.task",
         ),
         Rule(
             cel="!has(self.rollbackAlerts) || size(self.rollbackAlerts) == 0 || has(self.analysis)",
@@ -357,6 +394,9 @@ class CanaryRolloutStatus(KubeModel):
         default_factory=dict, description="Manual-control annotations already acted on, by value."
     )
     message: str = Field(default="", description="Human summary: why paused, why rolled back ...")
+    sequential: SequentialStatus | None = Field(
+        default=None, description="The current step's sequential test: counts, error rates and decision."
+    )
 
 
 class CanaryRollout(RootModel):

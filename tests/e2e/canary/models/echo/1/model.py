@@ -1,7 +1,8 @@
 """A tiny Triton python-backend model for the canary tests: answers LABEL = "ok:<text>", and can be told to
 fail or slow down through a control file, so Prometheus sees real nv_inference_request_failure and latency.
 
-The control file (config parameter `control_file`) holds one word: `ok`, `fail`, or `slow:<milliseconds>`.
+The control file (config parameter `control_file`) holds one word: `ok`, `fail`, `slow:<milliseconds>`, or `wrong`
+(answers LABEL = "wrong:<text>": a model that serves fine but disagrees with the baseline on every row).
 It is re-read at most every 100 ms, so flipping it changes behaviour within a fraction of a second.
 """
 
@@ -45,6 +46,7 @@ class TritonPythonModel:
         responses = []
         for request in requests:
             text = pb_utils.get_input_tensor_by_name(request, "TEXT").as_numpy()
-            labels = np.array([[b"ok:" + row[0]] for row in text], dtype=np.object_)
+            prefix = b"wrong:" if mode == "wrong" else b"ok:"
+            labels = np.array([[prefix + row[0]] for row in text], dtype=np.object_)
             responses.append(pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor("LABEL", labels)]))
         return responses
