@@ -88,7 +88,8 @@ def termination_message(pod: Mapping[str, Any]) -> str:
 
 
 def _oom_explanation(pod: Mapping[str, Any], container: str | None) -> str:
-    spec = next((c for c in (pod.get("spec") or {}).get("containers") or [] if c.get("name") == container), {})
+    containers = (pod.get("spec") or {}).get("containers") or []
+    spec: Mapping[str, Any] = next((c for c in containers if c.get("name") == container), {})
     limit = ((spec.get("resources") or {}).get("limits") or {}).get("memory")
     if limit:
         return f"the container used all of its memory limit ({limit}) and the kernel killed it; give it more memory"
