@@ -6,9 +6,11 @@ The route samples (`samplePercent` of requests reach the judge), so the judge co
 (its own `sample` stays 100) within `maxBaselineRps`. Both sides are asked through their Services' cluster DNS
 names, on the ports the route uses. The task is spec.analysis.agreement.task, else the candidate StudentModel's.
 
-The route mirrors to the judge only once its Deployment has a ready Pod: Traefik drops a TraefikService whose
-mirror has no endpoints ("no servers found") and with it the route that names it, answering 404 to every request
-of the baseline's (tests/realnode/test_canary_agreement.py saw 7 s of it while the judge's Pod started).
+Through a TraefikService (spec.shadow.mirror: TraefikService) the route mirrors to the judge only once its
+Deployment has a ready Pod: Traefik drops a TraefikService whose mirror has no endpoints ("no servers found") and
+with it the route that names it, answering 404 to every request of the baseline's (the real-node test
+tests/realnode/test_canary_agreement.py saw 7 s of it while the judge's Pod started). A RequestMirror filter
+only loses the copies meanwhile, so the route does not wait for it.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from typing import Any
 
 from kubestill.api.judge import JudgeSettings
 from kubestill.api.names import judge_name
-from kubestill.api.v1alpha1.canaryrollout import BackendRef, CanaryRolloutSpec
+from kubestill.api.v1alpha1.canaryrollout import BackendRef, CanaryRolloutSpec, ShadowMirror
 from kubestill.api.v1alpha1.common import Task
 from kubestill.builders.judge import build_judge_deployment, build_judge_service
 from kubestill.clients.kube import ApiError, KubeClient
@@ -109,9 +111,9 @@ class JudgeSync:
 
     async def ensure(self, api: KubeClient, key: Key, rollout: Mapping[str, Any], spec: CanaryRolloutSpec,
                      candidate: BackendRef) -> RouteView | None:
-        """Apply the judge unless what it should say was applied already; None when it is in place with a ready
-        Pod, else a RouteView saying why the route may not mirror to it yet (JUDGE_NOT_READY while its first Pod
-        starts)."""
+        """Apply the judge unless what it should say was applied already; None when it is in place (through a
+        TraefikService: with a ready Pod), else a RouteView saying why the route may not mirror to it yet
+        (JUDGE_NOT_READY while its first Pod starts)."""
         task = await self._task(api, key, spec)
         if task is None:
             return RouteView(False, "JudgeTaskUnknown", f"StudentModel {spec.candidate.student_model} has no "
@@ -126,6 +128,8 @@ class JudgeSync:
                 return RouteView(False, "JudgeWriteFailed", f"cannot write the judge {judge_name(key[1])}: {err}")
             self._applied[key] = digest
             log.info("%s/%s: judge %s applied (%s, %s)", *key, judge_name(key[1]), task, candidate.name)
+        if spec.shadow is None or spec.shadow.mirror != ShadowMirror.TRAEFIK_SERVICE:
+            return None
         return await self._readiness(api, key)
 
     async def _readiness(self, api: KubeClient, key: Key) -> RouteView | None:

@@ -166,8 +166,8 @@ def test_judge_sync_reads_the_student_models_task_once_and_applies_on_change() -
         return [await sync.ensure(api, ("ml", "r"), owner, rollout, CAND) for _ in range(3)]  # type: ignore[arg-type]
 
     assert asyncio.run(run()) == [None, None, None]
-    # Steady state: nothing read or written (the Deployment read once, ready).
-    assert (api.gets, api.deployment_gets, api.created) == (1, 1, ["Deployment", "Service"])
+    # Steady state: nothing read or written; a RequestMirror filter does not wait for the judge's Pod.
+    assert (api.gets, api.deployment_gets, api.created) == (1, 0, ["Deployment", "Service"])
     env = {e["name"]: e["value"] for e in
            JudgeSync(Settings()).manifests(owner, rollout, CAND, Task.EMBEDDING)[0]["spec"]["template"]["spec"][
                "containers"][0]["env"]}
@@ -178,10 +178,11 @@ def test_judge_sync_reads_the_student_models_task_once_and_applies_on_change() -
 
 def test_the_route_waits_for_the_judges_first_ready_pod() -> None:
     """Traefik drops a TraefikService whose mirror has no endpoints, and the route naming it (404 for all): the
-    judge is applied at once, but the route mirrors to it only once its Deployment has a ready Pod."""
+    judge is applied at once, but the TraefikService mirrors to it only once its Deployment has a ready Pod."""
     owner = {"apiVersion": "kubestill.io/v1alpha1", "kind": "CanaryRollout",
              "metadata": {"name": "r", "namespace": "ml", "uid": "u"}}
-    rollout = spec(analysis={"prometheusUrl": "http://p", "agreement": {"minRate": 0.9, "task": "classification"}})
+    rollout = spec(analysis={"prometheusUrl": "http://p", "agreement": {"minRate": 0.9, "task": "classification"}},
+                   shadow={"percent": 100, "pause": "1m", "mirror": "TraefikService"})
     sync, api = JudgeSync(Settings()), FakeApi(None, ready=0)
 
     async def ensure() -> Any:
