@@ -6,7 +6,9 @@ Who answered is the `X-Kubestill-Backend` response header, which the route sets 
 API's standard `ResponseHeaderModifier` filter (Extended support; Traefik implements it on backendRefs). A
 CanaryRollout keeps per-backend filters when it re-weights a rule, so the header names the backendRef the gateway
 chose for that request. Answers without it (the gateway answering itself, e.g. 503 with no backend) count under
-their HTTP status.
+their HTTP status, or, for a 200, under what `untagged` reads from the body: Traefik applies no filter of a
+backendRef to a TraefikService (the one a CanaryRollout's shadow step puts in the baseline's place), so there the
+model's answer itself says who answered.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import json
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlparse
@@ -47,6 +50,8 @@ class GatewayClient:
     max_seconds: float = 600.0
     host: str | None = None  # Host header, when the route matches on hostnames
     timeout: float = 10.0
+    # Who answered a 200 without the header, from its body (None: counted as "200").
+    untagged: Callable[[bytes], str] | None = None
     counts: dict[str, Counter[str]] = field(default_factory=dict)
     phases: list[str] = field(default_factory=list)
     _phase: str = "start"
@@ -85,18 +90,21 @@ class GatewayClient:
         return out
 
     def send(self, conn: http.client.HTTPConnection, n: int) -> str:
-        """One request; who answered (the header's value), else the HTTP status, else the error's name."""
+        """One request; who answered (the header's value, else `untagged` of a 200's body), else the HTTP status,
+        else the error's name."""
         headers = {"Content-Type": "application/json"}
         if self.host:
             headers["Host"] = self.host
         try:
             conn.request("POST", f"/v2/models/{self.model}/infer", body=infer_body(f"request {n}"), headers=headers)
             resp = conn.getresponse()
-            resp.read()
+            body = resp.read()
         except (OSError, http.client.HTTPException) as err:
             conn.close()  # reconnects on the next request
             return type(err).__name__
         tag = resp.getheader(BACKEND_HEADER)
+        if not tag and resp.status == 200 and self.untagged is not None:
+            return self.untagged(body)
         return tag if tag and resp.status == 200 else (f"{tag}:{resp.status}" if tag else str(resp.status))
 
     def _run(self) -> None:

@@ -67,7 +67,7 @@ from . import canary_finalizer
 from . import canary_route_sync as route_sync
 from .canary_analysis import measure
 from .canary_candidate import CandidateView, resolve_candidate
-from .canary_judge import JudgeSync
+from .canary_judge import JUDGE_NOT_READY, JUDGE_POLL, JudgeSync
 
 log = logging.getLogger("kubestill.canary")
 
@@ -280,6 +280,8 @@ class CanaryRollouts(Kind[CanaryRolloutSpec, CanaryRolloutStatus]):
                    observed: CanaryObserved) -> float | None:
         if view.held_by is not None:
             return RETRY  # the holder's end wakes this one at once (on_event); this is a safety net
+        if view.reason == JUDGE_NOT_READY:
+            return JUDGE_POLL  # a Pod starting, not a fault: no backoff
         if not view.carries and view is not ROUTE_UNSEEN:
             return self.routes.backoff(key)
         self.routes.routable(key)

@@ -135,13 +135,18 @@ def test_judge_settings_and_manifests() -> None:
 
 
 class FakeApi:
-    """The calls JudgeSync makes: a StudentModel read, creates (True: created)."""
+    """The calls JudgeSync makes: a StudentModel read, creates (True: created), reads of the judge's Deployment
+    (its readyReplicas: `ready`)."""
 
-    def __init__(self, task: str | None) -> None:
-        self.task, self.gets = task, 0
+    def __init__(self, task: str | None, ready: int = 1) -> None:
+        self.task, self.gets, self.ready = task, 0, ready
+        self.deployment_gets = 0
         self.created: list[str] = []
 
     async def get(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        if kind == "Deployment":
+            self.deployment_gets += 1
+            return {"metadata": {"name": name}, "status": {"replicas": 1, "readyReplicas": self.ready}}
         self.gets += 1
         return {"spec": {"task": self.task}} if self.task is not None else None
 
@@ -161,10 +166,35 @@ def test_judge_sync_reads_the_student_models_task_once_and_applies_on_change() -
         return [await sync.ensure(api, ("ml", "r"), owner, rollout, CAND) for _ in range(3)]  # type: ignore[arg-type]
 
     assert asyncio.run(run()) == [None, None, None]
-    assert (api.gets, api.created) == (1, ["Deployment", "Service"])  # steady state: nothing read or written
+    # Steady state: nothing read or written; a RequestMirror filter does not wait for the judge's Pod.
+    assert (api.gets, api.deployment_gets, api.created) == (1, 0, ["Deployment", "Service"])
     env = {e["name"]: e["value"] for e in
            JudgeSync(Settings()).manifests(owner, rollout, CAND, Task.EMBEDDING)[0]["spec"]["template"]["spec"][
                "containers"][0]["env"]}
     assert env["KUBESTILL_JUDGE_TASK"] == "embedding"
     missing = asyncio.run(JudgeSync(Settings()).ensure(FakeApi(None), ("ml", "r"), owner, rollout, CAND))  # type: ignore[arg-type]
     assert missing is not None and missing.reason == "JudgeTaskUnknown" and not missing.carries
+
+
+def test_the_route_waits_for_the_judges_first_ready_pod() -> None:
+    """Traefik drops a TraefikService whose mirror has no endpoints, and the route naming it (404 for all): the
+    judge is applied at once, but the TraefikService mirrors to it only once its Deployment has a ready Pod."""
+    owner = {"apiVersion": "kubestill.io/v1alpha1", "kind": "CanaryRollout",
+             "metadata": {"name": "r", "namespace": "ml", "uid": "u"}}
+    rollout = spec(analysis={"prometheusUrl": "http://p", "agreement": {"minRate": 0.9, "task": "classification"}},
+                   shadow={"percent": 100, "pause": "1m", "mirror": "TraefikService"})
+    sync, api = JudgeSync(Settings()), FakeApi(None, ready=0)
+
+    async def ensure() -> Any:
+        return await sync.ensure(api, ("ml", "r"), owner, rollout, CAND)  # type: ignore[arg-type]
+
+    starting = [asyncio.run(ensure()) for _ in range(2)]
+    assert [(v.carries, v.reason) for v in starting] == [(False, "JudgeNotReady")] * 2
+    assert "r-judge has no ready Pod yet" in starting[0].message
+    assert api.created == ["Deployment", "Service"]  # applied once, while it starts
+    api.ready = 1
+    assert [asyncio.run(ensure()) for _ in range(2)] == [None, None]
+    assert api.deployment_gets == 3  # once ready, never read again
+    sync.forget(("ml", "r"))
+    api.ready = 0
+    assert asyncio.run(ensure()) is not None  # a new rollout of the same name waits for its own judge

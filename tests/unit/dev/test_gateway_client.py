@@ -15,7 +15,7 @@ from kubestill.dev.demo_gateway import phase_label
 from kubestill.dev.gateway_client import BACKEND_HEADER, GatewayClient, tagged_backend_ref
 
 # The answers of the fake gateway, in turn: (status, header value or None).
-SCRIPT = [(200, "baseline"), (200, "candidate"), (503, None), (500, "candidate")]
+SCRIPT = [(200, "baseline"), (200, "candidate"), (503, None), (500, "candidate"), (200, None), (502, None)]
 
 
 class _Gateway(BaseHTTPRequestHandler):
@@ -25,12 +25,14 @@ class _Gateway(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         self.rfile.read(int(self.headers["Content-Length"]))
         status, tag = SCRIPT[_Gateway.n % len(SCRIPT)]
+        body = f"answer {_Gateway.n}".encode()
         _Gateway.n += 1
         self.send_response(status)
         if tag:
             self.send_header(BACKEND_HEADER, tag)
-        self.send_header("Content-Length", "0")
+        self.send_header("Content-Length", str(len(body)))
         self.end_headers()
+        self.wfile.write(body)
 
     def log_message(self, format: str, *args: Any) -> None:
         pass
@@ -54,8 +56,18 @@ def test_answers_are_counted_by_the_backend_header_else_the_status(gateway_url: 
     client = GatewayClient(gateway_url, "m")
     client.mark("step 1 (20%)")
     conn = http.client.HTTPConnection("127.0.0.1", int(gateway_url.rsplit(":", 1)[1]))
-    got = [client.send(conn, n) for n in range(4)]
-    assert got == ["baseline", "candidate", "503", "candidate:500"]
+    got = [client.send(conn, n) for n in range(6)]
+    assert got == ["baseline", "candidate", "503", "candidate:500", "200", "502"]
+
+
+def test_a_200_without_the_header_is_counted_by_what_its_body_says(gateway_url: str) -> None:
+    """A TraefikService entry gets no per-backend filter from Traefik: the answer itself names who answered."""
+    import http.client
+
+    client = GatewayClient(gateway_url, "m", untagged=lambda body: f"read:{body.decode()}")
+    conn = http.client.HTTPConnection("127.0.0.1", int(gateway_url.rsplit(":", 1)[1]))
+    got = [client.send(conn, n) for n in range(6)]
+    assert got == ["baseline", "candidate", "503", "candidate:500", "read:answer 4", "502"]
 
 
 def test_a_closed_gateway_counts_as_the_error_not_an_answer() -> None:
