@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import signal
 import statistics
 import subprocess
@@ -33,6 +32,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "operator"))
 
+from _canary import echo_repository  # noqa: E402
 from kubestill.api.v1alpha1 import parse_duration  # noqa: E402
 from kubestill.api.v1alpha1.canaryrollout import BackendRef  # noqa: E402
 from kubestill.dev import controlplane  # noqa: E402
@@ -40,7 +40,6 @@ from kubestill.dev.loadgen import LoadGenerator, route_reader  # noqa: E402
 from kubestill.dev.prometheus import start_prometheus  # noqa: E402
 from kubestill.dev.triton import start_tritonserver  # noqa: E402
 
-MODEL = REPO / "tests" / "e2e" / "canary" / "models" / "echo"
 NS = "bench"
 BASE, CAND = BackendRef(name="teacher", port=8000), BackendRef(name="student", port=8000)
 RULES = {"groups": [{"name": "bench", "interval": "1s", "rules": [{
@@ -48,15 +47,6 @@ RULES = {"groups": [{"name": "bench", "interval": "1s", "rules": [{
     "expr": 'sum(rate(nv_inference_request_failure{job="candidate"}[3s])) > 0',
     "labels": {"service": CAND.name, "severity": "page"},
 }]}]}
-
-
-def repository(root: Path, control: Path) -> Path:
-    repo = root / "repo"
-    shutil.copytree(MODEL / "1", repo / "echo" / "1")
-    text = (MODEL / "config.pbtxt.template").read_text().replace("{control_file}", str(control))
-    (repo / "echo" / "config.pbtxt").write_text(text)
-    control.write_text("ok")
-    return repo
 
 
 def get_json(url: str, token: str | None = None, ctx: Any = None) -> Any:
@@ -94,8 +84,8 @@ def main() -> int:
         (work / "c").mkdir()
         control = work / "c" / "control"
         with (
-            start_tritonserver(repository(work / "b", work / "b" / "control"), work / "b" / "triton.log") as base,
-            start_tritonserver(repository(work / "c", control), work / "c" / "triton.log") as cand,
+            start_tritonserver(echo_repository(work / "b", work / "b" / "control"), work / "b" / "triton.log") as base,
+            start_tritonserver(echo_repository(work / "c", control), work / "c" / "triton.log") as cand,
             start_prometheus({"candidate": [cand.metrics_url.split("//")[1]]}, RULES, workdir=work / "prom") as prom,
         ):
             with open(work / "operator.log", "wb") as out:

@@ -11,9 +11,6 @@ gateway (it mirrors `samplePercent` % of requests to the judge when the route sa
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -27,7 +24,8 @@ import yaml
 from kubestill.api.judge import JudgeSettings
 from kubestill.api.v1alpha1.common import Task
 from kubestill.builders.judge import judge_backend
-from kubestill.dev.controlplane import Cluster, free_port
+from kubestill.dev.controlplane import Cluster
+from kubestill.dev.judge_process import start_judge
 from kubestill.dev.loadgen import LoadGenerator, route_reader
 from kubestill.dev.prometheus import PrometheusProcess, start_prometheus
 from kubestill.dev.triton import TritonProcess, start_tritonserver
@@ -85,20 +83,13 @@ def judged(cluster: Cluster, namespace: str, operator: OperatorProcess, tmp_path
         start_tritonserver(make_repository(base_dir, base_dir / "control"), base_dir / "triton.log") as baseline,
         start_tritonserver(make_repository(cand_dir, control), cand_dir / "triton.log") as candidate,
     ):
-        port, metrics_port = free_port(), free_port()
         # What the operator's Deployment sets (handlers/canary_judge.judge_settings), with local URLs.
         settings = JudgeSettings(Task.CLASSIFICATION, baseline.http_url, candidate.http_url, sample=100.0,
                                  max_rps=100.0)
-        env = {**os.environ, **settings.to_env()}
-        log = tmp_path / "judge.log"
-        code = "import sys; from kubestill.cli import main; sys.exit(main(sys.argv[1:]))"
-        with open(log, "wb") as out:
-            judge = subprocess.Popen([sys.executable, "-c", code, "judge", "--listen", "127.0.0.1", "--port",
-                                      str(port), "--metrics-port", str(metrics_port)], env=env, stdout=out,
-                                     stderr=subprocess.STDOUT)
-        try:
+        with start_judge(settings, tmp_path / "judge.log") as judge:
             judge_scrape = {"job_name": "judge", "static_configs": [{
-                "targets": [f"127.0.0.1:{metrics_port}"], "labels": {"namespace": namespace, "service": JUDGE.name}}]}
+                "targets": [f"127.0.0.1:{judge.metrics_port}"],
+                "labels": {"namespace": namespace, "service": JUDGE.name}}]}
             jobs = {"kubestill-operator": [f"127.0.0.1:{operator.metrics_port}"]}
             with start_prometheus(jobs, workdir=tmp_path / "prometheus", scrape_configs=[judge_scrape]) as prom:
                 cluster.kubectl("apply", "--server-side", "-f", "-", input=yaml.safe_dump(route_manifest(namespace)))
@@ -106,11 +97,8 @@ def judged(cluster: Cluster, namespace: str, operator: OperatorProcess, tmp_path
                 up = f"{prom.url}/api/v1/query?query=" + urllib.request.quote('up{job="judge"} == 1')
                 api.wait_for("Prometheus scraping the judge", lambda: b'"value"' in urllib.request.urlopen(
                     up, timeout=5).read(), timeout=60, interval=0.3)
-                yield Judged(cluster, namespace, api, baseline, candidate, control, f"http://127.0.0.1:{port}", log,
+                yield Judged(cluster, namespace, api, baseline, candidate, control, judge.url, judge.log_file,
                              prom, operator)
-        finally:
-            judge.terminate()
-            judge.wait(10)
 
 
 def spec(prometheus_url: str, **extra: Any) -> dict[str, Any]:

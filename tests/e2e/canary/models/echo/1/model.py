@@ -1,8 +1,10 @@
 """A tiny Triton python-backend model for the canary tests: answers LABEL = "ok:<text>", and can be told to
 fail or slow down through a control file, so Prometheus sees real nv_inference_request_failure and latency.
 
-The control file (config parameter `control_file`) holds one word: `ok`, `fail`, `slow:<milliseconds>`, or `wrong`
-(answers LABEL = "wrong:<text>": a model that serves fine but disagrees with the baseline on every row).
+The control file (config parameter `control_file`) holds one word: `ok`, `fail`, `slow:<milliseconds>`, `wrong`
+(answers LABEL = "wrong:<text>": a model that serves fine but disagrees with the baseline on every row), or
+`wrong:<fraction>` (wrong on that fraction of distinct texts, e.g. `wrong:0.1`: chosen by a CRC-32 of the text, so
+a given text always gets the same answer, as a deterministic model's would).
 It is re-read at most every 100 ms, so flipping it changes behaviour within a fraction of a second.
 """
 
@@ -10,6 +12,7 @@ from __future__ import annotations
 
 import json
 import time
+import zlib
 from typing import Any
 
 import numpy as np
@@ -46,7 +49,16 @@ class TritonPythonModel:
         responses = []
         for request in requests:
             text = pb_utils.get_input_tensor_by_name(request, "TEXT").as_numpy()
-            prefix = b"wrong:" if mode == "wrong" else b"ok:"
-            labels = np.array([[prefix + row[0]] for row in text], dtype=np.object_)
+            labels = np.array([[_prefix(mode, row[0]) + row[0]] for row in text], dtype=np.object_)
             responses.append(pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor("LABEL", labels)]))
         return responses
+
+
+def _prefix(mode: str, text: bytes) -> bytes:
+    """b"wrong:" for every text in mode `wrong`, for `fraction` of the texts in mode `wrong:<fraction>`."""
+    if mode == "wrong":
+        return b"wrong:"
+    if mode.startswith("wrong:"):
+        # CRC-32 spreads the load generator's "request <n>" over 2**32: at 0.1, 113 of "request 0..999" are wrong.
+        return b"wrong:" if zlib.crc32(text) < float(mode.split(":", 1)[1]) * 2**32 else b"ok:"
+    return b"ok:"
