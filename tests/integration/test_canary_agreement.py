@@ -204,7 +204,9 @@ def test_a_disagreeing_student_is_rolled_back_from_the_shadow_step(
     assert all(h["weight"] == 0 for h in status["history"])
     assert (status["sequential"]["outcome"], status["sequential"]["agreements"],
             status["sequential"]["samples"], status["sequential"]["step"]) == ("Reject", 1131, 1240, -1)
-    assert any(m["metric"] == "agreement-rate" and m["result"] == "Failed" for m in status["measurements"])
+    # The rate is measured (0.912) but not judged on its own window: the SPRT above made the decision.
+    assert any(m["metric"] == "agreement-rate" and m["result"] == "Successful" and abs(m["value"] - 1131 / 1240) < 1e-3
+               for m in status["measurements"]), status["measurements"]
     reads.until("the route without the judge's mirror", lambda: not mirrors(reads.rule()))
     first = reads.rule()["backendRefs"][0]
     assert (first["name"], first.get("weight")) == ("teacher", 100)

@@ -39,7 +39,7 @@ def _agreement(spec: CanaryRolloutSpec, status: CanaryRolloutStatus, key: Key,
     scope = JudgeScope.of(*key)
     age = (now - status.step_started_at).total_seconds()
     window = min(parse_duration(analysis.agreement.window).total_seconds(), age)
-    floors = agreement_metrics(analysis.agreement, scope, window)
+    floors = agreement_metrics(analysis.agreement, scope, window, sequential=analysis.sequential is not None)
     counts = step_count_queries(scope, age) if analysis.sequential is not None else {}
     return floors, counts
 

@@ -105,11 +105,26 @@ def min_segment_rate_query(scope: JudgeScope, window_s: float) -> str:
     return f"min(({_increase(SAMPLES, scope, window_s, 'segment', result='agree')} or 0 * {total}) / {total})"
 
 
-def agreement_metrics(agreement: AgreementSpec, scope: JudgeScope, window_s: float) -> list[AnalysisMetric]:
+def agreement_metrics(agreement: AgreementSpec, scope: JudgeScope, window_s: float, *,
+                      sequential: bool = False) -> list[AnalysisMetric]:
     """The agreement floors as analysis metrics, judged with the user's (same noData policy, same round):
     agreement-rate >= minRate, and when set agreement-mean-cosine >= minMeanCosine and agreement-min-segment
-    >= perSegmentFloor. `window_s`: the look-back, the caller's min(window, step age)."""
-    found = [AnalysisMetric(name=RATE_METRIC, query=agreement_rate_query(scope, window_s), min=agreement.min_rate)]
+    >= perSegmentFloor. `window_s`: the look-back, the caller's min(window, step age).
+
+    With `sequential`, the SPRT judges the agreement rate (logic/canary_sequential.py) and agreement-rate is only
+    measured (floor 0: shown in status and metrics, and still no data is never a success): a per-round
+    `rate >= minRate` check beside it would roll back on one noisy window with no error control, so the
+    rollout's false-rollback rate would no longer be the test's alpha (bench/sequential.py: a 200-sample
+    window at 0.95 - delta/2 rolls back 20 % of students at the target). The mean-cosine and per-segment floors
+    are not what the SPRT tests, so they stay judged per round.
+
+    >>> [m.min for m in agreement_metrics(AgreementSpec(min_rate=0.95), JudgeScope("ns", "j"), 60)]
+    [0.95]
+    >>> [m.min for m in agreement_metrics(AgreementSpec(min_rate=0.95), JudgeScope("ns", "j"), 60, sequential=True)]
+    [0.0]
+    """
+    floor = 0.0 if sequential else agreement.min_rate
+    found = [AnalysisMetric(name=RATE_METRIC, query=agreement_rate_query(scope, window_s), min=floor)]
     if agreement.min_mean_cosine is not None:
         found.append(AnalysisMetric(name=MEAN_COSINE_METRIC, query=mean_cosine_query(scope, window_s),
                                     min=agreement.min_mean_cosine))

@@ -68,6 +68,12 @@ def test_agreement_metrics_are_floors(agreement: dict[str, object], names: list[
     assert all(m.max is None and "[300s]" in m.query for m in metrics)
 
 
+def test_with_the_sequential_test_the_rate_is_measured_and_the_sprt_judges_it() -> None:
+    agreement = AgreementSpec.model_validate({"minRate": 0.9, "perSegmentFloor": 0.8})
+    metrics = agreement_metrics(agreement, ML, 300, sequential=True)
+    assert [(m.name, m.min) for m in metrics] == [("agreement-rate", 0.0), ("agreement-min-segment", 0.8)]
+
+
 def test_step_count_queries_cover_every_pairs_cell() -> None:
     queries = step_count_queries(ML, 1234.5)
     assert sorted(queries) == ["agree", "pairs:failed:failed", "pairs:failed:ok", "pairs:ok:failed", "pairs:ok:ok",

@@ -91,7 +91,7 @@ def _round(rollout: CanaryRolloutSpec, verdict: StepVerdict, t: float, step: int
     """A round whose agreement floor measured `rate`, carrying `verdict`."""
     analysis = rollout.analysis
     assert analysis is not None and analysis.agreement is not None
-    floors = agreement_metrics(analysis.agreement, JudgeScope("n", "j"), 60)
+    floors = agreement_metrics(analysis.agreement, JudgeScope("n", "j"), 60, sequential=analysis.sequential is not None)
     base = assess_round(analysis, {"agreement-rate": QueryResult(rate)}, step, at(t), extra=floors)
     return AnalysisRound(base.at, base.step, base.verdict, base.measurements, verdict)
 
@@ -113,9 +113,10 @@ def _round(rollout: CanaryRolloutSpec, verdict: StepVerdict, t: float, step: int
          "all steps passed early"),
         # Accepted before minPause: hold.
         (SEQ_SPEC, in_step(0, 10, 0), _round(SEQ_SPEC, ACCEPTED, 10), 10, "Hold", ""),
-        # Accepted, but the agreement floor failed in the same round: the floor rolls back (failureLimit 0).
-        (SEQ_SPEC, in_step(0, 10, 0), _round(SEQ_SPEC, ACCEPTED, 20, rate=0.5), 20, "Rollback",
-         "agreement-rate: 0.5 < min 0.95"),
+        # A round whose window rate is under minRate: with the sequential test that window is not a verdict
+        # (the SPRT judges the rate; it accepted), so the step ends early.
+        (SEQ_SPEC, in_step(0, 10, 0), _round(SEQ_SPEC, ACCEPTED, 20, rate=0.5), 20, "Advance",
+         "step 0 passed early"),
         # Accepted, but no data for the floor: never a success, so no early end.
         (SEQ_SPEC, in_step(0, 10, 0), _round(SEQ_SPEC, ACCEPTED, 20, rate=None), 20, "Hold", ""),
         # Undecided: the step runs its pause, then ends as without a sequential test.
@@ -170,8 +171,10 @@ def test_measure_asks_the_rollouts_judge_and_rolls_back_on_rejection() -> None:
     # The floor looks back min(window, step age) = 120s; the counts the whole step.
     assert all('namespace="ml",service="sentiment-judge"' in q for q in prom.asked if "judge" in q)
     assert sum("[120s]" in q for q in prom.asked) == 1 + 6  # the rate floor, the six counts
+    # The rate (0.912) is measured; with the sequential test the SPRT, not a floor on one window, judges it.
     assert [(m.metric, m.result) for m in round_.measurements] == [("errors", "Successful"),
-                                                                  ("agreement-rate", "Failed")]
+                                                                  ("agreement-rate", "Successful")]
+    assert round_.measurements[1].value == pytest.approx(1131 / 1240)
     assert round_.sequential is not None and round_.sequential.outcome is Outcome.REJECT
     assert alerts == []
     action = next_action(rollout, state, round_, alerts, at(120))
