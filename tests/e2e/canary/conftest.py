@@ -25,10 +25,10 @@ from kubestill.api.v1alpha1.canaryrollout import BackendRef
 from kubestill.dev.controlplane import Cluster
 from kubestill.dev.loadgen import LoadGenerator, route_reader
 from kubestill.dev.prometheus import PrometheusProcess, start_prometheus
-from kubestill.dev.triton import TritonProcess, start_tritonserver
+from kubestill.dev.triton import TritonProcess
 
 from ..conftest import OperatorProcess
-from .tritons import make_repository
+from .tritons import echo_pair
 
 REPO = Path(__file__).resolve().parents[3]
 BASELINE = BackendRef(name="teacher", port=8000)
@@ -208,14 +208,7 @@ def analysis(prometheus_url: str, interval: str = "1s", **extra: Any) -> dict[st
 def stack(cluster: Cluster, namespace: str, operator: OperatorProcess, tmp_path: Path) -> Iterator[Stack]:
     """Baseline and candidate tritonservers, Prometheus scraping them (and the operator's /metrics) with the
     alert rules, and the HTTPRoute (baseline 100%) in the test's namespace."""
-    base_dir, cand_dir = tmp_path / "baseline", tmp_path / "candidate"
-    base_dir.mkdir()
-    cand_dir.mkdir()
-    control = cand_dir / "control"
-    with (
-        start_tritonserver(make_repository(base_dir, base_dir / "control"), base_dir / "triton.log") as baseline,
-        start_tritonserver(make_repository(cand_dir, control), cand_dir / "triton.log") as candidate,
-    ):
+    with echo_pair(tmp_path) as (baseline, candidate, control):
         jobs = {
             "baseline": [baseline.metrics_url.split("//")[1]],
             "candidate": [candidate.metrics_url.split("//")[1]],

@@ -28,11 +28,11 @@ from kubestill.dev.controlplane import Cluster
 from kubestill.dev.judge_process import start_judge
 from kubestill.dev.loadgen import LoadGenerator, route_reader
 from kubestill.dev.prometheus import PrometheusProcess, start_prometheus
-from kubestill.dev.triton import TritonProcess, start_tritonserver
+from kubestill.dev.triton import TritonProcess
 
 from ..conftest import OperatorProcess
 from .conftest import BASELINE, CANDIDATE, ROUTE, Api, rollout_spec, route_manifest
-from .tritons import make_repository
+from .tritons import echo_pair
 
 pytestmark = pytest.mark.e2e
 
@@ -75,14 +75,7 @@ class Judged:
 
 @pytest.fixture
 def judged(cluster: Cluster, namespace: str, operator: OperatorProcess, tmp_path: Path) -> Iterator[Judged]:
-    base_dir, cand_dir = tmp_path / "baseline", tmp_path / "candidate"
-    base_dir.mkdir()
-    cand_dir.mkdir()
-    control = cand_dir / "control"
-    with (
-        start_tritonserver(make_repository(base_dir, base_dir / "control"), base_dir / "triton.log") as baseline,
-        start_tritonserver(make_repository(cand_dir, control), cand_dir / "triton.log") as candidate,
-    ):
+    with echo_pair(tmp_path) as (baseline, candidate, control):
         # What the operator's Deployment sets (handlers/canary_judge.judge_settings), with local URLs.
         settings = JudgeSettings(Task.CLASSIFICATION, baseline.http_url, candidate.http_url, sample=100.0,
                                  max_rps=100.0)
