@@ -109,7 +109,9 @@ class DynamicBatching(KubeModel):
 class InstanceGroup(KubeModel):
     """How many copies of the model Triton runs, and on what."""
 
-    kind: InstanceKind = Field(default=InstanceKind.CPU, description="KIND_CPU or KIND_GPU.")
+    kind: InstanceKind | None = Field(
+        default=None, description="KIND_CPU or KIND_GPU; empty: KIND_GPU when the Triton container asks for GPUs "
+        "(resources.gpus > 0, i.e. nvidia.com/gpu), KIND_CPU otherwise.")
     count: int = Field(default=1, ge=1, le=64, description="Model instances per server.")
 
 
@@ -125,7 +127,7 @@ class ServingSpec(KubeModel):
             field="dynamicBatching",
         ),
         Rule(
-            cel="!has(self.instanceGroup) || self.instanceGroup.kind != 'KIND_GPU' || "
+            cel="!has(self.instanceGroup) || !has(self.instanceGroup.kind) || self.instanceGroup.kind != 'KIND_GPU' || "
             "(has(self.resources) && has(self.resources.gpus) && self.resources.gpus > 0)",
             message="instanceGroup.kind KIND_GPU needs resources.gpus > 0",
             check=lambda s: s.resources.gpus > 0 or s.instance_group.kind != InstanceKind.GPU,
