@@ -54,15 +54,18 @@ class TritonPythonModel:
             # Imported here: torch and transformers take seconds, and a refusal above needs neither.
             from kubestill_trainer.serving.loader import load_servable
 
-            self.servable = load_servable(Path(params["artifact_dir"]), params.get("runtime") or "auto",
-                                          instance_device(args))
+            device = instance_device(args)
+            # The device only when it is a GPU: an artifact exported by this trainer stays servable on CPU by an
+            # older serving image, whose load_servable takes no device.
+            extra = (device,) if device != "cpu" else ()
+            self.servable = load_servable(Path(params["artifact_dir"]), params.get("runtime") or "auto", *extra)
         except Exception as err:  # any reason the model cannot load reaches the StudentModel, not only the log
             report_failure(LoadFailure(MODEL_LOAD_FAILED, f"{params['artifact_dir']}: {type(err).__name__}: "
                                                           f"{err}").to_text())
             raise
-        graph = f" ({self.servable.graph})" if self.servable.graph else ""
-        print(f"kubestill: {params['artifact_dir']} served by {self.servable.runtime}{graph} on "
-              f"{self.servable.device}", flush=True)
+        graph = getattr(self.servable, "graph", None)
+        print(f"kubestill: {params['artifact_dir']} served by {self.servable.runtime}"
+              f"{f' ({graph})' if graph else ''} on {getattr(self.servable, 'device', 'cpu')}", flush=True)
         tensors = TENSORS[self.servable.task.task]
         self.inputs = [t.name for t in tensors.inputs]
         self.outputs = [t.name for t in tensors.outputs]
