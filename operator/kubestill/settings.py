@@ -30,6 +30,8 @@ class Settings:
     trainer_image: str = DEFAULT_TRAINER_IMAGE
     triton_image: str = DEFAULT_TRITON_IMAGE
     judge_image: str = DEFAULT_JUDGE_IMAGE
+    # The serving image for StudentModels that ask for GPUs (built with onnxruntime-gpu); empty: triton_image.
+    triton_gpu_image: str = ""
     # Empty: watch the whole cluster. Otherwise only these namespaces.
     namespaces: tuple[str, ...] = ()
     # kopf peering object name for leader election between replicas; empty: standalone (one replica).
@@ -93,6 +95,7 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         trainer_image=env.get("KUBESTILL_TRAINER_IMAGE") or DEFAULT_TRAINER_IMAGE,
         triton_image=env.get("KUBESTILL_TRITON_IMAGE") or DEFAULT_TRITON_IMAGE,
         judge_image=env.get("KUBESTILL_JUDGE_IMAGE") or DEFAULT_JUDGE_IMAGE,
+        triton_gpu_image=env.get("KUBESTILL_TRITON_GPU_IMAGE", ""),
         namespaces=_csv(env.get("KUBESTILL_NAMESPACES", "")),
         peering=env.get("KUBESTILL_PEERING", ""),
         image_pull_policy=env.get("KUBESTILL_IMAGE_PULL_POLICY") or "IfNotPresent",

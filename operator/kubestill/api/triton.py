@@ -13,7 +13,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from .v1alpha1.common import ServingSpec, Task
+from .v1alpha1.common import InstanceKind, ServingSpec, Task
 
 # The file in every exported model directory that says how to load and call it (task, format, class labels).
 MODEL_CARD = "kubestill.json"
@@ -66,6 +66,22 @@ def _tensor_block(kind: str, tensors: Sequence[TensorSpec]) -> list[str]:
     return lines
 
 
+def instance_kind(serving: ServingSpec) -> InstanceKind:
+    """The instance group's kind: as given, else KIND_GPU for a container that asks for GPUs (Triton then
+    places the instances on them and model.py runs ONNX Runtime's CUDA provider), KIND_CPU otherwise.
+
+    >>> from .v1alpha1.common import ComputeResources, InstanceGroup
+    >>> str(instance_kind(ServingSpec())), str(instance_kind(ServingSpec(resources=ComputeResources(gpus=1))))
+    ('KIND_CPU', 'KIND_GPU')
+    >>> str(instance_kind(ServingSpec(resources=ComputeResources(gpus=1),
+    ...                               instance_group=InstanceGroup(kind=InstanceKind.CPU))))
+    'KIND_CPU'
+    """
+    if serving.instance_group.kind is not None:
+        return serving.instance_group.kind
+    return InstanceKind.GPU if serving.resources.gpus > 0 else InstanceKind.CPU
+
+
 def render_config_pbtxt(
     model_name: str,
     task: Task | str,
@@ -88,7 +104,7 @@ def render_config_pbtxt(
         f"max_batch_size: {serving.max_batch_size}",
         *_tensor_block("input", tensors.inputs),
         *_tensor_block("output", tensors.outputs),
-        f"instance_group [ {{ kind: {serving.instance_group.kind} count: {serving.instance_group.count} }} ]",
+        f"instance_group [ {{ kind: {instance_kind(serving)} count: {serving.instance_group.count} }} ]",
     ]
     batching = serving.dynamic_batching
     if batching.enabled:

@@ -55,6 +55,16 @@ def artifact_dir(spec: StudentModelSpec) -> str:
     return f"{artifact_root(spec)}/model"
 
 
+def serving_image(spec: StudentModelSpec, default_image: str, gpu_image: str = "") -> str:
+    """The Triton image: spec.serving.image, else `gpu_image` for a container that asks for GPUs (the serving
+    image built with onnxruntime-gpu, whose CUDA provider model.py needs on a KIND_GPU instance) when the
+    operator has one, else `default_image`."""
+    serving = spec.serving
+    if serving.image:
+        return serving.image
+    return gpu_image if gpu_image and serving.resources.gpus > 0 else default_image
+
+
 def _labels(sm_name: str) -> dict[str, str]:
     return {SM_LABEL: sm_name, "app.kubernetes.io/name": "kubestill-triton", "app.kubernetes.io/instance":
             triton_name(sm_name)}
@@ -86,6 +96,7 @@ def build_triton_deployment(
     *,
     default_image: str,
     config_digest: str,
+    gpu_image: str = "",
     pull_policy: str = "IfNotPresent",
     pull_secrets: tuple[str, ...] = (),
     extra_labels: Mapping[str, str] | None = None,
@@ -95,10 +106,10 @@ def build_triton_deployment(
 ) -> dict[str, Any]:
     """apps/v1 Deployment `<sm>-triton`: tritonserver on 8000/8001/8002, ready on /v2/health/ready; an s3://
     artifact is downloaded first by `fetch_image` (the trainer image) under the trainer's security contexts
-    (`fetch_pod_security`'s container-level fields, then `fetch_security`)."""
+    (`fetch_pod_security`'s container-level fields, then `fetch_security`); the image: `serving_image`."""
     name = sm["metadata"]["name"]
     serving = spec.serving
-    image = serving.image or default_image
+    image = serving_image(spec, default_image, gpu_image)
     labels = _labels(name)
     model = model_name(name)
     volumes, mounts = pvc_volumes(pvc_claims([spec.artifact_uri]))

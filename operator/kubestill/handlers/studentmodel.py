@@ -152,7 +152,8 @@ class StudentModels(Kind[StudentModelSpec, StudentModelStatus]):
         s = self.settings
         await apply_child(api, config)
         await apply_child(api, build_triton_deployment(
-            body, spec, default_image=s.triton_image, config_digest=config_hash(config),
+            body, spec, default_image=s.triton_image, gpu_image=s.triton_gpu_image,
+            config_digest=config_hash(config),
             pull_policy=s.image_pull_policy, pull_secrets=s.image_pull_secrets, extra_labels=s.extra_labels,
             fetch_image=s.trainer_image, fetch_pod_security=s.trainer_pod_security_context,
             fetch_security=s.trainer_security_context))

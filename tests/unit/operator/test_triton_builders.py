@@ -79,3 +79,51 @@ def test_endpoint() -> None:
     assert endpoint(_sm()) == {"http": "http://bbc-student-triton.ml.svc:8000",
                                "grpc": "bbc-student-triton.ml.svc:8001",
                                "metrics": "http://bbc-student-triton.ml.svc:8002/metrics", "modelName": "bbc-student"}
+
+
+@pytest.mark.parametrize(("serving", "kind", "image", "gpu_limit"), [
+    # CPU by default; the GPU image is not used for a Pod without GPUs.
+    ({}, "KIND_CPU", "triton:default", None),
+    # Asks for GPUs, no instance kind given: GPU instances on the GPU serving image (onnxruntime-gpu).
+    ({"resources": {"gpus": 1}}, "KIND_GPU", "triton:gpu", "1"),
+    ({"resources": {"gpus": 2}, "instanceGroup": {"count": 2}}, "KIND_GPU", "triton:gpu", "2"),
+    # An explicit kind wins: GPUs in the Pod, model instances on the CPU.
+    ({"resources": {"gpus": 1}, "instanceGroup": {"kind": "KIND_CPU"}}, "KIND_CPU", "triton:gpu", "1"),
+    # spec.serving.image wins over both operator images.
+    ({"resources": {"gpus": 1}, "image": "triton:mine"}, "KIND_GPU", "triton:mine", "1"),
+])
+def test_gpu_serving_rendered(serving: dict[str, Any], kind: str, image: str, gpu_limit: str | None) -> None:
+    sm = _sm(serving=serving)
+    spec = StudentModelSpec.model_validate(sm["spec"])
+    text = build_triton_config_map(sm, spec)["data"]["config.pbtxt"]
+    count = serving.get("instanceGroup", {}).get("count", 1)
+    assert f"instance_group [ {{ kind: {kind} count: {count} }} ]" in text
+    dep = build_triton_deployment(sm, spec, default_image="triton:default", gpu_image="triton:gpu",
+                                  config_digest="abc")
+    (server,) = dep["spec"]["template"]["spec"]["containers"]
+    assert server["image"] == image
+    assert (server.get("resources") or {}).get("limits", {}).get("nvidia.com/gpu") == gpu_limit
+
+
+def test_gpu_serving_without_a_gpu_image_uses_the_default() -> None:
+    sm = _sm(serving={"resources": {"gpus": 1}})
+    dep = build_triton_deployment(sm, StudentModelSpec.model_validate(sm["spec"]), default_image="triton:default",
+                                  config_digest="abc")
+    assert dep["spec"]["template"]["spec"]["containers"][0]["image"] == "triton:default"
+
+
+def test_api_triton_doctests() -> None:
+    import doctest
+
+    from kubestill.api import triton
+
+    result = doctest.testmod(triton)
+    assert result.attempted > 0 and result.failed == 0
+
+
+def test_gpu_image_setting() -> None:
+    from kubestill.settings import from_env
+
+    assert from_env({}).triton_gpu_image == ""
+    assert from_env({"KUBESTILL_TRITON_GPU_IMAGE": "kubestill-serving-gpu:1"}).triton_gpu_image == \
+        "kubestill-serving-gpu:1"

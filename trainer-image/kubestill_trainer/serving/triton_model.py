@@ -3,7 +3,8 @@
 The `artifact_dir` parameter of config.pbtxt names the exported model directory; its kubestill.json says
 which task it is. All requests of one execute() call are answered as one batch. The `runtime` parameter
 (StudentModel spec.serving.runtime): auto runs the artifact's model.onnx with ONNX Runtime where the task
-serves from it (also when the parameter is absent), torch always runs the torch model.
+serves from it (also when the parameter is absent), torch always runs the torch model. A KIND_GPU instance
+runs it on its GPU (ONNX Runtime's CUDA provider, or torch on CUDA), and refuses to load where it cannot.
 
 A `labels` parameter (StudentModel spec.labels, published for clients and Triton teachers as the class order
 of PROBABILITIES) must be the artifact's own order (kubestill.json "labels"): otherwise initialize() refuses
@@ -34,6 +35,14 @@ def check_labels(params: dict[str, str], artifact_dir: Path) -> None:
         raise ValueError(problem)
 
 
+def instance_device(args: dict[str, Any]) -> str:
+    """Where Triton placed this instance: "cuda:<id>" for a KIND_GPU instance group, "cpu" otherwise (the
+    python backend's `model_instance_kind` and `model_instance_device_id` arguments)."""
+    if str(args.get("model_instance_kind", "CPU")).upper() == "GPU":
+        return f"cuda:{int(args.get('model_instance_device_id') or 0)}"
+    return "cpu"
+
+
 class TritonPythonModel:
     def initialize(self, args: dict[str, Any]) -> None:
         config = json.loads(args["model_config"])
@@ -45,12 +54,18 @@ class TritonPythonModel:
             # Imported here: torch and transformers take seconds, and a refusal above needs neither.
             from kubestill_trainer.serving.loader import load_servable
 
-            self.servable = load_servable(Path(params["artifact_dir"]), params.get("runtime") or "auto")
+            device = instance_device(args)
+            # The device only when it is a GPU: an artifact exported by this trainer stays servable on CPU by an
+            # older serving image, whose load_servable takes no device.
+            extra = (device,) if device != "cpu" else ()
+            self.servable = load_servable(Path(params["artifact_dir"]), params.get("runtime") or "auto", *extra)
         except Exception as err:  # any reason the model cannot load reaches the StudentModel, not only the log
             report_failure(LoadFailure(MODEL_LOAD_FAILED, f"{params['artifact_dir']}: {type(err).__name__}: "
                                                           f"{err}").to_text())
             raise
-        print(f"kubestill: {params['artifact_dir']} served by {self.servable.runtime}", flush=True)
+        graph = getattr(self.servable, "graph", None)
+        print(f"kubestill: {params['artifact_dir']} served by {self.servable.runtime}"
+              f"{f' ({graph})' if graph else ''} on {getattr(self.servable, 'device', 'cpu')}", flush=True)
         tensors = TENSORS[self.servable.task.task]
         self.inputs = [t.name for t in tensors.inputs]
         self.outputs = [t.name for t in tensors.outputs]

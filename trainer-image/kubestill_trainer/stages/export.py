@@ -5,6 +5,8 @@ export/model/   merged weights (safetensors) + tokenizer + kubestill.json (task,
                 torch (max abs diff; opset and diff in kubestill.json "onnx"): written for the tasks Triton
                 serves through ONNX Runtime (classification, embedding) unless output.serving.runtime is
                 torch, and for any task listing onnx in output.formats
+                model_int8.onnx beside it: ONNX Runtime's dynamic int8 quantisation, kept (and served) only
+                where it agrees with model.onnx on held-out rows (export_onnx_int8; verdict in "onnx.int8")
 export/sentence-transformers/, export/transformers/   the same student in the libraries' layouts
                 (export_standard: which layout for which student, each checked against it)
 export/int8/    dynamic int8 quantization (student.quantization.method int8), checked against fp32
@@ -35,8 +37,9 @@ from ..serving.loader import INT8, INT8_WEIGHTS, load_for_serving, quantize_int8
 from ..storage import write_json
 from ..tasks.base import MODEL_CARD, DistillTask, TaskModel
 from ..tasks.metrics import mean_cosine
-from ..tasks.onnx_model import ONNX_FILE
+from ..tasks.onnx_model import INT8_ONNX_FILE, ONNX_FILE
 from .export_gptq import export_gptq
+from .export_onnx_int8 import export_onnx_int8, held_out_texts
 from .export_standard import export_standard
 
 log = logging.getLogger(__name__)
@@ -103,7 +106,7 @@ def export_int8(ctx: RunContext, model_dir: Path, out: Path) -> dict[str, Any]:
     int8 = quantize_int8(task.load_model(model_dir))
     shutil.rmtree(out, ignore_errors=True)
     # Not model.onnx either: it is the fp32 graph, and an int8 directory must serve int8.
-    shutil.copytree(model_dir, out, ignore=shutil.ignore_patterns("model.safetensors", ONNX_FILE))
+    shutil.copytree(model_dir, out, ignore=shutil.ignore_patterns("model.safetensors", ONNX_FILE, INT8_ONNX_FILE))
     torch.save(int8.state_dict(), out / INT8_WEIGHTS)
     card = json.loads((out / MODEL_CARD).read_text())
     card["quantization"] = INT8
@@ -121,6 +124,16 @@ def export_int8(ctx: RunContext, model_dir: Path, out: Path) -> dict[str, Any]:
         check["cosineToFp32"] = mean_cosine(a["embedding"], b["embedding"])
     log.info("int8: %s", check)
     return check
+
+
+def onnx_int8(ctx: RunContext, model_dir: Path) -> dict[str, Any]:
+    """export_onnx_int8 on the job's held-out rows; a quantiser failure leaves the float graph serving."""
+    try:
+        return export_onnx_int8(model_dir, held_out_texts(ctx.path("labels")), ctx.spec.training.max_seq_length)
+    except Exception as err:  # int8 is an optimisation: its failure must not fail the export
+        (model_dir / INT8_ONNX_FILE).unlink(missing_ok=True)
+        log.warning("no int8 graph, the float one serves: %s", err)
+        return {"kept": False, "reason": f"{type(err).__name__}: {err}"[:2000]}
 
 
 def run_export(ctx: RunContext) -> dict[str, Any]:
@@ -141,6 +154,8 @@ def run_export(ctx: RunContext) -> dict[str, Any]:
     if wants_onnx(task, spec):
         try:
             card["onnx"] = export_onnx(task, model, model_dir)
+            if task.serves_onnx:
+                card["onnx"]["int8"] = onnx_int8(ctx, model_dir)
             summary["onnx"] = {**card["onnx"], "file": f"model/{ONNX_FILE}"}
         except Exception as err:  # any exporter failure: asked for, the stage fails; else torch serves
             if ExportFormat.ONNX in spec.output.formats:
