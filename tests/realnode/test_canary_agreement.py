@@ -232,8 +232,12 @@ def test_a_disagreeing_candidate_is_rolled_back_from_the_shadow_step(stack: Stac
     # Every answer the client got came from the baseline, through the gateway: its own backendRef before and
     # after the shadow step, the TraefikService's main service during it (never a 404 while the judge started,
     # never the candidate's `wrong:` answer).
+    # How many went through it is not a fixed share of the step: the SPRT may reject after minPause (3 s from
+    # the step's start, when the route is written), and Traefik takes its share of that to put the route in
+    # force (32 and 59 answers in two runs at 20/s); at least the judge's samples did.
     answers = client.total()
-    assert set(answers) == {"baseline", "shadow:ok"} and answers["shadow:ok"] > RATE * 2, client.snapshot()
+    assert set(answers) == {"baseline", "shadow:ok"}, client.snapshot()
+    assert answers["shadow:ok"] >= status["sequential"]["samples"] > 0, (client.snapshot(), status["sequential"])
     # The judge got a copy of every request that went through the TraefikService and found every pair
     # different; the candidate answered only the judge.
     counts = stack.judged(answers["shadow:ok"])
