@@ -132,7 +132,11 @@ def traefik_argv(binary: Path, *, class_name: str, host: str, web_port: int, met
         f"--providers.kubernetesgateway.labelSelector={SELECTOR_LABEL}={class_name}",
         f"--providers.kubernetesgateway.statusAddress.ip={host}",
         # safeNaming: TraefikService names that cannot collide across namespaces (Traefik's advice for new setups).
+        # allowEmptyServices: a TraefikService whose mirror target (the rollout's judge) has no ready endpoints is
+        # kept, its main service serving and the copies failing; without it Traefik drops the TraefikService and
+        # the route with it ("no servers found", a 404 for every request while the judge's Pod is gone).
         "--providers.kubernetescrd=true", "--providers.kubernetescrd.safeNaming=true",
+        "--providers.kubernetescrd.allowEmptyServices=true",
         f"--providers.providersThrottleDuration={THROTTLE}",
         "--metrics.prometheus=true", "--metrics.prometheus.entryPoint=metrics",
         "--metrics.prometheus.addServicesLabels=true",

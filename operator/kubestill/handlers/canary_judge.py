@@ -10,7 +10,9 @@ Through a TraefikService (spec.shadow.mirror: TraefikService) the route mirrors 
 Deployment has a ready Pod: Traefik drops a TraefikService whose mirror has no endpoints ("no servers found") and
 with it the route that names it, answering 404 to every request of the baseline's (the real-node test
 tests/realnode/test_canary_agreement.py saw 7 s of it while the judge's Pod started). A RequestMirror filter
-only loses the copies meanwhile, so the route does not wait for it.
+only loses the copies meanwhile, so the route does not wait for it. Once mirrored, the route stays so: a judge
+that loses its Pod later is covered by Traefik's `providers.kubernetescrd.allowEmptyServices` (the
+TraefikService is kept, the baseline serves, the copies fail; README, The gateway), not by this module.
 """
 
 from __future__ import annotations
