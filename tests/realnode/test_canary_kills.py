@@ -188,6 +188,7 @@ def test_rollout_through_the_gateway_survives_sigkilled_operator_replicas(
                                 "steps": [{"weight": w, "pause": f"{PAUSE:g}s"} for w in STEPS]}}
             route_path = f"/apis/gateway.networking.k8s.io/v1/namespaces/{namespace}/httproutes/route"
             with RouteLog(api, route_path) as log:
+                wait_for(lambda: log.versions, 10, "the route's first version in the log")
                 client.start()
                 try:
                     cluster.kubectl("apply", "-f", "-", input=json.dumps(rollout))
@@ -200,6 +201,10 @@ def test_rollout_through_the_gateway_survives_sigkilled_operator_replicas(
                         kill_container(real_node, namespace, victim)
                         killed.append(victim)
                     status = wait_for(lambda: _finished(real_node, namespace), 240, "the rollout to finish")
+                    # The promotion's route write and the status come within milliseconds of each other: keep
+                    # polling until the log has the last version too.
+                    wait_for(lambda: status["phase"] != "Promoted" or log.versions[-1][1] == 100, 15,
+                             "the promoted route in the log")
                 finally:
                     client.stop()
         assert status["phase"] == "Promoted", (status, describe_pods(real_node, namespace))

@@ -122,10 +122,12 @@ def test_student_model_served_by_the_default_image_answers(
     through_service = infer(f"http://{cluster_ip}:8000", "minilm-static")
     through_pod = infer(f"http://{pod['status']['podIP']}:8000", "minilm-static")
 
-    from kubestill_trainer.serving.loader import load_for_serving
+    from kubestill_trainer.serving.loader import load_servable
 
-    task, model = load_for_serving(exported_student / "model")
-    local = task.serve(model, {"TEXT": np.array([[s.encode()] for s in SENTENCES], dtype=object)})["EMBEDDING"]
+    # What the serving image's model.py runs (ONNX Runtime on model.onnx, or on the model_int8.onnx the export
+    # kept where int8 held its quality), run here in-process on the same file: the container must answer the same.
+    servable = load_servable(exported_student / "model")
+    local = servable.answer({"TEXT": np.array([[s.encode()] for s in SENTENCES], dtype=object)})["EMBEDDING"]
     assert through_service.shape == local.shape and np.allclose(through_service, local, atol=1e-4)
     assert np.allclose(through_pod, local, atol=1e-4)
 
