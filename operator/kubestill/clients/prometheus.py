@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import threading
 import time
+from datetime import datetime
 from typing import Any
 
 from prometheus_api_client import PrometheusConnect
@@ -46,17 +47,21 @@ class Prometheus:
                 self._clients[url] = found
             return found
 
-    def _query(self, url: str, query: str) -> list[Any]:
+    def _query(self, url: str, query: str, at: datetime | None = None) -> list[Any]:
+        params = {"time": f"{at.timestamp():.3f}"} if at is not None else None
         try:
-            result: list[Any] = self._client(url).custom_query(query)
+            result: list[Any] = self._client(url).custom_query(query, params=params)
         except Exception as err:  # requests' and the library's errors alike: the round records the reason
             raise PrometheusError(f"{type(err).__name__}: {str(err)[:200]}") from err
         return result
 
-    def query_value(self, url: str, query: str) -> float | None:
-        """One number from an instant query; None when there is no data (empty vector or NaN). Several series
-        or a non-numeric answer raise PrometheusError (aggregate the query to one series)."""
-        series = self._query(url, query)
+    def query_value(self, url: str, query: str, at: datetime | None = None) -> float | None:
+        """One number from an instant query evaluated at `at` (default: Prometheus's now); None when there is no
+        data (empty vector or NaN). Several series or a non-numeric answer raise PrometheusError (aggregate the
+        query to one series). Queries whose answers are compared with each other (a numerator and its
+        denominator asked separately) must share one `at`: unpinned, a scrape landing between them moves one
+        and not the other."""
+        series = self._query(url, query, at)
         if not series:
             return None
         if not isinstance(series[0], dict):  # a scalar answer is [timestamp, "value"]

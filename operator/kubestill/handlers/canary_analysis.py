@@ -23,9 +23,9 @@ from kubestill.logic.canary_sequential import step_verdict
 from kubestill.runtime import Key
 
 
-def _ask(prom: Prometheus, url: str, query: str) -> QueryResult:
+def _ask(prom: Prometheus, url: str, query: str, at: datetime) -> QueryResult:
     try:
-        return QueryResult(value=prom.query_value(url, query))
+        return QueryResult(value=prom.query_value(url, query, at))
     except PrometheusError as err:
         return QueryResult(error=str(err))
 
@@ -57,11 +57,14 @@ def measure(prom: Prometheus, spec: CanaryRolloutSpec, status: CanaryRolloutStat
     analysis = spec.analysis
     assert analysis is not None
     url, namespace = analysis.prometheus_url, key[0]
-    results = {m.name: _ask(prom, url, render_query(m.query, candidate, spec.baseline.name, namespace))
+    # Every query of the round is evaluated at `now`: the sequential test's agreements and samples are two
+    # queries, and unpinned a scrape between them counted a disagreement that never happened (an identical
+    # candidate read 156 of 157).
+    results = {m.name: _ask(prom, url, render_query(m.query, candidate, spec.baseline.name, namespace), now)
                for m in analysis.metrics}
     floors, count_queries = _agreement(spec, status, key, now)
-    results.update({m.name: _ask(prom, url, m.query) for m in floors})
-    counts = step_counts({k: _ask(prom, url, q) for k, q in count_queries.items()}) if count_queries else None
+    results.update({m.name: _ask(prom, url, m.query, now) for m in floors})
+    counts = step_counts({k: _ask(prom, url, q, now) for k, q in count_queries.items()}) if count_queries else None
     alerts: list[str] = []
     alerts_error = None
     if spec.rollback_alerts:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -33,6 +34,15 @@ def prom(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrometheusProcess
 )
 def test_query_value(prom: PrometheusProcess, query: str, expected: float | None) -> None:
     assert Prometheus().query_value(prom.url, query) == expected
+
+
+def test_queries_pinned_to_one_time_are_evaluated_there(prom: PrometheusProcess) -> None:
+    """A round's queries share one evaluation time (a numerator and its denominator asked separately must not
+    straddle a scrape): `time()` answers the pinned instant, to the millisecond, not Prometheus's now."""
+    at = datetime.now(UTC) - timedelta(seconds=90)
+    client = Prometheus()
+    assert client.query_value(prom.url, "time()", at) == pytest.approx(at.timestamp(), abs=1e-3)
+    assert client.query_value(prom.url, "time()", at) == client.query_value(prom.url, "time()", at)
 
 
 @pytest.mark.parametrize(

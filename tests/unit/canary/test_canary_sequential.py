@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import pytest
 
 from kubestill.api.v1alpha1.canary_agreement import AgreementSpec, SequentialSpec
@@ -145,9 +147,11 @@ class FakePrometheus:
 
     def __init__(self) -> None:
         self.asked: list[str] = []
+        self.times: set[datetime | None] = set()
 
-    def query_value(self, url: str, query: str) -> float | None:
+    def query_value(self, url: str, query: str, at: datetime | None = None) -> float | None:
         self.asked.append(query)
+        self.times.add(at)
         if "kubestill_judge_pairs_total" in query:
             return 1240.0 if 'baseline="ok",candidate="ok"' in query else 0.0
         if query.startswith("sum(increase(kubestill_judge_samples_total") and " / " not in query:
@@ -171,6 +175,7 @@ def test_measure_asks_the_rollouts_judge_and_rolls_back_on_rejection() -> None:
     # The floor looks back min(window, step age) = 120s; the counts the whole step.
     assert all('namespace="ml",service="sentiment-judge"' in q for q in prom.asked if "judge" in q)
     assert sum("[120s]" in q for q in prom.asked) == 1 + 6  # the rate floor, the six counts
+    assert prom.times == {at(120)}  # one evaluation time for the whole round: counts that add up
     # The rate (0.912) is measured; with the sequential test the SPRT, not a floor on one window, judges it.
     assert [(m.metric, m.result) for m in round_.measurements] == [("errors", "Successful"),
                                                                   ("agreement-rate", "Successful")]
