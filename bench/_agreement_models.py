@@ -16,6 +16,7 @@ import hashlib
 import json
 import os
 import random
+import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -112,9 +113,26 @@ def triton_repository(item: Served, repo: Path, name: str = SERVED_NAME) -> Path
 
 def triton_repositories(root: Path, recipe: AgreementRecipe | None = None,
                         cache: Path | None = None) -> dict[str, Path]:
-    """For a test on a real node: the repositories of the teacher, the good and the bad student of `recipe`
-    (default AgreementRecipe()) under `root`/{teacher,good,bad}/repo, each serving model SERVED_NAME, built or
-    taken from the cache. The exports they load stay in the cache directory (mount it too)."""
+    """For a test on a real node: {"teacher" | "good" | "bad": `root`/<role>/repo}, each serving model SERVED_NAME
+    (so the judge reaches both sides on one path) from its export, placed at `root`/<role>/export (hard links into
+    the cache where the filesystem allows, else copies): everything tritonserver reads is under `root`, so a Pod
+    mounting `root` at the same path serves it. Models of `recipe` (default AgreementRecipe()), built or taken from
+    the cache; `agreement_models(...).texts` are the titles to send."""
     models = agreement_models(recipe or AgreementRecipe(), cache)
-    return {role: triton_repository(item, root / role / "repo")
-            for role, item in (("teacher", models.teacher), ("good", models.good), ("bad", models.bad))}
+    out = {}
+    for role, item in (("teacher", models.teacher), ("good", models.good), ("bad", models.bad)):
+        export = root / role / "export"
+        if not export.exists():
+            partial = export.with_name("export.partial")  # renamed when complete: a crash leaves no half export
+            shutil.rmtree(partial, ignore_errors=True)
+            shutil.copytree(item.export, partial, copy_function=_link_or_copy)
+            partial.rename(export)
+        out[role] = triton_repository(dataclasses.replace(item, export=export), root / role / "repo")
+    return out
+
+
+def _link_or_copy(source: str, target: str) -> None:
+    try:
+        os.link(source, target)
+    except OSError:  # another filesystem
+        shutil.copy2(source, target)
