@@ -7,6 +7,7 @@ Every figure is measured here, on this machine, at the stated batch size; the ta
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import os
 import platform
@@ -69,6 +70,25 @@ def restrict_train(work: Path, labelled: set[str]) -> None:
             if s != "train" or r.id in labelled]
     save_labels(work / "labels", Labels([labels.rows[i] for i in keep], [labels.splits[i] for i in keep],
                                         {k: v[keep] for k, v in labels.targets.items()}, labels.meta),
+                json.loads((work / "labels" / "report.json").read_text()))
+
+
+def shuffle_train_labels(work: Path, seed: int) -> None:
+    """Permute what the train rows learn from (the teacher's targets and the gold label, together) among the train
+    rows of a copied label store, with a fixed seed: a student trained on it is trained on shuffled labels, the
+    classic deliberately bad model. Validation and test rows are untouched, so evaluation stays honest."""
+    labels = load_labels(work / "labels")
+    train = np.array([i for i, s in enumerate(labels.splits) if s == "train"])
+    source = train[np.random.default_rng(seed).permutation(len(train))]
+    rows = list(labels.rows)
+    for i, j in zip(train, source, strict=True):
+        rows[i] = dataclasses.replace(labels.rows[i], label=labels.rows[j].label, segment=labels.rows[j].segment)
+    targets = {}
+    for key, values in labels.targets.items():
+        moved = values.copy()
+        moved[train] = values[source]
+        targets[key] = moved
+    save_labels(work / "labels", Labels(rows, labels.splits, targets, labels.meta),
                 json.loads((work / "labels" / "report.json").read_text()))
 
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import classification as cls_bench
 import embedding as emb_bench
-from _common import bbc_rows, run_stage, write_jsonl
+from _common import bbc_rows, copy_labels, run_stage, shuffle_train_labels, write_jsonl
 from kubestill_trainer.data import split_rows
 from kubestill_trainer.fit_head import fit_teacher
 from kubestill_trainer.stages.export import run_export
@@ -59,8 +59,18 @@ def _as_student(source: Path, run: Path) -> None:
         shutil.copytree(source, target)
 
 
-def classification_models(root: Path, students: list[str], rows_limit: int, epochs: int) -> list[Served]:
-    """BBC News titles: the MiniLM teacher with a fitted head, and students cut from it."""
+@dataclass(frozen=True)
+class ClassificationSetup:
+    """The classification teacher, exported, and what its students share: the label run and the job spec."""
+
+    teacher: Served
+    labelled: Path  # the run directory whose labels/ the label stage wrote
+    spec: Callable[[str, Path], dict[str, Any]]  # (student, run directory) -> the DistillationJob spec
+    texts: list[str]  # the held-out test titles
+
+
+def classification_setup(root: Path, rows_limit: int, epochs: int, first_student: str = "cut") -> ClassificationSetup:
+    """BBC News titles: the MiniLM teacher with a fitted head, exported, and its labels for the students."""
     rows = bbc_rows("title")[:rows_limit]
     data = write_jsonl(root / "rows.jsonl", rows)
     split = split_rows([r.id for r in rows], 0.8, 0.1, cls_bench.SPLIT_SEED)
@@ -76,13 +86,39 @@ def classification_models(root: Path, students: list[str], rows_limit: int, epoc
         return cls_bench.job(data, teacher_dir, run, student, True, 0, epochs, CLS_MAX_LEN)
 
     if not (labelled / "labels" / "rows.jsonl").exists():
-        run_stage(run_label, spec(students[0] if students else "cut", labelled), labelled)
+        run_stage(run_label, spec(first_student, labelled), labelled)
     teacher_run = root / "teacher"
     _as_student(teacher_dir, teacher_run)
     teacher = Served("cls-teacher", "classification", "teacher MiniLM-L6 + fitted head",
                      _export_run(spec("cut", teacher_run), teacher_run), texts, teacher=True)
-    return [teacher, *_students(root, students, labelled, spec, "classification", "cls", texts,
-                                {k: v[2] for k, v in cls_bench.STUDENTS.items()})]
+    return ClassificationSetup(teacher, labelled, spec, texts)
+
+
+def classification_models(root: Path, students: list[str], rows_limit: int, epochs: int) -> list[Served]:
+    """BBC News titles: the MiniLM teacher with a fitted head, and students cut from it."""
+    setup = classification_setup(root, rows_limit, epochs, students[0] if students else "cut")
+    return [setup.teacher, *_students(root, students, setup.labelled, setup.spec, "classification", "cls",
+                                      setup.texts, {k: v[2] for k, v in cls_bench.STUDENTS.items()})]
+
+
+def distilled_student(root: Path, setup: ClassificationSetup, student: str) -> Served:
+    """`student` distilled by the train stage on the setup's labels, and exported (reused when done)."""
+    [served] = _students(root, [student], setup.labelled, setup.spec, "classification", "cls", setup.texts,
+                         {k: v[2] for k, v in cls_bench.STUDENTS.items()})
+    return served
+
+
+def shuffled_student(root: Path, setup: ClassificationSetup, student: str, seed: int) -> Served:
+    """`student` trained by the train stage on the setup's labels shuffled among the train rows with `seed`
+    (_common.shuffle_train_labels), and exported: a real model that learnt nothing true."""
+    run = root / f"student-{student}-shuffled-{seed}"
+    if not (run / "train" / "done.json").exists():
+        copy_labels(setup.labelled, run)
+        shuffle_train_labels(run, seed)
+        run_stage(run_train, setup.spec(student, run), run)
+    return Served(f"cls-{student}-shuffled", "classification",
+                  f"student {cls_bench.STUDENTS[student][2]}, trained on labels shuffled (seed {seed})",
+                  _export_run(setup.spec(student, run), run), setup.texts)
 
 
 def _students(root: Path, students: list[str], labelled: Path, spec: Callable[[str, Path], dict[str, Any]],

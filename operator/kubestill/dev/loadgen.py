@@ -14,7 +14,7 @@ import ssl
 import threading
 import time
 import urllib.request
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
@@ -56,12 +56,16 @@ class Tally:
 
 @dataclass
 class LoadGenerator:
-    """Send TEXT inference requests for `model` to `baseline_url` / `candidate_url` by the route's weights."""
+    """Send TEXT inference requests for `model` to `baseline_url` / `candidate_url` by the route's weights.
+
+    Request n carries `texts[n % len(texts)]` (real inputs, e.g. a dataset's held-out rows), or "request <n>"
+    when `texts` is empty; a mirrored copy carries the same text as the request it copies."""
 
     read_weights: Callable[[], Weights]
     baseline_url: str
     candidate_url: str
     model: str = "echo"
+    texts: Sequence[str] = ()
     rate: float = 40.0
     refresh: float = 0.1
     max_seconds: float = 600.0
@@ -154,9 +158,8 @@ class LoadGenerator:
 
     def _send(self, conns: dict[str, http.client.HTTPConnection], urls: Mapping[str, str], target: str,
               n: int) -> bool:
-        body = json.dumps(
-            {"inputs": [{"name": "TEXT", "shape": [1, 1], "datatype": "BYTES", "data": [f"request {n}"]}]}
-        )
+        text = self.texts[n % len(self.texts)] if self.texts else f"request {n}"
+        body = json.dumps({"inputs": [{"name": "TEXT", "shape": [1, 1], "datatype": "BYTES", "data": [text]}]})
         for _attempt in range(2):  # one reconnect: keep-alive connections may be closed by the server
             conn = conns.get(target)
             if conn is None:
