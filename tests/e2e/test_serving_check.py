@@ -62,7 +62,7 @@ def request(url: str, **over: object) -> ServeCheckRequest:
 
 def finished(message: str, spec: ServingCheckSpec) -> tuple[str, str, float | None]:
     job = JobView("sm-served-k", "Succeeded", 1, "2026-01-01T00:00:00Z", "2026-01-01T00:00:05Z")
-    d = decide_served(spec, ServedInputs(1, True, "k", job, message, {"latencyP95Ms": 0.7}), datetime.now(UTC))
+    d = decide_served(spec, ServedInputs(1, True, job, message, {"latencyP95Ms": 0.7}), datetime.now(UTC))
     assert d.condition is not None
     return str(d.condition.status), d.condition.reason, d.served.p95_ms if d.served else None
 

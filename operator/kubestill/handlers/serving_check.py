@@ -67,7 +67,7 @@ class ServingChecks:
         message = ""
         if job is not None and job.state in FINISHED_STATES:
             message = await self._message(api, meta["namespace"], name)
-        decision = decide_served(spec.serving_check, ServedInputs(generation, ready, key, job, message,
+        decision = decide_served(spec.serving_check, ServedInputs(generation, ready, job, message,
                                                                   spec.metrics), now)
         if decision.create:
             s = self.settings

@@ -20,12 +20,12 @@ ServedLatency:
 >>> from kubestill.api.v1alpha1.studentmodel import ServingCheckSpec
 >>> from kubestill.logic.jobs import JobView
 >>> spec, now = ServingCheckSpec(max_p95_ms=20), datetime(2026, 1, 1, tzinfo=UTC)
->>> decide_served(spec, ServedInputs(3, True, "k", None, "", {}), now).create
+>>> decide_served(spec, ServedInputs(3, True, None, "", {}), now).create
 True
 >>> done = JobView("sm-served-k", "Succeeded", 1, "t0", "2026-01-01T00:00:00Z")
 >>> msg = '{"ok": true, "p50Ms": 9, "p95Ms": 25.5, "p99Ms": 30, "throughputRps": 800, "concurrency": 8, ' \\
 ...       '"requests": 8000, "errors": 0, "wallSeconds": 10}'
->>> d = decide_served(spec, ServedInputs(3, True, "k", done, msg, {"latencyP95Ms": 0.7}), now)
+>>> d = decide_served(spec, ServedInputs(3, True, done, msg, {"latencyP95Ms": 0.7}), now)
 >>> (d.condition.status, d.condition.reason, d.served.p95_ms, d.served.in_process.p95_ms)
 ('False', 'AboveMaxP95', 25.5, 0.7)
 >>> d.condition.message
@@ -69,13 +69,12 @@ def check_key(generation: int | None, recheck: str = "") -> str:
 
 @dataclass(frozen=True)
 class ServedInputs:
-    """What the handler observed: the spec's generation, whether the model is Ready, the key of the check due,
-    that check's Job (None: not created), its Pod's termination message once finished ("" before), and
+    """What the handler observed: the spec's generation, whether the model is Ready, the Job of the check due
+    (its name from check_key; None: not created), its Pod's termination message once finished ("" before), and
     spec.metrics (for the in-process figures)."""
 
     generation: int | None
     ready: bool
-    key: str
     job: JobView | None
     message: str
     metrics: Mapping[str, float]
