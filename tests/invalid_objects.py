@@ -196,6 +196,8 @@ CASES = [
          "spec.servingCheck.maxP95Ms", "greater than 0"),
     Case("sm-check-concurrency-zero", SM, (("spec.servingCheck", {"concurrency": 0}),),
          "spec.servingCheck.concurrency", "greater than or equal to 1"),
+    Case("dj-check-gate-disabled", DJ, (("spec.output.servingCheck", {"enabled": False, "maxP95Ms": 20}),),
+         "spec.output.servingCheck.maxP95Ms", "it needs enabled: true"),
     Case("sm-check-too-many-texts", SM, (("spec.servingCheck", {"texts": ["a"] * 65}),),
          "spec.servingCheck.texts", "at most 64"),
     Case("sm-queue-delay-over-1s", SM, (("spec.serving.dynamicBatching.maxQueueDelayMicroseconds", 1000001),),

@@ -23,9 +23,9 @@ def build_student_model(
 ) -> dict[str, Any]:
     """StudentModel `<spec.output.studentModelName>` owned by the job: artifact `<artifactUri>/export`,
     labels from metrics.json, the student's measured metrics plus qualityRatio, speedup and its in-process latency
-    (latencyP50Ms, latencyP95Ms, latencyP99Ms), the job's serving
-    spec. `metrics`: the report, or metrics.json parsed as JSON (raises kubestill.api.report.ReportError when
-    it is not a report; the gates, which read it first, have failed the job on that already)."""
+    (latencyP50Ms, latencyP95Ms, latencyP99Ms), the job's serving spec and serving check. `metrics`: the report, or
+    metrics.json parsed as JSON (raises kubestill.api.report.ReportError when it is not a report; the gates, which
+    read it first, have failed the job on that already)."""
     name = dj["metadata"]["name"]
     report = metrics if isinstance(metrics, EvaluationReport) else load_report(metrics)
     copied = {k: v for k, v in report.student.items() if v is not None}
@@ -46,6 +46,7 @@ def build_student_model(
         metrics=copied,
         source_job=name,
         serving=spec.output.serving,
+        serving_check=spec.output.serving_check,
         storage_secret_ref=spec.storage_secret_ref,  # the artifact is read with the job's S3 Secret
     )
     return {

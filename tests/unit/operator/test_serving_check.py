@@ -88,14 +88,14 @@ def gate(ms: float | None = None, enabled: bool = True) -> ServingCheckSpec:
 )
 def test_decide_served(spec: ServingCheckSpec, ready: bool, job: JobView | None, message: str, create: bool,
                        condition: tuple[str, str] | None, p95: float | None) -> None:
-    d = decide_served(spec, ServedInputs(2, ready, "k", job, message, {"latencyP95Ms": 0.7}), NOW)
+    d = decide_served(spec, ServedInputs(2, ready, job, message, {"latencyP95Ms": 0.7}), NOW)
     assert d.create is create
     assert (None if d.condition is None else (d.condition.status, d.condition.reason)) == condition
     assert (None if d.served is None else d.served.p95_ms) == p95
 
 
 def test_measured_figures_and_messages() -> None:
-    d = decide_served(gate(10), ServedInputs(2, True, "k", DONE, SOME_ERRORS, {"latencyP50Ms": 0.5,
+    d = decide_served(gate(10), ServedInputs(2, True, DONE, SOME_ERRORS, {"latencyP50Ms": 0.5,
                                                                               "latencyP95Ms": 0.7}), NOW)
     assert d.served is not None and d.condition is not None
     f = d.served
@@ -107,7 +107,7 @@ def test_measured_figures_and_messages() -> None:
     assert d.condition.message == ("served p95 12.50 ms > maxP95Ms 10 (p50 4.00 ms, p99 20.00 ms, 900.0 req/s at "
                                    "concurrency 8, 3 of 9003 requests failed; in-process p95 0.70 ms)")
     assert d.events == (("Warning", "AboveMaxP95", d.condition.message),)
-    failed = decide_served(gate(), ServedInputs(2, True, "k", FAILED, "", {}), NOW)
+    failed = decide_served(gate(), ServedInputs(2, True, FAILED, "", {}), NOW)
     assert failed.condition is not None and failed.condition.message == (
         "serving check Job sm-served-k could not measure: BackoffLimitExceeded: Job has reached the specified "
         "backoff limit")
@@ -115,7 +115,7 @@ def test_measured_figures_and_messages() -> None:
 
 def test_with_served_posts_each_event_once_and_off_removes_everything() -> None:
     base = StudentModelStatus(observed_generation=2)
-    d = decide_served(gate(20), ServedInputs(2, True, "k", DONE, MEASURED, {}), NOW)
+    d = decide_served(gate(20), ServedInputs(2, True, DONE, MEASURED, {}), NOW)
     first, events = with_served(base, base, d, NOW)
     assert [e[1] for e in events] == ["WithinMaxP95"]
     assert first.served is not None and first.served.p95_ms == 12.5
@@ -124,10 +124,10 @@ def test_with_served_posts_each_event_once_and_off_removes_everything() -> None:
     again, events = with_served(first, first, d, NOW)
     assert events == [] and again == first  # replayed reconcile: same status, no Event
     # Measuring again (a new generation) keeps the last figures until the new ones come.
-    measuring = decide_served(gate(20), ServedInputs(3, True, "k2", None, "", {}), NOW)
+    measuring = decide_served(gate(20), ServedInputs(3, True, None, "", {}), NOW)
     later, events = with_served(first, first, measuring, NOW)
     assert later.served == first.served and later.conditions[0].reason == "Measuring"
-    off, events = with_served(first, first, decide_served(gate(enabled=False), ServedInputs(3, True, "k", None, "",
+    off, events = with_served(first, first, decide_served(gate(enabled=False), ServedInputs(3, True, None, "",
                                                                                                {}), NOW), NOW)
     assert off.served is None and off.conditions == [] and events == []
 
@@ -204,6 +204,16 @@ def test_the_student_model_carries_the_in_process_latency(dj: dict[str, Any]) ->
     metrics = build_student_model(dj, DistillationJobSpec.model_validate(dj["spec"]), report)["spec"]["metrics"]
     assert (metrics["latencyP50Ms"], metrics["latencyP95Ms"], metrics["latencyP99Ms"]) == (0.5, 0.7, 0.9)
     assert logic.in_process(metrics) == InProcessLatency(p50_ms=0.5, p95_ms=0.7, p99_ms=0.9)
+
+
+def test_a_distillation_job_sets_the_check_of_the_student_model_it_publishes(dj: dict[str, Any]) -> None:
+    dj["spec"]["output"]["servingCheck"] = {"maxP95Ms": 25, "concurrency": 16}
+    report = {"schemaVersion": 1, "primaryMetric": "accuracy", "teacher": {"accuracy": 0.9},
+              "student": {"accuracy": 0.88}, "labels": ["a", "b"]}
+    spec = build_student_model(dj, DistillationJobSpec.model_validate(dj["spec"]), report)["spec"]
+    assert spec["servingCheck"] == {"enabled": True, "concurrency": 16, "duration": "10s", "warmup": "2s",
+                                    "maxP95Ms": 25.0, "texts": []}
+    assert "latencyP50Ms" not in spec["metrics"]  # no latency in the report: none copied
 
 
 def test_check_key_follows_generation_and_recheck() -> None:
