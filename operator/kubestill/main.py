@@ -14,7 +14,7 @@ import kopf
 from kubestill.api.names import DJ_LABEL, MANAGED_BY, MANAGER, REPORT_LABEL, SM_LABEL
 from kubestill.handlers import canaryrollout as canary
 from kubestill.handlers import distillationjob as dj
-from kubestill.handlers import lifecycle
+from kubestill.handlers import lifecycle, serving_check
 from kubestill.handlers import studentmodel as sm
 from kubestill.handlers.operator import Operator
 
@@ -108,6 +108,12 @@ async def artifact_checks(body: kopf.Body, **_: Any) -> Any:
     return sm.index_check_job(body)
 
 
+@kopf.index("batch", "v1", "jobs", labels={**OURS, SM_LABEL: kopf.PRESENT})
+async def served_checks(body: kopf.Body, **_: Any) -> Any:
+    """Serving check Jobs (served latency once Ready) by StudentModel."""
+    return serving_check.index_served_job(body)
+
+
 @kopf.on.event(GROUP, VERSION, "studentmodels")
 async def studentmodel_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
     """Any change of a StudentModel: render and apply its Triton objects, report readiness."""
@@ -122,7 +128,7 @@ async def triton_deployment_event(type: str | None, body: kopf.Body, memo: kopf.
 
 @kopf.on.event("batch", "v1", "jobs", labels={**OURS, SM_LABEL: kopf.PRESENT})
 async def artifact_check_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
-    """An artifact's storage check Job changed: reconcile its StudentModel."""
+    """A Job of a StudentModel changed (an artifact's storage check, a serving check): reconcile it."""
     await _ops(memo).student_models.on_child_event(type, body, kwargs)
 
 

@@ -18,8 +18,8 @@ DEFAULT_TRAINER_IMAGE = "kubestill-trainer:0.1.0"  # the chart's operator.traine
 # kubestill's serving image (serving-image/Dockerfile): tritonserver with the python backend and everything the
 # exported model.py imports. A stock Triton image cannot load a student (no kubestill, no torch).
 DEFAULT_TRITON_IMAGE = "kubestill-serving:0.1.0"
-# The agreement judge of a CanaryRollout runs `kubestill judge` from the operator's own image (the chart passes
-# the operator's image); it needs no torch.
+# The agreement judge of a CanaryRollout (`kubestill judge`) and the serving check of a StudentModel (`kubestill
+# servecheck`) run from the operator's own image (the chart passes the operator's image); they need no torch.
 DEFAULT_JUDGE_IMAGE = "kubestill-operator:0.1.0"
 
 

@@ -22,11 +22,13 @@ collection), and CRD changes.
 - apiGroups: ["kubestill.io"]
   resources: ["distillationjobs/status", "studentmodels/status", "canaryrollouts/status"]
   verbs: ["patch"]
-# Stage Jobs (label/train/evaluate/export) and storage checks of s3:// URIs, watched to follow the pipeline.
+# Stage Jobs (label/train/evaluate/export), storage checks of s3:// URIs and StudentModels' serving checks, watched to
+# follow them (one serving check Job per StudentModel generation, removed with the StudentModel by ownerReferences).
 - apiGroups: ["batch"]
   resources: ["jobs"]
   verbs: ["get", "list", "watch", "create"]
-# Stage and Triton Pods are read for their termination message (the trainer's failure reason; why a model does not load).
+# Stage, check and Triton Pods are read for their termination message (the trainer's failure reason, a serving check's
+# figures, why a model does not load).
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["get", "list", "watch"]

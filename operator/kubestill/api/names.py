@@ -103,3 +103,17 @@ def check_job_name(owner: str, key: str, attempt: int) -> str:
     """Storage check Job `<owner>-check-<key>-<attempt>` of a DistillationJob or StudentModel (key: a digest of
     what it checks)."""
     return f"{owner}-check-{key}-{attempt}"
+
+
+def serve_check_job_name(sm_name: str, key: str) -> str:
+    """The serving check Job of a StudentModel for a check key (kubestill.logic.served.check_key):
+    `<sm>-served-<key>`, the StudentModel's name cut when longer than the 63 characters a Job name may have
+    (its Pods carry it as a label value); the key keeps cut names apart.
+
+    >>> serve_check_job_name("sentiment", "0a1b2c3d")
+    'sentiment-served-0a1b2c3d'
+    >>> len(serve_check_job_name("s" * 80, "0a1b2c3d"))
+    63
+    """
+    suffix = f"-served-{key}"
+    return f"{sm_name[:63 - len(suffix)].rstrip('-.')}{suffix}"

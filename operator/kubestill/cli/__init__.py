@@ -8,12 +8,12 @@ import json
 import sys
 from collections.abc import Callable, Sequence
 
-from . import crds, dev, judge, operator, rollout, status
+from . import crds, dev, judge, operator, rollout, servecheck, status
 
 Command = Callable[[argparse.Namespace], int]
 
 # Sub-command modules, in help order. Each defines register(subparsers) and sets `func` on its parsers.
-MODULES = [crds, dev, operator, status, rollout, judge]
+MODULES = [crds, dev, operator, status, rollout, judge, servecheck]
 
 
 def build_parser() -> argparse.ArgumentParser:

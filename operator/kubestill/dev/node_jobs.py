@@ -11,12 +11,15 @@ from typing import Any
 
 from .kubeapi import KubeError
 from .kubelet import PodHost, now_rfc3339, pod_status_patch
+from .node_deployments import ENDPOINTS_ANNOTATION
 from .node_procs import (
     Process,
     container_argv,
     container_env,
     container_mounts,
+    local_service_hosts,
     materialize_volumes,
+    rewrite_service_hosts,
     termination_text,
 )
 
@@ -136,6 +139,8 @@ class JobRunner:
             mounts = container_mounts(container, volumes, pod_dir)
             env = container_env(container, pod, lambda n: self.node.read_secret(ns, n), mounts,
                                 self.node.process_env())
+            services = self.node.api.list(self.node.collection("v1", "services"), "app.kubernetes.io/managed-by")
+            env = rewrite_service_hosts(env, local_service_hosts(services, ENDPOINTS_ANNOTATION))
             argv = container_argv(container, mounts)
             attempt.process = Process(argv, env, pod_dir / f"{container['name']}.log", pod_dir)
         except (OSError, KeyError, ValueError) as err:

@@ -9,11 +9,12 @@ make it appear.
 from __future__ import annotations
 
 import base64
+import json
 import os
 import re
 import subprocess
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -216,3 +217,45 @@ class Process:
     def stop(self, timeout: float = 10) -> None:
         stop_group(self.popen, timeout)
         self._log.close()
+
+
+def local_service_hosts(services: Sequence[Mapping[str, Any]], annotation: str) -> dict[str, str]:
+    """`<name>.<namespace>.svc[.cluster.local]:<port>` -> `127.0.0.1:<local port>` for every Service port the
+    node published in `annotation` (node_deployments.ENDPOINTS_ANNOTATION): the in-cluster addresses a Job's
+    container is given (the serving check's Service URL) resolve to nothing on the host, so the node rewrites
+    them the way the cluster's DNS and kube-proxy would route them.
+
+    >>> svc = {"metadata": {"name": "m-triton", "namespace": "ml",
+    ...        "annotations": {"a": '{"http": "http://127.0.0.1:41000", "grpc": "127.0.0.1:41001"}'}},
+    ...        "spec": {"ports": [{"name": "http", "port": 8000}, {"name": "grpc", "port": 8001}]}}
+    >>> local_service_hosts([svc], "a")["m-triton.ml.svc:8000"]
+    '127.0.0.1:41000'
+    """
+    out: dict[str, str] = {}
+    for svc in services:
+        meta = svc.get("metadata") or {}
+        text = (meta.get("annotations") or {}).get(annotation)
+        if not text:
+            continue
+        urls = json.loads(text)
+        for port in (svc.get("spec") or {}).get("ports") or []:
+            local = urls.get(port.get("name") or str(port["port"]))
+            if not local:
+                continue
+            host = str(local).split("://", 1)[-1]
+            for suffix in (".svc.cluster.local", ".svc"):
+                out[f"{meta['name']}.{meta['namespace']}{suffix}:{port['port']}"] = host
+    return out
+
+
+def rewrite_service_hosts(env: Mapping[str, str], hosts: Mapping[str, str]) -> dict[str, str]:
+    """`env` with every in-cluster Service address of `hosts` replaced by its local one (longest first, so the
+    `.svc.cluster.local` form is not cut to `.svc`).
+
+    >>> rewrite_service_hosts({"R": '{"url": "http://m-triton.ml.svc:8000"}'}, {"m-triton.ml.svc:8000": "127.0.0.1:9"})
+    {'R': '{"url": "http://127.0.0.1:9"}'}
+    """
+    if not hosts:
+        return dict(env)
+    pattern = re.compile("|".join(re.escape(h) for h in sorted(hosts, key=len, reverse=True)))
+    return {k: pattern.sub(lambda m: hosts[m.group(0)], v) for k, v in env.items()}

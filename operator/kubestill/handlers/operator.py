@@ -74,7 +74,7 @@ def build(settings: Settings, connection: Connection | None = None) -> Operator:
         student_models=Controller(
             sm_api.KIND, sm_api.StudentModelSpec, sm_api.StudentModelStatus, sm.StudentModels(settings, checks, events),
             api=api, api_version=API_VERSION, plural=sm_api.PLURAL, policy=Immediate(), body_index=sm.BODIES,
-            index_names=(sm.DEPLOYMENTS, sm.CHECK_JOBS), owner_label=SM_LABEL, slots=slots),
+            index_names=(sm.DEPLOYMENTS, sm.CHECK_JOBS, sm.SERVED_JOBS), owner_label=SM_LABEL, slots=slots),
         canary_rollouts=Controller(
             cr_api.KIND, cr_api.CanaryRolloutSpec, cr_api.CanaryRolloutStatus, canary, api=api,
             api_version=API_VERSION, plural=cr_api.PLURAL, policy=Conditional(), body_index=None,

@@ -48,10 +48,11 @@ from kubestill.runtime import Controller, Key, Kind
 from kubestill.settings import Settings
 
 from .children import apply_child
+from .serving_check import ServingChecks
 from .storage_check import FETCH_RECHECK_SECONDS, StorageChecks, fetch_failure
 
 KIND = "StudentModel"
-BODIES, DEPLOYMENTS, CHECK_JOBS = "sm_bodies", "triton_deployments", "artifact_checks"
+BODIES, DEPLOYMENTS, CHECK_JOBS, SERVED_JOBS = "sm_bodies", "triton_deployments", "artifact_checks", "served_checks"
 log = logging.getLogger("kubestill.studentmodel")
 # Seconds between looks at the Pods of a StudentModel that is not ready (Deploying), and of a Failed one.
 POLL_SECONDS = 5.0
@@ -94,6 +95,7 @@ class StudentModels(Kind[StudentModelSpec, StudentModelStatus]):
         self.settings = settings
         self.checks = checks
         self.events = events
+        self.served = ServingChecks(settings)
         # Generation whose children were applied, per object: skip re-applying in steady state.
         self._applied: dict[Key, int | None] = {}
 
@@ -134,7 +136,9 @@ class StudentModels(Kind[StudentModelSpec, StudentModelStatus]):
         events = await self._apply_children(api, key, body, spec, status, config, view)
         observed = await self._observe(api, key, body, spec, config, view, gate)
         new, more = decide(status, observed, now)
-        await self._write(ctl, key, body, status, new, [*events, *more])
+        new, served = await self.served.step(api, body, spec, status, new, observed.state.ready,
+                                             list(ctl.cache.all(SERVED_JOBS, key)), now)
+        await self._write(ctl, key, body, status, new, [*events, *more, *served])
         state = observed.state
         if state.ready or view is None or spec.serving.replicas == 0:
             # Ready, or waiting for an event (the Deployment's ADDED, a spec change); nothing watched changes when

@@ -94,3 +94,18 @@ def _oom_explanation(pod: Mapping[str, Any], container: str | None) -> str:
     if limit:
         return f"the container used all of its memory limit ({limit}) and the kernel killed it; give it more memory"
     return "the kernel killed the container for lack of memory (no limit set: the node itself ran short)"
+
+
+def final_message(pod: Mapping[str, Any]) -> str:
+    """The termination message of a Pod's first container that ended, whatever its exit code: the channel a Job
+    that succeeds answers through (the serving check's result); "" while none has ended.
+
+    >>> final_message({"status": {"containerStatuses": [{"state": {"terminated": {"exitCode": 0,
+    ...     "message": '{"ok": true}'}}}]}})
+    '{"ok": true}'
+    """
+    for cs in (pod.get("status") or {}).get("containerStatuses") or []:
+        terminated = (cs.get("state") or {}).get("terminated") or (cs.get("lastState") or {}).get("terminated")
+        if terminated:
+            return str(terminated.get("message") or "")
+    return ""

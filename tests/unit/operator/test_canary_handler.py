@@ -77,10 +77,17 @@ def httproute() -> dict[str, Any]:
             "spec": {"parentRefs": [{"name": "gw"}], "rules": [{"backendRefs": [{"name": BASELINE, "port": 8000}]}]}}
 
 
-def student_model(phase: str | None = "Ready", service: str | None = CANDIDATE) -> dict[str, Any]:
-    status = {k: v for k, v in (("phase", phase), ("serviceName", service)) if v is not None}
+def student_model(phase: str | None = "Ready", service: str | None = CANDIDATE, max_p95: float | None = None,
+                  served: tuple[str, str] | None = None) -> dict[str, Any]:
+    """`max_p95`: spec.servingCheck.maxP95Ms; `served`: the ServedLatency condition's (status, reason)."""
+    status: dict[str, Any] = {k: v for k, v in (("phase", phase), ("serviceName", service)) if v is not None}
+    spec: dict[str, Any] = {} if max_p95 is None else {"servingCheck": {"maxP95Ms": max_p95}}
+    if served is not None:
+        status["conditions"] = [{"type": "ServedLatency", "status": served[0], "reason": served[1],
+                                 "message": "served p95 25.00 ms > maxP95Ms 20", "observedGeneration": 1}]
     return {"apiVersion": "kubestill.io/v1alpha1", "kind": "StudentModel",
-            "metadata": {"name": "sentiment-student", "namespace": "ml"}, "spec": {}, "status": status}
+            "metadata": {"name": "sentiment-student", "namespace": "ml", "generation": 1}, "spec": spec,
+            "status": status}
 
 
 @dataclass
@@ -287,8 +294,13 @@ def test_a_status_conflict_decides_again_on_the_fresh_object(meanwhile: str, pha
         (student_model(phase="Pending"), "Pending", "to be Ready (phase Pending)"),
         (student_model(service=None), "Pending", "to report its Service"),
         (student_model(service=BASELINE), "Failed", "is the baseline itself"),
+        (student_model(max_p95=20, served=("False", "AboveMaxP95")), "Pending",
+         "served-latency gate (maxP95Ms 20): AboveMaxP95: served p95 25.00 ms > maxP95Ms 20"),
+        (student_model(max_p95=20, served=("Unknown", "Measuring")), "Pending", "gate (maxP95Ms 20): Measuring"),
+        (student_model(max_p95=20), "Pending", "gate (maxP95Ms 20): not measured yet"),
     ],
-    ids=["missing", "not-ready", "no-service", "is-the-baseline"],
+    ids=["missing", "not-ready", "no-service", "is-the-baseline", "served-gate-breached", "served-gate-measuring",
+         "served-gate-unmeasured"],
 )
 def test_a_candidate_that_cannot_take_traffic(sm: dict[str, Any] | None, phase: str, message: str) -> None:
     async def steps(w: World) -> dict[str, Any]:
@@ -306,6 +318,21 @@ def test_a_candidate_that_cannot_take_traffic(sm: dict[str, Any] | None, phase: 
     assert ROUTE_RESTORE_FINALIZER not in (out["meta"].get("finalizers") or [])
     if phase == "Pending":
         assert out["requeue"] == 5.0  # looked at again for the StudentModel
+
+
+def test_a_candidate_within_its_served_gate_starts_the_rollout() -> None:
+    out = scenario(sm=student_model(max_p95=20, served=("True", "WithinMaxP95")))(_reconciled_status)
+    assert (out["phase"], out["currentWeight"]) == ("Progressing", 10)
+
+
+def test_a_failed_check_without_a_gate_does_not_hold_the_rollout() -> None:
+    out = scenario(sm=student_model(served=("False", "ServingCheckFailed")))(_reconciled_status)
+    assert (out["phase"], out["currentWeight"]) == ("Progressing", 10)
+
+
+async def _reconciled_status(w: World) -> dict[str, Any]:
+    await w.reconcile()
+    return w.status()
 
 
 def test_a_candidate_that_becomes_ready_starts_the_rollout() -> None:

@@ -7,7 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from kubestill.dev.node_procs import Mounts, container_argv, materialize_volumes, termination_text
+from kubestill.dev.node_deployments import ENDPOINTS_ANNOTATION
+from kubestill.dev.node_procs import (
+    Mounts,
+    container_argv,
+    local_service_hosts,
+    materialize_volumes,
+    rewrite_service_hosts,
+    termination_text,
+)
 
 MOUNTS = Mounts({"/etc/kubestill": "/h/cfg", "/etc/kubestill/triton": "/h/triton", "/models": "/h/models"})
 
@@ -112,3 +120,20 @@ def test_a_tmp_volume_stays_the_hosts_tmp(tmp_path: Path) -> None:
     mounts = container_mounts(container, {"tmp": str(tmp_path / "tmp"), "config": str(tmp_path / "c")}, tmp_path)
     assert mounts.rewrite("--workdir file:///tmp/run --config /etc/kubestill/x") == (
         f"--workdir file:///tmp/run --config {tmp_path}/c/x")
+
+
+def test_in_cluster_service_addresses_reach_the_local_replica() -> None:
+    """A Job's container is given the StudentModel's Service URL (the serving check); on the local node it must
+    reach the tritonserver's loopback port, in both DNS forms, and nothing else is touched."""
+    svc = {"metadata": {"name": "m-triton", "namespace": "ml", "annotations": {
+        ENDPOINTS_ANNOTATION: '{"http": "http://127.0.0.1:41000", "grpc": "127.0.0.1:41001"}'}},
+        "spec": {"ports": [{"name": "http", "port": 8000}, {"name": "grpc", "port": 8001},
+                           {"name": "metrics", "port": 8002}]}}
+    unpublished = {"metadata": {"name": "other", "namespace": "ml"}, "spec": {"ports": [{"port": 80}]}}
+    hosts = local_service_hosts([svc, unpublished], ENDPOINTS_ANNOTATION)
+    assert hosts == {"m-triton.ml.svc:8000": "127.0.0.1:41000", "m-triton.ml.svc.cluster.local:8000": "127.0.0.1:41000",
+                     "m-triton.ml.svc:8001": "127.0.0.1:41001", "m-triton.ml.svc.cluster.local:8001": "127.0.0.1:41001"}
+    env = {"A": "http://m-triton.ml.svc.cluster.local:8000/v2", "B": "m-triton.ml.svc:8001",
+           "C": "http://m-triton.ml.svc:8002", "D": "http://m-triton.other.svc:8000"}
+    assert rewrite_service_hosts(env, hosts) == {"A": "http://127.0.0.1:41000/v2", "B": "127.0.0.1:41001",
+                                                 "C": "http://m-triton.ml.svc:8002", "D": "http://m-triton.other.svc:8000"}

@@ -25,6 +25,7 @@ from ._base import (
 )
 from .common import ServingSpec, StageResources, Task
 from .storage import StorageSecretRef
+from .studentmodel import ServingCheckSpec
 
 KIND = "DistillationJob"
 PLURAL = "distillationjobs"
@@ -544,6 +545,9 @@ class OutputSpec(KubeModel):
         description="Exported formats; safetensors is always written.",
     )
     serving: ServingSpec = nested(ServingSpec, "Serving settings copied into the StudentModel.")
+    serving_check: ServingCheckSpec = nested(
+        ServingCheckSpec, "The StudentModel's served-latency check once Ready and its optional p95 gate "
+        "(maxP95Ms), copied into its spec.servingCheck.")
 
 
 class CostSpec(KubeModel):
