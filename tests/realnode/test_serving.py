@@ -102,7 +102,8 @@ def test_student_model_served_by_the_default_image_answers(
     sm = {"apiVersion": "kubestill.io/v1alpha1", "kind": "StudentModel",
           "metadata": {"name": "minilm-static", "namespace": namespace},
           "spec": {"artifactUri": "pvc://artifacts/export", "format": "hf", "task": "embedding",
-                   "serving": {"replicas": 1, "maxBatchSize": 8}}}
+                   "serving": {"replicas": 1, "maxBatchSize": 8},
+                   "servingCheck": {"concurrency": 4, "duration": "5s", "warmup": "1s", "maxP95Ms": 60000}}}
     real_node.cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(sm))
 
     def ready() -> dict[str, Any]:
@@ -130,6 +131,24 @@ def test_student_model_served_by_the_default_image_answers(
     local = servable.answer({"TEXT": np.array([[s.encode()] for s in SENTENCES], dtype=object)})["EMBEDDING"]
     assert through_service.shape == local.shape and np.allclose(through_service, local, atol=1e-4)
     assert np.allclose(through_pod, local, atol=1e-4)
+
+    # The serving check: a Job of the operator image, under the chart's restricted security context, loads the
+    # model through its Service; its figures reach status and the gate (60 s: any answer meets it) passes.
+    def served() -> dict[str, Any]:
+        status = get_json(real_node, "studentmodel", "minilm-static", "-n", namespace).get("status") or {}
+        cond = next((c for c in status.get("conditions", []) if c["type"] == "ServedLatency"), {})
+        return {**cond, "served": status.get("served")} if cond.get("status") in ("True", "False") else {}
+
+    try:
+        check = wait_for(served, 180, "the serving check's figures in status", interval=2)
+    except AssertionError as err:
+        raise AssertionError(f"{err}\n{describe_pods(real_node, namespace)}\n--- operator ---\n"
+                             f"{operator.log_tail()}") from None
+    assert (check["status"], check["reason"]) == ("True", "WithinMaxP95"), check
+    figures = check["served"]
+    assert figures["requests"] > 0 and figures["errors"] == 0 and figures["concurrency"] == 4, figures
+    assert 0 < figures["p50Ms"] <= figures["p95Ms"] <= figures["p99Ms"] and figures["throughputRps"] > 0, figures
+    print(f"served through the Service by the check Job: {figures}")
 
     # Prometheus as users run it finds the Triton Pod through the API server (kubernetes_sd_configs and the
     # Pod's prometheus.io annotations), scrapes it at its Pod IP, and evaluates an alerting rule on it.
