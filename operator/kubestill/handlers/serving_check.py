@@ -4,7 +4,6 @@ StudentModel handler calls `step` after deciding its serving status, so the chec
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
@@ -15,6 +14,7 @@ from kubestill.api.v1alpha1.studentmodel import StudentModelSpec, StudentModelSt
 from kubestill.builders.served import SERVED_LABEL, build_serve_check_job
 from kubestill.builders.storage import recheck_token
 from kubestill.clients.kube import KubeClient
+from kubestill.handlers.job_messages import FinishedJobMessages
 from kubestill.logic.jobs import JobView, final_message, job_view
 from kubestill.logic.served import ServedInputs, check_key, decide_served, with_served
 from kubestill.logic.serving import SMEvent
@@ -30,30 +30,19 @@ def index_served_job(body: Mapping[str, Any]) -> dict[Key, JobView] | None:
     return {(body["metadata"]["namespace"], labels[SM_LABEL]): job_view(body)}
 
 
-class ServingChecks:
-    """Runs serving checks; remembers the answers of finished check Jobs by (namespace, Job name): a finished Job
-    never changes, so its Pods are listed once (at most MAX_MESSAGES kept, least recently used out)."""
+def _succeeded_pod_message(pods: Sequence[dict[str, Any]]) -> str:
+    """The Pod that succeeded answers; with none (every retry failed), the last one's words."""
+    last = sorted(pods, key=lambda p: ((p.get("status") or {}).get("phase") == "Succeeded",
+                                       (p.get("metadata") or {}).get("creationTimestamp") or ""))[-1]
+    return final_message(last)
 
-    MAX_MESSAGES = 4096
+
+class ServingChecks:
+    """Runs serving checks; reads each finished check Job's answer once (FinishedJobMessages)."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self._messages: OrderedDict[tuple[str, str], str] = OrderedDict()
-
-    async def _message(self, api: KubeClient, namespace: str, job: str) -> str:
-        key = (namespace, job)
-        if key not in self._messages:
-            pods = await api.list("v1", "Pod", namespace, f"batch.kubernetes.io/job-name={job}")
-            if not pods:
-                return ""  # not listed yet (or garbage-collected): ask again next time
-            # The Pod that succeeded answers; with none (every retry failed), the last one's words.
-            pods = sorted(pods, key=lambda p: ((p.get("status") or {}).get("phase") == "Succeeded",
-                                               (p.get("metadata") or {}).get("creationTimestamp") or ""))
-            self._messages[key] = final_message(pods[-1])
-            while len(self._messages) > self.MAX_MESSAGES:
-                self._messages.popitem(last=False)
-        self._messages.move_to_end(key)
-        return self._messages[key]
+        self.messages = FinishedJobMessages(_succeeded_pod_message)
 
     async def step(self, api: KubeClient, body: Mapping[str, Any], spec: StudentModelSpec, old: StudentModelStatus,
                    new: StudentModelStatus, ready: bool, jobs: Sequence[JobView],
@@ -66,7 +55,7 @@ class ServingChecks:
         job = next((j for j in jobs if j.name == name), None)
         message = ""
         if job is not None and job.state in FINISHED_STATES:
-            message = await self._message(api, meta["namespace"], name)
+            message = await self.messages.get(api, meta["namespace"], name)
         decision = decide_served(spec.serving_check, ServedInputs(generation, ready, job, message,
                                                                   spec.metrics), now)
         if decision.create:

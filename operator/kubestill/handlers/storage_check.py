@@ -6,7 +6,6 @@ termination message (once per Job, kept by StorageChecks, which main builds once
 from __future__ import annotations
 
 import time
-from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any
@@ -18,34 +17,22 @@ from kubestill.api.v1alpha1.storage import StorageSecretRef
 from kubestill.api.v1alpha1.studentmodel import StudentModelSpec
 from kubestill.builders.storage import FETCH_CONTAINER, build_storage_check_job, check_key, recheck_token
 from kubestill.clients.kube import KubeClient
+from kubestill.handlers.job_messages import FinishedJobMessages
 from kubestill.logic.jobs import JobView, termination_message
 from kubestill.logic.storage_check import StorageCheck, decide_check
 from kubestill.settings import Settings
 
 
-class StorageChecks:
-    """Runs storage checks; remembers the termination messages of failed check Jobs by (namespace, Job name):
-    a finished Job never changes, so its Pods are listed once. At most MAX_MESSAGES are kept (least recently
-    used first out): one forgotten costs one Pod list, and check Jobs of deleted owners leave no trace."""
+def _first_termination_message(pods: Sequence[dict[str, Any]]) -> str:
+    return next((t for p in pods if (t := termination_message(p))), "")
 
-    MAX_MESSAGES = 4096
+
+class StorageChecks:
+    """Runs storage checks; reads each failed check Job's termination message once (FinishedJobMessages)."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self._messages: OrderedDict[tuple[str, str], str] = OrderedDict()
-
-    async def _message(self, api: KubeClient, namespace: str, job: str) -> str:
-        key = (namespace, job)
-        if key not in self._messages:
-            pods = await api.list("v1", "Pod", namespace, f"batch.kubernetes.io/job-name={job}")
-            text = next((t for p in pods if (t := termination_message(p))), "")
-            if not pods:
-                return ""  # not listed yet: ask again next time
-            self._messages[key] = text
-            while len(self._messages) > self.MAX_MESSAGES:
-                self._messages.popitem(last=False)
-        self._messages.move_to_end(key)
-        return self._messages[key]
+        self.messages = FinishedJobMessages(_first_termination_message)
 
     async def check(
         self,
@@ -61,7 +48,8 @@ class StorageChecks:
         """Where the check stands; creates the next check Job when one is due."""
         namespace, name = owner["metadata"]["namespace"], owner["metadata"]["name"]
         key = check_key(reads, writes, secret, recheck_token(owner))
-        messages = {j.name: await self._message(api, namespace, j.name) for j in jobs if j.state == StageState.FAILED}
+        failed = [j.name for j in jobs if j.state == StageState.FAILED]
+        messages = {job: await self.messages.get(api, namespace, job) for job in failed}
         decision = decide_check(name, key, jobs, messages, time.time())
         if decision.create is not None:
             s = self.settings

@@ -1,6 +1,6 @@
-"""StorageChecks remembers failed check Jobs' termination messages (a finished Job never changes: its Pods are
-listed once), and forgets the least recently used beyond MAX_MESSAGES, so check Jobs of deleted owners do not
-pile up in a long-running operator."""
+"""The storage and serving checks remember finished check Jobs' termination messages (a finished Job never changes:
+its Pods are listed once, FinishedJobMessages), and forget the least recently used beyond its capacity, so check
+Jobs of deleted owners do not pile up in a long-running operator."""
 
 from __future__ import annotations
 
@@ -26,11 +26,11 @@ class PodLister:
 
 def test_messages_are_listed_once_and_bounded() -> None:
     checks = StorageChecks(Settings())
-    checks.MAX_MESSAGES = 2
+    checks.messages.capacity = 2
     api = PodLister()
 
     async def message(job: str) -> str:
-        return await checks._message(api, "ns", job)  # type: ignore[arg-type]
+        return await checks.messages.get(api, "ns", job)  # type: ignore[arg-type]
 
     async def scenario() -> list[str]:
         return [await message(j) for j in ("a", "b", "a", "c", "a", "b")]
@@ -39,4 +39,4 @@ def test_messages_are_listed_once_and_bounded() -> None:
     assert got == [f"exit code 3: {j}: AccessDenied" for j in ("a", "b", "a", "c", "a", "b")]
     # a, b listed; a remembered; c evicts b (a was used more recently); a remembered; b listed again.
     assert api.lists == [f"batch.kubernetes.io/job-name={j}" for j in ("a", "b", "c", "b")]
-    assert len(checks._messages) == 2
+    assert len(checks.messages) == 2
