@@ -14,6 +14,7 @@
 # load ~7, with -p 1 and GOMEMLIMIT keeping the shared machine usable; after a change of these inputs 12-17 s.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
+self="$here/$(basename "$0")"  # $0 may be relative, and the build runs after `cd "$here"`
 bin=${KUBESTILL_BIN_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/kubestill/bin}
 # The lego DNS providers whose SDK modules the proxy refuses (403; checked 2026-11-30 for lego v5.4.1):
 # "provider package  module(s) to drop from lego's go.mod".
@@ -32,7 +33,7 @@ refused=(
   "ucloud        github.com/ucloud/ucloud-sdk-go"
   "yandexcloud   github.com/yandex-cloud/go-sdk/services/dns"
 )
-stamp=$(cat "$0" "$here/go.mod" "$here/go.sum" "$here"/ext/* | sha256sum | cut -c1-16)
+stamp=$(cat "$self" "$here/go.mod" "$here/go.sum" "$here"/ext/* | sha256sum | cut -c1-16)
 if [ -x "$bin/traefik" ] && [ -f "$bin/traefik-crds.yml" ] && [ -f "$bin/.traefik-stamp" ] &&
    [ "$(cat "$bin/.traefik-stamp")" = "$stamp" ]; then
   echo "$bin/traefik"; exit 0
@@ -80,6 +81,6 @@ mv "$bin/traefik.new" "$bin/traefik"
 install -m 0644 "$traefik_dir/docs/content/reference/dynamic-configuration/kubernetes-crd-definition-v1.yml" \
   "$bin/traefik-crds.yml"
 # Stamped after the build: -mod=mod may have completed go.sum.
-stamp=$(cat "$0" "$here/go.mod" "$here/go.sum" "$here"/ext/* | sha256sum | cut -c1-16)
+stamp=$(cat "$self" "$here/go.mod" "$here/go.sum" "$here"/ext/* | sha256sum | cut -c1-16)
 echo "$stamp" > "$bin/.traefik-stamp"
 echo "$bin/traefik"
