@@ -15,7 +15,13 @@ from kubestill.api.v1alpha1 import DistillationJobSpec
 from kubestill_trainer.tasks.base import Row
 from kubestill_trainer.tasks.embedding import Embedding, SentenceEncoder
 from kubestill_trainer.tasks.metrics import retrieval_metrics
-from kubestill_trainer.tasks.static_init import RESERVED_DIMS, layer_norm_rows, sif_weights, static_table
+from kubestill_trainer.tasks.static_init import (
+    OUTPUT_GAIN,
+    RESERVED_DIMS,
+    layer_norm_rows,
+    sif_weights,
+    static_table,
+)
 
 from .conftest import BBC, MINILM
 
@@ -72,7 +78,8 @@ def test_static_table_silences_specials_and_maps_back() -> None:
     ids = {t: i + 2 for i, t in enumerate(tokens)}  # ids 0 and 1: special tokens the distiller left out
     table = static_table(tokens, vectors, ids, 42, 9, silent_ids={2})
     assert table.word.shape == (42, 9) and table.back.shape == (6, 9)
-    pooled = _layer_norm(table.word.astype(np.float64), 6)
+    assert table.norm_weight.tolist() == [OUTPUT_GAIN] * 6 + [0.0] * 3
+    pooled = _layer_norm(table.word.astype(np.float64), 6) * OUTPUT_GAIN
     np.testing.assert_allclose(pooled[[0, 1, 2]], 0.0, atol=1e-6)  # never seen, or silenced
     # Through `back`, a row is its SIF-weighted, centred teacher vector (6 of 6 components kept).
     centred = (vectors - vectors.mean(axis=0)) * sif_weights(40)[:, None]
