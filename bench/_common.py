@@ -155,6 +155,20 @@ def tweets_rows(limit: int, seed: int = 13) -> list[Row]:
     return rows[:limit]
 
 
+def faq_rows() -> list[Row]:
+    """zaragoza-construction-faq's 503 English question -> answer pairs (Swedish building law, CC-BY-4.0): a
+    small retrieval set the project was never tuned on; segment = its category."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("zaragoza_construction_faq")
+    if spec is None or not spec.submodule_search_locations:
+        raise SystemExit("zaragoza-construction-faq is a data package: scripts/setup.sh unpacks it "
+                         "(scripts/data-packages.txt)")
+    path = Path(next(iter(spec.submodule_search_locations))) / "data" / "faq-en.jsonl"
+    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [Row(str(r["id"]), str(r["q"]), pair=str(r["a"]), segment=str(r["category"])) for r in records]
+
+
 def write_jsonl(path: Path, rows: Sequence[Row]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w") as f:

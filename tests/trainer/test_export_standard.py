@@ -66,7 +66,8 @@ def _sentence_transformer(path: Path) -> Any:
 
 
 @pytest.mark.parametrize(("architecture", "output_dim", "modules"), [
-    ({"numLayers": 0}, None, ["Transformer", "Pooling", "Normalize"]),
+    # A static student starts from Model2Vec (PCA coordinates): a Dense layer maps them back to the teacher's width.
+    ({"numLayers": 0}, None, ["Transformer", "Pooling", "Dense", "Normalize"]),
     # Narrower than the teacher (128 vs 384): outputDim adds a projection back to the teacher's width.
     ({"numLayers": 1, "hiddenSize": 128}, 384, ["Transformer", "Pooling", "Dense", "Normalize"]),
 ], ids=["static", "narrow-projected"])

@@ -22,6 +22,7 @@ from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from kubestill.api.v1alpha1.common import Task
+from kubestill.api.v1alpha1.distillationjob import StaticInit
 
 from ..outputs import Array, ModelOutputs
 from .base import (
@@ -51,6 +52,7 @@ from .encoder import (
 )
 from .metrics import mean_cosine, retrieval_metrics
 from .onnx_model import OnnxModel
+from .static_init import model2vec_init
 from .teacher import Teacher
 
 EMBEDDING_LOSSES = ("embedding-mse", "embedding-cosine", "infonce")
@@ -153,6 +155,22 @@ def load_sentence_encoder(path: Path, max_length: int = 128) -> SentenceEncoder:
     return SentenceEncoder(load_encoder(path), load_tokenizer(path), "mean", True, None, max_length).eval()
 
 
+def _back_to_teacher(teacher: SentenceEncoder, back: torch.Tensor) -> nn.Linear:
+    """The Dense layer of a Model2Vec-initialised student: its pooled output (PCA coordinates) back to the
+    teacher's space, through the teacher's own Dense layer when it has one (back [teacher hidden, student
+    hidden] -> a Linear of student hidden -> teacher embedding dim), so KD losses compare like with like."""
+    weight, bias = back, torch.zeros(back.shape[0])
+    if teacher.dense is not None:
+        weight = teacher.dense.weight.detach().cpu() @ back
+        t_bias = teacher.dense.bias
+        bias = t_bias.detach().cpu().clone() if t_bias is not None else torch.zeros(weight.shape[0])
+    dense = nn.Linear(weight.shape[1], weight.shape[0])
+    with torch.no_grad():
+        dense.weight.copy_(weight)
+        dense.bias.copy_(bias)
+    return dense
+
+
 @register_task(Task.EMBEDDING)
 class Embedding(DistillTask):
     primary_metric = "ndcg@10"
@@ -210,7 +228,9 @@ class Embedding(DistillTask):
                 layers = arch.from_teacher_layers or evenly_spaced(arch.num_layers, teacher.num_layers)
                 enc = cut_from_teacher(teacher.encoder, layers)
             model = SentenceEncoder(enc, teacher.tokenizer, teacher.pooling, teacher.normalize, None, max_len)
-            if teacher.dense is not None and out_dim is None and arch.hidden_size is None:
+            if arch.static_init == StaticInit.MODEL2VEC:
+                model.dense = _back_to_teacher(teacher, model2vec_init(enc, teacher.encoder, teacher.tokenizer))
+            elif teacher.dense is not None and out_dim is None and arch.hidden_size is None:
                 model.dense = nn.Linear(teacher.dense.in_features, teacher.dense.out_features)
                 model.dense.load_state_dict(teacher.dense.state_dict())
         else:

@@ -77,6 +77,13 @@ class TeacherSpec(KubeModel):
 # --- student -------------------------------------------------------------------------------------------
 
 
+class StaticInit(StrEnum):
+    """Where a static-embedding student's token table starts."""
+
+    MODEL2VEC = "model2vec"
+    TEACHER_EMBEDDINGS = "teacher-embeddings"
+
+
 class StudentArchitecture(KubeModel):
     """A student built as a smaller copy of the teacher, initialised from some of its layers."""
 
@@ -95,6 +102,20 @@ class StudentArchitecture(KubeModel):
     hidden_size: int | None = Field(
         default=None, ge=8, le=16384, description="Hidden width; empty keeps the teacher's (required to copy)."
     )
+    init: StaticInit | None = Field(
+        default=None,
+        description="Start of a static student's (numLayers 0) token table; empty means model2vec (teacher-"
+        "embeddings for a Hugging Face *ForSequenceClassification teacher, which pools with its own head). model2vec: "
+        "the teacher's vocabulary "
+        "passed through the teacher, reduced by PCA and weighted by token rank (Model2Vec, MinishLab), which "
+        "needs no data and keeps far more of the teacher than its raw input embeddings; teacher-embeddings: "
+        "the teacher's input embeddings as they are. Knowledge distillation on the data follows either way.",
+    )
+
+    @property
+    def static_init(self) -> StaticInit | None:
+        """How a static student's token table starts (None for a student with layers)."""
+        return (self.init or StaticInit.MODEL2VEC) if self.num_layers == 0 else None
 
     rules = (
         Rule(
@@ -103,6 +124,12 @@ class StudentArchitecture(KubeModel):
             message="fromTeacherLayers must list exactly numLayers layer indices",
             check=lambda a: not a.from_teacher_layers or len(a.from_teacher_layers) == a.num_layers,
             field="fromTeacherLayers",
+        ),
+        Rule(
+            cel="!has(self.init) || self.init == 'teacher-embeddings' || self.numLayers == 0",
+            message="init model2vec builds a static student: it needs numLayers 0",
+            check=lambda a: a.init in (None, StaticInit.TEACHER_EMBEDDINGS) or a.num_layers == 0,
+            field="init",
         ),
         Rule(
             cel="!has(self.fromTeacherLayers) || size(self.fromTeacherLayers) == 0 || !has(self.hiddenSize)",
