@@ -65,8 +65,27 @@ class JudgeMetrics:
         for baseline in ("ok", "failed"):
             for candidate in ("ok", "failed"):
                 self.pairs.labels(baseline, candidate)
+        self._segments: set[str] = set()
+        self._at_zero("")  # requests that carry no segment: most traffic
+
+    def _at_zero(self, segment: str) -> None:
+        """Both results' series (and the score histogram's) of `segment`, present at 0 before its first sample.
+        The canary's queries take `increase` of these series, and a series Prometheus has scraped only once has
+        no increase at all: created on its first sample, the agree series of a student that disagrees at first
+        (or the disagree series of one that agrees at first) would hide its first counts from the sequential test
+        (seen on the real node: an SPRT read 0 agreements in 28 samples where the judge had counted 9)."""
+        if segment in self._segments:
+            return
+        self._segments.add(segment)
+        for result in ("agree", "disagree"):
+            self.samples.labels(self.task.value, segment, result)
+        if self.score is not None:
+            self.score.labels(self.task.value, segment)
 
     def observe(self, segment: str, samples: list[Sample]) -> None:
+        # A segment first seen here starts at 0 now: what it counts before Prometheus' next scrape of it is still
+        # missed by increase (at most one scrape interval of that segment's samples).
+        self._at_zero(segment)
         for sample in samples:
             result = "agree" if sample.agree else "disagree"
             self.samples.labels(self.task.value, segment, result).inc()

@@ -169,3 +169,18 @@ def test_streamed_completions_add_up(raw: str, texts: list[str]) -> None:
 def test_unreadable_streams_are_incomparable(raw: str) -> None:
     with pytest.raises(Incomparable, match="malformed"):
         streamed_completion(raw)
+
+
+def test_each_segment_has_both_results_at_zero_from_its_first_sample_on() -> None:
+    """A series the canary's increase() has seen once counts nothing: both results exist before they count."""
+    registry = CollectorRegistry()
+    metrics = JudgeMetrics(Task.EMBEDDING, registry)
+
+    def value(segment: str, result: str) -> float | None:
+        return registry.get_sample_value("kubestill_judge_samples_total",
+                                         {"task": "embedding", "segment": segment, "result": result})
+
+    assert (value("", "agree"), value("", "disagree"), value("eu", "agree")) == (0, 0, None)
+    assert registry.get_sample_value("kubestill_judge_cosine_count", {"task": "embedding", "segment": ""}) == 0
+    metrics.observe("eu", [Sample(True, score=0.99)])
+    assert (value("eu", "agree"), value("eu", "disagree")) == (1, 0)
