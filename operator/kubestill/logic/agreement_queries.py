@@ -7,9 +7,10 @@ kubernetes-pods scrape job of the Prometheus chart with a labelmap, and dev/prom
 ServiceMonitor sets `service` to the Service name, the same value). Those two labels scope every query to this
 rollout's judge.
 
-The judge creates a (segment, result) series on its first sample of that kind, so a student that never agreed
-has no `result="agree"` series at all: every numerator falls back to 0 where the denominator has data (`or vector(0)`,
-or per segment `or 0 * <denominator>`), so that student reads as rate 0, never as no data.
+The judge keeps both results' series of a segment at 0 from the segment's first request on (kubestill.judge.
+metrics: a series scraped once has no increase). Where an `agree` series is missing all the same (a segment's
+first scrape, another judge), every numerator falls back to 0 where the denominator has data (`or vector(0)`,
+or per segment `or 0 * <denominator>`), so a student that never agreed reads as rate 0, never as no data.
 
 Two kinds of query:
 - rates for the analysis round (`agreement_metrics`): agreement rate, mean cosine, lowest per-segment rate, each
