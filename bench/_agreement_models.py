@@ -7,16 +7,23 @@ They are cached under ~/.cache/kubestill/bench/ (or $XDG_CACHE_HOME) in a direct
 recipe (`AgreementRecipe`), so a rerun with the same recipe trains nothing. `triton_repositories` lays them out as
 the Triton model repositories a StudentModel's Deployment serves, all under one model name, because the judge
 sends a mirrored request to the same path on the baseline and on the candidate.
+
+Run as a script, it does that for a test on a real node (tests/realnode/test_canary_agreement_models.py), which
+runs the trainer as a program rather than importing the benches:
+
+    python bench/_agreement_models.py DIR   # DIR/{teacher,good,bad}/repo and DIR/models.json
 """
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import hashlib
 import json
 import os
 import random
 import shutil
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -136,3 +143,30 @@ def _link_or_copy(source: str, target: str) -> None:
         os.link(source, target)
     except OSError:  # another filesystem
         shutil.copy2(source, target)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Lay out the three models' repositories under DIR (triton_repositories) and write DIR/models.json:
+    {"model": SERVED_NAME, "texts": the held-out titles in the clients' order, "offline": {"good" | "bad":
+    offline_agreement with the teacher on them}, "recipe": the recipe}."""
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("dir", type=Path)
+    defaults = AgreementRecipe()
+    parser.add_argument("--rows", type=int, default=defaults.rows)
+    parser.add_argument("--epochs", type=int, default=defaults.epochs)
+    parser.add_argument("--student", default=defaults.student)
+    parser.add_argument("--shuffle-seed", type=int, default=defaults.shuffle_seed)
+    args = parser.parse_args(argv)
+    recipe = AgreementRecipe(args.rows, args.epochs, args.student, args.shuffle_seed)
+    repos = triton_repositories(args.dir, recipe)
+    models = agreement_models(recipe)  # from the cache triton_repositories just filled
+    offline = {role: offline_agreement(models.teacher, getattr(models, role), models.texts) for role in ("good", "bad")}
+    manifest = {"model": SERVED_NAME, "texts": models.texts, "offline": offline,
+                "recipe": dataclasses.asdict(recipe), "repositories": {k: str(v) for k, v in repos.items()}}
+    (args.dir / "models.json").write_text(json.dumps(manifest, indent=1) + "\n")
+    print(json.dumps({"offline": offline, "texts": len(models.texts)}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

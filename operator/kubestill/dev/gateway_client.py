@@ -18,7 +18,7 @@ import json
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlparse
@@ -42,7 +42,9 @@ def infer_body(text: str) -> bytes:
 class GatewayClient:
     """Send `rate` requests per second to `url` (the Gateway's listener) for `model`, from a thread, until stop()
     or `max_seconds`. Each answer is counted under the phase set last with mark() (e.g. the canary step the
-    caller saw in status), so a run reads as "step 1: baseline 95, candidate 24"."""
+    caller saw in status), so a run reads as "step 1: baseline 95, candidate 24". Request n carries
+    `texts[n % len(texts)]` (real inputs, e.g. a dataset's held-out rows), or "request <n>" when `texts` is
+    empty; `answers` keeps (n, who answered) for each, in order, so a caller can ask which texts went where."""
 
     url: str
     model: str
@@ -52,6 +54,8 @@ class GatewayClient:
     timeout: float = 10.0
     # Who answered a 200 without the header, from its body (None: counted as "200").
     untagged: Callable[[bytes], str] | None = None
+    texts: Sequence[str] = ()
+    answers: list[tuple[int, str]] = field(default_factory=list)
     counts: dict[str, Counter[str]] = field(default_factory=dict)
     phases: list[str] = field(default_factory=list)
     _phase: str = "start"
@@ -89,6 +93,16 @@ class GatewayClient:
             out.update(counts)
         return out
 
+    def text(self, n: int) -> str:
+        """What request `n` carries."""
+        return self.texts[n % len(self.texts)] if self.texts else f"request {n}"
+
+    def sent_by(self, who: str) -> list[str]:
+        """The texts of the requests answered by `who` (a backend tag, an `untagged` reading or a status), in
+        the order they were sent."""
+        with self._lock:
+            return [self.text(n) for n, answered in self.answers if answered == who]
+
     def send(self, conn: http.client.HTTPConnection, n: int) -> str:
         """One request; who answered (the header's value, else `untagged` of a 200's body), else the HTTP status,
         else the error's name."""
@@ -96,7 +110,7 @@ class GatewayClient:
         if self.host:
             headers["Host"] = self.host
         try:
-            conn.request("POST", f"/v2/models/{self.model}/infer", body=infer_body(f"request {n}"), headers=headers)
+            conn.request("POST", f"/v2/models/{self.model}/infer", body=infer_body(self.text(n)), headers=headers)
             resp = conn.getresponse()
             body = resp.read()
         except (OSError, http.client.HTTPException) as err:
@@ -116,6 +130,7 @@ class GatewayClient:
             who = self.send(conn, n)
             with self._lock:
                 self.counts[self._phase][who] += 1
+                self.answers.append((n, who))
             n += 1
             delay = started + n / self.rate - time.monotonic()
             if delay > 0:

@@ -3,6 +3,7 @@ header a route's per-backend filter sets, else the HTTP status, else the error; 
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Iterator
@@ -21,9 +22,11 @@ SCRIPT = [(200, "baseline"), (200, "candidate"), (503, None), (500, "candidate")
 class _Gateway(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     n = 0
+    received: list[str] = []  # the TEXT of each request, in order
 
     def do_POST(self) -> None:
-        self.rfile.read(int(self.headers["Content-Length"]))
+        request = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        _Gateway.received.append(request["inputs"][0]["data"][0])
         status, tag = SCRIPT[_Gateway.n % len(SCRIPT)]
         body = f"answer {_Gateway.n}".encode()
         _Gateway.n += 1
@@ -43,6 +46,7 @@ def gateway_url() -> Iterator[str]:
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Gateway)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     _Gateway.n = 0
+    _Gateway.received = []
     try:
         yield f"http://127.0.0.1:{server.server_address[1]}"
     finally:
@@ -87,6 +91,23 @@ def test_the_thread_groups_answers_by_the_phase_marked(gateway_url: str) -> None
     assert [p for p, _ in phases] == ["start", "step 1 (20%)"]
     assert all(sum(counts.values()) >= 2 for _, counts in phases), phases
     assert sum(client.total().values()) == sum(sum(c.values()) for _, c in phases)
+
+
+def test_requests_carry_the_texts_in_turn_and_who_answered_each_is_kept(gateway_url: str) -> None:
+    texts = ["t0", "t1", "t2", "t3"]
+    client = GatewayClient(gateway_url, "m", rate=200, max_seconds=0.3, texts=texts).start()
+    assert client._thread is not None
+    client._thread.join(5)
+    n = len(client.answers)
+    assert n >= 7 and [i for i, _ in client.answers] == list(range(n))
+    assert _Gateway.received == [f"t{i % 4}" for i in range(n)]
+    # SCRIPT answers request i with its entry i % 6: only entry 1 is the candidate's 200.
+    assert client.sent_by("candidate") == [f"t{i % 4}" for i in range(n) if i % 6 == 1]
+    assert client.sent_by("candidate:500") == [f"t{i % 4}" for i in range(n) if i % 6 == 3]
+
+
+def test_without_texts_request_n_says_so(gateway_url: str) -> None:
+    assert [GatewayClient(gateway_url, "m").text(n) for n in (0, 7)] == ["request 0", "request 7"]
 
 
 @pytest.mark.parametrize(("status", "label"), [
