@@ -24,8 +24,9 @@ import json
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -55,9 +56,10 @@ BOUND_S = 150.0
 
 
 def triton(name: str, image: str, directory: Path) -> list[dict[str, Any]]:
-    """Deployment and Service `name`: tritonserver of the serving image on the echo model repository in
-    `directory` (tests/e2e/canary/tritons.py), mounted from the host at the same path, so the control file the
-    model's config names is the host's: the test flips the candidate's behaviour by writing it."""
+    """Deployment and Service `name`: tritonserver of the serving image on the model repository `directory`/repo,
+    `directory` mounted from the host at the same path, so what the repository names by absolute path (the echo
+    model's control file, which the test writes to flip the candidate's behaviour; a real model's export) is the
+    host's."""
     labels = {"app.kubernetes.io/instance": name}
     container = {"name": "tritonserver", "image": image, "imagePullPolicy": "Never",
                  "command": ["tritonserver", f"--model-repository={directory / 'repo'}", f"--http-port={PORT}",
@@ -94,12 +96,20 @@ def shadow_answer(body: bytes) -> str:
 
 @dataclass
 class Stack:
+    """What a test drives: the rollout of `model` (the baseline's and the candidate's Triton model name), a
+    client sending `texts` (empty: "request <n>"), and `min_rate`/`delta` of the agreement analysis."""
+
     node: RealNode
     namespace: str
     gateway: Gateway
     prometheus: PrometheusProcess
     operator: OperatorProcess
     candidate_control: Path
+    model: str = "echo"
+    untagged: Callable[[bytes], str] = shadow_answer
+    texts: Sequence[str] = field(default_factory=list)
+    min_rate: float = 0.95
+    delta: float = 0.02
 
     def status(self) -> dict[str, Any]:
         return get_json(self.node, "canaryrollout", ROLLOUT, "-n", self.namespace).get("status") or {}
@@ -114,9 +124,9 @@ class Stack:
             "steps": [{"weight": 50, "pause": "1h"}],
             "shadow": {"percent": 100, "pause": "1h", "mirror": "TraefikService"},
             "analysis": {"prometheusUrl": self.prometheus.url, "interval": "1s", "inconclusiveLimit": 90,
-                         "agreement": {"minRate": 0.95, "task": "classification", "samplePercent": 100,
+                         "agreement": {"minRate": self.min_rate, "task": "classification", "samplePercent": 100,
                                        "maxBaselineRps": 100, "window": "1m"},
-                         "sequential": {"minPause": "3s"}},
+                         "sequential": {"minPause": "3s", "delta": self.delta}},
             "promotion": {"keepBaselineFor": "0s"},
         }
         if not sequential:
@@ -126,7 +136,8 @@ class Stack:
         self.node.cluster.kubectl("apply", "--server-side", "-f", "-", input=yaml.safe_dump(body))
 
     def client(self) -> GatewayClient:
-        return GatewayClient(self.gateway.url, "echo", rate=RATE, max_seconds=2 * BOUND_S, untagged=shadow_answer)
+        return GatewayClient(self.gateway.url, self.model, rate=RATE, max_seconds=2 * BOUND_S,
+                             untagged=self.untagged, texts=self.texts)
 
     def wait_phase(self, phase: str, client: GatewayClient) -> dict[str, Any]:
         def done() -> dict[str, Any]:
@@ -140,6 +151,15 @@ class Stack:
             raise AssertionError(f"{err}\nstatus {json.dumps(self.status())[:3000]}\nanswers {client.snapshot()}\n"
                                  f"{describe_pods(self.node, self.namespace)}\n--- operator ---\n"
                                  f"{self.operator.log_tail(40)}") from None
+
+    def decide(self, phase: str) -> tuple[dict[str, Any], GatewayClient]:
+        """Apply the rollout with the client sending, until status shows `phase`: (that status, the client)."""
+        client = self.client().start()
+        try:
+            self.rollout()
+            return self.wait_phase(phase, client), client
+        finally:
+            client.stop()
 
     def judge_counts(self) -> dict[str, float]:
         """The judge's samples by result, as Prometheus scraped them from its Pod."""
@@ -168,17 +188,17 @@ class Stack:
         return Prometheus(alerts_ttl=0).query_value(self.prometheus.url, query) or 0.0
 
 
-@pytest.fixture
-def stack(real_node: RealNode, namespace: str, loaded: Callable[[RealNode, str], str],
-          tmp_path: Path) -> Iterator[Stack]:
+@contextmanager
+def serving_stack(real_node: RealNode, namespace: str, loaded: Callable[[RealNode, str], str], tmp_path: Path,
+                  repositories: dict[str, Path], model: str) -> Iterator[Stack]:
+    """tritonservers "baseline" and "candidate" of the serving image on `repositories`' directories (each
+    holding repo/), the route through a Traefik Gateway to the baseline (answering `model` through the gateway),
+    upstream Prometheus discovering the namespace's Pods, and the operator; the rollout is deleted on exit."""
     serving = loaded(real_node, "serving")
     loaded(real_node, "operator")  # the judge's image
     cluster = real_node.cluster
     manifests: list[dict[str, Any]] = []
-    for name in ("baseline", "candidate"):
-        directory = tmp_path / name
-        directory.mkdir()
-        make_repository(directory, directory / "control")
+    for name, directory in repositories.items():
         readable(directory)
         manifests += triton(name, serving, directory)
     cluster.kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump_all(manifests))
@@ -194,19 +214,35 @@ def stack(real_node: RealNode, namespace: str, loaded: Callable[[RealNode, str],
                          tagged_backend_ref("baseline", PORT, 100, "baseline"),
                          tagged_backend_ref("candidate", PORT, 0, "candidate")]}]}}
             cluster.kubectl("apply", "-f", "-", input=json.dumps(route))
-            probe = GatewayClient(gateway.url, "echo")
+            probe = GatewayClient(gateway.url, model)
             conn = http.client.HTTPConnection(gateway.host, gateway.port, timeout=10)
             try:
-                wait_for(lambda: probe.send(conn, 0) == "baseline", 180,
+                wait_for(lambda: probe.send(conn, 0) == "baseline", 300,
                          "the baseline's tritonserver Pod to answer through the gateway", interval=1)
             except AssertionError as err:
                 raise AssertionError(f"{err}\n{describe_pods(real_node, namespace)}") from None
             conn.close()
-            yield Stack(real_node, namespace, gateway, prom, operator, tmp_path / "candidate" / "control")
+            yield Stack(real_node, namespace, gateway, prom, operator, repositories["candidate"] / "control",
+                        model=model)
     finally:
         cluster.kubectl("delete", "canaryrollout", ROLLOUT, "-n", namespace, "--ignore-not-found", "--wait=false",
                         check=False)
         operator.stop()
+
+
+@pytest.fixture
+def stack(real_node: RealNode, namespace: str, loaded: Callable[[RealNode, str], str],
+          tmp_path: Path) -> Iterator[Stack]:
+    """The echo model (tests/e2e/canary/tritons.py) as baseline and candidate; the candidate's control file
+    switches it between agreeing and answering `wrong:<text>`."""
+    repositories = {}
+    for name in ("baseline", "candidate"):
+        directory = tmp_path / name
+        directory.mkdir()
+        make_repository(directory, directory / "control")
+        repositories[name] = directory
+    with serving_stack(real_node, namespace, loaded, tmp_path, repositories, "echo") as ready:
+        yield ready
 
 
 def infer(node: RealNode, namespace: str, service: str, text: str) -> str:
@@ -220,12 +256,7 @@ def infer(node: RealNode, namespace: str, service: str, text: str) -> str:
 
 def test_a_disagreeing_candidate_is_rolled_back_from_the_shadow_step(stack: Stack) -> None:
     stack.candidate_control.write_text("wrong")
-    client = stack.client().start()
-    try:
-        stack.rollout()
-        status = stack.wait_phase("RolledBack", client)
-    finally:
-        client.stop()
+    status, client = stack.decide("RolledBack")
     assert "rolled back: agreement 0.000 < 0.95 - 0.02 (SPRT alpha=0.05 beta=0.05" in status["message"], status
     assert [h["action"] for h in status["history"]] == ["Start", "Rollback"], status["history"]
     assert status["sequential"]["step"] == -1 and status["sequential"]["outcome"] == "Reject", status
