@@ -89,6 +89,11 @@ def test_counts_reach_the_report_and_a_failed_gate_exits_3(bbc_teacher: Path, tm
     truncation = data_report["truncation"]
     assert truncation["maxSeqLength"] == 32 and truncation["truncatedRows"] >= 1 and truncation["maxTokens"] > 1000
     assert data_report["dropped"] == {"low confidence": label_report["dropped"]["low confidence"]}
+    training = data_report["training"]  # 160 rows are far too few for a 1-layer student: said, not refused
+    assert training["student"] == "a student of 1 layer cut from the teacher", training
+    assert training["trainRows"] == label_report["splits"]["train"] and training["recommendedRows"] == 1000
+    assert training["classes"] == 5 and training["recommendedClassRows"] == 16
+    assert f"label: {training['trainRows']} training rows for a student of 1 layer" in done.stderr
 
     test, unfiltered = metrics["rowSets"]["test"], metrics["rowSets"]["unfiltered"]
     assert metrics["primaryMetric"] == "accuracy" and test["rows"] == metrics["testRows"]
@@ -134,6 +139,10 @@ def test_relative_confidence_keeps_many_class_rows_absolute_is_refused(
     report = json.loads((tmp_path / "rel" / "labels" / "report.json").read_text())
     assert report["droppedShare"] < 0.5 and report["kept"] == 240 - report["dropped"]["low confidence"]
     assert report["data"]["droppedShare"] == report["droppedShare"]  # reported either way
+    training = report["data"]["training"]  # ~190 train rows over ~130 classes: nearly every class is sparse
+    assert training["classes"] > 100 and training["sparseClassCount"] > 100, training  # the teacher's classes
+    assert len(training["sparseClasses"]) == 10 and max(training["sparseClasses"].values()) < 16, training
+    assert "classes have fewer than 16 training rows by the teacher's label" in kept.stderr
 
 
 def _classification(**data: Any) -> Classification:

@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from kubestill.api.v1alpha1.distillationjob import DataSpec
+from kubestill.api.v1alpha1.distillationjob import DataSpec, StudentSpec
 from kubestill_trainer.data import DataError, load_rows, split_rows
-from kubestill_trainer.data_checks import relative_confidence
+from kubestill_trainer.data_checks import relative_confidence, training_data_check
 from kubestill_trainer.stages.label import EMPTY, INVALID, LOW_CONFIDENCE, filter_reason
 from kubestill_trainer.stages.schedule import epoch_order, lr_factor, plan_steps
 from kubestill_trainer.tasks.base import Row
@@ -140,3 +140,31 @@ def test_worked_examples_in_the_docstrings_hold() -> None:
     for module in (data_checks,):
         result = doctest.testmod(module)
         assert result.attempted > 0 and result.failed == 0, module.__name__
+
+
+@pytest.mark.parametrize(("student", "train_rows", "kind", "recommended", "warns"), [
+    ({"architecture": {"numLayers": 0}}, 252, "a static student started from a Model2Vec distillation", 250, False),
+    ({"architecture": {"numLayers": 0}}, 120, "a static student started from a Model2Vec distillation", 250, True),
+    ({"architecture": {"numLayers": 0, "init": "teacher-embeddings"}}, 252,
+     "a static student started from the teacher's input embeddings", 10000, True),
+    ({"architecture": {"numLayers": 2}}, 999, "a student of 2 layers cut from the teacher", 1000, True),
+    ({"architecture": {"numLayers": 2}}, 1000, "a student of 2 layers cut from the teacher", 1000, False),
+    ({"baseModelUri": "file:///s"}, 5000, "a base model trained in full", 1000, False),
+    ({"baseModelUri": "file:///s", "lora": {"r": 8}}, 300, "LoRA adapters on a base model", 1000, True),
+])
+def test_training_data_check_per_student_kind(student: dict[str, object], train_rows: int, kind: str,
+                                              recommended: int, warns: bool) -> None:
+    report = training_data_check(StudentSpec.model_validate(student), train_rows)
+    assert (report.student, report.recommended_rows, report.sufficient) == (kind, recommended, not warns)
+    assert bool(report.warnings()) == warns
+    if warns:  # the line says what to do
+        assert "data.uri" in report.warnings()[0] and str(recommended) in report.warnings()[0]
+
+
+def test_training_data_check_names_the_sparsest_classes_first() -> None:
+    rows = {f"c{i}": i for i in range(30)}  # c0 .. c15 under 16 rows
+    report = training_data_check(StudentSpec.model_validate({"architecture": {"numLayers": 2}}), 5000, rows)
+    assert report.sparse_class_count == 16 and list(report.sparse_classes) == [f"c{i}" for i in range(10)]
+    (line,) = report.warnings()
+    assert line.startswith("16 of 30 classes have fewer than 16 training rows by the teacher's label (c0 0, c1 1")
+    assert ", ...)" in line

@@ -1,17 +1,19 @@
 """What the label stage measures about the data so that nothing is dropped, replaced or cut silently: the
 teacher's confidence relative to chance, rows without a gold label or with one the teacher does not know,
-inputs longer than training.maxSeqLength. Pure functions of rows, arrays and a tokenizer."""
+inputs longer than training.maxSeqLength, a train split too small for the student. Pure functions of rows,
+arrays, a tokenizer and the spec."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 from transformers import PreTrainedTokenizerBase
 
-from kubestill.api.report import TruncationReport
+from kubestill.api.report import TrainingDataReport, TruncationReport
+from kubestill.api.v1alpha1.distillationjob import StaticInit, StudentSpec
 
 from .outputs import Array
 from .tasks.base import Row
@@ -95,3 +97,80 @@ def truncation(lengths: Sequence[int], max_seq_length: int) -> TruncationReport:
         max_seq_length=max_seq_length, rows=len(lengths), truncated_rows=cut,
         truncated_share=cut / len(lengths) if lengths else None, max_tokens=max(lengths) if lengths else None,
         p95_tokens=int(np.percentile(lengths, 95)) if lengths else None)
+
+
+@dataclass(frozen=True)
+class DataNeed:
+    """The fewest train rows a student kind is known to learn from, why, and what to do short of it."""
+
+    student: str
+    rows: int
+    advice: str
+
+
+MORE_TEXT = ("add unlabelled text from the same source to data.uri (the teacher labels every row; gold labels "
+             "are optional) or raise data.splits.train")
+# Training every weight of a pre-trained transformer on fewer than ~1,000 examples is the "few-sample" regime in
+# which results swing with the seed and runs fail outright (Zhang et al., Revisiting Few-sample BERT
+# Fine-tuning, ICLR 2021; Mosbach et al., On the Stability of Fine-tuning BERT, ICLR 2021). A static table started
+# from the teacher's raw input embeddings learns everything from the data: 252 FAQ pairs left it at 0.37 of the
+# teacher's R@10 (issue #14); students without pre-trained context need large transfer sets (Tang et al.,
+# Distilling Task-Specific Knowledge from BERT into Simple Neural Networks, 2019, grew theirs by augmentation).
+# Started from a Model2Vec distillation the table already holds the teacher: the same 252 pairs took it to 0.93
+# (bench/embedding.py --data faq --student static), so its floor is what has been measured to work.
+LAYERS = 1000
+STATIC_RAW = 10000
+STATIC_MODEL2VEC = 250
+# Few-shot text classification is benchmarked at K = 16 examples per class, where plain fine-tuning falls well
+# short of the full-data result (Gao et al., Making Pre-trained Language Models Better Few-shot Learners, ACL
+# 2021; SetFit, Tunstall et al. 2022, at 8 and 64): under it a class is learnt from a handful of examples.
+CLASS_ROWS = 16
+
+
+def data_need(student: StudentSpec) -> DataNeed:
+    """The data-size threshold for `student` (see the constants' sources).
+
+    >>> from kubestill.api.v1alpha1.distillationjob import StudentArchitecture
+    >>> data_need(StudentSpec(architecture=StudentArchitecture(num_layers=0))).rows
+    250
+    >>> data_need(StudentSpec(architecture=StudentArchitecture(num_layers=0, init="teacher-embeddings"))).rows
+    10000
+    >>> data_need(StudentSpec(architecture=StudentArchitecture(num_layers=2))).student
+    'a student of 2 layers cut from the teacher'
+    """
+    arch = student.architecture
+    if arch is not None and arch.static_init == StaticInit.TEACHER_EMBEDDINGS:
+        return DataNeed("a static student started from the teacher's input embeddings", STATIC_RAW,
+                        "set student.architecture.init model2vec (it needs no data to start), or " + MORE_TEXT)
+    if arch is not None and arch.static_init == StaticInit.MODEL2VEC:
+        return DataNeed("a static student started from a Model2Vec distillation", STATIC_MODEL2VEC,
+                        MORE_TEXT + "; below it the student stays close to its Model2Vec start")
+    if arch is not None:
+        layers = f"{arch.num_layers} layer{'s' if arch.num_layers > 1 else ''}"
+        return DataNeed(f"a student of {layers} cut from the teacher", LAYERS,
+                        MORE_TEXT + ", or train fewer weights (a static student, or LoRA on a base model)")
+    if student.lora is not None:
+        return DataNeed("LoRA adapters on a base model", LAYERS, MORE_TEXT)
+    return DataNeed("a base model trained in full", LAYERS, MORE_TEXT + ", or train LoRA adapters instead")
+
+
+def training_data_check(student: StudentSpec, train_rows: int,
+                        class_rows: Mapping[str, int] | None = None) -> TrainingDataReport:
+    """The train split's size against `student`'s need; `class_rows` (classification): train rows per teacher
+    class by the teacher's top label, every class included (0 for a class it never picked).
+
+    >>> from kubestill.api.v1alpha1.distillationjob import StudentArchitecture
+    >>> two = StudentSpec(architecture=StudentArchitecture(num_layers=2))
+    >>> r = training_data_check(two, 1500, {"a": 1490, "b": 10, "c": 0})
+    >>> (r.sufficient, r.sparse_class_count, r.sparse_classes)
+    (False, 2, {'c': 0, 'b': 10})
+    >>> training_data_check(two, 1500).sufficient
+    True
+    """
+    need = data_need(student)
+    sparse = sorted(((n, k) for k, n in (class_rows or {}).items() if n < CLASS_ROWS))
+    return TrainingDataReport(
+        student=need.student, train_rows=train_rows, recommended_rows=need.rows,
+        classes=len(class_rows) if class_rows is not None else None,
+        recommended_class_rows=CLASS_ROWS if class_rows is not None else None,
+        sparse_classes={k: n for n, k in sparse[:EXAMPLES]}, sparse_class_count=len(sparse), advice=need.advice)

@@ -31,7 +31,9 @@ Wire shape (version 1), camelCase:
                  "unfiltered": {"rows": 260, "goldRows": 258, ...}},
      "data": {"totalRows": 2400, "badRowsSkipped": 0, "dropped": {"low confidence": 200}, "droppedShare": 0.083,
               "missingLabels": 12, "unknownLabels": 3,
-              "truncation": {"maxSeqLength": 128, "rows": 2400, "truncatedRows": 40, "truncatedShare": 0.017}}}
+              "truncation": {"maxSeqLength": 128, "rows": 2400, "truncatedRows": 40, "truncatedShare": 0.017},
+              "training": {"student": "2 layers cut from the teacher", "trainRows": 1600, "recommendedRows": 1000,
+                           "classes": 5, "recommendedClassRows": 16, "sparseClasses": {}, "sparseClassCount": 0}}}
 """
 
 from __future__ import annotations
@@ -140,6 +142,47 @@ class TruncationReport(_ReportModel):
     p95_tokens: int | None = Field(default=None, ge=0, description="95th percentile row length, in tokens.")
 
 
+class TrainingDataReport(_ReportModel):
+    """Whether the train split is large enough for the chosen student (the label stage's data-size check,
+    kubestill_trainer.data_checks.training_data_check, which documents the thresholds and their sources)."""
+
+    student: str = Field(min_length=1, description="The student kind the threshold is for, in words.")
+    train_rows: int = Field(ge=0, description="Rows in the train split after the quality filter.")
+    recommended_rows: int = Field(ge=1, description="Fewest train rows this student kind is known to learn from.")
+    classes: int | None = Field(default=None, ge=0, description="Teacher classes (classification); None otherwise.")
+    recommended_class_rows: int | None = Field(
+        default=None, ge=1, description="Fewest train rows per class (by the teacher's label) recommended.")
+    sparse_classes: dict[str, int] = Field(
+        default_factory=dict, description="Classes under recommendedClassRows: label -> train rows (the 10 "
+        "smallest; sparseClassCount has them all).")
+    sparse_class_count: int = Field(default=0, ge=0, description="Classes under recommendedClassRows.")
+    advice: str = Field(default="", description="What to do when the check warns.")
+
+    @property
+    def sufficient(self) -> bool:
+        """True when neither the rows nor any class fall short."""
+        return self.train_rows >= self.recommended_rows and not self.sparse_class_count
+
+    def warnings(self) -> list[str]:
+        """One line per shortfall, with what to do (empty: enough data).
+
+        >>> TrainingDataReport(student="a static student", train_rows=200, recommended_rows=250,
+        ...                    advice="add text").warnings()
+        ['200 training rows for a static student, fewer than the 250 it is known to learn from: add text']
+        """
+        out = []
+        if self.train_rows < self.recommended_rows:
+            out.append(f"{self.train_rows} training rows for {self.student}, fewer than the "
+                       f"{self.recommended_rows} it is known to learn from: {self.advice}")
+        if self.sparse_class_count:
+            smallest = ", ".join(f"{k} {v}" for k, v in self.sparse_classes.items())
+            out.append(f"{self.sparse_class_count} of {self.classes} classes have fewer than "
+                       f"{self.recommended_class_rows} training rows by the teacher's label ({smallest}"
+                       f"{', ...' if self.sparse_class_count > len(self.sparse_classes) else ''}): the student "
+                       "sees too few examples of them; add text for them or merge rare classes")
+        return out
+
+
 class DataReport(_ReportModel):
     """What the label stage did with the input rows: nothing is dropped or replaced without a count here."""
 
@@ -150,6 +193,9 @@ class DataReport(_ReportModel):
     missing_labels: int = Field(default=0, ge=0, description="Rows without a gold label (data.fields.label set).")
     unknown_labels: int = Field(default=0, ge=0, description="Rows whose gold label is not a teacher class.")
     truncation: TruncationReport | None = Field(default=None, description="Inputs cut at maxSeqLength.")
+    training: TrainingDataReport | None = Field(
+        default=None, description="The train split's size against the student kind's needs (a warning, not a "
+        "gate: the evaluation's gates judge the result).")
 
     def warnings(self) -> list[str]:
         """One line per count that changes what the student learns from or is judged on (empty: none), as the

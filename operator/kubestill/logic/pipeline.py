@@ -164,6 +164,25 @@ def _data_condition(metrics: Mapping[str, Any]) -> Cond | None:
     return Cond("DataComplete", "False", "RowsSkippedOrCut", "; ".join(warnings) + filtered)
 
 
+def _training_data_condition(metrics: Mapping[str, Any]) -> Cond | None:
+    """TrainingDataSufficient: False, with what to do, when the train split is smaller than the student kind
+    is known to learn from or classes have too few rows (metrics.json's data.training); None without it. A
+    warning for the user, not a gate: the evaluation's gates judge what the student learnt."""
+    try:
+        data = load_report(metrics).data
+    except ReportError:
+        return None
+    training = data.training if data is not None else None
+    if training is None:
+        return None
+    warnings = training.warnings()
+    if warnings:
+        return Cond("TrainingDataSufficient", "False", "FewTrainingRows", "; ".join(warnings))
+    return Cond("TrainingDataSufficient", "True", "EnoughTrainingRows",
+                f"{training.train_rows} training rows for {training.student} (known to learn from "
+                f"{training.recommended_rows} or more)")
+
+
 def _roi(spec: DistillationJobSpec, jobs: Mapping[str, JobView], speedup: float | None) -> RoiReport | None:
     if spec.cost is None:
         return None
@@ -253,9 +272,9 @@ def _evaluated(walk: _Walk, spec: DistillationJobSpec, status: DistillationJobSt
     summary = "; ".join(verdict.reasons)
     reason = "GatePassed" if verdict.passed else "GateFailed"
     walk.conds.append(Cond("GatePassed", "True" if verdict.passed else "False", reason, summary))
-    data = _data_condition(metrics)
-    if data is not None:
-        walk.conds.append(data)
+    for cond in (_data_condition(metrics), _training_data_condition(metrics)):
+        if cond is not None:
+            walk.conds.append(cond)
     if (status.gate.passed if status.gate else None) != verdict.passed:
         walk.events.append(Event("Normal" if verdict.passed else "Warning", reason, summary))
     if not verdict.passed:

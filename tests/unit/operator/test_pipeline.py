@@ -236,3 +236,33 @@ def test_data_complete_condition(data: dict[str, Any] | None, status: str | None
         assert cond is None
     else:
         assert cond is not None and cond.status == status and cond.message.startswith(words)
+
+
+SMALL_STATIC = {"student": "a static student started from a Model2Vec distillation", "trainRows": 120,
+                "recommendedRows": 250, "advice": "add unlabelled text"}
+
+
+@pytest.mark.parametrize(("training", "status", "reason", "words"), [
+    ({**SMALL_STATIC, "trainRows": 400}, "True", "EnoughTrainingRows",
+     "400 training rows for a static student started from a Model2Vec distillation (known to learn from 250 or "
+     "more)"),
+    (SMALL_STATIC, "False", "FewTrainingRows",
+     "120 training rows for a static student started from a Model2Vec distillation, fewer than the 250 it is "
+     "known to learn from: add unlabelled text"),
+    ({**SMALL_STATIC, "trainRows": 2000, "classes": 3, "recommendedClassRows": 16, "sparseClasses": {"c": 2},
+      "sparseClassCount": 1}, "False", "FewTrainingRows",
+     "1 of 3 classes have fewer than 16 training rows by the teacher's label (c 2)"),
+    (None, None, None, ""),  # a trainer before the check: no condition
+])
+def test_training_data_sufficient_condition(training: dict[str, Any] | None, status: str | None,
+                                            reason: str | None, words: str) -> None:
+    data: dict[str, Any] = {"totalRows": 3000, **({"training": training} if training else {})}
+    metrics = {**METRICS, "data": data}
+    result, _ = plan(_spec(), None, _observed(_jobs(DONE, DONE, DONE), {"metrics.json": json.dumps(metrics)}))
+    cond = find(result.conditions, "TrainingDataSufficient")
+    if status is None:
+        assert cond is None
+    else:
+        assert cond is not None and (cond.status, cond.reason) == (status, reason)
+        assert cond.message.startswith(words), cond.message
+    assert result.phase.value != "Failed"  # a warning, never a gate

@@ -1,6 +1,7 @@
 """label: batched teacher inference over the inputs, quality filtering with reasons and counts, and the
 deterministic train / validation / test split. Output: see `labelstore`; labels/report.json holds every count
-(dropped rows by reason, unreadable rows, missing and unknown gold labels, inputs cut at maxSeqLength), its
+(dropped rows by reason, unreadable rows, missing and unknown gold labels, inputs cut at maxSeqLength, the
+train split's size against the student's need), its
 `data` key a kubestill.api.report.DataReport that evaluate copies into metrics.json."""
 
 from __future__ import annotations
@@ -11,11 +12,12 @@ from typing import Any
 
 import numpy as np
 
-from kubestill.api.report import DataReport, TruncationReport
+from kubestill.api.report import DataReport, TrainingDataReport, TruncationReport
+from kubestill.api.v1alpha1 import Task
 
 from ..context import RunContext
 from ..data import BadRow, read_rows, split_rows
-from ..data_checks import count_labels, relative_confidence, token_lengths, truncation
+from ..data_checks import count_labels, relative_confidence, token_lengths, training_data_check, truncation
 from ..labelstore import CONFIDENCE, TEST_DROPPED, Labels, save_labels
 from ..outputs import Array
 from ..refusal import GateRefusal
@@ -75,6 +77,7 @@ def run_label(ctx: RunContext) -> dict[str, Any]:
     splits = [s for _, s in stored]
     kept = sum(1 for w in why if w is None)
     data = _data_report(ctx, rows, read.bad, reasons, meta)
+    data.training = _training_data(ctx, [i for i, split in stored if split == "train"], targets, meta)
     report = {
         "total": len(rows),
         "kept": kept,
@@ -110,6 +113,18 @@ def _data_report(ctx: RunContext, rows: list[Row], bad: list[BadRow], reasons: C
         truncation=_truncation(ctx, rows))
 
 
+def _training_data(ctx: RunContext, train: list[int], targets: dict[str, Array],
+                   meta: dict[str, Any]) -> TrainingDataReport:
+    """The data-size check (data_checks.training_data_check) on the train rows `train` (indices into the
+    teacher's answers); a classifier's classes counted by the teacher's top label."""
+    labels = meta.get("labels") or []
+    class_rows = None
+    if ctx.spec.task == Task.CLASSIFICATION and labels and "logits" in targets:
+        top = Counter(int(k) for k in np.asarray(targets["logits"])[train].argmax(axis=-1)) if train else Counter()
+        class_rows = {str(label): top.get(k, 0) for k, label in enumerate(labels)}
+    return training_data_check(ctx.spec.student, len(train), class_rows)
+
+
 def _truncation(ctx: RunContext, rows: list[Row]) -> TruncationReport | None:
     """Rows longer than training.maxSeqLength in the student's tokens (the teacher's tokenizer for a student
     cut from it); None when no tokenizer is local."""
@@ -140,7 +155,7 @@ def _refuse_or_warn(ctx: RunContext, report: dict[str, Any], data: DataReport, k
     if kept < 3:
         raise ValueError(f"only {kept} of {data.total_rows} rows survived the quality filter ({dropped}); lower "
                          "labeling.minConfidence or check the teacher")
-    for warning in data.warnings():
+    for warning in data.warnings() + (data.training.warnings() if data.training else []):
         log.warning("label: %s", warning)
 
 

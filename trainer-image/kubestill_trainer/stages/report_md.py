@@ -62,6 +62,12 @@ def _data(report: EvaluationReport) -> list[str]:
         lines += ["", "## Data", "", f"- {data.total_rows} rows read; dropped by the quality filter: {dropped} "
                   f"(share {_fmt(data.dropped_share)})"]
         lines += [f"- {w}" for w in data.warnings()]
+        t = data.training
+        if t is not None:
+            classes = f" ({t.classes} classes)" if t.classes is not None else ""
+            lines += [f"- {t.train_rows} training rows{classes} for {t.student} (known to learn from "
+                      f"{t.recommended_rows} or more)"]
+            lines += [f"- {w}" for w in t.warnings()]
     return lines
 
 
