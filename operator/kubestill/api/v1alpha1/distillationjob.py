@@ -6,6 +6,7 @@ The trainer parses the same spec with these models, so the CRD and the trainer c
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from enum import StrEnum
 from typing import Literal
@@ -643,6 +644,16 @@ class DistillationJobSpec(KubeModel):
             message="reranking needs data.fields.pair (the passage field)",
             check=lambda s: s.task != "reranking" or s.data.fields.pair is not None,
             field="data",
+        ),
+        # Retrieval metrics rank each text's pair among the held-out pairs: without pairs there is nothing to rank.
+        Rule(
+            cel="self.task != 'embedding' || !has(self.evaluation.primaryMetric) || "
+            "!self.evaluation.primaryMetric.matches('^(recall|mrr|ndcg)@') || has(self.data.fields.pair)",
+            message="evaluation.primaryMetric recall@k, mrr@k and ndcg@k rank each text's pair: set "
+            "data.fields.pair (or use cosine, agreement with the teacher's embeddings)",
+            check=lambda s: s.task != Task.EMBEDDING or not s.evaluation.primary_metric
+            or not re.match(r"^(recall|mrr|ndcg)@", s.evaluation.primary_metric) or s.data.fields.pair is not None,
+            field="evaluation.primaryMetric",
         ),
         Rule(
             cel="!has(self.student.architecture) || !has(self.teacher.triton) && !has(self.teacher.openai)",
