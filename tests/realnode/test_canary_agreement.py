@@ -162,13 +162,14 @@ class Stack:
             client.stop()
 
     def judge_counts(self) -> dict[str, float]:
-        """The judge's samples by result, as Prometheus scraped them from its Pod."""
+        """The judge's samples by result, as Prometheus scraped them from its Pod; a result it never counted is
+        left out (the judge exports both at 0 from its start)."""
         query = (f'sum by (result) (kubestill_judge_samples_total{{namespace="{self.namespace}",'
                  f'service="{JUDGE}"}})')
         url = f"{self.prometheus.url}/api/v1/query?query=" + urllib.parse.quote(query)
         with urllib.request.urlopen(url, timeout=5) as resp:
             result = json.loads(resp.read())["data"]["result"]
-        return {r["metric"]["result"]: float(r["value"][1]) for r in result}
+        return {r["metric"]["result"]: float(r["value"][1]) for r in result if float(r["value"][1]) > 0}
 
     def judged(self, expected: float) -> dict[str, float]:
         """The judge's samples by result once Prometheus has scraped `expected` of them (the last scrape after

@@ -97,12 +97,13 @@ def asked_again(stack: Stack, texts: list[str]) -> list[bool]:
     return [label(stack, ips[0], t) == label(stack, ips[1], t) for t in texts]
 
 
-def judged_as_asked_again(stack: Stack, mirrored: list[str], sequential: dict[str, Any]) -> dict[str, float]:
-    """The judge's counts once Prometheus has them all, equal to the same comparison made again on `mirrored`
-    (samplePercent 100: the judge compared a copy of each request that went through the TraefikService, and
-    both models are deterministic functions of the text); and the counts the sequential test decided on are
-    those of the first mirrored requests (within 2 or a tenth: increase() extrapolates to the step's edges)."""
-    counts = stack.judged(len(mirrored))
+def judged_as_asked_again(stack: Stack, mirrored: list[str], counts: dict[str, float],
+                          sequential: dict[str, Any]) -> None:
+    """The judge's `counts` (stack.judged: once Prometheus has them all) equal the same comparison made again on
+    `mirrored` (samplePercent 100: the judge compared a copy of each request that went through the
+    TraefikService, and both models are deterministic functions of the text); and the counts the sequential test
+    decided on are those of the first mirrored requests (within 2 or a tenth: increase() extrapolates to the
+    step's edges). Asking again adds to what each Pod has served: read their counters before."""
     again = asked_again(stack, mirrored)
     assert set(counts) <= {"agree", "disagree"}, counts  # nothing it could not compare
     assert sum(counts.values()) == len(mirrored), (counts, len(mirrored))
@@ -110,7 +111,6 @@ def judged_as_asked_again(stack: Stack, mirrored: list[str], sequential: dict[st
     samples, agreements = sequential["samples"], sequential["agreements"]
     first = sum(again[:samples])
     assert abs(agreements - first) <= max(2, samples / 10), (sequential, f"{first} of the first {samples} agree")
-    return counts
 
 
 def test_the_shuffled_label_student_is_rolled_back_in_shadow_and_serves_no_live_request(bad: Stack) -> None:
@@ -122,10 +122,11 @@ def test_the_shuffled_label_student_is_rolled_back_in_shadow_and_serves_no_live_
     answers = client.total()
     assert set(answers) == {"baseline", SHADOW}, client.snapshot()  # never the candidate, never an error
     mirrored = client.sent_by(SHADOW)
-    counts = judged_as_asked_again(bad, mirrored, status["sequential"])
+    counts = bad.judged(len(mirrored))
     assert len(mirrored) >= status["sequential"]["samples"] > 0, (len(mirrored), status["sequential"])
     served = bad.candidate_served()
     assert served <= sum(counts.values()), (served, counts)  # only the judge asked it
+    judged_as_asked_again(bad, mirrored, counts, status["sequential"])
     print(yaml.safe_dump({"decision": status["message"], "answers": dict(answers), "judge samples": counts,
                           "candidate served": served,
                           "sequential": status["sequential"]}))
@@ -145,7 +146,8 @@ def test_the_distilled_student_ends_its_steps_early_and_is_promoted(good: Stack,
     assert found, history[1]
     samples = int(found[2].replace(",", ""))
     shadow_step = {"samples": samples, "agreements": round(float(found[1]) * samples)}
-    counts = judged_as_asked_again(good, mirrored, shadow_step)
+    counts = good.judged(len(mirrored))
+    judged_as_asked_again(good, mirrored, counts, shadow_step)
     live = counts.get("agree", 0) / sum(counts.values())
     print(yaml.safe_dump({"answers": dict(answers), "judge samples": counts, "live agreement": round(live, 3),
                           "offline agreement (all titles)": round(models[1]["offline"]["good"], 3),
