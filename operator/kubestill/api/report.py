@@ -172,11 +172,13 @@ class TrainingDataReport(_ReportModel):
         """
         out = []
         if self.train_rows < self.recommended_rows:
-            out.append(f"{self.train_rows} training rows for {self.student}, fewer than the "
-                       f"{self.recommended_rows} it is known to learn from: {self.advice}")
+            rows = f"{self.train_rows} training row{'' if self.train_rows == 1 else 's'}"
+            out.append(f"{rows} for {self.student}, fewer than the {self.recommended_rows} it is known to learn "
+                       f"from: {self.advice}")
         if self.sparse_class_count:
-            smallest = ", ".join(f"{k} {v}" for k, v in self.sparse_classes.items())
-            out.append(f"{self.sparse_class_count} of {self.classes} classes have fewer than "
+            smallest = ", ".join(f"{k!r} {v}" if not k.strip() else f"{k} {v}" for k, v in self.sparse_classes.items())
+            verb = "has" if self.sparse_class_count == 1 else "have"
+            out.append(f"{self.sparse_class_count} of {self.classes} classes {verb} fewer than "
                        f"{self.recommended_class_rows} training rows by the teacher's label ({smallest}"
                        f"{', ...' if self.sparse_class_count > len(self.sparse_classes) else ''}): the student "
                        "sees too few examples of them; add text for them or merge rare classes")

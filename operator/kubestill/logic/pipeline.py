@@ -177,7 +177,8 @@ def _training_data_condition(metrics: Mapping[str, Any]) -> Cond | None:
         return None
     warnings = training.warnings()
     if warnings:
-        return Cond("TrainingDataSufficient", "False", "FewTrainingRows", "; ".join(warnings))
+        reason = "FewTrainingRows" if training.train_rows < training.recommended_rows else "SparseClasses"
+        return Cond("TrainingDataSufficient", "False", reason, "; ".join(warnings))
     return Cond("TrainingDataSufficient", "True", "EnoughTrainingRows",
                 f"{training.train_rows} training rows for {training.student} (known to learn from "
                 f"{training.recommended_rows} or more)")

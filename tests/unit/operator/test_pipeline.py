@@ -250,8 +250,8 @@ SMALL_STATIC = {"student": "a static student started from a Model2Vec distillati
      "120 training rows for a static student started from a Model2Vec distillation, fewer than the 250 it is "
      "known to learn from: add unlabelled text"),
     ({**SMALL_STATIC, "trainRows": 2000, "classes": 3, "recommendedClassRows": 16, "sparseClasses": {"c": 2},
-      "sparseClassCount": 1}, "False", "FewTrainingRows",
-     "1 of 3 classes have fewer than 16 training rows by the teacher's label (c 2)"),
+      "sparseClassCount": 1}, "False", "SparseClasses",
+     "1 of 3 classes has fewer than 16 training rows by the teacher's label (c 2)"),
     (None, None, None, ""),  # a trainer before the check: no condition
 ])
 def test_training_data_sufficient_condition(training: dict[str, Any] | None, status: str | None,

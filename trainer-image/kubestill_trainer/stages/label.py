@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from kubestill.api.report import DataReport, TrainingDataReport, TruncationReport
 from kubestill.api.v1alpha1 import Task
+from kubestill.api.v1alpha1.distillationjob import StaticInit
 
 from ..context import RunContext
 from ..data import BadRow, read_rows, split_rows
@@ -23,6 +25,8 @@ from ..outputs import Array
 from ..refusal import GateRefusal
 from ..storage import resolve_uri, write_json
 from ..tasks.base import LabelBatch, Row
+from ..tasks.classification import ENCODER_CLASSIFIER_FORMAT
+from ..tasks.encoder import read_card
 from ..teachers.factory import make_teacher
 from ..tokenizer_check import check_student_tokenizer
 
@@ -122,7 +126,20 @@ def _training_data(ctx: RunContext, train: list[int], targets: dict[str, Array],
     if ctx.spec.task == Task.CLASSIFICATION and labels and "logits" in targets:
         top = Counter(int(k) for k in np.asarray(targets["logits"])[train].argmax(axis=-1)) if train else Counter()
         class_rows = {str(label): top.get(k, 0) for k, label in enumerate(labels)}
-    return training_data_check(ctx.spec.student, len(train), class_rows)
+    paired = ctx.spec.data.fields.pair is not None
+    return training_data_check(ctx.spec.student, len(train), class_rows, paired, _static_start(ctx))
+
+
+def _static_start(ctx: RunContext) -> StaticInit | None:
+    """TEACHER_EMBEDDINGS for a static student of a Hugging Face *ForSequenceClassification teacher, which keeps
+    the teacher's raw input embeddings whatever the spec's default says (tasks.classification refuses model2vec
+    for it); None: the spec says how it starts."""
+    spec = ctx.spec
+    arch = spec.student.architecture
+    if arch is None or arch.num_layers or spec.task != Task.CLASSIFICATION or spec.teacher.model_uri is None:
+        return None
+    card = read_card(Path(resolve_uri(spec.teacher.model_uri)))
+    return None if (card or {}).get("format") == ENCODER_CLASSIFIER_FORMAT else StaticInit.TEACHER_EMBEDDINGS
 
 
 def _truncation(ctx: RunContext, rows: list[Row]) -> TruncationReport | None:

@@ -53,6 +53,7 @@ from .onnx_model import OnnxModel
 from .static_init import model2vec_init
 from .teacher import Teacher
 
+ENCODER_CLASSIFIER_FORMAT = "kubestill-encoder-classifier"  # kubestill.json of our own classifiers
 
 class EncoderClassifier(TaskModel):
     """encoder -> pooling -> linear head over `labels`."""
@@ -85,7 +86,7 @@ class EncoderClassifier(TaskModel):
 
     def save(self, path: Path) -> None:
         save_model_dir(path, self, self.encoder, self.tokenizer, {
-            "task": "classification", "format": "kubestill-encoder-classifier", "labels": self.labels,
+            "task": "classification", "format": ENCODER_CLASSIFIER_FORMAT, "labels": self.labels,
             "pooling": self.pooling, "maxSeqLength": self.max_length,
         })
 
@@ -141,7 +142,7 @@ class HFClassifier(TaskModel):
 def load_classifier(path: Path, max_length: int = 128) -> EncoderClassifier | HFClassifier:
     """A classifier directory: ours (kubestill.json) or a Hugging Face *ForSequenceClassification one."""
     card = read_card(path)
-    if card and card.get("format") == "kubestill-encoder-classifier":
+    if card and card.get("format") == ENCODER_CLASSIFIER_FORMAT:
         model = EncoderClassifier(encoder_from_config(path), load_tokenizer(path), card["labels"],
                                   card.get("pooling", "mean"), int(card.get("maxSeqLength", max_length)))
         load_state(model, path)
