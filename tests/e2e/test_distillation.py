@@ -94,6 +94,11 @@ def test_distillation_job_to_served_student(
     assert st["studentModel"] == {"name": "bbc-student"}
     ready = next(c for c in st["conditions"] if c["type"] == "Ready")
     assert ready["status"] == "True" and ready["observedGeneration"] == 1
+    # The label stage's counts are conditions as soon as it has finished, before the student is evaluated.
+    data = {c["type"]: c for c in st["conditions"] if c["type"] in ("DataComplete", "TrainingDataSufficient")}
+    assert set(data) == {"DataComplete", "TrainingDataSufficient"}, st["conditions"]
+    assert data["TrainingDataSufficient"]["reason"] in ("EnoughTrainingRows", "FewTrainingRows", "SparseClasses")
+    assert data["TrainingDataSufficient"]["lastTransitionTime"] <= st["stages"]["evaluate"]["startedAt"]
 
     # Exactly one Job per stage and one Pod per Job, although the operator was killed in between.
     # (The published StudentModel's serving check is a Job of the StudentModel, not of the pipeline.)

@@ -163,6 +163,17 @@ class TrainingDataReport(_ReportModel):
         """True when neither the rows nor any class fall short."""
         return self.train_rows >= self.recommended_rows and not self.sparse_class_count
 
+    def summary(self) -> str:
+        """The check in one line, whatever its verdict.
+
+        >>> TrainingDataReport(student="a static student", train_rows=1149, recommended_rows=1000,
+        ...                    classes=4).summary()
+        '1149 training rows (4 classes) for a static student (known to learn from 1000 or more)'
+        """
+        classes = f" ({self.classes} classes)" if self.classes is not None else ""
+        rows = f"{self.train_rows} training row{'' if self.train_rows == 1 else 's'}"
+        return f"{rows}{classes} for {self.student} (known to learn from {self.recommended_rows} or more)"
+
     def warnings(self) -> list[str]:
         """One line per shortfall, with what to do (empty: enough data).
 

@@ -20,7 +20,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from kubestill.api.names import job_name
-from kubestill.api.report import ReportError, load_report
+from kubestill.api.report import DataReport, ReportError, TrainingDataReport, load_report
 from kubestill.api.v1alpha1._base import ObjectReference
 from kubestill.api.v1alpha1.distillationjob import (
     FINISHED_STATES,
@@ -146,15 +146,31 @@ def _metrics_fields(metrics: Mapping[str, Any], verdict: Verdict) -> dict[str, A
     return out
 
 
-def _data_condition(metrics: Mapping[str, Any]) -> Cond | None:
-    """DataComplete: False, with the counts, when rows were skipped as unreadable, lack a gold label or have one
-    the teacher lacks, or were cut at maxSeqLength (metrics.json's data); None for reports without it."""
+DATA_REPORT_KEY = "data.json"  # the label stage's DataReport in the report ConfigMap (kubestill_trainer.stages.label)
+
+
+def _data_report(observed: Observed) -> DataReport | None:
+    """The label stage's DataReport: its own key in the report ConfigMap, published as soon as the label stage has
+    counted (so the conditions below appear before training starts), else metrics.json's copy (a trainer image
+    older than the key); None without either, or when neither parses."""
+    text = observed.report.get(DATA_REPORT_KEY)
+    if text:
+        try:
+            return DataReport.model_validate_json(text)
+        except ValidationError:
+            return None
+    metrics = _json(observed.report.get("metrics.json"))
+    if metrics is None:
+        return None
     try:
-        data = load_report(metrics).data
+        return load_report(metrics).data
     except ReportError:
         return None
-    if data is None:
-        return None
+
+
+def _data_condition(data: DataReport) -> Cond:
+    """DataComplete: False, with the counts, when rows were skipped as unreadable, lack a gold label or have one
+    the teacher lacks, or were cut at maxSeqLength."""
     dropped = ", ".join(f"{k} {v}" for k, v in sorted(data.dropped.items()))
     filtered = f"; the quality filter dropped {sum(data.dropped.values())} ({dropped})" if dropped else ""
     warnings = data.warnings()
@@ -164,24 +180,23 @@ def _data_condition(metrics: Mapping[str, Any]) -> Cond | None:
     return Cond("DataComplete", "False", "RowsSkippedOrCut", "; ".join(warnings) + filtered)
 
 
-def _training_data_condition(metrics: Mapping[str, Any]) -> Cond | None:
+def _training_data_condition(training: TrainingDataReport) -> Cond:
     """TrainingDataSufficient: False, with what to do, when the train split is smaller than the student kind
-    is known to learn from or classes have too few rows (metrics.json's data.training); None without it. A
-    warning for the user, not a gate: the evaluation's gates judge what the student learnt."""
-    try:
-        data = load_report(metrics).data
-    except ReportError:
-        return None
-    training = data.training if data is not None else None
-    if training is None:
-        return None
+    is known to learn from or classes have too few rows. A warning for the user, not a gate: the evaluation's
+    gates judge what the student learnt."""
     warnings = training.warnings()
     if warnings:
         reason = "FewTrainingRows" if training.train_rows < training.recommended_rows else "SparseClasses"
         return Cond("TrainingDataSufficient", "False", reason, "; ".join(warnings))
-    return Cond("TrainingDataSufficient", "True", "EnoughTrainingRows",
-                f"{training.train_rows} training rows for {training.student} (known to learn from "
-                f"{training.recommended_rows} or more)")
+    return Cond("TrainingDataSufficient", "True", "EnoughTrainingRows", training.summary())
+
+
+def _data_conditions(observed: Observed) -> list[Cond]:
+    """DataComplete and TrainingDataSufficient from the label stage's counts; none before it has counted."""
+    data = _data_report(observed)
+    if data is None:
+        return []
+    return [_data_condition(data)] + ([_training_data_condition(data.training)] if data.training else [])
 
 
 def _roi(spec: DistillationJobSpec, jobs: Mapping[str, JobView], speedup: float | None) -> RoiReport | None:
@@ -273,9 +288,6 @@ def _evaluated(walk: _Walk, spec: DistillationJobSpec, status: DistillationJobSt
     summary = "; ".join(verdict.reasons)
     reason = "GatePassed" if verdict.passed else "GateFailed"
     walk.conds.append(Cond("GatePassed", "True" if verdict.passed else "False", reason, summary))
-    for cond in (_data_condition(metrics), _training_data_condition(metrics)):
-        if cond is not None:
-            walk.conds.append(cond)
     if (status.gate.passed if status.gate else None) != verdict.passed:
         walk.events.append(Event("Normal" if verdict.passed else "Warning", reason, summary))
     if not verdict.passed:
@@ -323,6 +335,8 @@ def _walk(spec: DistillationJobSpec, status: DistillationJobStatus, observed: Ob
         if (old.state if old else None) != view.state and view.state in FINISHED_STATES:
             walk.events.append(Event("Normal" if view.state == StageState.SUCCEEDED else "Warning",
                                      f"Stage{view.state}", f"{stage.value} {view.state.lower()}{detail}"))
+        if stage == Stage.LABEL and view.state in FINISHED_STATES:
+            walk.conds.extend(_data_conditions(observed))
         if view.state == StageState.FAILED:
             # The trainer's evaluate exits non-zero (GATE_EXIT_CODE) when a gate fails, after publishing
             # metrics.json: judged here as when it exits 0, so the status carries the metrics and GateFailed.

@@ -266,3 +266,25 @@ def test_training_data_sufficient_condition(training: dict[str, Any] | None, sta
         assert cond is not None and (cond.status, cond.reason) == (status, reason)
         assert cond.message.startswith(words), cond.message
     assert result.phase.value != "Failed"  # a warning, never a gate
+
+
+@pytest.mark.parametrize(("jobs", "report", "expected"), [
+    # The label stage's data.json: both conditions as soon as it has finished, training still running.
+    ((DONE, RUNNING), {"data.json": json.dumps({"totalRows": 130, "training": SMALL_STATIC})},
+     {"DataComplete": "True", "TrainingDataSufficient": "False"}),
+    # A label stage that refused the data still says what it counted.
+    ((FAILED,), {"data.json": json.dumps({"totalRows": 50, "missingLabels": 7})}, {"DataComplete": "False"}),
+    # Nothing before the label stage has finished, even with a report from an earlier attempt.
+    ((RUNNING,), {"data.json": json.dumps({"totalRows": 50})}, {}),
+    # data.json is the label stage's own word; metrics.json's copy only stands in for an older trainer.
+    ((DONE, DONE, DONE), {"data.json": json.dumps({"totalRows": 50, "missingLabels": 7}),
+                          "metrics.json": json.dumps({**METRICS, "data": {"totalRows": 50}})},
+     {"DataComplete": "False"}),
+    # Unparseable: no condition rather than a wrong one.
+    ((DONE, RUNNING), {"data.json": "{not json"}, {}),
+])
+def test_data_conditions_from_the_label_stage(jobs: tuple[JobView, ...], report: dict[str, str],
+                                              expected: dict[str, str]) -> None:
+    result, _ = plan(_spec(), None, _observed(_jobs(*jobs), report))
+    found = {c.type: c.status for c in result.conditions if c.type in ("DataComplete", "TrainingDataSufficient")}
+    assert found == expected

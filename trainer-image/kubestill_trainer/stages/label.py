@@ -6,6 +6,7 @@ train split's size against the student's need), its
 
 from __future__ import annotations
 
+import json
 import logging
 from collections import Counter
 from pathlib import Path
@@ -157,6 +158,8 @@ def _refuse_or_warn(ctx: RunContext, report: dict[str, Any], data: DataReport, k
     """labeling.maxDroppedShare and the minimum of 3 kept rows, with labels/report.json written first so the
     refused run can be read; a warning line for each count a user should know of."""
     labeling = ctx.spec.labeling
+    # The operator's DataComplete and TrainingDataSufficient conditions, before any training starts.
+    ctx.report.publish("data.json", json.dumps(data.to_wire(), allow_nan=False))
     share = data.dropped_share or 0.0
     if share > labeling.max_dropped_share or kept < 3:
         root = ctx.path("labels")

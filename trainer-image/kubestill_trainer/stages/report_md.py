@@ -64,9 +64,7 @@ def _data(report: EvaluationReport) -> list[str]:
         lines += [f"- {w}" for w in data.warnings()]
         t = data.training
         if t is not None:
-            classes = f" ({t.classes} classes)" if t.classes is not None else ""
-            lines += [f"- {t.train_rows} training rows{classes} for {t.student} (known to learn from "
-                      f"{t.recommended_rows} or more)"]
+            lines += [f"- {t.summary()}"]
             lines += [f"- {w}" for w in t.warnings()]
     return lines
 
