@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import ValidationError
@@ -29,7 +29,7 @@ from kubestill.clients.kube import ApiError, KubeClient
 from kubestill.logic.canary import ROUTE_OK, RouteView, holds_route
 from kubestill.logic.canary_route import RouteClaim, route_holder
 from kubestill.logic.canary_status import RouteState, route_state
-from kubestill.logic.shadow_mirror import mirror_release_at
+from kubestill.logic.shadow_mirror import MIRROR_SETTLE_GRACE, mirror_release_at, mirror_settled_at
 from kubestill.runtime import Key
 
 log = logging.getLogger("kubestill.canary")
@@ -41,6 +41,10 @@ RETRY = 5.0
 ROUTE_BACKOFF_MAX = 60.0
 # The route changed between our read and our apply (409): read it again at once.
 ROUTE_RETRY = RouteView(False, "Conflict", "the route changed while it was written")
+# RouteView reason: the rollout's TraefikService is too new for the route to name it (logic/shadow_mirror.py); the
+# handler looks again after MIRROR_POLL, no backoff, no Warning.
+MIRROR_SETTLING = "TraefikServiceSettling"
+MIRROR_POLL = 1.0  # seconds
 # Every rollout's claim on its route rule, kept by kopf's index (complete before the first event is handled).
 CLAIMS_INDEX = "canary_claims"
 
@@ -86,11 +90,15 @@ class RouteSync:
         self._route_failures: dict[Key, int] = {}
         # Rollouts whose TraefikService was deleted (by this process): not deleted again.
         self._mirror_gone: set[Key] = set()
+        # The TraefikService (uid) each rollout's route waits for, and when this process first saw it (monotonic):
+        # bounds the wait by this clock too, should the API server's clock run ahead of ours.
+        self._mirror_seen: dict[Key, tuple[str, float]] = {}
 
     def forget(self, key: Key) -> None:
         self._route_ok.pop(key, None)
         self._route_failures.pop(key, None)
         self._mirror_gone.discard(key)
+        self._mirror_seen.pop(key, None)
 
     def routable(self, key: Key) -> None:
         """The route carries the rollout again: the next problem starts its backoff from the beginning."""
@@ -115,7 +123,7 @@ class RouteSync:
         # Always named, so an entry of it is recognised (and turned back into the baseline's) in any state.
         shadow = shadow_service_name(key[1])
         judge = judge_backend(key[1])  # likewise: a mirror to it is ours in any state
-        mirrored = await self._sync_mirror(api, rollout, spec, state, judge if state.to_judge else candidate)
+        mirrored = await self._sync_mirror(api, key, rollout, spec, state, judge if state.to_judge else candidate)
         if isinstance(mirrored, RouteView):
             return mirrored
         try:
@@ -144,30 +152,52 @@ class RouteSync:
         self._route_ok[key] = (want, time.monotonic())
         return RouteView(True, repaired=True) if repaired or mirrored else ROUTE_OK
 
-    async def _sync_mirror(self, api: KubeClient, rollout: Mapping[str, Any], spec: CanaryRolloutSpec,
+    async def _sync_mirror(self, api: KubeClient, key: Key, rollout: Mapping[str, Any], spec: CanaryRolloutSpec,
                            state: RouteState, target: BackendRef) -> RouteView | bool:
         """In a step mirrored through Traefik, make the rollout's TraefikService mirror to `target` (the candidate,
         or the judge) what the step wants:
         True when it had to be written (created, or changed by someone else), False when it already did (or the
-        state needs none); a RouteView saying why not when it cannot be written."""
+        state needs none); a RouteView saying why not when it cannot be written, or MIRROR_SETTLING while it is
+        too new for the route to name (logic/shadow_mirror.mirror_settled_at)."""
         if state.mirror != ShadowMirror.TRAEFIK_SERVICE or state.mirror_percent is None:
             return False
         namespace = rollout["metadata"]["namespace"]
         want = build_traefik_mirror(rollout, spec.baseline, target, state.mirror_percent)
         name = want["metadata"]["name"]
         try:
-            if mirror_current(await traefik.get_traefik_service(api, namespace, name), want):
-                return False
-            await traefik.apply_traefik_service(api, want)
+            live = await traefik.get_traefik_service(api, namespace, name)
+            written = not mirror_current(live, want)
+            if written:
+                live = await traefik.apply_traefik_service(api, want)
         except traefik.MirrorUnavailable:
             return RouteView(False, "TraefikServiceUnavailable", "spec.shadow.mirror is TraefikService but the "
                              "cluster serves no TraefikService (traefik.io/v1alpha1): install Traefik's CRDs, or "
                              "use mirror RequestMirror on a gateway that implements it; the route is left as it was")
         except ApiError as err:
             return RouteView(False, "MirrorWriteFailed", f"cannot write TraefikService {name}: {err}")
-        log.info("%s/%s: TraefikService %s mirrors %d%% to %s", namespace, rollout["metadata"]["name"], name,
-                 state.mirror_percent, target.name)
-        return True
+        if written:
+            log.info("%s/%s: TraefikService %s mirrors %d%% to %s", namespace, rollout["metadata"]["name"], name,
+                     state.mirror_percent, target.name)
+        settling = self._settling(key, live or {})
+        return settling if settling is not None else written
+
+    def _settling(self, key: Key, live: Mapping[str, Any]) -> RouteView | None:
+        """MIRROR_SETTLING while the TraefikService `live` is younger than MIRROR_SETTLE_GRACE by the API server's
+        creationTimestamp and by the time this process first saw it; None once the route may name it."""
+        meta = live.get("metadata") or {}
+        uid = str(meta.get("uid") or "")
+        seen = self._mirror_seen.get(key)
+        if seen is None or seen[0] != uid:
+            seen = self._mirror_seen[key] = (uid, time.monotonic())
+        stamp = meta.get("creationTimestamp")
+        created = datetime.fromisoformat(stamp) if isinstance(stamp, str) else None
+        settled = mirror_settled_at(created)
+        grace = MIRROR_SETTLE_GRACE.total_seconds()
+        if (settled is not None and datetime.now(UTC) >= settled) or time.monotonic() - seen[1] >= grace:
+            return None
+        return RouteView(False, MIRROR_SETTLING, f"TraefikService {meta.get('name')} is new: the route names it "
+                         f"{grace:g} s after its creation, once Traefik has loaded it (a route naming a "
+                         "TraefikService Traefik does not have yet is dropped, and its requests answered 404)")
 
     async def release_mirror(self, api: KubeClient, key: Key, spec: CanaryRolloutSpec, status: CanaryRolloutStatus,
                              now: datetime) -> float | None:

@@ -282,6 +282,8 @@ class CanaryRollouts(Kind[CanaryRolloutSpec, CanaryRolloutStatus]):
             return RETRY  # the holder's end wakes this one at once (on_event); this is a safety net
         if view.reason == JUDGE_NOT_READY:
             return JUDGE_POLL  # a Pod starting, not a fault: no backoff
+        if view.reason == route_sync.MIRROR_SETTLING:
+            return route_sync.MIRROR_POLL  # Traefik loading the TraefikService: no backoff
         if not view.carries and view is not ROUTE_UNSEEN:
             return self.routes.backoff(key)
         self.routes.routable(key)
@@ -305,11 +307,11 @@ class CanaryRollouts(Kind[CanaryRolloutSpec, CanaryRolloutStatus]):
         self._persisted[key] = time.monotonic()
         before = next((c for c in old.conditions if c.type == "RouteReady"), None)
         after = next((c for c in new.conditions if c.type == "RouteReady"), None)
-        if after is not None and after.status == ConditionStatus.FALSE and (
-            before is None or (before.status, before.reason, before.message) != (after.status, after.reason,
-                                                                                after.message)
-        ):
-            await _event(ctl.api(), written, "Warning", after.reason, after.message)
+        # A TraefikService Traefik is still loading is a few seconds' wait, not a fault: the condition says it.
+        if after is not None and after.status == ConditionStatus.FALSE and after.reason != route_sync.MIRROR_SETTLING:
+            said = None if before is None else (before.status, before.reason, before.message)
+            if said != (after.status, after.reason, after.message):
+                await _event(ctl.api(), written, "Warning", after.reason, after.message)
         return True
 
     async def _unparsable(self, ctl: CanaryController, key: Key, body: Mapping[str, Any],

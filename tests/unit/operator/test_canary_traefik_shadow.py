@@ -9,10 +9,12 @@ from __future__ import annotations
 import asyncio
 import copy
 from collections.abc import Awaitable, Callable, Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 from kubestill.api.names import ROUTE_RESTORE_FINALIZER
 from kubestill.clients.kube import ApiError, Connection
+from kubestill.handlers.canary_route_sync import MIRROR_POLL, MIRROR_SETTLING
 from kubestill.handlers.operator import build
 from kubestill.logic.shadow_mirror import MIRROR_RELEASE_GRACE
 from kubestill.settings import Settings
@@ -62,7 +64,10 @@ class TraefikKube(RolloutKube):
             del self.objects[path]
             return {}
         if verb == "PATCH" and content_type == "application/apply-patch+yaml":
-            return self.put(path, body)  # the whole object is ours: the apply replaces it
+            # The whole object is ours: the apply replaces it; its creation time is the server's, kept.
+            created = (self.objects.get(path) or {}).get("metadata", {}).get("creationTimestamp") or \
+                datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+            return self.put(path, {**body, "metadata": {**body["metadata"], "creationTimestamp": created}})
         assert verb == "GET", (verb, path)
         return copy.deepcopy(self.objects[path])
 
@@ -82,6 +87,13 @@ def run(steps: Callable[[World], Awaitable[dict[str, Any]]], served: bool = True
     return asyncio.run(main())
 
 
+async def settled(w: World) -> None:
+    """The TraefikService made old enough for the route to name it (shadow_mirror.MIRROR_SETTLE_GRACE), and the
+    rollout looked at again."""
+    w.api.objects[TS_PATH]["metadata"]["creationTimestamp"] = "2020-01-01T00:00:00Z"
+    await w.reconcile()
+
+
 def rule_refs(body: Mapping[str, Any]) -> list[dict[str, Any]]:
     return list(body["spec"]["rules"][0]["backendRefs"])
 
@@ -93,7 +105,10 @@ def deletes(api: TraefikKube) -> list[str]:
 def test_the_shadow_step_routes_through_the_traefik_service_then_the_first_step_puts_the_baseline_back() -> None:
     async def steps(w: World) -> dict[str, Any]:
         out: dict[str, Any] = {}
-        await w.reconcile()
+        out["settle_requeue"] = await w.reconcile()
+        # Created just now: Traefik may not have it yet, so the route does not name it yet.
+        out["settling"], out["settling_route"] = w.status(), copy.deepcopy(w.api.objects[ROUTE_PATH])
+        await settled(w)
         out["shadowing"], out["ts"] = w.status(), copy.deepcopy(w.api.objects.get(TS_PATH))
         out["route"], out["requests"] = copy.deepcopy(w.api.objects[ROUTE_PATH]), list(w.api.requests)
         before = len(w.api.requests)
@@ -111,6 +126,10 @@ def test_the_shadow_step_routes_through_the_traefik_service_then_the_first_step_
         return out
 
     out = run(steps)
+    settling = condition(out["settling"], "RouteReady")
+    assert (settling["status"], settling["reason"]) == ("False", MIRROR_SETTLING), settling
+    assert not out["settling"].get("stepStartedAt")  # the shadow step's clock waits for the route
+    assert rule_refs(out["settling_route"]) == rule_refs(httproute()) and out["settle_requeue"] == MIRROR_POLL
     status = out["shadowing"]
     assert (status["phase"], status["shadowing"], status["currentWeight"]) == ("Progressing", True, 0)
     assert condition(status, "RouteReady")["status"] == "True" and status["stepStartedAt"]
@@ -176,6 +195,7 @@ def test_a_delete_while_shadowing_restores_the_rule_then_releases_after_the_grac
 
     async def steps(w: World) -> dict[str, Any]:
         await w.reconcile()
+        await settled(w)
         body = copy.deepcopy(w.api.objects[CR_PATH])
         body["metadata"]["deletionTimestamp"] = "2099-01-01T00:00:00Z"
         w.api.put(CR_PATH, body)
