@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Lints, checks the layering and generated files, then runs every test (unit, integration on a real
-# kube-apiserver, trainer end to end, operator and canary end to end). Run scripts/setup.sh first.
+# kube-apiserver, trainer end to end, operator and canary end to end, the real node) in two lanes at once.
+# Run scripts/setup.sh first.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 VENV=${KUBESTILL_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/kubestill/venv}
@@ -14,16 +15,42 @@ step "mypy";          mypy operator/kubestill trainer-image/kubestill_trainer ||
 step "layers";        lint-imports || fail=1
 step "generated CRDs"; kubestill crds --check || fail=1
 step "pytest"
-# Unit first (fast feedback), then the real-apiserver suites; e2e last because its operator fixture runs
-# cluster-wide for the rest of the session and would reconcile the objects earlier suites create.
+# Two lanes at once, each a pytest session with its own control plane. On 2 cores the whole run is about 63
+# core-minutes of work, about half of it spent waiting (Pods starting, Prometheus scrapes, canary steps), so the
+# lanes pair CPU-heavy suites with waiting ones: the real-node suite, then the operator's e2e suites on the
+# process node (mostly waiting), then GPTQ; and unit, the real-apiserver suites, the chart, then the trainer's
+# (CPU-bound training). The real-node suite leads its lane: one node per host, and its teardown test must run
+# after every other real-node test; e2e ends it because its operator fixture runs cluster-wide for the rest of
+# the session and would reconcile objects that earlier suites create. Arguments go to both pytest lanes (e.g. -x,
+# -k NAME); each output line is prefixed by its lane, and each lane ends with its own summary.
 # As root (CI) the real-node suite must run: a host that cannot start the real node fails it instead of
 # skipping it, so the fallback to the process node is never silent.
 [ "$(id -u)" -eq 0 ] && export KUBESTILL_REQUIRE_REAL_NODE=1
-python -m pytest tests/unit tests/integration tests/trainer tests/chart tests/realnode tests/e2e "$@"
-rc=$?
-if [ $rc -eq 5 ]; then echo "pytest collected no tests: that is a failure here" >&2; rc=1; fi
-[ $rc -eq 0 ] || fail=1
+# Each run's temporary files under one directory; the three newest runs are kept (as pytest keeps its own).
+tmp=${TMPDIR:-/tmp}
+# shellcheck disable=SC2012
+ls -1dt "$tmp"/kubestill-tests.* 2>/dev/null | tail -n +3 | xargs -r rm -rf
+base=$(mktemp -d "$tmp/kubestill-tests.XXXXXX")
+narrowed=$#  # arguments (-k, -m ...) may leave a lane nothing to run; without them that is a failure
+lane() {  # lane NAME PYTHON PYTEST-ARGS...: one pytest session, its temporary files under $base/NAME
+  local name=$1 python=$2; shift 2
+  "$python" -m pytest --basetemp="$base/$name" "$@" 2>&1 | sed -u "s/^/[$name] /"
+  local code=${PIPESTATUS[0]}
+  if [ "$code" -eq 5 ]; then
+    [ "$narrowed" -gt 0 ] && return 0
+    echo "[$name] pytest collected no tests: that is a failure here" >&2; code=1
+  fi
+  return "$code"
+}
 # GPTQ in its own venv (gptqmodel needs numpy 2, tritonserver's python backend stub numpy 1; scripts/setup.sh).
-step "pytest: GPTQ (in ${GPTQ_VENV:=${KUBESTILL_GPTQ_VENV:-$VENV-gptq}})"
-KUBESTILL_REQUIRE_GPTQ=1 "$GPTQ_VENV/bin/python" -m pytest tests/trainer/test_gptq.py || fail=1
+GPTQ_VENV=${KUBESTILL_GPTQ_VENV:-$VENV-gptq}
+(
+  code=0
+  lane node python tests/realnode tests/e2e "$@" || code=1
+  KUBESTILL_REQUIRE_GPTQ=1 lane gptq "$GPTQ_VENV/bin/python" tests/trainer/test_gptq.py || code=1
+  exit $code
+) &
+node_pid=$!
+lane api python tests/unit tests/integration tests/chart tests/trainer "$@" || fail=1
+wait "$node_pid" || fail=1
 exit $fail

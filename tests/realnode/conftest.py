@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 import pytest
 
 from kubestill.dev import controlplane, host, images, polling, realnode
-from kubestill.dev.operator_process import OperatorProcess
+from kubestill.dev.operator_process import OperatorProcess, chart_trainer_security
 from kubestill.dev.realnode import RealNode
 
 REQUIRED = os.environ.get("KUBESTILL_REQUIRE_REAL_NODE") == "1"
@@ -144,3 +144,36 @@ def operator(real_node: RealNode, tmp_path: Path) -> Iterator[OperatorProcess]:
         yield op
     finally:
         op.stop()
+
+
+@pytest.fixture
+def chart_operator(real_node: RealNode, tmp_path: Path) -> Iterator[OperatorProcess]:
+    """The operator with the chart's trainer security contexts (non-root, read-only root filesystem)."""
+    op = operator_process(real_node, tmp_path / "operator.log", chart_trainer_security()).start()
+    try:
+        yield op
+    finally:
+        op.stop()
+
+
+def pod_logs(node: RealNode, namespace: str) -> dict[str, str]:
+    """Every container's log (init containers too) of every Pod in `namespace`: Pod name -> text."""
+    names = node.cluster.kubectl("get", "pods", "-n", namespace, "-o", "name", check=False).stdout.split()
+    return {name: node.cluster.kubectl("logs", "-n", namespace, name, "--all-containers", "--prefix",
+                                       check=False).stdout for name in names}
+
+
+def kill_running_pod(node: RealNode, namespace: str, job: str) -> str:
+    """SIGKILL the container of the running Pod of Job `job` through containerd, as the kernel's OOM killer or a
+    lost node would end it (exit 137, no graceful shutdown); returns the Pod's name."""
+    def running() -> dict[str, Any] | None:
+        for pod in get_json(node, "pods", "-n", namespace, "-l", f"job-name={job}").get("items") or []:
+            for cs in (pod.get("status") or {}).get("containerStatuses") or []:
+                if "running" in (cs.get("state") or {}) and cs.get("containerID"):
+                    return pod
+        return None
+
+    pod = wait_for(running, 60, f"a running Pod of Job {job}")
+    container = pod["status"]["containerStatuses"][0]["containerID"].removeprefix("containerd://")
+    node.ctr("tasks", "kill", "-s", "SIGKILL", container)
+    return str(pod["metadata"]["name"])

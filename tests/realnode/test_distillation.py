@@ -6,30 +6,21 @@ serving image and answers through its Service."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from kubestill.dev.operator_process import OperatorProcess, chart_trainer_security
+from kubestill.dev.operator_process import OperatorProcess
 from kubestill.dev.realnode import RealNode
 from kubestill.dev.workspace import hostpath_claim
 
-from .conftest import describe_pods, get_json, operator_process, wait_for
+from .conftest import describe_pods, get_json, wait_for
 from .test_serving import infer
 
 pytestmark = [pytest.mark.realnode, pytest.mark.slow]
-
-
-@pytest.fixture
-def chart_operator(real_node: RealNode, tmp_path: Path) -> Iterator[OperatorProcess]:
-    op = operator_process(real_node, tmp_path / "operator.log", chart_trainer_security()).start()
-    try:
-        yield op
-    finally:
-        op.stop()
 
 
 def embedding_job(name: str, namespace: str, **extra: Any) -> dict[str, Any]:
