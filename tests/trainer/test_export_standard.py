@@ -2,7 +2,9 @@
 compute what kubestill's own loader computes on real text (BBC News titles): a static and a narrow projected
 embedding student through sentence-transformers, a classifier with kubestill's head through sentence-transformers
 (logits + labels.json), a classifier cut from a Hugging Face classifier through AutoModelForSequenceClassification,
-and a bi-encoder reranker whose scores are sentence-transformers' cosine similarities.
+a bi-encoder reranker whose scores are sentence-transformers' cosine similarities, a cross-encoder reranker whose
+scores are sentence-transformers' CrossEncoder.predict, and generators (a layer-dropped student with a chat
+template, a LoRA student kept as adapters) through AutoModelForCausalLM: their logits and greedy answers.
 
 Each student comes out of the real command line (label, train, evaluate, export) on a few dozen rows, one epoch.
 Tolerance: 1e-4 absolute (same weights and operations; padding differs between batch compositions)."""
@@ -181,3 +183,153 @@ def test_bi_encoder_reranker_scores_with_sentence_transformers(tmp_path: Path) -
         query = model.encode([row.text], convert_to_tensor=True)
         got = model.similarity(query, model.encode(passages, convert_to_tensor=True))[0].numpy()
         np.testing.assert_allclose(got, expected[: len(passages)], atol=TOLERANCE)
+
+
+@pytest.fixture()
+def plain_minilm(tmp_path: Path) -> Path:
+    """The last layer of all-MiniLM-L6-v2 (with its embeddings) as a plain Hugging Face directory, no modules.json:
+    a `baseModelUri` that makes a cross-encoder student (mean pooling, a fresh Linear head)."""
+    from transformers import AutoModel, AutoTokenizer
+
+    from kubestill_trainer.storage import resolve_uri
+    from kubestill_trainer.tasks.encoder import cut_from_teacher
+
+    source = resolve_uri(MINILM)
+    out = tmp_path / "minilm-plain"
+    cut_from_teacher(AutoModel.from_pretrained(str(source)), [5]).save_pretrained(str(out))
+    AutoTokenizer.from_pretrained(str(source)).save_pretrained(str(out))
+    return out
+
+
+def test_cross_encoder_reranker_scores_with_cross_encoder(plain_minilm: Path, tmp_path: Path) -> None:
+    from sentence_transformers import CrossEncoder
+
+    from kubestill_trainer.labelstore import load_labels
+    from kubestill_trainer.serving.loader import load_for_serving
+    from kubestill_trainer.tasks.reranking import RerankModel, candidates
+    from kubestill_trainer.tasks.reranking_data import bbc_title_lead_groups, write_jsonl
+
+    data = write_jsonl(bbc_title_lead_groups(group_size=4, limit=32, seed=1), tmp_path / "groups.jsonl")
+    export = _train_and_export(tmp_path, {
+        "task": "reranking", "teacher": {"modelUri": MINILM},  # a bi-encoder teacher, a cross-encoder student
+        "student": {"baseModelUri": f"file://{plain_minilm}"},
+        "data": {"uri": f"file://{data}", "seed": 3, "fields": {"text": "query", "pair": "passages", "label": "label"}},
+        "loss": {"terms": [{"name": "margin-mse"}]},
+    })
+    entry = json.loads((export / "export.json").read_text())["sentenceTransformers"]
+    assert entry["class"] == "CrossEncoder" and entry["maxAbsDiff"] <= TOLERANCE
+    rows, _ = load_labels(export.parent / "labels").subset("test")
+    assert len(rows) >= 3
+    task, own = load_for_serving(export / "model")
+    assert isinstance(own, RerankModel) and own.mode == "cross" and own.pooling == "mean"
+    ours = task.predict(own, rows, 8)["scores"]
+    path = export / "sentence-transformers"
+    _assert_transformer_loads_cleanly(path)
+    modules = [m["type"].rsplit(".", 1)[-1] for m in json.loads((path / "modules.json").read_text())]
+    assert modules == ["Transformer", "Pooling", "Dense"]
+    model = CrossEncoder(str(path), device="cpu")  # nothing passed: the saved activation is the identity
+    assert isinstance(model.activation_fn, torch.nn.Identity) and model.num_labels == 1
+    pairs = [(row.text, p) for row in rows for p in candidates(row)]
+    assert max(len(model.tokenizer(q, p)["input_ids"]) for q, p in pairs) > 32  # lead paragraphs are truncated
+    got = model.predict(pairs, convert_to_numpy=True)
+    expected = np.concatenate([s[: len(candidates(r))] for r, s in zip(rows, ours, strict=True)])
+    np.testing.assert_allclose(got, expected, atol=TOLERANCE)
+    print(f"cross-encoder: max abs diff {np.max(np.abs(got - expected)):.3e} over {len(pairs)} pairs")
+    for row, scores in zip(rows, ours, strict=True):  # and so the same ranking
+        ranked = [r["corpus_id"] for r in model.rank(row.text, candidates(row))]
+        assert ranked == list(np.argsort(-scores[: len(candidates(row))], kind="stable"))
+
+
+# A chat template of the simplest kind: kubestill wraps the prompt in it, and so must the exported tokenizer.
+CHAT_TEMPLATE = ("{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
+                 "{% if add_generation_prompt %}assistant:{% endif %}")
+
+
+@pytest.fixture()
+def tiny_teacher(tmp_path: Path, request: pytest.FixtureRequest) -> Path:
+    """A random 2-layer Llama with a byte-level BPE tokenizer trained here (tiny_lm), with a chat template when
+    the test's parameter asks for one."""
+    from . import tiny_lm
+
+    tok = tiny_lm.tokenizer(300, "bpe")
+    if request.param:
+        tok.chat_template = CHAT_TEMPLATE
+    return tiny_lm.save(tmp_path / "tiny-llama", tiny_lm.llama(tok), tok)
+
+
+@pytest.mark.parametrize(("tiny_teacher", "student", "adapters"), [
+    (True, {"architecture": {"numLayers": 1}}, False),
+    (False, {"lora": {"r": 4, "alpha": 8, "dropout": 0.0, "merge": False}}, True),
+], ids=["layer-dropped-chat", "lora-adapter"], indirect=["tiny_teacher"])
+def test_generator_loads_with_auto_model_for_causal_lm(
+    tiny_teacher: Path, tmp_path: Path, student: dict[str, Any], adapters: bool
+) -> None:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from kubestill_trainer.labelstore import load_labels
+    from kubestill_trainer.serving.loader import load_for_serving
+    from kubestill_trainer.tasks.base import Row
+    from kubestill_trainer.tasks.generation import GenerationModel
+
+    from .test_generation_e2e import prompts_file
+    from .tiny_lm import generation_spec
+
+    work = tmp_path / "work"
+    spec = generation_spec(tiny_teacher, tiny_teacher, prompts_file(tmp_path / "prompts.jsonl", 24), work)
+    spec["student"] = {"baseModelUri": f"file://{tiny_teacher}", **student} if "lora" in student else student
+    # sequence-kd moves LoRA adapters off zero where token-kl alone would not (a student that starts as its teacher
+    # is at token-kl's minimum), at a learning rate that makes the merge matter (checked below).
+    spec["loss"] = {"terms": [{"name": "token-kl"}, {"name": "sequence-kd"}]}
+    spec["training"]["learningRate"] = 1e-2
+    spec["evaluation"] = {"minQualityRatio": 0.01}
+    done = run_trainer(["all", "--config", str(write_job(tmp_path / "job.yaml", spec))])
+    assert done.returncode == 0, done.stderr[-3000:]
+    export = work / "export"
+    card = json.loads((export / "model" / "kubestill.json").read_text())
+    assert card["adapter"] is adapters  # kubestill serves the LoRA student as base + adapters, unmerged
+    entry = json.loads((export / "export.json").read_text())["transformers"]
+    assert entry["class"] == "AutoModelForCausalLM" and entry["maxAbsDiff"] <= TOLERANCE
+    assert entry["adaptersMerged"] is adapters and entry["chat"] is not adapters
+
+    rows, _ = load_labels(work / "labels").subset("test")
+    assert len(rows) >= 3
+    task, own = load_for_serving(export / "model")
+    assert isinstance(own, GenerationModel) and own.chat is not adapters
+    path = export / "transformers"
+    model, info = AutoModelForCausalLM.from_pretrained(str(path), output_loading_info=True)
+    assert not any(info.values()), info
+    model.eval()
+    tokenizer = AutoTokenizer.from_pretrained(str(path))
+    # The prompt as a user of the layout writes it: the chat template when there is one, the last 32 tokens.
+    texts = [tokenizer.apply_chat_template([{"role": "user", "content": r.text}], tokenize=False,
+                                           add_generation_prompt=True) if own.chat else r.text for r in rows]
+    tokenizer.truncation_side = "left"
+    assert max(len(tokenizer(t)["input_ids"]) for t in texts) > 32  # some prompts are truncated
+
+    # Next-token logits after each prompt: kubestill's forward (one right-padded batch) vs the library, one by one.
+    with torch.no_grad():
+        ours = own(own.encode([Row(r.id, r.text) for r in rows], 32)).logits[:, 0].numpy()
+        got = np.stack([model(**tokenizer(t, add_special_tokens=not own.chat, truncation=True, max_length=32,
+                                          return_tensors="pt")).logits[0, -1].numpy() for t in texts])
+    assert got.shape == ours.shape == (len(rows), len(tokenizer))
+    np.testing.assert_allclose(got, ours, atol=TOLERANCE)
+    print(f"causal LM: max abs diff {np.max(np.abs(got - ours)):.3e} over {got.size} logits")
+    # Not the teacher's (for LoRA: its base, to which the adapters must have been added) by far more than that.
+    teacher = AutoModelForCausalLM.from_pretrained(str(tiny_teacher)).eval()
+    with torch.no_grad():
+        base = np.stack([teacher(**tokenizer(t, add_special_tokens=not own.chat, truncation=True, max_length=32,
+                                             return_tensors="pt")).logits[0, -1].numpy() for t in texts])
+    assert np.max(np.abs(base - ours)) > 100 * TOLERANCE
+
+    # Greedy answers: generate() with the saved generation config alone, as kubestill's predict answers.
+    tokenizer.padding_side = "left"
+    enc = tokenizer(texts, add_special_tokens=not own.chat, truncation=True, max_length=32, padding=True,
+                    return_tensors="pt")
+    with torch.no_grad():
+        new = model.generate(**enc)[:, enc["input_ids"].shape[1]:].tolist()
+    eos = tokenizer.eos_token_id
+    answers = [row[: row.index(eos) + 1] if eos in row else row for row in new]
+    expected = [[int(t) for t in row if t >= 0] for row in task.predict(own, rows, len(rows))["token_ids"]]
+    assert answers == expected
+    config = model.generation_config  # what made generate() greedy, 6 new tokens at most (maxNewTokens)
+    assert config.do_sample is False and config.max_new_tokens == 6 and all(0 < len(a) <= 6 for a in answers)

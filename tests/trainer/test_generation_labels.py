@@ -50,3 +50,39 @@ def test_confidence_is_the_geometric_mean_probability_of_the_answer(drop_empty: 
 def test_an_answer_of_only_end_of_sequence_is_empty() -> None:
     conf, invalid = _confidence([[2]], torch.tensor([[-0.5]]), 2, 8, True)
     assert invalid == ["empty teacher answer"] and conf[0] == pytest.approx(math.exp(-0.5), rel=1e-5)
+
+
+@pytest.mark.parametrize("max_length", [4, 8, 64])
+def test_training_reads_a_long_prompt_as_decoding_does(max_length: int) -> None:
+    """A BOS tokenizer (Llama's kind), no chat template: GenerationModel.encode's prompt tokens are those
+    `generate` feeds the model, BOS kept where a prompt is cut to its last tokens (a plain slice of the ids
+    dropped it: the student trained on other inputs than it was asked with), and the tokenizer is left as it was."""
+    from kubestill_trainer.tasks.base import Row
+    from kubestill_trainer.tasks.generation import GenerationModel
+    from kubestill_trainer.tasks.generation_lm import generate, prompt_ids
+
+    from .tiny_lm import llama, tokenizer
+
+    tok = tokenizer(200, "bpe", bos=True)
+    prompt = "news item 3: markets rise as rates fall and sport teams win the cup 3"
+    model = GenerationModel(llama(tok), tok, max_length, max_new_tokens=2, chat=False)
+    features = model.encode([Row("a", prompt, "[5, 6]")], max_length)
+    start = int(features["response_positions"][0, 0]) + 1  # answer token 0 is predicted at start - 1
+    encoded = features["input_ids"][0, :start].tolist()
+    full = tok(prompt)["input_ids"]
+    assert encoded == prompt_ids(tok, prompt, False, max_length)
+    assert encoded[0] == tok.bos_token_id and len(encoded) == min(max_length, len(full))
+    assert encoded[1:] == full[len(full) - len(encoded) + 1:]  # the prompt's last tokens
+    # What decoding feeds the model: the same ids (left-padded batch of one, nothing padded).
+    fed: list[list[int]] = []
+    lm = model.lm
+    original = lm.generate
+
+    def spy(**kwargs: object) -> object:
+        fed.append(kwargs["input_ids"][0].tolist())  # type: ignore[index]
+        return original(**kwargs)
+
+    lm.generate = spy  # type: ignore[method-assign]
+    generate(lm, tok, [prompt], max_new_tokens=1, max_prompt_tokens=max_length, chat=False)
+    assert fed == [encoded]
+    assert (tok.padding_side, tok.truncation_side) == ("right", "right")

@@ -34,7 +34,7 @@ from kubestill.api.v1alpha1.distillationjob import LoRASpec
 from ..losses.extras import RESPONSE_MASK, TOKEN_IDS, TOPK_IDS, TOPK_LOGPROBS
 from ..outputs import Array, ModelOutputs
 from .base import MODEL_CARD, DistillTask, Features, LabelBatch, Predictions, Row, TaskModel, register_task, texts_of
-from .generation_lm import drop_layers, generate, load_causal_lm, load_tokenizer, prompt_text
+from .generation_lm import drop_layers, generate, load_causal_lm, load_tokenizer, prompt_ids
 from .generation_metrics import generation_metrics
 from .teacher import Generated, Teacher
 
@@ -82,8 +82,8 @@ class GenerationModel(TaskModel):
         t = self.max_new_tokens
         seqs, starts, answers = [], [], []
         for r in rows:
-            ids = tok(prompt_text(tok, r.text, self.chat), add_special_tokens=not self.chat)["input_ids"]
-            ids = ids[-max_length:]  # keep the end of a long prompt: it is what the answer follows
+            # The end of a long prompt (what the answer follows), read exactly as decoding reads it.
+            ids = prompt_ids(tok, r.text, self.chat, max_length)
             answer = (response_tokens(r) or [])[:t]
             seqs.append(ids + answer)
             starts.append(len(ids))

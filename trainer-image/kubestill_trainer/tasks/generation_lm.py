@@ -112,6 +112,21 @@ def prompt_text(tokenizer: PreTrainedTokenizerBase, prompt: str, chat: bool) -> 
     return prompt
 
 
+def prompt_ids(tokenizer: PreTrainedTokenizerBase, prompt: str, chat: bool, max_length: int) -> list[int]:
+    """The token ids of `prompt` as the model reads it, in training (GenerationModel.encode) and in decoding
+    (`generate`) alike: the chat template when `chat` (its special tokens not added again), and of a prompt longer
+    than `max_length` tokens its last ones, by the tokenizer's own left truncation, which keeps a BOS token a
+    plain slice of the ids would drop."""
+    side = tokenizer.truncation_side
+    tokenizer.truncation_side = "left"
+    try:
+        ids = tokenizer(prompt_text(tokenizer, prompt, chat), add_special_tokens=not chat, truncation=True,
+                        max_length=max_length)["input_ids"]
+    finally:
+        tokenizer.truncation_side = side
+    return [int(i) for i in ids]
+
+
 @torch.no_grad()
 def generate(
     model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: list[str], max_new_tokens: int,
@@ -127,13 +142,13 @@ def generate(
     student of the same tokenizer could have, nor necessarily an output row it has."""
     device = next(model.parameters()).device
     texts = [prompt_text(tokenizer, p, chat) for p in prompts]
-    side = tokenizer.padding_side
-    tokenizer.padding_side, tokenizer.truncation_side = "left", "left"
+    sides = tokenizer.padding_side, tokenizer.truncation_side
+    tokenizer.padding_side, tokenizer.truncation_side = "left", "left"  # as prompt_ids reads a prompt
     try:
         enc = tokenizer(texts, return_tensors="pt", padding=True, truncation=True, max_length=max_prompt_tokens,
                         add_special_tokens=not chat)
     finally:
-        tokenizer.padding_side = side
+        tokenizer.padding_side, tokenizer.truncation_side = sides
     enc = {k: v.to(device) for k, v in enc.items()}
     eos = tokenizer.eos_token_id
     lm: Any = model
