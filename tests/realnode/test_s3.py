@@ -194,6 +194,15 @@ def test_distillation_job_on_s3_resumes_from_the_bucket_and_serves_from_it(
     assert_no_credentials(real_node, namespace, s3, chart_operator)
 
 
+def apply_student_model(node: RealNode, namespace: str, name: str, uri: str) -> None:
+    """A classification StudentModel serving the artifact at s3:// `uri`, read with the Secret SECRET."""
+    body = {"apiVersion": "kubestill.io/v1alpha1", "kind": "StudentModel",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": {"artifactUri": uri, "task": "classification", "labels": ["a", "b"],
+                     "storageSecretRef": {"name": SECRET}}}
+    node.cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(body))
+
+
 @pytest.fixture
 def inputs_in_bucket(s3: S3Sandbox, bucket_inputs: Path) -> Iterator[S3Sandbox]:
     from kubestill_trainer.objectstore import ObjectStore, S3Config
@@ -253,11 +262,7 @@ def test_student_model_with_an_unreadable_artifact_never_starts_triton(
     create_secret(real_node, namespace, s3, **({"AWS_SECRET_ACCESS_KEY": "nope-nope"} if case != "missing-object"
                                              else {}))
     uri = s3.uri("models", "gone", "export")
-    body = {"apiVersion": "kubestill.io/v1alpha1", "kind": "StudentModel",
-            "metadata": {"name": "ghost", "namespace": namespace},
-            "spec": {"artifactUri": uri, "task": "classification", "labels": ["a", "b"],
-                     "storageSecretRef": {"name": SECRET}}}
-    real_node.cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(body))
+    apply_student_model(real_node, namespace, "ghost", uri)
     cond = wait_for(lambda: (c := condition(status(real_node, "studentmodel", namespace, "ghost"), "ArtifactReady"))
                     .get("status") == "False" and c, 90, "ArtifactReady=False")
     assert cond["reason"] == reason and uri in cond["message"], cond
@@ -277,11 +282,7 @@ def test_student_model_whose_download_fails_says_why_and_never_starts_triton(
     manifest = {"version": "", "files": {"model/model.safetensors": {"key": "model/model.safetensors", "size": 8}}}
     s3.server.client().put_object(Bucket=s3.bucket, Key="models/broken/export/_manifest.json",
                                   Body=json.dumps(manifest).encode())
-    body = {"apiVersion": "kubestill.io/v1alpha1", "kind": "StudentModel",
-            "metadata": {"name": "broken", "namespace": namespace},
-            "spec": {"artifactUri": uri, "task": "classification", "labels": ["a", "b"],
-                     "storageSecretRef": {"name": SECRET}}}
-    real_node.cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(body))
+    apply_student_model(real_node, namespace, "broken", uri)
     ready = wait_for(lambda: (c := condition(status(real_node, "studentmodel", namespace, "broken"), "Ready"))
                      .get("reason") == "ObjectNotFound" and c, 120, "Ready=False ObjectNotFound")
     assert f"{uri}/model/model.safetensors" in ready["message"] and "fetch-artifact" in ready["message"]
