@@ -169,6 +169,13 @@ def faq_rows() -> list[Row]:
     return [Row(str(r["id"]), str(r["q"]), pair=str(r["a"]), segment=str(r["category"])) for r in records]
 
 
+def faq_topic_rows() -> list[Row]:
+    """The same FAQ as a topic classification set: each English question labelled with its category (503 rows,
+    39 classes of 7 to 30 questions, Swedish building-law topics): many classes and few rows per class, never
+    tuned on."""
+    return [Row(r.id, r.text, label=r.segment, segment=r.segment) for r in faq_rows()]
+
+
 def write_jsonl(path: Path, rows: Sequence[Row]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w") as f:

@@ -1,12 +1,12 @@
 """Live agreement decisions: Wald's SPRT (`spec.analysis.sequential`) against the fixed-window agreement analysis
 (`agreement.minRate` over `window`, judged every interval), on the same CanaryRollout (issue #17, bench (b)).
 
-Everything is real and local, as in tests/e2e/canary/test_canary_agreement_e2e.py: a kube-apiserver, the
-operator (a host process), tritonservers for the baseline and the candidates, a `kubestill judge` process started
-with the settings of the Deployment the operator creates for the rollout (no node runs Pods here), Debian's
-Prometheus scraping it every second with the labels a kubernetes-pods job gives the judge's Pod, and the load
-generator standing in for the gateway: it splits requests by the route's weights and mirrors `samplePercent` % of
-them to the judge when the route says so.
+Everything is real and local (tests/realnode/test_canary_agreement.py decides the same on real Pods): a kube-
+apiserver, the operator (a host process), tritonservers for the baseline and the candidates, a `kubestill judge`
+process started with the settings of the Deployment the operator creates for the rollout (no node runs Pods here),
+Debian's Prometheus scraping it every second with the labels a kubernetes-pods job gives the judge's Pod, and the
+load generator standing in for the gateway: it splits requests by the route's weights and mirrors `samplePercent` %
+of them to the judge when the route says so.
 
 --models real (the default): the baseline is a real teacher, MiniLM-L6 with a head fitted on BBC News titles,
 exported by the trainer and served as a StudentModel serves it; the good candidate is a student distilled from it

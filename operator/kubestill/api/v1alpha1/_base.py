@@ -82,9 +82,15 @@ class Rule:
     # None for a transition rule (CEL `oldSelf`): only the API server holds the stored object to compare with.
     check: Callable[[Any], bool] | None
     field: str | None = None
+    # The message naming the offending value: a CEL string expression for the API server (messageExpression;
+    # `message` stays the fallback should it fail to evaluate) and the same text from the parsed model in Python.
+    message_expression: str | None = None
+    explain: Callable[[Any], str] | None = None
 
     def to_crd(self) -> dict[str, str]:
         out = {"rule": self.cel, "message": self.message}
+        if self.message_expression:
+            out["messageExpression"] = self.message_expression
         if self.field:
             out["fieldPath"] = "." + self.field
         return out
@@ -141,7 +147,7 @@ class KubeModel(BaseModel):
         for rule in type(self).rules:
             if rule.check is not None and not rule.check(self):
                 where = f"{rule.field}: " if rule.field else ""
-                raise ValueError(f"{where}{rule.message}")
+                raise ValueError(f"{where}{rule.explain(self) if rule.explain else rule.message}")
         return self
 
     def to_wire(self) -> dict[str, Any]:

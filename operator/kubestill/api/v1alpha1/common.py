@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from enum import StrEnum
 
 from pydantic import Field
@@ -9,6 +10,7 @@ from pydantic import Field
 from ._base import KubeModel, ResourceName, Rule, nested
 
 QUANTITY_PATTERN = r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|Ki|Mi|Gi|Ti)?$"
+MEMORY_UNIT_PATTERN = r"^[0-9]+([.][0-9]+)?(k|M|G|T|Ki|Mi|Gi|Ti)$"  # [.]: no backslash to escape in CEL
 MAX_TOLERATION_SECONDS = 30 * 86400
 MAX_QUEUE_DELAY_MICROSECONDS = 1_000_000
 
@@ -58,6 +60,18 @@ class Toleration(KubeModel):
 
 class ComputeResources(KubeModel):
     """What one container gets. Quantities use Kubernetes notation ("500m", "16Gi")."""
+
+    rules = (
+        # Kubernetes reads a bare number as bytes and `m` as thousandths of a byte: `memory: 24` or `512m` is a
+        # valid quantity no container can run in, found only when the Pod fails.
+        Rule(
+            cel=f"!has(self.memory) || self.memory.matches('{MEMORY_UNIT_PATTERN}')",
+            message="memory needs a byte unit (Ki, Mi, Gi, Ti, or k, M, G, T), e.g. 512Mi or 24Gi: a bare number "
+            "is bytes and m is thousandths of a byte",
+            check=lambda r: r.memory is None or re.match(MEMORY_UNIT_PATTERN, r.memory) is not None,
+            field="memory",
+        ),
+    )
 
     cpu: str | None = Field(default=None, pattern=QUANTITY_PATTERN, description="CPU request and limit.")
     memory: str | None = Field(

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from datetime import datetime
 from enum import StrEnum
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field
 
@@ -332,6 +332,21 @@ class LossName(StrEnum):
     SEQUENCE_KD = "sequence-kd"
 
 
+# What the trainer's evaluate stage measures for each task (kubestill_trainer/tasks/metrics.py,
+# reranking_metrics.py, generation_metrics.py; tests/trainer/test_metric_names.py checks this table against what
+# they return): the names evaluation.primaryMetric and evaluation.metrics may use, checked at admission rather than
+# after training. Case matters, as in the trainer's reports (rougeL).
+METRICS_BY_TASK: dict[Task, tuple[str, ...]] = {
+    Task.CLASSIFICATION: ("accuracy", "macro_precision", "macro_recall", "macro_f1", "agreement"),
+    Task.EMBEDDING: ("cosine", "recall@1", "recall@10", "mrr@10", "ndcg@10"),
+    Task.RERANKING: ("mrr@10", "ndcg@10", "map", "recall@1", "recall@5", "recall@10", "top1_agreement",
+                     "kendall_tau"),
+    Task.GENERATION: ("exact_match", "first_token", "token_f1", "rougeL"),
+}
+# Classification metrics against gold labels: without data.fields.label only `agreement` can be measured.
+GOLD_CLASSIFICATION_METRICS = ("accuracy", "macro_precision", "macro_recall", "macro_f1")
+MAX_METRIC_NAME = 64
+
 # Which losses make sense for which task; checked by CEL on the spec and by the trainer's registry.
 LOSSES_BY_TASK: dict[Task, tuple[LossName, ...]] = {
     Task.CLASSIFICATION: (
@@ -526,11 +541,16 @@ class EvaluationSpec(KubeModel):
         ),
     )
 
-    metrics: list[str] = Field(
-        default_factory=list, max_length=32, description="Metrics to report; empty: the task's defaults."
+    metrics: list[Annotated[str, Field(min_length=1, max_length=MAX_METRIC_NAME)]] = Field(
+        default_factory=list, max_length=32,
+        description="Metrics to report, from those the task measures (see primaryMetric); empty: all of them.",
     )
     primary_metric: str | None = Field(
-        default=None, description="Metric the quality ratio is computed on; empty: the task's default."
+        default=None, min_length=1, max_length=MAX_METRIC_NAME,
+        description="Metric the quality ratio and the gate are computed on; empty: the task's default "
+        "(classification: accuracy, or agreement without data.fields.label; embedding: ndcg@10, or cosine without "
+        "data.fields.pair; reranking: ndcg@10; generation: rougeL). What each task measures: " + "; ".join(
+            f"{task.value}: {', '.join(names)}" for task, names in METRICS_BY_TASK.items()) + ".",
     )
     min_quality_ratio: float = Field(
         default=0.95, gt=0, le=2, description="Student / teacher primary metric must be at least this."
@@ -618,6 +638,39 @@ def _losses_fit_task(spec: DistillationJobSpec) -> bool:
     return all(LossName(t.name) in allowed for t in spec.loss.terms)
 
 
+def _metric_cel(var: str) -> str:
+    """CEL: `var` is a metric the spec's task measures (METRICS_BY_TASK)."""
+    branches = [f"self.task == '{task.value}' ? {var} in {list(names)}" for task, names in METRICS_BY_TASK.items()]
+    return "(" + " : ".join(branches) + " : false)"
+
+
+def _measured_cel() -> str:
+    """CEL: what the spec's task measures, as one literal ("classification measures accuracy, ..."): literals
+    only, since the API server prices a message by the longest strings it could join (task has no maxLength)."""
+    branches = [f"self.task == '{task.value}' ? '{task.value} measures {', '.join(names)}'"
+                for task, names in METRICS_BY_TASK.items()]
+    return "(" + " : ".join(branches) + " : '')"
+
+
+def _unmeasured(spec: DistillationJobSpec, names: list[str]) -> list[str]:
+    return [m for m in names if m not in METRICS_BY_TASK[Task(spec.task)]]
+
+
+PRIMARY_NOT_MEASURED = "evaluation.primaryMetric is not a metric the task measures (names are case-sensitive)"
+METRICS_NOT_MEASURED = "evaluation.metrics names metrics the task does not measure (names are case-sensitive)"
+
+
+def _not_measured(spec: DistillationJobSpec, message: str, names: list[str]) -> str:
+    """`message`, then the names and what the task measures (the CEL messageExpressions say the same)."""
+    task = Task(spec.task)
+    return f"{message}: {', '.join(names)}; {task.value} measures {', '.join(METRICS_BY_TASK[task])}"
+
+
+def _not_measured_cel(message: str, names: str) -> str:
+    """CEL for _not_measured's text, `names` a CEL string expression."""
+    return f"'{message}: ' + {names} + '; ' + {_measured_cel()}"
+
+
 def _loss_task_cel() -> str:
     branches = [
         f"self.task == '{task.value}' ? self.loss.terms.all(t, t.name in {[n.value for n in names]})"
@@ -644,6 +697,35 @@ class DistillationJobSpec(KubeModel):
             message="reranking needs data.fields.pair (the passage field)",
             check=lambda s: s.task != "reranking" or s.data.fields.pair is not None,
             field="data",
+        ),
+        # An unknown metric would only be found after training (the gate: "was not measured"), or be dropped from
+        # the report without a word.
+        Rule(
+            cel=f"!has(self.evaluation.primaryMetric) || {_metric_cel('self.evaluation.primaryMetric')}",
+            message=PRIMARY_NOT_MEASURED,
+            message_expression=_not_measured_cel(PRIMARY_NOT_MEASURED, "self.evaluation.primaryMetric"),
+            check=lambda s: not s.evaluation.primary_metric or not _unmeasured(s, [s.evaluation.primary_metric]),
+            explain=lambda s: _not_measured(s, PRIMARY_NOT_MEASURED, [str(s.evaluation.primary_metric)]),
+            field="evaluation.primaryMetric",
+        ),
+        Rule(
+            cel=f"!has(self.evaluation.metrics) || self.evaluation.metrics.all(m, {_metric_cel('m')})",
+            message=METRICS_NOT_MEASURED,
+            # Not the names themselves: filtering the list in a messageExpression is over the API server's cost
+            # budget (measured), so it says what the task measures; Python names them too.
+            message_expression=f"'{METRICS_NOT_MEASURED}; ' + {_measured_cel()}",
+            check=lambda s: not _unmeasured(s, list(s.evaluation.metrics)),
+            explain=lambda s: _not_measured(s, METRICS_NOT_MEASURED, _unmeasured(s, list(s.evaluation.metrics))),
+            field="evaluation.metrics",
+        ),
+        Rule(
+            cel="self.task != 'classification' || !has(self.evaluation.primaryMetric) || "
+            f"!(self.evaluation.primaryMetric in {list(GOLD_CLASSIFICATION_METRICS)}) || has(self.data.fields.label)",
+            message="evaluation.primaryMetric accuracy, macro_precision, macro_recall and macro_f1 compare with gold "
+            "labels: set data.fields.label (or use agreement, with the teacher's labels)",
+            check=lambda s: s.task != Task.CLASSIFICATION or s.evaluation.primary_metric
+            not in GOLD_CLASSIFICATION_METRICS or s.data.fields.label is not None,
+            field="evaluation.primaryMetric",
         ),
         # Retrieval metrics rank each text's pair among the held-out pairs: without pairs there is nothing to rank.
         Rule(
