@@ -1,7 +1,8 @@
-"""The serving check for real. First the command alone: `kubestill servecheck` (what the operator's Job runs)
-loads a real tritonserver serving the e2e `echo` model over HTTP, writes its result to the termination log, and
-the operator's decision reads that very text. Then the whole path: the operator creates the check Job of a Ready
-StudentModel, the local node runs it against the model's tritonserver, and the status and condition follow.
+"""The serving check's command for real: `kubestill servecheck` (what the operator's Job runs) loads a real
+tritonserver serving the e2e `echo` model over HTTP, writes its result to the termination log, and the operator's
+decision reads that very text. The whole path (the operator's check Job of a Ready StudentModel, a Pod of the
+operator image reaching the model through its Service, the status and condition following) runs on the real node:
+tests/realnode/test_studentmodel_checks.py and test_serving.py.
 
 The echo model is told to sleep 25 ms per execution; one instance without dynamic batching runs one request at
 a time, so the served latency cannot be under 25 ms and throughput cannot exceed 1000 / 25 = 40 requests/s.
@@ -15,23 +16,17 @@ import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import pytest
-import yaml
 
 from kubestill.api.names import TERMINATION_LOG_ENV
 from kubestill.api.served import ServeCheckRequest, ServeCheckResult, parse_serve_check_result
 from kubestill.api.v1alpha1.studentmodel import ServingCheckSpec
-from kubestill.dev.controlplane import Cluster
-from kubestill.dev.node import LocalNode
 from kubestill.dev.triton import TritonProcess, start_tritonserver
 from kubestill.logic.jobs import JobView
 from kubestill.logic.served import ServedInputs, decide_served
-from tests.trainer import tiny_lm
 
 from .canary.tritons import make_repository
-from .conftest import OperatorProcess, get_json, wait_for
 
 pytestmark = pytest.mark.e2e
 SLOW_MS = 25.0
@@ -104,47 +99,3 @@ def test_nothing_listening_is_reported_not_hung(tmp_path: Path) -> None:
                               tmp_path / "termination-log")
     assert code == 1 and result is not None and not result.ok
     assert "not ready after 2 s" in result.message
-
-
-# --- the whole path: the operator, the local node, a real tritonserver ------------------------------------------
-
-
-def _sm(namespace: str, export: Path, max_p95_ms: float) -> str:
-    return yaml.safe_dump({
-        "apiVersion": "kubestill.io/v1alpha1", "kind": "StudentModel",
-        "metadata": {"name": "topics", "namespace": namespace},
-        "spec": {"artifactUri": f"file://{export}", "task": "classification", "serving": {"maxBatchSize": 4},
-                 "servingCheck": {"concurrency": 2, "duration": "2s", "warmup": "0s", "maxP95Ms": max_p95_ms}},
-    })
-
-
-def _served(cluster: Cluster, namespace: str) -> dict[str, Any]:
-    status = get_json(cluster, "studentmodel", "topics", "-n", namespace).get("status") or {}
-    cond = next((c for c in status.get("conditions") or [] if c["type"] == "ServedLatency"), {})
-    return {"served": status.get("served"), **cond}
-
-
-def test_the_operator_measures_a_ready_model_and_gates_its_p95(
-    cluster: Cluster, namespace: str, operator: OperatorProcess, local_node: LocalNode, tmp_path: Path,
-) -> None:
-    """A StudentModel with a gate no served model can meet (1 microsecond): once Ready, the operator's check Job
-    (run by the local node as a process, its Service address rewritten to the tritonserver's loopback port)
-    measures it and ServedLatency says AboveMaxP95; a gate of a minute, applied as a new generation, is met."""
-    export = tiny_lm.classifier_artifact(tmp_path / "export", ["a", "b"])
-    cluster.kubectl("apply", "-f", "-", input=_sm(namespace, export, 0.001))
-    cond = wait_for(lambda: (c := _served(cluster, namespace)).get("status") in ("True", "False") and c, 240,
-                    "ServedLatency measured")
-    assert (cond["status"], cond["reason"]) == ("False", "AboveMaxP95"), cond
-    served = cond["served"]
-    assert served["requests"] > 0 and served["errors"] == 0 and served["concurrency"] == 2
-    assert 0 < served["p50Ms"] <= served["p95Ms"] <= served["p99Ms"]
-    assert served["observedGeneration"] == 1 and served["jobName"].startswith("topics-served-")
-    events = cluster.kubectl("get", "events", "-n", namespace, "--field-selector", "involvedObject.name=topics",
-                             "-o", "jsonpath={.items[*].reason}").stdout.split()
-    assert "AboveMaxP95" in events
-
-    cluster.kubectl("apply", "-f", "-", input=_sm(namespace, export, 60_000))
-    cond = wait_for(lambda: (c := _served(cluster, namespace)).get("reason") == "WithinMaxP95" and c, 240,
-                    "ServedLatency WithinMaxP95")
-    assert cond["status"] == "True" and cond["observedGeneration"] == 2
-    assert cond["served"]["observedGeneration"] == 2 and cond["served"]["jobName"] != served["jobName"]

@@ -14,6 +14,7 @@ import json
 import os
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -92,17 +93,25 @@ def loaded() -> Callable[[RealNode, str], str]:
     return load
 
 
-@pytest.fixture
-def namespace(real_node: RealNode) -> Iterator[str]:
-    """A namespace of its own, once its default ServiceAccount exists (Pods are refused before)."""
+@contextmanager
+def new_namespace(node: RealNode) -> Iterator[str]:
+    """A namespace of its own, once its default ServiceAccount exists (Pods are refused before); deleted after
+    (without waiting)."""
     name = f"t-{uuid.uuid4().hex[:10]}"
-    real_node.cluster.kubectl("create", "namespace", name)
-    wait_for(lambda: real_node.cluster.kubectl("get", "sa", "default", "-n", name, check=False).returncode == 0,
+    node.cluster.kubectl("create", "namespace", name)
+    wait_for(lambda: node.cluster.kubectl("get", "sa", "default", "-n", name, check=False).returncode == 0,
              30, "the default ServiceAccount")
     try:
         yield name
     finally:
-        real_node.cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
+        node.cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+@pytest.fixture
+def namespace(real_node: RealNode) -> Iterator[str]:
+    """A namespace for the test (new_namespace)."""
+    with new_namespace(real_node) as name:
+        yield name
 
 
 def wait_for(check: Callable[[], T], timeout: float, what: str, interval: float = 0.5) -> T:
@@ -166,12 +175,12 @@ def pod_logs(node: RealNode, namespace: str) -> dict[str, str]:
 def kill_running_pod(node: RealNode, namespace: str, job: str) -> str:
     """SIGKILL the container of the running Pod of Job `job` through containerd, as the kernel's OOM killer or a
     lost node would end it (exit 137, no graceful shutdown); returns the Pod's name."""
-    def running() -> dict[str, Any] | None:
+    def running() -> dict[str, Any]:
         for pod in get_json(node, "pods", "-n", namespace, "-l", f"job-name={job}").get("items") or []:
             for cs in (pod.get("status") or {}).get("containerStatuses") or []:
                 if "running" in (cs.get("state") or {}) and cs.get("containerID"):
-                    return pod
-        return None
+                    return dict(pod)
+        return {}
 
     pod = wait_for(running, 60, f"a running Pod of Job {job}")
     container = pod["status"]["containerStatuses"][0]["containerID"].removeprefix("containerd://")

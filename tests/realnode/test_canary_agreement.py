@@ -5,8 +5,8 @@ filter); the judge asks the baseline and the candidate, two tritonserver Pods of
 python-backend model, through their Services' cluster DNS names; upstream Prometheus discovers the judge's Pod
 through the API server; a plain client (kubestill.dev.gateway_client) sending to the Gateway is the only client.
 
-The process-node suite (tests/e2e/canary/test_canary_agreement_e2e.py) starts the judge itself and lets the load
-generator stand in for the gateway; this is the same decision where users run it.
+bench/agreement_live.py makes the same decision on the process node (it starts the judge itself and lets the load
+generator stand in for the gateway), to compare the SPRT with the fixed window; this is where users run it.
 
 - a candidate that serves fine but answers differently is rolled back by the SPRT during the shadow step, with
   every answer the client got coming from the baseline;

@@ -140,6 +140,10 @@ def test_distillation_job_on_s3_resumes_from_the_bucket_and_serves_from_it(
     create_secret(real_node, namespace, s3)
     artifact = s3.uri("runs", "bbc")
     body = dj_body(namespace, "bbc", s3.uri("data", "bbc.jsonl"), s3.uri("models", "teacher"), artifact)
+    # 10 epochs of 16 steps: the kill lands after the first checkpoint (step 12) with most of the training still
+    # to run. With 3 epochs an idle machine finished the last 36 steps and the final push (which deletes the
+    # resume state) before the kill, and the retry had nothing to resume from.
+    body["spec"]["training"]["epochs"] = 10
     real_node.cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(body))
     admin = s3.server.client()
 
@@ -150,6 +154,7 @@ def test_distillation_job_on_s3_resumes_from_the_bucket_and_serves_from_it(
     # resumes from the bucket's checkpoint.
     wait_for(lambda: has("train/checkpoint/_manifest.json"), 300, "a checkpoint in the bucket", interval=0.2)
     killed = kill_running_pod(real_node, namespace, "bbc-train")
+    assert not has("train/_manifest.json"), "the train stage had finished before the kill: nothing was tested"
 
     st = wait_for(lambda: (s := status(real_node, "distillationjob", namespace, "bbc")).get("phase")
                   in ("Succeeded", "Failed") and s, 600, "the pipeline to finish", interval=2)

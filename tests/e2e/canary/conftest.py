@@ -1,7 +1,7 @@
-"""Canary e2e fixtures: the real operator (the session's `operator` fixture from tests/e2e/conftest.py), real
-Prometheus (Debian's) scraping two real tritonserver processes (baseline and candidate), an HTTPRoute, and a
-load generator that splits requests by the route's current weights. Nothing here stands in for the API
-server, Prometheus, Triton or the operator.
+"""Canary e2e fixtures for the scenarios decided by time, manual controls and the route itself, with no traffic:
+the real operator (the session's `operator` fixture from tests/e2e/conftest.py) against the real API server, and an
+HTTPRoute in the test's namespace. Rollouts that move real traffic through a real gateway, analysed by Prometheus,
+are the real-node suite's (tests/realnode/test_canary_rollout.py, test_canary_agreement.py, test_canary_kills.py).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,53 +23,13 @@ import yaml
 
 from kubestill.api.v1alpha1.canaryrollout import BackendRef
 from kubestill.dev.controlplane import Cluster
-from kubestill.dev.loadgen import LoadGenerator, route_reader
-from kubestill.dev.prometheus import PrometheusProcess, start_prometheus
-from kubestill.dev.triton import TritonProcess
 
 from ..conftest import OperatorProcess
-from .tritons import echo_pair
 
 REPO = Path(__file__).resolve().parents[3]
 BASELINE = BackendRef(name="teacher", port=8000)
 CANDIDATE = BackendRef(name="student", port=8000)
 ROUTE = "inference"
-WINDOW = "5s"  # rate() window of the alerts and analysis queries; with 1 s scrapes, 5 samples
-
-RULES = {
-    "groups": [
-        {
-            "name": "kubestill-canary-e2e",
-            "interval": "1s",
-            "rules": [
-                {
-                    "alert": "CandidateErrors",
-                    "expr": f'sum(rate(nv_inference_request_failure{{job="candidate"}}[{WINDOW}])) > 0',
-                    "labels": {"service": CANDIDATE.name, "severity": "page"},
-                    "annotations": {"summary": "the candidate model fails requests"},
-                },
-                {
-                    "alert": "CandidateSlow",
-                    "expr": f'sum(rate(nv_inference_request_duration_us{{job="candidate"}}[{WINDOW}])) / '
-                    f'sum(rate(nv_inference_request_success{{job="candidate"}}[{WINDOW}])) / 1000 > 100',
-                    "labels": {"service": CANDIDATE.name, "severity": "page"},
-                    "annotations": {"summary": "the candidate's mean latency is over 100 ms"},
-                },
-            ],
-        }
-    ]
-}
-
-# Analysis: the candidate's success ratio and mean latency (ms) over the window.
-SUCCESS_RATIO = (
-    f'sum(rate(nv_inference_request_success{{job="candidate"}}[{WINDOW}])) / '
-    f'(sum(rate(nv_inference_request_success{{job="candidate"}}[{WINDOW}])) + '
-    f'sum(rate(nv_inference_request_failure{{job="candidate"}}[{WINDOW}])))'
-)
-MEAN_LATENCY_MS = (
-    f'sum(rate(nv_inference_request_duration_us{{job="candidate"}}[{WINDOW}])) / '
-    f'sum(rate(nv_inference_request_success{{job="candidate"}}[{WINDOW}])) / 1000'
-)
 
 
 class Api:
@@ -108,57 +68,6 @@ class Api:
         raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last!r}{extra}")
 
 
-@dataclass
-class Stack:
-    """Everything one canary scenario needs, running."""
-
-    cluster: Cluster
-    namespace: str
-    api: Api
-    baseline: TritonProcess
-    candidate: TritonProcess
-    candidate_control: Path
-    prometheus: PrometheusProcess
-    operator: OperatorProcess
-    workdir: Path
-
-    def set_candidate(self, mode: str) -> None:
-        """ok | fail | slow:<ms> (the echo model re-reads it within 100 ms)."""
-        self.candidate_control.write_text(mode)
-
-    def apply(self, manifest: dict[str, Any]) -> None:
-        self.cluster.kubectl("apply", "--server-side", "-n", self.namespace, "-f", "-",
-                             input=yaml.safe_dump(manifest))
-
-    def rollout(self, name: str, spec: dict[str, Any]) -> None:
-        self.apply({"apiVersion": "kubestill.io/v1alpha1", "kind": "CanaryRollout",
-                    "metadata": {"name": name, "namespace": self.namespace}, "spec": spec})
-
-    def loadgen(self, rate: float = 40.0) -> LoadGenerator:
-        read = route_reader(self.cluster.server, self.cluster.token, self.cluster.ca_file, self.namespace, ROUTE,
-                            0, BASELINE, CANDIDATE)
-        return LoadGenerator(read, self.baseline.http_url, self.candidate.http_url, rate=rate,
-                             max_seconds=240).start()
-
-    def query(self, promql: str) -> list[dict[str, Any]]:
-        url = self.prometheus.url + "/api/v1/query?query=" + urllib.request.quote(promql)
-        with urllib.request.urlopen(url, timeout=5) as resp:
-            result: list[dict[str, Any]] = json.loads(resp.read())["data"]["result"]
-            return result
-
-    def firing(self) -> list[str]:
-        url = self.prometheus.url + "/api/v1/query?query=" + urllib.request.quote('ALERTS{alertstate="firing"}')
-        with urllib.request.urlopen(url, timeout=5) as resp:
-            result = json.loads(resp.read())["data"]["result"]
-        return [r["metric"]["alertname"] for r in result]
-
-
-def _value(url: str) -> float:
-    with urllib.request.urlopen(url, timeout=5) as resp:
-        result = json.loads(resp.read())["data"]["result"]
-    return float(result[0]["value"][1]) if result else 0.0
-
-
 def route_manifest(namespace: str) -> dict[str, Any]:
     return {
         "apiVersion": "gateway.networking.k8s.io/v1",
@@ -186,44 +95,6 @@ def rollout_spec(steps: list[dict[str, Any]], route: str = ROUTE, candidate: str
         "steps": steps,
         **extra,
     }
-
-
-def analysis(prometheus_url: str, interval: str = "1s", **extra: Any) -> dict[str, Any]:
-    return {
-        "prometheusUrl": prometheus_url,
-        "interval": interval,
-        # The first rounds of a step see no data until the 5 s rate window holds traffic at the new weight:
-        # tolerate 10 inconclusive rounds in a row (interval x limit should exceed the query window, with
-        # room for a loaded 2-core CI machine).
-        "inconclusiveLimit": 10,
-        "metrics": [
-            {"name": "success-ratio", "query": SUCCESS_RATIO, "min": 0.99},
-            {"name": "mean-latency-ms", "query": MEAN_LATENCY_MS, "max": 100},
-        ],
-        **extra,
-    }
-
-
-@pytest.fixture
-def stack(cluster: Cluster, namespace: str, operator: OperatorProcess, tmp_path: Path) -> Iterator[Stack]:
-    """Baseline and candidate tritonservers, Prometheus scraping them (and the operator's /metrics) with the
-    alert rules, and the HTTPRoute (baseline 100%) in the test's namespace."""
-    with echo_pair(tmp_path) as (baseline, candidate, control):
-        jobs = {
-            "baseline": [baseline.metrics_url.split("//")[1]],
-            "candidate": [candidate.metrics_url.split("//")[1]],
-            "kubestill-operator": [f"127.0.0.1:{operator.metrics_port}"],
-        }
-        with start_prometheus(jobs, RULES, workdir=tmp_path / "prometheus") as prom:
-            cluster.kubectl("apply", "--server-side", "-f", "-", input=yaml.safe_dump(route_manifest(namespace)))
-            api = Api(cluster)
-            # Start once Prometheus holds a few samples of both servers, as a long-running one would.
-            scraped = urllib.request.quote('count_over_time(up{job="candidate"}[10s])')
-            query = f"{prom.url}/api/v1/query?query={scraped}"
-            api.wait_for("Prometheus scraping the candidate", lambda: _value(query) >= 3, timeout=30, interval=0.3)
-            yield Stack(cluster, namespace, api, baseline, candidate, control, prom, operator, tmp_path)
-            if operator.proc is None or operator.proc.poll() is not None:
-                operator.start()  # a test that killed it leaves it running for the next
 
 
 @dataclass
