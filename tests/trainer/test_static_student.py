@@ -41,6 +41,9 @@ def test_static_classifier(bbc_teacher: Path, tmp_path: Path) -> None:
         "evaluation": {"minQualityRatio": 0.5},
         "output": _output(tmp_path, "static-classifier"),
     })
+    # Its fresh head was fitted by logistic regression on its own pooled states before the first step.
+    head_init = json.loads((tmp_path / "work" / "train" / "done.json").read_text())["headInit"]
+    assert head_init["method"] == "logistic-regression" and head_init["rows"] > 0, head_init
     # Five balanced classes: chance is 0.2; a trained static student is far above it.
     assert metrics["student"]["agreement"] > 0.5, metrics["student"]
     assert metrics["speedup"] > 1.0, metrics

@@ -18,46 +18,9 @@ from pathlib import Path
 import torch
 
 from .storage import resolve_uri
-from .tasks.base import Row
 from .tasks.classification import EncoderClassifier
 from .tasks.encoder import load_encoder, load_tokenizer
-
-
-@torch.no_grad()
-def pooled_states(model: EncoderClassifier, texts: Sequence[str], batch_size: int = 64) -> torch.Tensor:
-    from .tasks.encoder import encoder_inputs, pool
-
-    model.eval()
-    out = []
-    for i in range(0, len(texts), batch_size):
-        feats = model.encode([Row(str(j), t) for j, t in enumerate(texts[i : i + batch_size])], model.max_length)
-        hidden = model.encoder(**encoder_inputs(model.encoder, feats)).last_hidden_state
-        out.append(pool(hidden, feats["attention_mask"], model.pooling))
-    return torch.cat(out)
-
-
-def fit_linear_head(features: torch.Tensor, labels: torch.Tensor, num_classes: int, l2: float = 1e-3,
-                    iterations: int = 200) -> torch.nn.Linear:
-    """Multinomial logistic regression with an L2 penalty, solved by L-BFGS (deterministic)."""
-    torch.manual_seed(0)
-    head = torch.nn.Linear(features.shape[1], num_classes)
-    mean, std = features.mean(0), features.std(0).clamp_min(1e-6)
-    x = (features - mean) / std
-    opt = torch.optim.LBFGS(head.parameters(), lr=1.0, max_iter=iterations, line_search_fn="strong_wolfe")
-
-    def closure() -> torch.Tensor:
-        opt.zero_grad()
-        loss = torch.nn.functional.cross_entropy(head(x), labels) + l2 * head.weight.pow(2).sum()
-        loss.backward()  # type: ignore[no-untyped-call]
-        return loss
-
-    opt.step(closure)  # type: ignore[no-untyped-call]
-    # Fold the standardisation into the head so it reads raw pooled states.
-    with torch.no_grad():
-        w = head.weight / std
-        head.bias.sub_((w * mean).sum(dim=1))
-        head.weight.copy_(w)
-    return head
+from .tasks.linear_probe import fit_linear_head, pooled_states
 
 
 def fit_teacher(encoder_dir: Path, texts: Sequence[str], labels: Sequence[str], out: Path,

@@ -127,7 +127,7 @@ class _Trainer:
     def __init__(self, ctx: RunContext, data: Examples, out_dir: Path) -> None:
         tr = ctx.spec.training
         self.ctx, self.data, self.out_dir = ctx, data, out_dir
-        self.models = build_models(ctx, data.meta)
+        self.models = build_models(ctx, data)
         self.opt = build_optimisation(ctx, self.models, len(data.rows))
         self.ckpt_dir, self.best_dir = out_dir / "checkpoint", out_dir / "best"
         self.patience = tr.early_stopping_patience
@@ -260,7 +260,8 @@ class _Trainer:
                 "finalLoss": s.last_loss, "resumedFrom": self.start_step, "seconds": round(elapsed, 2),
                 "stepsPerSecond": round((s.step - self.start_step) / elapsed, 3) if elapsed > 0 else None,
                 "processes": self.models.dist_info.world_size, "stoppedEarly": s.stopped_early,
-                "bestStep": best["step"] if best else None, "bestValidationLoss": best["loss"] if best else None}
+                "bestStep": best["step"] if best else None, "bestValidationLoss": best["loss"] if best else None,
+                "headInit": self.models.head_init}
 
     def write_outputs(self, best: dict[str, Any] | None, summary: dict[str, Any], done_file: Path) -> None:
         """train/student, history.json and done.json (last: its presence means done); checkpoints removed."""

@@ -57,6 +57,7 @@ class Models:
     needs: frozenset[str]  # teacher internals the losses read live ("hidden_states", "attentions")
     loss_fn: WeightedLoss
     dist_info: distributed.DistInfo
+    head_init: dict[str, Any] | None = None  # what `DistillTask.init_head` did, for train/done.json
 
 
 @dataclass
@@ -87,13 +88,20 @@ def load_examples(ctx: RunContext) -> Examples:
     return Examples(labels.meta, train_rows, rows, targets, confidence, val_rows, val_targets)
 
 
-def build_models(ctx: RunContext, meta: dict[str, Any]) -> Models:
-    """Seeded student (fake-quantized under QAT), the live teacher when a loss needs one, and the loss with
-    its learned projections sized from both; everything moved to the process's device."""
-    spec = ctx.spec
+def build_models(ctx: RunContext, data: Examples) -> Models:
+    """Seeded student (its fresh head fitted where the task says so, fake-quantized under QAT), the live
+    teacher when a loss needs one, and the loss with its learned projections sized from both; everything moved
+    to the process's device."""
+    spec, meta = ctx.spec, data.meta
     torch.manual_seed(spec.training.seed)
     teacher_dir = resolve_uri(spec.teacher.model_uri) if spec.teacher.model_uri else None
     model = ctx.task.build_student(meta, teacher_dir)
+    # Before QAT wraps the head and before DDP's wrapper broadcasts rank 0's weights; a resumed run then loads
+    # its checkpoint over it (for a static student this costs seconds).
+    with torch.random.fork_rng(devices=[]):  # the run's random stream as it would be without the fit
+        head_init = ctx.task.init_head(model, data.rows, data.targets, meta)
+    if head_init is not None:
+        log.info("train: the student's fresh head fitted on its own features before training: %s", head_init)
     quant = spec.student.quantization
     if quant is not None and quant.aware:  # fake-quantized Linear layers while training (see qat)
         from ..qat import prepare_qat
@@ -112,7 +120,7 @@ def build_models(ctx: RunContext, meta: dict[str, Any]) -> Models:
     model.to(ctx.device)
     forward_model = distributed.wrap(model, dist_info)
     loss_fn.to(ctx.device)
-    return Models(model, forward_model, teacher, needs, loss_fn, dist_info)
+    return Models(model, forward_model, teacher, needs, loss_fn, dist_info, head_init)
 
 
 def _live_teacher(ctx: RunContext, teacher_dir: Path | None, needs: frozenset[str]) -> TaskModel | None:

@@ -191,6 +191,13 @@ class DistillTask(ABC):
         """Hard labels for CE terms (gold when present, else the teacher's argmax); None if not applicable."""
         return None
 
+    def init_head(self, model: TaskModel, rows: Sequence[Row], targets: Mapping[str, Array],
+                  meta: Mapping[str, Any]) -> dict[str, Any] | None:
+        """Before the first step: fit the student's fresh output head on its own frozen features where the
+        task and the student call for it (`rows`, `targets`: the training examples). Returns what was done,
+        for train/done.json, or None (default: nothing to do)."""
+        return None
+
     # --- evaluate --------------------------------------------------------------------------------------
 
     @abstractmethod
