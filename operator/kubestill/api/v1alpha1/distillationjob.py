@@ -727,6 +727,16 @@ class DistillationJobSpec(KubeModel):
             not in GOLD_CLASSIFICATION_METRICS or s.data.fields.label is not None,
             field="evaluation.primaryMetric",
         ),
+        # Otherwise dropped from the report without a word (evaluate keeps only what was measured).
+        Rule(
+            cel="self.task != 'classification' || !has(self.evaluation.metrics) || has(self.data.fields.label) || "
+            f"!self.evaluation.metrics.exists(m, m in {list(GOLD_CLASSIFICATION_METRICS)})",
+            message="evaluation.metrics accuracy, macro_precision, macro_recall and macro_f1 compare with gold "
+            "labels: set data.fields.label (or list agreement, with the teacher's labels)",
+            check=lambda s: s.task != Task.CLASSIFICATION or s.data.fields.label is not None
+            or not set(s.evaluation.metrics) & set(GOLD_CLASSIFICATION_METRICS),
+            field="evaluation.metrics",
+        ),
         # Retrieval metrics rank each text's pair among the held-out pairs: without pairs there is nothing to rank.
         Rule(
             cel="self.task != 'embedding' || !has(self.evaluation.primaryMetric) || "
@@ -736,6 +746,16 @@ class DistillationJobSpec(KubeModel):
             check=lambda s: s.task != Task.EMBEDDING or not s.evaluation.primary_metric
             or not re.match(r"^(recall|mrr|ndcg)@", s.evaluation.primary_metric) or s.data.fields.pair is not None,
             field="evaluation.primaryMetric",
+        ),
+        Rule(
+            cel="self.task != 'embedding' || !has(self.evaluation.metrics) || has(self.data.fields.pair) || "
+            "!self.evaluation.metrics.exists(m, m.startsWith('recall@') || m.startsWith('mrr@') || "
+            "m.startsWith('ndcg@'))",
+            message="evaluation.metrics recall@k, mrr@k and ndcg@k rank each text's pair: set data.fields.pair "
+            "(or list cosine, agreement with the teacher's embeddings)",
+            check=lambda s: s.task != Task.EMBEDDING or s.data.fields.pair is not None
+            or not any(re.match(r"^(recall|mrr|ndcg)@", m) for m in s.evaluation.metrics),
+            field="evaluation.metrics",
         ),
         Rule(
             cel="!has(self.student.architecture) || !has(self.teacher.triton) && !has(self.teacher.openai)",
