@@ -27,7 +27,8 @@ step "pytest"
 # As root (CI) the real-node suite must run: a host that cannot start the real node fails it instead of
 # skipping it, so the fallback to the process node is never silent.
 [ "$(id -u)" -eq 0 ] && export KUBESTILL_REQUIRE_REAL_NODE=1
-# Each run's temporary files under one directory; the three newest runs are kept (as pytest keeps its own).
+# Each run's temporary files under one directory (about 8 GB after a whole run: trained models, exports, the
+# node's state): removed when the run passes, kept when it fails, the two newest failed runs besides this one.
 tmp=${TMPDIR:-/tmp}
 # shellcheck disable=SC2012
 ls -1dt "$tmp"/kubestill-tests.* 2>/dev/null | tail -n +3 | xargs -r rm -rf
@@ -58,4 +59,9 @@ GPTQ_VENV=${KUBESTILL_GPTQ_VENV:-$VENV-gptq}
 node_pid=$!
 lane api python tests/unit tests/integration tests/chart tests/trainer --ignore="${EXAMPLES[0]}" "$@" || fail=1
 wait "$node_pid" || fail=1
+if [ "$fail" -eq 0 ]; then
+  rm -rf "$base"
+else
+  echo "the failed run's temporary files are kept in $base" >&2
+fi
 exit $fail

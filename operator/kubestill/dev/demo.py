@@ -16,7 +16,6 @@ spot (seconds).
 
 from __future__ import annotations
 
-import json
 import random
 import time
 from collections.abc import Callable
@@ -208,11 +207,8 @@ class Demo:
             if st.get("phase") in ("Succeeded", "Failed"):
                 if st.get("gate"):
                     self.say("gate: " + "; ".join(st["gate"].get("reasons") or []))
-                if st.get("qualityRatio") is not None:
-                    self.say(f"quality ratio {st['qualityRatio']:.3f}, speedup {st.get('speedup')}x, "
-                             f"teacher {st.get('teacherMetrics')}, student {st.get('studentMetrics')}")
-                if st.get("roi"):
-                    self.say(f"ROI: {json.dumps(st['roi'])}")
+                for line in result_lines(st):
+                    self.say(line)
                 return dict(st)
             time.sleep(1)
         raise TimeoutError(f"DistillationJob {name} did not finish in {timeout}s")
@@ -314,6 +310,40 @@ class Demo:
             self.node.stop()
         if self.operator is not None:
             self.operator.stop()
+
+
+def result_lines(status: dict[str, Any]) -> list[str]:
+    """A finished DistillationJob's figures as the demo prints them: the quality ratio and speedup, each side's
+    metrics (3 decimals), and the ROI in words (a run without GPUs costs no GPU hours).
+
+    >>> for line in result_lines({"qualityRatio": 0.98765, "speedup": 2.345, "teacherMetrics": {"accuracy": 0.9},
+    ...                           "studentMetrics": {"accuracy": 0.888888},
+    ...                           "roi": {"distillationCost": 0.0, "dailySavings": 1.5, "breakEvenDays": 0.0}}):
+    ...     print(line)
+    quality ratio 0.988, speedup 2.35x
+      teacher: accuracy 0.900
+      student: accuracy 0.889
+    ROI: distillation cost 0.00 USD (no GPU hours), saves 1.50 USD a day, break-even at once
+    """
+    lines = []
+    if status.get("qualityRatio") is not None:
+        speedup = status.get("speedup")
+        lines.append(f"quality ratio {status['qualityRatio']:.3f}, speedup "
+                     + (f"{speedup:.2f}x" if speedup is not None else "not measured"))
+        for side in ("teacher", "student"):
+            metrics = status.get(f"{side}Metrics") or {}
+            lines.append(f"  {side}: " + ", ".join(f"{k} {v:.3f}" for k, v in sorted(metrics.items())))
+    roi = status.get("roi")
+    if roi:
+        currency, cost = roi.get("currency", "USD"), float(roi.get("distillationCost") or 0.0)
+        note = " (no GPU hours)" if cost == 0 else ""
+        days = roi.get("breakEvenDays")
+        even = "break-even at once" if not days else f"break-even after {days:.1f} days"
+        if float(roi.get("dailySavings") or 0.0) <= 0:
+            even = "no break-even (no daily savings)"
+        lines.append(f"ROI: distillation cost {cost:.2f} {currency}{note}, saves "
+                     f"{float(roi.get('dailySavings') or 0.0):.2f} {currency} a day, {even}")
+    return lines
 
 
 def realnode_for_demo(state_dir: Path | None) -> RealNode:
