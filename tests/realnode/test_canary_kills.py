@@ -116,10 +116,19 @@ class RouteLog:
         return out
 
 
-def active_replica(node: RealNode, namespace: str, peering: str) -> str:
+# What the kill loop reads goes through one in-process API client, not kubectl: each kubectl call starts a process
+# and reads API discovery, seconds on a loaded machine, and a CI run once spent 40 s between seeing step 1 and the
+# kill, by when the rollout had been promoted.
+def _rollout_status(api: KubeAPI, namespace: str) -> dict[str, Any]:
+    rollout = api.get(f"/apis/kubestill.io/v1alpha1/namespaces/{namespace}/canaryrollouts/kills") or {}
+    return dict(rollout.get("status") or {})
+
+
+def active_replica(api: KubeAPI, namespace: str, peering: str) -> str:
     """The Pod name of the active operator replica: of the peers in the KopfPeering whose record is fresh
     (lastseen + lifetime not past), the one of the highest priority ("" while none is)."""
-    peers = get_json(node, "kopfpeering", peering, "-n", namespace).get("status") or {}
+    record = api.get(f"/apis/kopf.dev/v1/namespaces/{namespace}/kopfpeerings/{peering}") or {}
+    peers = record.get("status") or {}
     now = datetime.now(UTC)
 
     def fresh(peer: dict[str, Any]) -> bool:
@@ -131,9 +140,9 @@ def active_replica(node: RealNode, namespace: str, peering: str) -> str:
     return max(live, key=lambda name: live[name]["priority"]) if live else ""
 
 
-def kill_container(node: RealNode, namespace: str, pod: str) -> None:
+def kill_container(api: KubeAPI, namespace: str, pod: str) -> None:
     """SIGKILL every process of the Pod's container, from the host (as the OOM killer or a crash would)."""
-    status = get_json(node, "pod", pod, "-n", namespace)["status"]["containerStatuses"][0]
+    status = (api.get(f"/api/v1/namespaces/{namespace}/pods/{pod}") or {})["status"]["containerStatuses"][0]
     container_id = status["containerID"].split("://", 1)[1]
     killed = 0
     for proc in Path("/proc").iterdir():
@@ -152,8 +161,8 @@ def kill_container(node: RealNode, namespace: str, pod: str) -> None:
     assert killed, f"no process of container {container_id} found on the host"
 
 
-def at_step(node: RealNode, namespace: str, step: int) -> bool:
-    status = get_json(node, "canaryrollout", "kills", "-n", namespace).get("status") or {}
+def at_step(api: KubeAPI, namespace: str, step: int) -> bool:
+    status = _rollout_status(api, namespace)
     return status.get("phase") == "Progressing" and status.get("currentStep") == step
 
 
@@ -195,13 +204,13 @@ def test_rollout_through_the_gateway_survives_sigkilled_operator_replicas(
                     killed: list[str] = []
                     explain = partial(_operators, real_node, namespace, peering)
                     for step in (0, 1):  # mid-step: a second into the step's pause
-                        _wait(partial(at_step, real_node, namespace, step), 120, f"step {step + 1}", explain)
+                        _wait(partial(at_step, api, namespace, step), 120, f"step {step + 1}", explain)
                         time.sleep(1)
-                        victim = _wait(lambda: active_replica(real_node, namespace, peering), 60,
+                        victim = _wait(lambda: active_replica(api, namespace, peering), 60,
                                        "an active operator replica in the peering", explain)
-                        kill_container(real_node, namespace, victim)
+                        kill_container(api, namespace, victim)
                         killed.append(victim)
-                    status = _wait(lambda: _finished(real_node, namespace), 240, "the rollout to finish", explain)
+                    status = _wait(lambda: _finished(api, namespace), 240, "the rollout to finish", explain)
                     # The promotion's route write and the status come within milliseconds of each other: keep
                     # polling until the log has the last version too.
                     wait_for(lambda: status["phase"] != "Promoted" or log.versions[-1][1] == 100, 15,
@@ -230,8 +239,8 @@ def test_rollout_through_the_gateway_survives_sigkilled_operator_replicas(
         helm(real_node, "uninstall", "kubestill", "-n", namespace, "--wait", "--timeout", "2m")
 
 
-def _finished(node: RealNode, namespace: str) -> dict[str, Any]:
-    status = get_json(node, "canaryrollout", "kills", "-n", namespace).get("status") or {}
+def _finished(api: KubeAPI, namespace: str) -> dict[str, Any]:
+    status = _rollout_status(api, namespace)
     return status if status.get("phase") in ("Promoted", "RolledBack", "Failed") else {}
 
 

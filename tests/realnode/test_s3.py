@@ -144,6 +144,10 @@ def test_distillation_job_on_s3_resumes_from_the_bucket_and_serves_from_it(
     # to run. With 3 epochs an idle machine finished the last 36 steps and the final push (which deletes the
     # resume state) before the kill, and the retry had nothing to resume from.
     body["spec"]["training"]["epochs"] = 10
+    # The gate is not what this test is about, and a failed one publishes nothing to serve: 128 rows teach a
+    # student cut to the teacher's first layer little, and how little varies between runs (a cold CI run measured
+    # 0.23 of the teacher's accuracy on the 16 test rows, under the 0.3 this had).
+    body["spec"]["evaluation"]["minQualityRatio"] = 0.01
     real_node.cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(body))
     admin = s3.server.client()
 

@@ -9,13 +9,17 @@ from __future__ import annotations
 import json
 import math
 import random
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import yaml
 
-from .conftest import BBC, run_trainer, write_job
+from .conftest import BBC, run_trainer, trainer_env, write_job
+
+if TYPE_CHECKING:
+    from kubestill.dev.seaweedfs import SeaweedFS
 
 pytestmark = pytest.mark.slow
 
@@ -60,24 +64,35 @@ def _faq_file(path: Path, fields: dict[str, str]) -> Path:
     return path
 
 
-def _run(tmp_path: Path, name: str, spec: dict[str, Any]) -> dict[str, Any]:
-    """`all` on the example's spec; metrics.json, after checking the run ended in an export or a gate verdict."""
-    work = tmp_path / "work"
-    spec["output"]["artifactUri"] = f"file://{work}"
-    done = run_trainer(["all", "--config", str(write_job(tmp_path / "job.yaml", spec, name))], timeout=1500)
+def _run(tmp_path: Path, name: str, spec: dict[str, Any], env: dict[str, str] | None = None,
+         read: Callable[[str], bytes | None] | None = None) -> dict[str, Any]:
+    """`all` on the example's spec; metrics.json, after checking the run ended in an export or a gate verdict.
+    Its artifacts go to a local directory, unless `read` reads them where the spec says (a key under
+    output.artifactUri -> its bytes, None when absent); `env` adds to the trainer's environment."""
+    if read is None:
+        work = tmp_path / "work"
+        spec["output"]["artifactUri"] = f"file://{work}"
+
+        def read(key: str) -> bytes | None:
+            return (work / key).read_bytes() if (work / key).exists() else None
+
+    done = run_trainer(["all", "--config", str(write_job(tmp_path / "job.yaml", spec, name))],
+                       env=trainer_env(env), timeout=1500)
     why = [line for line in done.stderr.splitlines() if line.startswith("kubestill-trainer:")]
     assert done.returncode in (0, 3), done.stderr[-4000:]
-    metrics: dict[str, Any] = json.loads((work / "eval" / "metrics.json").read_text())
+    raw = read("eval/metrics.json")
+    assert raw is not None, "no eval/metrics.json"
+    metrics: dict[str, Any] = json.loads(raw)
     primary = spec.get("evaluation", {}).get("primaryMetric") or metrics["primaryMetric"]
     assert metrics["primaryMetric"] == primary
     for model in ("teacher", "student"):
         assert math.isfinite(metrics[model][primary]), (model, metrics[model])
     assert metrics["data"]["training"]["trainRows"] > 0  # the data-size check ran
     if done.returncode == 0:
-        assert (work / "export" / "export.json").exists() and not why
+        assert read("export/export.json") is not None and not why
     else:  # the gate judged the student: one line, and nothing exported
         assert len(why) == 1 and "gate failed at stage evaluate" in why[0], why
-        assert not (work / "export").exists()
+        assert read("export/export.json") is None
     print(name, done.returncode, {primary: (metrics["teacher"][primary], metrics["student"][primary])},
           metrics.get("gate"))
     return metrics
@@ -97,3 +112,36 @@ def test_the_embedding_example_as_written(tmp_path: Path) -> None:
     spec["data"]["uri"] = f"file://{_faq_file(tmp_path / 'faq.jsonl', spec['data']['fields'])}"
     metrics = _run(tmp_path, name, spec)
     assert metrics["teacher"]["recall@10"] > 0.5, metrics["teacher"]  # real retrieval, not a degenerate one
+
+
+def test_the_s3_example_as_written(bbc_teacher: Path, tmp_path: Path, seaweedfs: SeaweedFS) -> None:
+    """Everything in object storage where the example says: its buckets and keys, its Secret's keys as the Pods
+    get them (the values, replace-me there, are this S3 server's), the teacher and the data read from buckets and
+    every stage's output written under the example's artifactUri."""
+    from kubestill_trainer.objectstore import ObjectStore, S3Config, StoreError
+
+    docs = {d["kind"]: d for d in yaml.safe_load_all((EXAMPLES / "distillationjob-s3.yaml").read_text())}
+    secret, job = docs["Secret"], docs["DistillationJob"]
+    spec = job["spec"]
+    creds = seaweedfs.add_identity("s3-example")
+    env = {key: creds.secret_data(seaweedfs.endpoint)[key] for key in secret["stringData"]}
+    env["KUBESTILL_S3_SECRET"] = spec["storageSecretRef"]["name"]  # as the operator sets it beside the keys
+    buckets = {uri.removeprefix("s3://").split("/")[0]
+               for uri in (spec["teacher"]["modelUri"], spec["data"]["uri"], spec["output"]["artifactUri"])}
+    for bucket in buckets:
+        seaweedfs.make_bucket(bucket)
+    store = ObjectStore(S3Config.from_env(env))
+    store.upload_tree(bbc_teacher, spec["teacher"]["modelUri"])
+    store.upload_file(_bbc_file(tmp_path / "bbc.jsonl", spec["data"]["fields"], 400), spec["data"]["uri"])
+    artifact = spec["output"]["artifactUri"]
+
+    def read(key: str) -> bytes | None:
+        try:
+            return store.get_bytes(f"{artifact}/{key}")
+        except StoreError:  # absent (the assertion on it names the key)
+            return None
+
+    metrics = _run(tmp_path, job["metadata"]["name"], spec, env, read)
+    assert metrics["data"]["training"]["trainRows"] > 0
+    for unit in ("labels", "train", "eval"):  # each stage's output closed by its manifest in the bucket
+        assert read(f"{unit}/_manifest.json") is not None, unit
