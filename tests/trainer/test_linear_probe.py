@@ -106,3 +106,24 @@ def test_students_with_layers_or_a_loaded_head_keep_it(bbc_teacher: Path, bbc_ro
     student = cut.build_student(meta, bbc_teacher)
     assert cut.init_head(student, rows, targets, meta) is None  # the teacher's head, copied
     assert load_classifier(bbc_teacher).head_is_fresh is False
+
+
+@pytest.mark.parametrize(("copies", "fitted"), [(1, True), (84, False)])
+def test_the_train_stage_fits_the_head_only_below_the_data_need(
+        bbc_teacher: Path, bbc_rows: Any, tmp_path: Path, copies: int, fitted: bool) -> None:
+    """A static student from the teacher's embeddings needs 10,000 train rows (data_checks.STATIC_RAW): with 120
+    the stage fits its head; with 10,080 it leaves the head random for KD to train with the table."""
+    from kubestill_trainer.context import RunContext
+    from kubestill_trainer.data_checks import STATIC_RAW
+    from kubestill_trainer.stages.train_setup import Examples, build_models
+
+    rows, targets, meta = bbc_rows
+    many = [Row(f"{r.id}-{i}", r.text, label=r.label) for i in range(copies) for r in rows]
+    logits = np.concatenate([targets["logits"]] * copies)
+    assert (len(many) < STATIC_RAW) == fitted
+    spec = _task({"architecture": {"numLayers": 0, "init": "teacher-embeddings"}}, bbc_teacher).spec
+    ctx = RunContext.create(spec, {}, f"file://{tmp_path}")
+    examples = Examples(meta, many, many, {"logits": logits}, np.ones(len(many), np.float32), [], {})
+    models = build_models(ctx, examples)
+    assert (models.head_init is not None) == fitted, models.head_init
+    assert isinstance(models.model, EncoderClassifier) and models.model.head_is_fresh is not fitted

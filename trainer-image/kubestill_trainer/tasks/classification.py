@@ -266,7 +266,8 @@ class Classification(DistillTask):
         head there slowly: on the FAQ bench (402 train rows, 39 classes) 4 epochs left a static student at
         0.43 accuracy, while logistic regression on the same kind of vectors reaches 0.91 in seconds. KD then
         trains head and table together from there (LP-FT, Kumar et al., ICLR 2022). Students with layers
-        keep their head as built (the teacher's, or a fresh one whose features are not yet trained)."""
+        keep their head as built (the teacher's, or a fresh one whose features are not yet trained). The train
+        stage calls this only below the student's data need (see train_setup.build_models)."""
         if not isinstance(model, EncoderClassifier) or not model.head_is_fresh or model.num_layers > 0 or not rows:
             return None
         take = np.unique(np.linspace(0, len(rows) - 1, min(len(rows), HEAD_FIT_ROWS)).round().astype(int))

@@ -6,20 +6,33 @@ static student's fresh head where its features already are (the "linear probe" o
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Iterator, Sequence
+from typing import Protocol
 
 import torch
+from transformers import PreTrainedModel
 
-from .base import Row
+from .base import Features, Row
 from .encoder import encoder_inputs, pool
 
-if TYPE_CHECKING:  # classification imports this module
-    from .classification import EncoderClassifier
+
+class PooledEncoder(Protocol):
+    """What pooled_states reads of a model (an EncoderClassifier's; a protocol, since classification imports
+    this module)."""
+
+    encoder: PreTrainedModel
+    pooling: str
+    max_length: int
+    training: bool
+
+    def encode(self, rows: Sequence[Row], max_length: int) -> Features: ...
+    def parameters(self, recurse: bool = True) -> Iterator[torch.nn.Parameter]: ...
+    def eval(self) -> PooledEncoder: ...
+    def train(self, mode: bool = True) -> PooledEncoder: ...
 
 
 @torch.no_grad()
-def pooled_states(model: EncoderClassifier, texts: Sequence[str], batch_size: int = 64) -> torch.Tensor:
+def pooled_states(model: PooledEncoder, texts: Sequence[str], batch_size: int = 64) -> torch.Tensor:
     """The pooled encoder states an encoder classifier's head reads: [len(texts), hidden] float32, computed
     in eval mode on the model's device, returned on the CPU; the model's training mode is restored."""
     was_training = model.training
