@@ -140,6 +140,27 @@ def active_replica(api: KubeAPI, namespace: str, peering: str) -> str:
     return max(live, key=lambda name: live[name]["priority"]) if live else ""
 
 
+def settled(node: RealNode, api: KubeAPI, namespace: str, peering: str) -> str:
+    """The active replica once the peering has settled ("" before): both replicas have a fresh record, the one
+    of the highest priority has resumed and the other is paused. Two replicas that start together can both act
+    until then: in a cold CI run both resumed at start and the lower one paused only ~50 s later, both writing the
+    route meanwhile (in order), so the kills wait for a settled peering to mean anything."""
+    record = api.get(f"/apis/kopf.dev/v1/namespaces/{namespace}/kopfpeerings/{peering}") or {}
+    active = active_replica(api, namespace, peering)
+    pods = [p["metadata"]["name"] for p in api.list(f"/api/v1/namespaces/{namespace}/pods",
+                                                     selector="app.kubernetes.io/name=kubestill")]
+    if not active or len(pods) != 2 or set(pods) - set(record.get("status") or {}):
+        return ""
+    return active if all(_paused(node, namespace, pod) == (pod != active) for pod in pods) else ""
+
+
+def _paused(node: RealNode, namespace: str, pod: str) -> bool:
+    """Whether kopf in `pod` holds its handlers for a peer: it starts paused, says "Resuming operations" when
+    no live peer outranks it, and "Pausing operations in favour of" when one appears later."""
+    log = node.cluster.kubectl("logs", "-n", namespace, pod, check=False).stdout
+    return log.rfind("Resuming operations after the pause") <= log.rfind("Pausing operations in favour of")
+
+
 def kill_container(api: KubeAPI, namespace: str, pod: str) -> None:
     """SIGKILL every process of the Pod's container, from the host (as the OOM killer or a crash would)."""
     status = (api.get(f"/api/v1/namespaces/{namespace}/pods/{pod}") or {})["status"]["containerStatuses"][0]
@@ -196,13 +217,15 @@ def test_rollout_through_the_gateway_survives_sigkilled_operator_replicas(
                                 "candidate": {"service": {"name": "candidate", "port": 80}},
                                 "steps": [{"weight": w, "pause": f"{PAUSE:g}s"} for w in STEPS]}}
             route_path = f"/apis/gateway.networking.k8s.io/v1/namespaces/{namespace}/httproutes/route"
+            explain = partial(_operators, real_node, namespace, peering)
+            _wait(lambda: settled(real_node, api, namespace, peering), 150,
+                  "the peering to settle (one replica active, the other paused)", explain)
             with RouteLog(api, route_path) as log:
                 wait_for(lambda: log.versions, 10, "the route's first version in the log")
                 client.start()
                 try:
                     cluster.kubectl("apply", "-f", "-", input=json.dumps(rollout))
                     killed: list[str] = []
-                    explain = partial(_operators, real_node, namespace, peering)
                     for step in (0, 1):  # mid-step: a second into the step's pause
                         _wait(partial(at_step, api, namespace, step), 120, f"step {step + 1}", explain)
                         time.sleep(1)
