@@ -233,7 +233,7 @@ def test_an_agreeing_student_ends_its_steps_early(
     assert time.monotonic() - started < BOUND_S
     history = reads.status()["history"]
     assert [h["action"] for h in history[:3]] == ["Start", "Advance", "Promote"]
-    assert "step 0 passed early: agreement 1.000 >= 0.95 accepted" in history[1]["reason"]
+    assert "step 1/2 passed early: agreement 1.000 >= 0.95 accepted" in history[1]["reason"]
     assert "all steps passed early" in history[2]["reason"]
     for before, after in itertools.pairwise(history[:3]):
         gap = (datetime.fromisoformat(after["at"]) - datetime.fromisoformat(before["at"])).total_seconds()

@@ -357,4 +357,5 @@ def _step_over(spec: CanaryRolloutSpec, status: CanaryRolloutStatus, analysis: A
         return Action(ActionKind.ADVANCE, f"shadow step passed{early}")
     if _is_last(spec, status.current_step):
         return Action(ActionKind.PROMOTE, f"all steps passed{early}")
-    return Action(ActionKind.ADVANCE, f"step {status.current_step} passed{early}")
+    # Counted from 1 as in the status message ("step 1/5: 5% to the candidate"); status.currentStep stays an index.
+    return Action(ActionKind.ADVANCE, f"step {status.current_step + 1}/{len(spec.steps)} passed{early}")

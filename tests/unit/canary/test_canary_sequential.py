@@ -108,7 +108,7 @@ def _round(rollout: CanaryRolloutSpec, verdict: StepVerdict, t: float, step: int
         (SHADOW, in_step(-1, 0, 0, pause=3600, shadowing=True), _round(SHADOW, REJECTED, 10, step=-1), 10,
          "Rollback", "agreement 0.912"),
         # Acceptance after minPause ends the step early: next step, or shadow -> first step, or promotion.
-        (SEQ_SPEC, in_step(0, 10, 0), _round(SEQ_SPEC, ACCEPTED, 20), 20, "Advance", "step 0 passed early"),
+        (SEQ_SPEC, in_step(0, 10, 0), _round(SEQ_SPEC, ACCEPTED, 20), 20, "Advance", "step 1/2 passed early"),
         (SHADOW, in_step(-1, 0, 0, pause=3600, shadowing=True), _round(SHADOW, ACCEPTED, 10, step=-1), 10,
          "Advance", "shadow step passed early: agreement 1.000 >= 0.95 accepted"),
         (SEQ_SPEC, in_step(1, 50, 0), _round(SEQ_SPEC, ACCEPTED, 30, step=1), 30, "Promote",
@@ -118,12 +118,12 @@ def _round(rollout: CanaryRolloutSpec, verdict: StepVerdict, t: float, step: int
         # A round whose window rate is under minRate: with the sequential test that window is not a verdict
         # (the SPRT judges the rate; it accepted), so the step ends early.
         (SEQ_SPEC, in_step(0, 10, 0), _round(SEQ_SPEC, ACCEPTED, 20, rate=0.5), 20, "Advance",
-         "step 0 passed early"),
+         "step 1/2 passed early"),
         # Accepted, but no data for the floor: never a success, so no early end.
         (SEQ_SPEC, in_step(0, 10, 0), _round(SEQ_SPEC, ACCEPTED, 20, rate=None), 20, "Hold", ""),
         # Undecided: the step runs its pause, then ends as without a sequential test.
         (SEQ_SPEC, in_step(0, 10, 0), _round(SEQ_SPEC, UNDECIDED, 30), 30, "Hold", ""),
-        (SEQ_SPEC, in_step(0, 10, 0), _round(SEQ_SPEC, UNDECIDED, 60), 60, "Advance", "step 0 passed"),
+        (SEQ_SPEC, in_step(0, 10, 0), _round(SEQ_SPEC, UNDECIDED, 60), 60, "Advance", "step 1/2 passed"),
     ],
     ids=["reject", "reject-in-shadow", "accept-advance", "accept-shadow", "accept-promote", "accept-before-min",
          "accept-floor-failed", "accept-floor-no-data", "undecided-hold", "undecided-pause-over"],

@@ -39,7 +39,7 @@ CASES: list[tuple[str, CanaryRolloutSpec, CanaryRolloutStatus, AnalysisRound | N
     ("pending abort", SPEC, status(), None, [], 0, Controls(abort="x"), "Rollback", "aborted"),
     ("hold inside the pause", SPEC, in_step(0, 10, 0, last_verdict=OK), rnd(0.0, 30), [], 30, Controls(), "Hold", ""),
     ("advance when pause over and healthy", SPEC, in_step(0, 10, 0), rnd(0.0, 60), [], 60, Controls(),
-     "Advance", "step 0 passed"),
+     "Advance", "step 1/2 passed"),
     ("advance on the stored verdict", SPEC, in_step(0, 10, 0, last_verdict=OK), None, [], 61, Controls(),
      "Advance", ""),
     ("no round yet: wait, never pass on no data", SPEC, in_step(0, 10, 0), None, [], 61, Controls(),

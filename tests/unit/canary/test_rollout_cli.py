@@ -47,7 +47,7 @@ def test_format_status() -> None:
                 {"metric": "errors", "value": 0.5, "result": "Failed", "step": 1, "at": "x", "message": "0.5 > max"},
                 {"metric": "errors", "value": 0.001, "result": "Successful", "step": 1, "at": "y"},
             ],
-            "history": [{"at": "t", "action": "Advance", "step": 1, "weight": 50, "reason": "step 0 passed"}],
+            "history": [{"at": "t", "action": "Advance", "step": 1, "weight": 50, "reason": "step 1/2 passed"}],
         },
     }
     out = format_status(obj, NOW)
@@ -55,7 +55,7 @@ def test_format_status() -> None:
     assert "Step:     2/2" in out
     assert "Next:     in 60s" in out
     assert "0.001" in out and "0.5 > max" not in out  # the latest measurement per metric
-    assert "Advance" in out and "step 0 passed" in out
+    assert "Advance" in out and "step 1/2 passed" in out
     assert "Route:" not in out  # written by operators that know about the route condition only
 
 
