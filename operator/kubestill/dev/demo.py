@@ -17,6 +17,7 @@ spot (seconds).
 from __future__ import annotations
 
 import random
+import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -302,8 +303,23 @@ class Demo:
 
         assert self.real is not None
         dev_down(self.cluster.state_dir)
+        kept = self.keep_logs()
         realnode.stop(self.real)
-        self.say("real node stopped and the host restored (kubestill dev demo --keep-running keeps it)")
+        self.say(f"real node stopped and the host restored (kubestill dev demo --keep-running keeps it); its logs "
+                 f"and the operator's are kept in {kept}")
+
+    def keep_logs(self) -> Path:
+        """Copy the operator's and the node's logs out of the state directory, which stopping the real node
+        removes (the paths printed at the start go with it); the previous demo's copy is replaced."""
+        assert self.real is not None
+        kept = self.cluster.state_dir.with_name(f"{self.cluster.state_dir.name}-demo-logs")
+        shutil.rmtree(kept, ignore_errors=True)
+        kept.mkdir(parents=True)
+        for log in self.root.glob("*.log"):
+            shutil.copy2(log, kept / log.name)
+        if (self.real.state_dir / "logs").is_dir():
+            shutil.copytree(self.real.state_dir / "logs", kept / "node")
+        return kept
 
     def stop(self) -> None:
         if self.node is not None:

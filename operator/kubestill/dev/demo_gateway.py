@@ -45,11 +45,16 @@ class GatewayCanaryResult:
 
 
 def phase_label(status: dict[str, Any]) -> str:
-    """How the client's counts are grouped: by the canary step status shows (`step 2 (50%)`), or the phase."""
+    """How the client's counts are grouped: by the canary step status shows (`step 2 (50%)`, counted from 1 as
+    the status message counts), `before the first step` until the operator has started it, or the phase.
+
+    >>> phase_label({}), phase_label({"phase": "Progressing", "currentStep": 1, "currentWeight": 50})
+    ('before the first step', 'step 2 (50%)')
+    """
     phase = status.get("phase", "Pending")
     if phase == "Progressing" and status.get("currentStep", -1) >= 0:
         return f"step {status['currentStep'] + 1} ({status.get('currentWeight', 0)}%)"
-    return str(phase)
+    return "before the first step" if phase == "Pending" else str(phase)
 
 
 def _series_seen(prom: PrometheusProcess, selector: str) -> bool:
@@ -104,6 +109,6 @@ def demo_canary_through_gateway(
             client.stop()
     answers = [(phase, dict(counts)) for phase, counts in client.snapshot() if counts]
     for phase, counts in answers:
-        log(f"  answers through the gateway while {phase}: "
+        log(f"  answers through the gateway, {phase if phase.startswith(('step', 'before')) else 'while ' + phase}: "
             + ", ".join(f"{who} {n}" for who, n in sorted(counts.items())))
     return GatewayCanaryResult(status, answers)
