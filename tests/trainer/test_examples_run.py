@@ -16,7 +16,9 @@ from typing import TYPE_CHECKING, Any
 import pytest
 import yaml
 
+from .chat_server import chat_server
 from .conftest import BBC, run_trainer, trainer_env, write_job
+from .test_generation_e2e import smollm2  # noqa: F401 - the session fixture (GGUF -> safetensors)
 
 if TYPE_CHECKING:
     from kubestill.dev.seaweedfs import SeaweedFS
@@ -81,7 +83,7 @@ def _run(tmp_path: Path, name: str, spec: dict[str, Any], env: dict[str, str] | 
     why = [line for line in done.stderr.splitlines() if line.startswith("kubestill-trainer:")]
     assert done.returncode in (0, 3), done.stderr[-4000:]
     raw = read("eval/metrics.json")
-    assert raw is not None, "no eval/metrics.json"
+    assert raw is not None, f"no eval/metrics.json (exit {done.returncode}): {done.stderr[-3000:]}"
     metrics: dict[str, Any] = json.loads(raw)
     primary = spec.get("evaluation", {}).get("primaryMetric") or metrics["primaryMetric"]
     assert metrics["primaryMetric"] == primary
@@ -112,6 +114,34 @@ def test_the_embedding_example_as_written(tmp_path: Path) -> None:
     spec["data"]["uri"] = f"file://{_faq_file(tmp_path / 'faq.jsonl', spec['data']['fields'])}"
     metrics = _run(tmp_path, name, spec)
     assert metrics["teacher"]["recall@10"] > 0.5, metrics["teacher"]  # real retrieval, not a degenerate one
+
+
+def test_the_generation_example_as_written(smollm2: Path, tmp_path: Path) -> None:  # noqa: F811
+    """The OpenAI-teacher generation example: its teacher is an OpenAI-compatible server (here one on this machine
+    answering with SmolLM2-135M-Instruct, the key checked as the Secret's), its student the example's
+    smollm2-135m-instruct with the example's LoRA, its prompts 24 FAQ questions (never tuned on); the example's
+    labeling (256 new tokens), loss, training (maxSeqLength 512, accumulation 4), evaluation and output."""
+    from kubestill.api.names import TEACHER_API_KEY_ENV
+
+    name, spec = _example("distillationjob-generation-openai.yaml")
+    assert spec["student"]["baseModelUri"].endswith("/smollm2-135m-instruct") and "lora" in spec["student"]
+    spec["student"]["baseModelUri"] = f"file://{smollm2}"
+    source = [json.loads(line) for line in _local(FAQ).read_text().splitlines() if line.strip()]
+    prompts = tmp_path / "prompts.jsonl"
+    field = spec["data"]["fields"]["text"]
+    prompts.write_text("".join(json.dumps({"id": str(r["id"]), field: f"Answer in one sentence: {r['q']}"}) + "\n"
+                               for r in random.Random(2).sample(source, 24)))
+    spec["data"]["uri"] = f"file://{prompts}"
+    with chat_server(smollm2, "sk-example") as (base_url, seen):
+        spec["teacher"]["openai"]["baseUrl"] = base_url
+        metrics = _run(tmp_path, name, spec, {TEACHER_API_KEY_ENV: "sk-example"})
+    asked = [r["body"] for r in seen if r["path"] == "/v1/chat/completions"]
+    assert len(asked) == 24 and {b["max_tokens"] for b in asked} == {spec["labeling"]["maxNewTokens"]}
+    assert {b["model"] for b in asked} == {spec["teacher"]["openai"]["model"]}
+    assert metrics["primaryMetric"] == "rougeL" and metrics["teacher"]["rougeL"] == 1.0
+    # The teacher's text is stored in the student's tokens (it was dropped as "text without token ids" before).
+    assert json.loads((tmp_path / "work" / "labels" / "meta.json").read_text())["eosTokenId"] == 2
+    assert metrics["models"]["student"]["params"] > 0
 
 
 def test_the_s3_example_as_written(bbc_teacher: Path, tmp_path: Path, seaweedfs: SeaweedFS) -> None:

@@ -238,9 +238,40 @@ class Generation(DistillTask):
 
     # --- label -----------------------------------------------------------------------------------------
 
+    def _student_tokenizer(self) -> PreTrainedTokenizerBase | None:
+        """The tokenizer of student.baseModelUri (None without one), loaded once."""
+        if not hasattr(self, "_student_tok"):
+            from ..storage import resolve_uri
+
+            uri = self.spec.student.base_model_uri
+            self._student_tok = load_tokenizer(resolve_uri(uri)) if uri else None
+        return self._student_tok
+
+    def _in_student_tokens(self, answers: Sequence[Generated], max_new_tokens: int) -> list[Generated]:
+        """A remote teacher's answers (text only) as token ids of the student's tokenizer, at most
+        `max_new_tokens`, closed by its EOS when the answer ended before that: sequence-level KD (Kim & Rush,
+        EMNLP 2016) trains the student on the teacher's text, which needs no shared vocabulary. Answers that
+        come with token ids, and all of them when the student has no base model, are left as they are."""
+        tok = self._student_tokenizer()
+        if tok is None:
+            return list(answers)
+        out = []
+        for a in answers:
+            if a.token_ids is None:
+                ids = list(tok(a.text, add_special_tokens=False)["input_ids"])[:max_new_tokens]
+                if len(ids) < max_new_tokens and tok.eos_token_id is not None:
+                    ids.append(int(tok.eos_token_id))
+                a = Generated(text=a.text, token_ids=ids)
+            out.append(a)
+        return out
+
     def label_meta(self, teacher: Teacher, rows: Sequence[Row]) -> dict[str, Any]:
         model = getattr(teacher, "model", None)
-        eos = model.tokenizer.eos_token_id if isinstance(model, GenerationModel) else None
+        if isinstance(model, GenerationModel):
+            eos = model.tokenizer.eos_token_id
+        else:  # a remote teacher's text is stored in the student's tokens (label)
+            tok = self._student_tokenizer()
+            eos = tok.eos_token_id if tok is not None else None
         return {"eosTokenId": eos, "maxNewTokens": self.spec.labeling.max_new_tokens,
                 "topK": self.spec.labeling.top_k, TOPK_TEMPERATURE: 1.0,
                 "confidenceTemperature": self.spec.labeling.temperature}
@@ -258,8 +289,8 @@ class Generation(DistillTask):
             chosen_lp = gen.chosen_logprobs
             eos = model.tokenizer.eos_token_id
         else:
-            tokens, topk_ids, topk_lp, chosen_lp = _remote_answers(teacher.generate(prompts, t, k), k,
-                                                                   lab.temperature)
+            answers = self._in_student_tokens(teacher.generate(prompts, t, k), t)
+            tokens, topk_ids, topk_lp, chosen_lp = _remote_answers(answers, k, lab.temperature)
             eos = meta.get("eosTokenId")
         targets = _pad_targets(tokens, topk_ids, topk_lp, t, k)
         conf, invalid = _confidence(tokens, chosen_lp, eos, t, lab.drop_empty)
