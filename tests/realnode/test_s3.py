@@ -156,7 +156,17 @@ def test_distillation_job_on_s3_resumes_from_the_bucket_and_serves_from_it(
 
     # Killed mid-train once a checkpoint is in the bucket: the retry (a fresh Pod, a fresh scratch dir)
     # resumes from the bucket's checkpoint.
-    wait_for(lambda: has("train/checkpoint/_manifest.json"), 300, "a checkpoint in the bucket", interval=0.2)
+    def checkpointed() -> bool:
+        """A complete checkpoint is in the bucket. Not merely its manifest's key: the label stage's push clears
+        an earlier job's resume state, and doing so leaves an incomplete marker there for a moment (a cold CI
+        run killed the train Pod on that marker, before any checkpoint, and the retry had nothing to resume)."""
+        try:
+            raw = admin.get_object(Bucket=s3.bucket, Key="runs/bbc/train/checkpoint/_manifest.json")["Body"].read()
+        except admin.exceptions.NoSuchKey:
+            return False
+        return bool(json.loads(raw).get("complete") and json.loads(raw).get("files"))
+
+    wait_for(checkpointed, 300, "a complete checkpoint in the bucket", interval=0.2)
     killed = kill_running_pod(real_node, namespace, "bbc-train")
     assert not has("train/_manifest.json"), "the train stage had finished before the kill: nothing was tested"
 
