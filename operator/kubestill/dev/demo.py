@@ -303,29 +303,30 @@ class Demo:
 
         assert self.real is not None
         dev_down(self.cluster.state_dir)
-        kept = self.keep_logs()
+        kept = keep_logs(self.root, self.real.state_dir)
         realnode.stop(self.real)
         self.say(f"real node stopped and the host restored (kubestill dev demo --keep-running keeps it); its logs "
                  f"and the operator's are kept in {kept}")
-
-    def keep_logs(self) -> Path:
-        """Copy the operator's and the node's logs out of the state directory, which stopping the real node
-        removes (the paths printed at the start go with it); the previous demo's copy is replaced."""
-        assert self.real is not None
-        kept = self.cluster.state_dir.with_name(f"{self.cluster.state_dir.name}-demo-logs")
-        shutil.rmtree(kept, ignore_errors=True)
-        kept.mkdir(parents=True)
-        for log in self.root.glob("*.log"):
-            shutil.copy2(log, kept / log.name)
-        if (self.real.state_dir / "logs").is_dir():
-            shutil.copytree(self.real.state_dir / "logs", kept / "node")
-        return kept
 
     def stop(self) -> None:
         if self.node is not None:
             self.node.stop()
         if self.operator is not None:
             self.operator.stop()
+
+
+def keep_logs(demo_root: Path, node_state: Path) -> Path:
+    """Copy the demo's logs (`demo_root`/*.log: the operator's) and the real node's (`node_state`/logs) to
+    `<node_state>-demo-logs`, beside the state directory that stopping the node removes (with it the paths the
+    demo printed at the start); the previous demo's copy is replaced. Returns the copy's directory."""
+    kept = node_state.with_name(f"{node_state.name}-demo-logs")
+    shutil.rmtree(kept, ignore_errors=True)
+    kept.mkdir(parents=True)
+    for log in demo_root.glob("*.log"):
+        shutil.copy2(log, kept / log.name)
+    if (node_state / "logs").is_dir():
+        shutil.copytree(node_state / "logs", kept / "node")
+    return kept
 
 
 def result_lines(status: dict[str, Any]) -> list[str]:

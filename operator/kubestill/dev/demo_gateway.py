@@ -108,7 +108,8 @@ def demo_canary_through_gateway(
         finally:
             client.stop()
     answers = [(phase, dict(counts)) for phase, counts in client.snapshot() if counts]
+    log("answers through the gateway, by the rollout status the client had seen (the operator writes the route "
+        "a moment before the status, so a step's first answers can fall under the one before):")
     for phase, counts in answers:
-        log(f"  answers through the gateway, {phase if phase.startswith(('step', 'before')) else 'while ' + phase}: "
-            + ", ".join(f"{who} {n}" for who, n in sorted(counts.items())))
+        log(f"  {phase}: " + ", ".join(f"{who} {n}" for who, n in sorted(counts.items())))
     return GatewayCanaryResult(status, answers)
