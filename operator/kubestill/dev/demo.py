@@ -199,7 +199,7 @@ class Demo:
         while time.monotonic() < deadline:
             st = self._get("distillationjobs", name).get("status") or {}
             progress = st.get("progress") or {}
-            line = f"[{st.get('phase', 'Pending'):>10}] {st.get('message', '')}"
+            line = f"[{st.get('phase', 'Pending'):>10}] {st.get('message') or 'waiting for the operator to take it'}"
             if st.get("phase") == "Training" and progress:
                 line += f"  (step {progress.get('step')}/{progress.get('totalSteps')}, eta {progress.get('eta')})"
             if line != last:
