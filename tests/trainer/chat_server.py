@@ -16,6 +16,16 @@ from pathlib import Path
 from typing import Any
 
 
+def send_json(handler: BaseHTTPRequestHandler, status: int, payload: dict[str, Any]) -> None:
+    """Answer the handler's request with `payload` as JSON."""
+    raw = json.dumps(payload).encode()
+    handler.send_response(status)
+    handler.send_header("Content-Type", "application/json")
+    handler.send_header("Content-Length", str(len(raw)))
+    handler.end_headers()
+    handler.wfile.write(raw)
+
+
 @contextmanager
 def chat_server(model_dir: Path, api_key: str) -> Iterator[tuple[str, list[dict[str, Any]]]]:
     """(base URL ending in /v1, the requests seen) while the server runs; one generation at a time."""
@@ -48,19 +58,11 @@ def chat_server(model_dir: Path, api_key: str) -> Iterator[tuple[str, list[dict[
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
             seen.append({"path": self.path, "body": body})
             if self.headers.get("Authorization") != f"Bearer {api_key}":
-                self._send(401, {"error": {"message": "invalid API key"}})
+                send_json(self, 401, {"error": {"message": "invalid API key"}})
             elif self.path != "/v1/chat/completions":
-                self._send(404, {"error": {"message": f"no route {self.path}"}})
+                send_json(self, 404, {"error": {"message": f"no route {self.path}"}})
             else:
-                self._send(200, complete(body))
-
-        def _send(self, status: int, payload: dict[str, Any]) -> None:
-            raw = json.dumps(payload).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(raw)))
-            self.end_headers()
-            self.wfile.write(raw)
+                send_json(self, 200, complete(body))
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)

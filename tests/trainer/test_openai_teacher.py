@@ -16,6 +16,8 @@ from kubestill.api.v1alpha1.distillationjob import OpenAITeacher as Spec
 from kubestill_trainer.tasks.teacher import TeacherError
 from kubestill_trainer.teachers.openai import API_KEY_ENV, OpenAITeacher
 
+from .chat_server import send_json
+
 SEEN: list[dict[str, Any]] = []
 
 
@@ -40,12 +42,7 @@ class Handler(BaseHTTPRequestHandler):
             self._send(404, {"error": "no such path"})
 
     def _send(self, status: int, payload: dict[str, Any]) -> None:
-        raw = json.dumps(payload).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(raw)))
-        self.end_headers()
-        self.wfile.write(raw)
+        send_json(self, status, payload)
 
 
 @pytest.fixture
