@@ -12,7 +12,6 @@ from typing import Any
 
 import pytest
 
-from kubestill.dev.demo_gateway import phase_label
 from kubestill.dev.gateway_client import BACKEND_HEADER, GatewayClient, tagged_backend_ref
 
 # The answers of the fake gateway, in turn: (status, header value or None).
@@ -108,16 +107,6 @@ def test_requests_carry_the_texts_in_turn_and_who_answered_each_is_kept(gateway_
 
 def test_without_texts_request_n_says_so(gateway_url: str) -> None:
     assert [GatewayClient(gateway_url, "m").text(n) for n in (0, 7)] == ["request 0", "request 7"]
-
-
-@pytest.mark.parametrize(("status", "label"), [
-    ({"phase": "Progressing", "currentStep": 0, "currentWeight": 20}, "step 1 (20%)"),
-    ({"phase": "Progressing", "currentStep": -1, "shadowing": True}, "Progressing"),
-    ({"phase": "Promoted", "currentStep": 2, "currentWeight": 100}, "Promoted"),
-    ({}, "Pending"),
-])
-def test_phase_label(status: dict[str, Any], label: str) -> None:
-    assert phase_label(status) == label
 
 
 def test_tagged_backend_ref_is_a_gateway_api_backend_ref_with_a_response_header_filter() -> None:
