@@ -43,14 +43,16 @@ def chart_trainer_security(values: Path = CHART_VALUES) -> dict[str, str]:
 
 class OperatorProcess:
     """One operator process; `env` is added to the cluster's environment, `unset` names variables removed
-    (e.g. image overrides, so the operator uses its defaults: the images kubestill.dev.images builds)."""
+    (e.g. image overrides, so the operator uses its defaults: the images kubestill.dev.images builds), `args` are
+    added to `kubestill operator`'s command line (e.g. --peering, --priority)."""
 
     def __init__(self, cluster: Cluster, log_file: Path, env: Mapping[str, str] | None = None,
-                 unset: Sequence[str] = ()) -> None:
+                 unset: Sequence[str] = (), args: Sequence[str] = ()) -> None:
         self.cluster = cluster
         self.log_file = log_file
         self.env = dict(env or {})
         self.unset = tuple(unset)
+        self.args = tuple(args)
         self.metrics_port = free_port()
         self.health_port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
@@ -61,7 +63,8 @@ class OperatorProcess:
         for name in self.unset:
             env.pop(name, None)
         code = "import sys; from kubestill.cli import main; sys.exit(main(sys.argv[1:]))"
-        argv = [sys.executable, "-c", code, "operator", "--liveness", f"http://127.0.0.1:{self.health_port}/healthz"]
+        argv = [sys.executable, "-c", code, "operator", "--liveness", f"http://127.0.0.1:{self.health_port}/healthz",
+                *self.args]
         with open(self.log_file, "ab") as log:
             log.write(f"\n===== operator start {time.strftime('%H:%M:%S')} =====\n".encode())
             self.proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT)

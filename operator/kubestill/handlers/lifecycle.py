@@ -51,13 +51,8 @@ async def stop(memo: Any) -> None:
 
 
 def configure(kopf_settings: kopf.OperatorSettings, s: Settings) -> None:
-    """Peering from KUBESTILL_PEERING (leader election between replicas), metrics server, quiet kopf."""
-    if s.peering:
-        kopf_settings.peering.name = s.peering
-        kopf_settings.peering.mandatory = True
-        kopf_settings.peering.standalone = False
-    else:
-        kopf_settings.peering.standalone = True
+    """Peering (leader election between replicas), metrics server, quiet kopf."""
+    configure_peering(kopf_settings, s.peering)
     # Our handlers post their own Events; kopf's per-log-line Events would double them.
     kopf_settings.posting.enabled = False
     kopf_settings.persistence.diffbase_storage = NoDiffBase()
@@ -72,6 +67,24 @@ def configure(kopf_settings: kopf.OperatorSettings, s: Settings) -> None:
         start_http_server(s.metrics_port)
         log.info("metrics on :%d/metrics", s.metrics_port)
     log.info("trainer image %s, triton image %s", s.trainer_image, s.triton_image)
+
+
+def configure_peering(kopf_settings: kopf.OperatorSettings, name: str) -> None:
+    """KUBESTILL_PEERING (`name`, "" for none) where kopf was told nothing else.
+
+    `kubestill operator` resolves --peering, --standalone and KUBESTILL_PEERING itself and passes the result to
+    kopf.run, which sets `mandatory` (a peering name) or `standalone` before this start-up activity runs: those are
+    kept. Overriding them made `--peering NAME` without the variable pause every watch for good ("peering CRD is
+    missing": standalone and mandatory at once) and `--standalone` with it elect a leader anyway. Left undecided
+    (kopf's auto-detection, e.g. `kopf run -m kubestill.main` without --peering), the variable decides: a name
+    makes peering mandatory, none makes the operator standalone rather than join a "default" peering by chance."""
+    peering = kopf_settings.peering
+    if peering.mandatory or peering.standalone:
+        return
+    if name:
+        peering.name, peering.mandatory = name, True
+    else:
+        peering.standalone = True
 
 
 def login(memo: Any, settings: kopf.OperatorSettings, **kwargs: Any) -> kopf.ConnectionInfo:
