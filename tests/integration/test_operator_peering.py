@@ -9,6 +9,7 @@ configuration read KUBESTILL_PEERING alone and made the operator standalone and 
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -29,13 +30,22 @@ RESUMED = "Resuming operations after the pause"
 PAUSED = "Pausing operations in favour of"
 
 
-@pytest.fixture
-def peering(cluster: Cluster, namespace: str) -> str:
-    """kopf's peering CRDs (the chart's) and an empty KopfPeering in the test's namespace."""
-    cluster.kubectl("apply", "--server-side", "-f", str(PEERING_CRDS))
-    cluster.kubectl("wait", "--for=condition=Established", "crd/kopfpeerings.kopf.dev", "--timeout=60s")
+def create_peering(cluster: Cluster, namespace: str) -> None:
     cluster.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(
         {"apiVersion": "kopf.dev/v1", "kind": "KopfPeering", "metadata": {"name": PEERING}}))
+
+
+@pytest.fixture
+def peering_crds(cluster: Cluster) -> None:
+    """kopf's peering CRDs, the chart's."""
+    cluster.kubectl("apply", "--server-side", "-f", str(PEERING_CRDS))
+    cluster.kubectl("wait", "--for=condition=Established", "crd/kopfpeerings.kopf.dev", "--timeout=60s")
+
+
+@pytest.fixture
+def peering(cluster: Cluster, namespace: str, peering_crds: None) -> str:
+    """An empty KopfPeering in the test's namespace."""
+    create_peering(cluster, namespace)
     return PEERING
 
 
@@ -115,3 +125,25 @@ def test_standalone_joins_no_peering_even_with_the_variable_set(
     wait_for(lambda: handled(cluster, namespace, "alone"), 30, "the standalone operator to handle a rollout")
     assert peers(cluster, namespace) == {}
     assert RESUMED not in proc.log_file.read_text(errors="replace")
+
+
+def test_replicas_started_before_their_peering_object_wait_for_it_and_only_one_acts(
+        cluster: Cluster, namespace: str, peering_crds: None, replicas: list[OperatorProcess],
+        tmp_path: Path) -> None:
+    """With the chart, Helm creates the KopfPeering after the Deployment. Before, replicas that started first
+    all resumed when it appeared (empty) and acted together until their next keep-alive, ~50 s later."""
+    standby = replica(cluster, namespace, tmp_path / "standby.log", 1, "variable")
+    leader = replica(cluster, namespace, tmp_path / "leader.log", 2, "variable")
+    replicas += [standby.start(wait=False), leader.start(wait=False)]
+    for proc in replicas:
+        wait_for(lambda p=proc: "waiting for the peering object" in p.log_file.read_text(errors="replace"), 30,
+                 f"{proc.log_file.name} to say it waits for the peering object")
+    create_peering(cluster, namespace)
+    for proc in replicas:
+        proc.wait_healthy()
+    wait_for(lambda: active(leader), 30, "the priority-2 replica to resume")
+    deadline = time.monotonic() + 5  # kopf pauses or resumes within a watch event; both acting showed at once
+    while time.monotonic() < deadline:
+        assert not active(standby), standby.log_tail()
+        time.sleep(0.2)
+    assert len(peers(cluster, namespace)) == 2, peers(cluster, namespace)

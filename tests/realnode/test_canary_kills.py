@@ -142,9 +142,10 @@ def active_replica(api: KubeAPI, namespace: str, peering: str) -> str:
 
 def settled(node: RealNode, api: KubeAPI, namespace: str, peering: str) -> str:
     """The active replica once the peering has settled ("" before): both replicas have a fresh record, the one
-    of the highest priority has resumed and the other is paused. Two replicas that start together can both act
-    until then: in a cold CI run both resumed at start and the lower one paused only ~50 s later, both writing the
-    route meanwhile (in order), so the kills wait for a settled peering to mean anything."""
+    of the highest priority has resumed and the other is paused. The kills wait for it to mean anything. (In a
+    cold CI run both replicas once resumed at start and the lower one paused only ~50 s later: Helm creates the
+    KopfPeering after the Deployment, and replicas started before it existed all resumed when it appeared; each
+    replica now waits for its peering object before kopf starts, tests/integration/test_operator_peering.py.)"""
     record = api.get(f"/apis/kopf.dev/v1/namespaces/{namespace}/kopfpeerings/{peering}") or {}
     active = active_replica(api, namespace, peering)
     pods = [p["metadata"]["name"] for p in api.list(f"/api/v1/namespaces/{namespace}/pods",

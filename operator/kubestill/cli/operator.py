@@ -27,6 +27,12 @@ def cmd_operator(args: argparse.Namespace) -> int:
     s = settings.from_env()
     namespaces = [] if args.all_namespaces else (args.namespace or list(s.namespaces))
     peering = None if args.standalone else (args.peering or s.peering or None)
+    if peering is not None:
+        import asyncio
+
+        from kubestill.handlers.peering_wait import wait_before_kopf
+
+        asyncio.run(wait_before_kopf(peering, namespaces))
     kopf.run(
         clusterwide=not namespaces,
         namespaces=namespaces,

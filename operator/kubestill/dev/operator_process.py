@@ -57,8 +57,8 @@ class OperatorProcess:
         self.health_port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self, timeout: float = 60) -> OperatorProcess:
-        """Start it and wait until healthy; RuntimeError if it exits, TimeoutError if never healthy."""
+    def start(self, timeout: float = 60, wait: bool = True) -> OperatorProcess:
+        """Start it and (`wait`) wait_healthy."""
         env = source_env(self.cluster, KUBESTILL_METRICS_PORT=str(self.metrics_port), **self.env)
         for name in self.unset:
             env.pop(name, None)
@@ -68,6 +68,12 @@ class OperatorProcess:
         with open(self.log_file, "ab") as log:
             log.write(f"\n===== operator start {time.strftime('%H:%M:%S')} =====\n".encode())
             self.proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT)
+        return self.wait_healthy(timeout) if wait else self
+
+    def wait_healthy(self, timeout: float = 60) -> OperatorProcess:
+        """Until its liveness endpoint answers; RuntimeError if it exits, TimeoutError if never healthy."""
+        if self.proc is None:
+            raise RuntimeError("wait_healthy before start")
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
