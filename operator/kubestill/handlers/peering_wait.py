@@ -16,6 +16,8 @@ import time
 from collections.abc import Sequence
 from urllib.parse import quote
 
+import aiohttp
+
 from kubestill.clients.kube import ApiError, KubeClient, connect
 
 log = logging.getLogger("kubestill.operator")
@@ -35,7 +37,8 @@ def peering_paths(name: str, namespaces: Sequence[str]) -> list[str]:
 async def wait_for_peering(client: KubeClient, paths: Sequence[str], every: float = 1.0,
                            say_every: float = 30.0) -> None:
     """Poll each path every `every` seconds until all exist, logging which are missing every `say_every` s.
-    An answer other than 404 (e.g. 403) ends the wait with a warning: kopf reports those itself."""
+    An answer other than 404 (e.g. 403) ends the wait for that object with a warning (kopf reports those itself);
+    an unreachable API server is retried."""
     missing = list(paths)
     said = -say_every
     started = time.monotonic()
@@ -48,6 +51,9 @@ async def wait_for_peering(client: KubeClient, paths: Sequence[str], every: floa
                 if err.status != 404:
                     log.warning("cannot read the peering object %s (%s); starting without waiting for it", path, err)
                     continue
+                still.append(path)
+            except (aiohttp.ClientError, OSError, TimeoutError) as err:  # the API server not reachable yet
+                log.warning("cannot reach the API server for the peering object %s (%s); trying again", path, err)
                 still.append(path)
         missing = still
         if not missing:

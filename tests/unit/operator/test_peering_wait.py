@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import socket
+
+import kopf
 import pytest
 
-from kubestill.handlers.peering_wait import peering_paths
+from kubestill.clients.kube import KubeClient
+from kubestill.handlers.peering_wait import peering_paths, wait_for_peering
 
 
 @pytest.mark.parametrize(("namespaces", "expected"), [
@@ -17,3 +22,21 @@ from kubestill.handlers.peering_wait import peering_paths
 ])
 def test_peering_paths(namespaces: list[str], expected: list[str]) -> None:
     assert peering_paths("kubestill", namespaces) == expected
+
+
+def test_an_unreachable_api_server_is_retried_not_fatal(caplog: pytest.LogCaptureFixture) -> None:
+    """A replica that starts before the API server answers keeps waiting (kopf retries too), saying why."""
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+
+    async def attempt() -> None:
+        client = KubeClient(kopf.ConnectionInfo(server=f"http://127.0.0.1:{port}"))
+        try:
+            await asyncio.wait_for(wait_for_peering(client, peering_paths("kubestill", []), every=0.05), 0.5)
+        finally:
+            await client.close()
+
+    with pytest.raises(TimeoutError):
+        asyncio.run(attempt())
+    assert "cannot reach the API server" in caplog.text
