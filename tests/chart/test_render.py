@@ -148,7 +148,7 @@ COMMANDS: list[tuple[str, list[str], dict[str, str]]] = [
             "KUBESTILL_IMAGE_PULL_SECRETS": "registry-credentials",
             "KUBESTILL_IMAGE_PULL_POLICY": "Always",
             "KUBESTILL_EXTRA_LABELS": "cost-center=ml-platform,team=search",
-            "KUBESTILL_TRITON_IMAGE": "registry.example.com/nvidia/tritonserver:24.10-py3",
+            "KUBESTILL_TRITON_IMAGE": "registry.example.com/ml/kubestill-serving:0.1.0",
         },
     ),
 ]
