@@ -15,12 +15,11 @@ from __future__ import annotations
 
 import itertools
 import json
-import threading
 import time
 import urllib.parse
 from collections.abc import Callable, Iterator
 from datetime import datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +29,8 @@ import yaml
 from kubestill.dev.controlplane import Cluster
 from kubestill.dev.kubeapi import KubeAPI
 from kubestill.dev.operator_process import OperatorProcess
+
+from ..local_http import serving
 
 pytestmark = pytest.mark.integration
 
@@ -80,14 +81,8 @@ def prometheus() -> Iterator[tuple[str, JudgeCounts]]:
         def log_message(self, *args: Any) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", counts
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serving(Handler) as url:
+        yield url, counts
 
 
 @pytest.fixture
