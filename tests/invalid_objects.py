@@ -237,6 +237,10 @@ CASES = [
          "spec.servingCheck.texts", "at most 64"),
     Case("sm-queue-delay-over-1s", SM, (("spec.serving.dynamicBatching.maxQueueDelayMicroseconds", 1000001),),
          "spec.serving.dynamicBatching.maxQueueDelayMicroseconds", "less than or equal to 1000000"),
+    Case("sm-intra-op-threads-negative", SM, (("spec.serving.onnxRuntime.intraOpThreads", -1),),
+         "spec.serving.onnxRuntime.intraOpThreads", "greater than or equal to 0"),
+    Case("sm-intra-op-threads-over-256", SM, (("spec.serving.onnxRuntime.intraOpThreads", 257),),
+         "spec.serving.onnxRuntime.intraOpThreads", "less than or equal to 256"),
     # A loss parameter its loss does not use is refused, not ignored (issue 11, part 5).
     Case("temperature-on-wrong-loss", DJ, (("spec.loss.terms.1.temperature", 2.0),),
          "spec.loss.terms[1].temperature", "temperature only applies to logit-kl"),
@@ -382,6 +386,7 @@ ACCEPTED = [
          (("spec.run.activeDeadlineSeconds", 60), ("spec.evaluation.latencyBudgetMs", 3600000))),
     Case("sm-queue-delay-bounds", SM, (("spec.serving.dynamicBatching.maxQueueDelayMicroseconds", 1000000),)),
     Case("sm-queue-delay-zero", SM, (("spec.serving.dynamicBatching.maxQueueDelayMicroseconds", 0),)),
+    Case("sm-onnx-runtime-bounds", SM, (("spec.serving.onnxRuntime", {"intraOpThreads": 256, "allowSpinning": True}),)),
     Case("sm-check-bounds", SM, (("spec.servingCheck", {"concurrency": 256, "duration": "10m", "warmup": "0s",
                                                          "maxP95Ms": 3600000, "texts": ["x" * 2048] * 64}),)),
     Case("sm-check-off", SM, (("spec.servingCheck", {"enabled": False}),)),

@@ -82,6 +82,80 @@ def instance_kind(serving: ServingSpec) -> InstanceKind:
     return InstanceKind.GPU if serving.resources.gpus > 0 else InstanceKind.CPU
 
 
+# Kubernetes quantity suffixes (apimachinery resource.Quantity): decimal SI and binary. A CPU is usually "2" or
+# "500m"; the others are valid quantities the CRD's pattern lets through. The kubernetes client's parse_quantity
+# is not used here: this module is imported by the trainer and the serving image, where the API layer stays pure.
+_QUANTITY = re.compile(r"^([0-9]+(?:\.[0-9]+)?)(m|k|M|G|T|Ki|Mi|Gi|Ti)?$")
+_SUFFIX = {None: 1.0, "m": 1e-3, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12,
+           "Ki": 2.0**10, "Mi": 2.0**20, "Gi": 2.0**30, "Ti": 2.0**40}
+
+
+def quantity_value(quantity: str) -> float:
+    """A Kubernetes quantity as a number: cores for a CPU, bytes for memory. Raises ValueError on anything else.
+
+    >>> quantity_value("500m"), quantity_value("2"), quantity_value("1.5"), quantity_value("3Gi") / 2**30
+    (0.5, 2.0, 1.5, 3.0)
+    """
+    match = _QUANTITY.match(quantity)
+    if not match:
+        raise ValueError(f"{quantity!r} is not a Kubernetes quantity")
+    return float(match.group(1)) * _SUFFIX[match.group(2)]
+
+
+# What one CPU instance may need (measured: a static student's python-backend process holds ~0.6 GiB of private
+# memory, torch and the tokenizer included, before its batches), and the most instances a default gives.
+INSTANCE_MEMORY_BYTES = 2**30
+MAX_DEFAULT_INSTANCES = 8
+
+
+def instance_count(serving: ServingSpec) -> int:
+    """Model instances (ServingSpec.instanceGroup.count): as given; else on KIND_CPU one per whole core of
+    resources.cpu, at most one per GiB of resources.memory and MAX_DEFAULT_INSTANCES, at least 1; else 1.
+    Each CPU instance is a python-backend process serving one batch at a time, so instances, not threads,
+    are what let a small model use more than one core.
+
+    >>> from .v1alpha1.common import ComputeResources, InstanceGroup
+    >>> instance_count(ServingSpec()), instance_count(ServingSpec(resources=ComputeResources(cpu="2500m")))
+    (1, 2)
+    >>> instance_count(ServingSpec(resources=ComputeResources(cpu="16", memory="3Gi")))  # memory bounds it
+    3
+    >>> instance_count(ServingSpec(resources=ComputeResources(cpu="64")))
+    8
+    >>> instance_count(ServingSpec(resources=ComputeResources(cpu="4", gpus=1)))  # KIND_GPU: one per GPU
+    1
+    >>> instance_count(ServingSpec(resources=ComputeResources(cpu="4"), instance_group=InstanceGroup(count=1)))
+    1
+    """
+    if serving.instance_group.count is not None:
+        return serving.instance_group.count
+    if instance_kind(serving) != InstanceKind.CPU or not serving.resources.cpu:
+        return 1
+    count = min(int(quantity_value(serving.resources.cpu)), MAX_DEFAULT_INSTANCES)
+    if serving.resources.memory:
+        count = min(count, int(quantity_value(serving.resources.memory) // INSTANCE_MEMORY_BYTES))
+    return max(1, count)
+
+
+def intra_op_threads(serving: ServingSpec) -> int:
+    """Threads per model instance (ServingSpec.onnxRuntime.intraOpThreads): as given, else the container's CPU
+    shared among the instances (`instance_count`), rounded down, at least 1, else 0 (the runtime's default).
+
+    >>> from .v1alpha1.common import ComputeResources, InstanceGroup, OnnxRuntimeOptions
+    >>> intra_op_threads(ServingSpec()), intra_op_threads(ServingSpec(resources=ComputeResources(cpu="500m")))
+    (0, 1)
+    >>> intra_op_threads(ServingSpec(resources=ComputeResources(cpu="4"), instance_group=InstanceGroup(count=3)))
+    1
+    >>> intra_op_threads(ServingSpec(resources=ComputeResources(cpu="4"),
+    ...                              onnx_runtime=OnnxRuntimeOptions(intra_op_threads=3)))
+    3
+    """
+    if serving.onnx_runtime.intra_op_threads:
+        return serving.onnx_runtime.intra_op_threads
+    if not serving.resources.cpu:
+        return 0
+    return max(1, int(quantity_value(serving.resources.cpu) // instance_count(serving)))
+
+
 def render_config_pbtxt(
     model_name: str,
     task: Task | str,
@@ -95,7 +169,8 @@ def render_config_pbtxt(
     parameter model.py reads); `runtime` (ServingSpec.runtime) says whether model.py may run the artifact's
     model.onnx with ONNX Runtime (auto) or must run the torch model (torch); `labels` (classification) are
     published as a JSON `labels` parameter so a client, or a Triton teacher of a later job, knows the class
-    order of PROBABILITIES.
+    order of PROBABILITIES. `intra_op_threads` and `allow_spinning` (ServingSpec.onnxRuntime, threads resolved
+    by `intra_op_threads`) set the runtime's CPU threads.
     """
     tensors = TENSORS[Task(task)]
     lines = [
@@ -104,7 +179,7 @@ def render_config_pbtxt(
         f"max_batch_size: {serving.max_batch_size}",
         *_tensor_block("input", tensors.inputs),
         *_tensor_block("output", tensors.outputs),
-        f"instance_group [ {{ kind: {instance_kind(serving)} count: {serving.instance_group.count} }} ]",
+        f"instance_group [ {{ kind: {instance_kind(serving)} count: {instance_count(serving)} }} ]",
     ]
     batching = serving.dynamic_batching
     if batching.enabled:
@@ -115,7 +190,9 @@ def render_config_pbtxt(
             f"dynamic_batching {{{preferred} max_queue_delay_microseconds: "
             f"{batching.max_queue_delay_microseconds} }}"
         )
-    params = {"artifact_dir": artifact_dir, "task": str(Task(task)), "runtime": str(serving.runtime)}
+    params = {"artifact_dir": artifact_dir, "task": str(Task(task)), "runtime": str(serving.runtime),
+              "intra_op_threads": str(intra_op_threads(serving)),
+              "allow_spinning": "1" if serving.onnx_runtime.allow_spinning else "0"}
     if labels:
         params["labels"] = json.dumps(list(labels))
     for key, value in params.items():

@@ -94,6 +94,6 @@ def test_format_duration(seconds: int, text: str) -> None:
 def test_defaults_fill_nested_objects() -> None:
     dj = DistillationJob.model_validate(next(d for n, d in _docs() if d["kind"] == "DistillationJob"))
     assert dj.spec.evaluation.min_quality_ratio == 0.97
-    assert dj.spec.output.serving.instance_group.count == 1
+    assert dj.spec.output.serving.onnx_runtime.allow_spinning is False
     wire = dj.to_wire()
     assert wire["spec"]["output"]["serving"]["maxBatchSize"] == 64

@@ -38,6 +38,27 @@ def test_config_map_forces_torch() -> None:
     assert 'key: "runtime" value: { string_value: "torch" }' in text
 
 
+@pytest.mark.parametrize(("serving", "count", "threads", "spinning"), [
+    ({}, 1, "0", "0"),  # one instance, ONNX Runtime's own thread count; spinning off (measured: bench/serving.py)
+    ({"resources": {"cpu": "500m"}}, 1, "1", "0"),  # under one core: one instance, one thread
+    ({"resources": {"cpu": "2"}}, 2, "1", "0"),  # an instance per core
+    ({"resources": {"cpu": "16", "memory": "3Gi"}}, 3, "5", "0"),  # an instance per GiB at most
+    ({"resources": {"cpu": "64"}}, 8, "8", "0"),  # at most 8 by default
+    ({"resources": {"cpu": "4", "gpus": 1}}, 1, "4", "0"),  # KIND_GPU: one instance per GPU
+    ({"resources": {"cpu": "7"}, "instanceGroup": {"count": 3}}, 3, "2", "0"),  # 7 cores shared by 3 instances
+    ({"resources": {"cpu": "1"}, "instanceGroup": {"count": 4}}, 4, "1", "0"),
+    ({"resources": {"cpu": "8"}, "onnxRuntime": {"intraOpThreads": 3, "allowSpinning": True}}, 8, "3", "1"),
+], ids=["defaults", "half-a-core", "two-cores", "memory-bound", "capped", "gpu", "shared",
+        "more-instances-than-cores", "explicit"])
+def test_config_map_renders_instances_and_threads(serving: dict[str, Any], count: int, threads: str,
+                                                  spinning: str) -> None:
+    sm = _sm(serving=serving)
+    text = build_triton_config_map(sm, StudentModelSpec.model_validate(sm["spec"]))["data"]["config.pbtxt"]
+    assert f" count: {count} }} ]" in text
+    assert f'key: "intra_op_threads" value: {{ string_value: "{threads}" }}' in text
+    assert f'key: "allow_spinning" value: {{ string_value: "{spinning}" }}' in text
+
+
 def test_deployment_and_service() -> None:
     sm = _sm(serving={"replicas": 2, "resources": {"gpus": 1}, "instanceGroup": {"kind": "KIND_GPU"},
                       "image": "triton:custom"})

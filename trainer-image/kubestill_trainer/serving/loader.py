@@ -74,26 +74,34 @@ def load_for_serving(path: Path, device: str = "cpu") -> tuple[DistillTask, Task
 class Servable:
     """What Triton's model.py calls: `answer(inputs)` answers one batch (`DistillTask.serve`'s contract);
     `runtime` says what runs the model ("onnxruntime" or "torch"), `graph` which ONNX file (model.onnx or
-    model_int8.onnx; None for torch), `device` where ("cpu", "cuda:<id>")."""
+    model_int8.onnx; None for torch), `device` where ("cpu", "cuda:<id>"), `threads` its intra-op CPU threads
+    (0: the runtime's default), `spinning` whether ONNX Runtime's idle threads spin (None for torch)."""
 
     task: DistillTask
     runtime: str
     answer: Callable[[Mapping[str, Array]], dict[str, Array]]
     graph: str | None = None
     device: str = "cpu"
+    threads: int = 0
+    spinning: bool | None = None
 
 
-def load_servable(path: Path, runtime: ServingRuntime | str = ServingRuntime.AUTO, device: str = "cpu") -> Servable:
+def load_servable(path: Path, runtime: ServingRuntime | str = ServingRuntime.AUTO, device: str = "cpu",
+                  threads: int = 0, spinning: bool = True) -> Servable:
     """ONNX Runtime on `path`/model.onnx (or the model_int8.onnx the export kept) when `runtime` is auto, the
     task serves from ONNX and the file is there; the torch model otherwise. `device`: "cpu" or "cuda:<id>"
-    (a Triton KIND_GPU instance; ONNX Runtime's CUDA provider, torch on that GPU). Raises ValueError on an
+    (a Triton KIND_GPU instance; ONNX Runtime's CUDA provider, torch on that GPU). `threads`: intra-op CPU
+    threads (ONNX Runtime's session, or torch's for the process; 0: the runtime's default); `spinning`: ONNX
+    Runtime's `session.intra_op.allow_spinning` (see ServingSpec.onnxRuntime). Raises ValueError on an
     unknown runtime, RuntimeError for a GPU device that the runtime cannot use."""
     mode = ServingRuntime(runtime)
     task, _ = _task(path)
     if mode == ServingRuntime.AUTO and task.serves_onnx and (path / ONNX_FILE).exists():
-        onnx = OnnxModel(path, task.spec.training.max_seq_length, device=device)
-        return Servable(task, "onnxruntime", partial(task.serve_onnx, onnx), onnx.graph, device)
+        onnx = OnnxModel(path, task.spec.training.max_seq_length, threads=threads, device=device, spinning=spinning)
+        return Servable(task, "onnxruntime", partial(task.serve_onnx, onnx), onnx.graph, device, threads, spinning)
     if device != "cpu" and not torch.cuda.is_available():
         raise RuntimeError(f"a GPU instance ({device}) but torch sees no CUDA device")
+    if threads:
+        torch.set_num_threads(threads)  # per process: one python-backend stub runs one instance
     _, model = load_for_serving(path, device)
-    return Servable(task, "torch", partial(task.serve, model), None, device)
+    return Servable(task, "torch", partial(task.serve, model), None, device, threads)

@@ -13,7 +13,9 @@ before loading anything, and leaves the reason in the container's termination lo
 
 from __future__ import annotations
 
+import inspect
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +45,46 @@ def instance_device(args: dict[str, Any]) -> str:
     return "cpu"
 
 
+def cpu_options(params: dict[str, str], load: Callable[..., Any]) -> dict[str, Any]:
+    """The `intra_op_threads` and `allow_spinning` parameters (ServingSpec.onnxRuntime) as `load`'s keyword
+    arguments; none where `load` (an older image's load_servable) has no such parameters, or the config.pbtxt
+    (rendered by an older operator) does not give them.
+
+    >>> def load(path, runtime="auto", device="cpu", threads=0, spinning=True): ...
+    >>> cpu_options({"intra_op_threads": "2", "allow_spinning": "0"}, load)
+    {'threads': 2, 'spinning': False}
+    >>> cpu_options({"intra_op_threads": "2"}, lambda path, runtime: None), cpu_options({}, load)
+    ({}, {})
+    """
+    accepted = inspect.signature(load).parameters
+    out: dict[str, Any] = {}
+    if params.get("intra_op_threads") and "threads" in accepted:
+        out["threads"] = int(params["intra_op_threads"])
+    if params.get("allow_spinning") and "spinning" in accepted:
+        out["spinning"] = params["allow_spinning"] == "1"
+    return out
+
+
+def describe(servable: Any) -> str:
+    """What runs the model, for the log: runtime, graph, device and CPU threads (an older image's Servable
+    has fewer fields).
+
+    >>> from types import SimpleNamespace as S
+    >>> describe(S(runtime="onnxruntime", graph="model.onnx", device="cpu", threads=2, spinning=False))
+    'onnxruntime (model.onnx) on cpu, intra-op threads 2, spinning off'
+    >>> describe(S(runtime="torch", graph=None, device="cuda:0", threads=0, spinning=None))
+    'torch on cuda:0, intra-op threads: the default'
+    """
+    graph = getattr(servable, "graph", None)
+    threads = getattr(servable, "threads", 0)
+    spinning = getattr(servable, "spinning", None)
+    parts = [f"{servable.runtime}{f' ({graph})' if graph else ''} on {getattr(servable, 'device', 'cpu')}",
+             f"intra-op threads {threads}" if threads else "intra-op threads: the default"]
+    if spinning is not None:
+        parts.append(f"spinning {'on' if spinning else 'off'}")
+    return ", ".join(parts)
+
+
 class TritonPythonModel:
     def initialize(self, args: dict[str, Any]) -> None:
         config = json.loads(args["model_config"])
@@ -55,17 +97,16 @@ class TritonPythonModel:
             from kubestill_trainer.serving.loader import load_servable
 
             device = instance_device(args)
-            # The device only when it is a GPU: an artifact exported by this trainer stays servable on CPU by an
-            # older serving image, whose load_servable takes no device.
+            # The device only when it is a GPU, the CPU options only where load_servable takes them: an artifact
+            # exported by this trainer stays servable on CPU by an older serving image.
             extra = (device,) if device != "cpu" else ()
-            self.servable = load_servable(Path(params["artifact_dir"]), params.get("runtime") or "auto", *extra)
+            self.servable = load_servable(Path(params["artifact_dir"]), params.get("runtime") or "auto", *extra,
+                                          **cpu_options(params, load_servable))
         except Exception as err:  # any reason the model cannot load reaches the StudentModel, not only the log
             report_failure(LoadFailure(MODEL_LOAD_FAILED, f"{params['artifact_dir']}: {type(err).__name__}: "
                                                           f"{err}").to_text())
             raise
-        graph = getattr(self.servable, "graph", None)
-        print(f"kubestill: {params['artifact_dir']} served by {self.servable.runtime}"
-              f"{f' ({graph})' if graph else ''} on {getattr(self.servable, 'device', 'cpu')}", flush=True)
+        print(f"kubestill: {params['artifact_dir']} served by {describe(self.servable)}", flush=True)
         tensors = TENSORS[self.servable.task.task]
         self.inputs = [t.name for t in tensors.inputs]
         self.outputs = [t.name for t in tensors.outputs]

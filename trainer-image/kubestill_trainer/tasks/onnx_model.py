@@ -69,12 +69,14 @@ class OnnxModel:
 
     `path`: a model directory holding model.onnx, its tokenizer and kubestill.json (whose "labels" are the
     class order of a classifier's LOGITS); `max_length`: tokens kept per text (the job's maxSeqLength);
-    `graph`: the file to run (default: `served_graph` of the card); `device`: see `execution_providers`.
-    Raises FileNotFoundError without the graph, RuntimeError for a GPU device without the CUDA provider.
+    `graph`: the file to run (default: `served_graph` of the card); `device`: see `execution_providers`;
+    `threads`: intra-op threads (0: ONNX Runtime's default); `spinning`: whether idle intra-op threads busy-wait
+    (ONNX Runtime's `session.intra_op.allow_spinning`, on by default there). Raises FileNotFoundError without
+    the graph, RuntimeError for a GPU device without the CUDA provider.
     """
 
     def __init__(self, path: Path, max_length: int, threads: int = 0, graph: str | None = None,
-                 device: str = "cpu") -> None:
+                 device: str = "cpu", spinning: bool = True) -> None:
         import onnxruntime as ort
 
         card: dict[str, Any] = json.loads((path / MODEL_CARD).read_text()) if (path / MODEL_CARD).exists() else {}
@@ -83,6 +85,7 @@ class OnnxModel:
             raise FileNotFoundError(f"{path / self.graph} is missing")
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads  # 0: ONNX Runtime's default, one per physical core
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
         providers = execution_providers(device, ort.get_available_providers())
         self.session = ort.InferenceSession(str(path / self.graph), options, providers=providers)
         self.tokenizer = load_tokenizer(path)

@@ -131,7 +131,36 @@ class InstanceGroup(KubeModel):
     kind: InstanceKind | None = Field(
         default=None, description="KIND_CPU or KIND_GPU; empty: KIND_GPU when the Triton container asks for GPUs "
         "(resources.gpus > 0, i.e. nvidia.com/gpu), KIND_CPU otherwise.")
-    count: int = Field(default=1, ge=1, le=64, description="Model instances per server.")
+    count: int | None = Field(
+        default=None, ge=1, le=64,
+        description="Model instances per server. Empty: on KIND_CPU one per whole core of resources.cpu, no "
+        "more than one per GiB of resources.memory (each instance is a process holding its own copy of the model "
+        "and runtime, ~0.6 GiB for a small student) and at most 8; 1 without resources.cpu, and on KIND_GPU.",
+    )
+
+
+class OnnxRuntimeOptions(KubeModel):
+    """ONNX Runtime's CPU threads in each model instance (runtime auto, where the artifact has model.onnx)."""
+
+    intra_op_threads: int = Field(
+        default=0, ge=0, le=256,
+        description="Threads one instance's ONNX Runtime session (or torch, on the torch path) uses inside an "
+        "operator. 0: the container's CPU (resources.cpu) shared among the instances (instanceGroup.count), "
+        "rounded down, at least 1; with no resources.cpu, ONNX Runtime's own default (one per physical core of "
+        "the node).",
+    )
+    # Off by default, measured with one instance (bench/serving.py, 2 shared cores, closed loop over HTTP):
+    # without spinning the static student cost the server 0.26-0.28 ms of CPU a request at 8 clients instead of
+    # 0.34-0.35, 0.15-0.16 instead of 0.23-0.26 at 32 clients, where it served 5,550-6,730 req/s instead of
+    # 4,160-4,340; a spinning pool burns the Pod's CPU limit while it waits for work, and Kubernetes throttles
+    # it. Spinning still served the 6-layer teacher ~25% faster at 8 clients: turn it on for large models on
+    # cores of their own.
+    allow_spinning: bool = Field(
+        default=False,
+        description="Let ONNX Runtime's idle intra-op threads spin (busy-wait) for the next operator instead of "
+        "sleeping: lower latency for large models on cores of their own, CPU burnt (and throttled under a CPU "
+        "limit) otherwise.",
+    )
 
 
 class ServingSpec(KubeModel):
@@ -169,6 +198,7 @@ class ServingSpec(KubeModel):
         "has model/model.onnx (classification and embedding students export one), torch otherwise; torch: "
         "always the torch model (the fallback, e.g. to compare).",
     )
+    onnx_runtime: OnnxRuntimeOptions = nested(OnnxRuntimeOptions, "ONNX Runtime's CPU threads per model instance.")
     service_account_name: ResourceName | None = Field(
         default=None, description="ServiceAccount the Triton Pods run as."
     )
