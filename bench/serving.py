@@ -3,16 +3,20 @@ StudentModel serves them, under closed-loop HTTP load, beside the same models ca
 
 Each model's config.pbtxt and model repository come from the operator's own builders
 (`build_triton_config_map`, then the init container's assembly via `kubestill.dev.triton.assemble_repository`),
-with the StudentModel's default serving spec (dynamic batching, one CPU instance). One tritonserver at a time,
-so the CPU seconds (read from /proc for the server's process group) are that model's alone. Load: see
-kubestill.dev.served_load (closed loop, one row per request, Triton's Python HTTP client).
+with the StudentModel's default serving spec (dynamic batching; instances and threads from --cpu). One
+tritonserver at a time, so the CPU seconds (read from /proc for the server's process group) are that model's
+alone. Load: kubestill.dev.wrk_load (closed loop, one row per request, wrk) or, with --load python,
+kubestill.dev.served_load (the same loop from Triton's Python client in threads, as the serving check sends).
 
 In-process: `task.serve(model, batch)`, the very call model.py makes, at batch 1 (p50/p99) and at batch 32
-(rows/s). --path torch|onnx|both serves each model with spec.serving.runtime torch and/or auto (ONNX
-Runtime on the model.onnx the export stage writes), so the before/after is one command.
+(rows/s), with the same runtime options. --path torch|onnx|onnx-spin|both|all serves each model with
+spec.serving.runtime torch and/or auto (ONNX Runtime on the model.onnx the export stage writes; onnx-spin in one
+instance with spinning threads, as before the defaults from resources.cpu), so each before/after is one command.
+--cpu (default: this machine's cores) is the StudentModel's resources.cpu.
 
     python bench/serving.py --quick
     python bench/serving.py --path both --concurrency 1 8 32 --duration 20
+    python bench/serving.py --task classification --students static --path all --rows 600
     python bench/serving.py --task classification --concurrency 1 8 32 --duration 20
     python bench/serving.py --task embedding --students static cut --serving-python /tmp/venv-serving/bin
 
@@ -35,16 +39,26 @@ import numpy as np
 
 from _common import LATENCY_BATCH, Stopwatch, fmt, machine_note, print_table
 from _serving_models import Served, classification_models, embedding_models, rows_of
+from kubestill.api.triton import TENSORS, instance_count, intra_op_threads
+from kubestill.api.v1alpha1.common import Task
 from kubestill.api.v1alpha1.studentmodel import StudentModelSpec
 from kubestill.builders.triton import CONFIG_KEY, build_triton_config_map, model_name
+from kubestill.dev import wrk_load
 from kubestill.dev.served_load import LoadFigures, closed_loop, group_cpu_seconds, speedup_at_equal_p99
 from kubestill.dev.triton import TritonProcess, assemble_repository, start_tritonserver
 from kubestill_trainer.latency import measure
 from kubestill_trainer.serving.loader import load_servable
 
-# --path -> the StudentModel's spec.serving.runtime, and what model.py must then report running.
-RUNTIMES = {"torch": "torch", "onnx": "auto"}
-RUNTIMES_SEEN = {"torch": "torch", "onnx": "onnxruntime"}
+# --path -> the StudentModel's spec.serving (over its defaults), and what model.py must then report running.
+# onnx-spin: one instance whose ONNX Runtime threads spin (ONNX Runtime's own default), which is how every
+# student served before instanceGroup.count and onnxRuntime took their defaults from resources.cpu.
+PATHS: dict[str, dict[str, Any]] = {
+    "torch": {"runtime": "torch"},
+    "onnx": {"runtime": "auto"},
+    "onnx-spin": {"runtime": "auto", "instanceGroup": {"count": 1}, "onnxRuntime": {"allowSpinning": True}},
+}
+RUNTIMES_SEEN = {"torch": "torch", "onnx": "onnxruntime", "onnx-spin": "onnxruntime"}
+PATH_SETS = {"both": ["torch", "onnx"], "all": ["torch", "onnx-spin", "onnx"]}
 
 
 def studentmodel(item: Served, serving: dict[str, Any]) -> tuple[dict[str, Any], StudentModelSpec]:
@@ -84,8 +98,25 @@ def http_sender(server: TritonProcess, item: Served) -> Callable[[int, int], Non
     return send
 
 
-def served_figures(item: Served, path: str, root: Path, args: argparse.Namespace) -> list[LoadFigures]:
-    serving: dict[str, Any] = {"runtime": RUNTIMES[path]}  # everything else: the StudentModel's defaults
+LoadRunner = Callable[[int, float, Callable[[], float]], LoadFigures]  # (concurrency, seconds, cpu_seconds)
+
+
+def load_runner(server: TritonProcess, item: Served, tool: str) -> LoadRunner:
+    """The closed loop of `tool`: python (kubestill.servecheck's, Triton's Python client in threads, as the
+    serving check runs it) or wrk (a C load generator: kubestill.dev.wrk_load)."""
+    if tool == "wrk":
+        name = TENSORS[Task(item.task)].inputs[0].name
+        bodies = [wrk_load.v2_body(name, t) for t in item.texts]
+        url = f"{server.http_url}/v2/models/{model_name(item.name)}/infer"
+        return lambda c, seconds, cpu: wrk_load.run(url, bodies, c, seconds, cpu)
+    send = http_sender(server, item)
+    return lambda c, seconds, cpu: closed_loop(send, c, seconds, cpu)
+
+
+def serving_spec(path: str, args: argparse.Namespace) -> dict[str, Any]:
+    """spec.serving for `path`: PATHS[path] plus the batcher flags; everything else the StudentModel's defaults."""
+    serving: dict[str, Any] = {key: dict(value) if isinstance(value, dict) else value
+                               for key, value in PATHS[path].items()}
     batching: dict[str, Any] = {}
     if args.max_queue_delay_us is not None:
         batching["maxQueueDelayMicroseconds"] = args.max_queue_delay_us
@@ -93,6 +124,16 @@ def served_figures(item: Served, path: str, root: Path, args: argparse.Namespace
         batching["preferredBatchSizes"] = args.preferred_batch_sizes
     if batching:
         serving["dynamicBatching"] = batching
+    if args.instances:
+        serving["instanceGroup"] = {"count": args.instances}
+    if args.cpu:
+        # What the instances and their threads default to (kubestill.api.triton.instance_count).
+        serving["resources"] = {"cpu": args.cpu}
+    return serving
+
+
+def served_figures(item: Served, path: str, root: Path, args: argparse.Namespace) -> list[LoadFigures]:
+    serving = serving_spec(path, args)
     extra_env = {}
     if args.serving_python:
         extra_env["PATH"] = os.pathsep.join([str(args.serving_python), os.environ.get("PATH", "")])
@@ -100,21 +141,26 @@ def served_figures(item: Served, path: str, root: Path, args: argparse.Namespace
         runtime = "onnxruntime" if "served by onnxruntime" in server.log_tail(400) else "torch"
         if runtime != RUNTIMES_SEEN[path]:
             raise RuntimeError(f"{item.name}: asked for the {path} path, the server runs {runtime}")
-        send = http_sender(server, item)
+        load = load_runner(server, item, args.load)
         pgid = server.popen.pid
-        closed_loop(send, max(args.concurrency), args.warmup)  # warm up: first calls load kernels, fill caches
+        load(max(args.concurrency), args.warmup, lambda: float("nan"))  # warm up: load kernels, fill caches
         out = []
         for c in args.concurrency:
-            fig = closed_loop(send, c, args.duration, lambda: group_cpu_seconds(pgid))
+            fig = load(c, args.duration, lambda: group_cpu_seconds(pgid))
             print(f"  {item.name} c={c}: {fig.throughput:.1f} req/s p50 {fig.p50_ms:.1f} p99 {fig.p99_ms:.1f} ms "
                   f"errors {fig.errors}", flush=True)
             out.append(fig)
         return out
 
 
-def in_process(item: Served, path: str) -> dict[str, float]:
-    """The same model through the same `answer` call model.py makes, without Triton."""
-    servable = load_servable(item.export / "model", RUNTIMES[path])
+def in_process(item: Served, path: str, args: argparse.Namespace) -> dict[str, float]:
+    """The same model through the same `answer` call model.py makes, without Triton, in one process with the
+    threads of all the server's instances together (the same cores) and the same spinning."""
+    serving = StudentModelSpec.model_validate({"artifactUri": "file:///x", "task": item.task,
+                                               "serving": serving_spec(path, args)}).serving
+    servable = load_servable(item.export / "model", serving.runtime,
+                             threads=intra_op_threads(serving) * instance_count(serving),
+                             spinning=serving.onnx_runtime.allow_spinning)
     if servable.runtime != RUNTIMES_SEEN[path]:
         raise RuntimeError(f"{item.name}: no {path} path in {item.export / 'model'} (runtime {servable.runtime})")
 
@@ -155,9 +201,11 @@ def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--task", choices=["classification", "embedding", "both"], default="both")
     p.add_argument("--students", nargs="+", choices=["cut", "static"], default=["static", "cut"])
-    p.add_argument("--path", choices=["torch", "onnx", "both"], default="both",
+    p.add_argument("--path", nargs="+", choices=[*PATHS, *PATH_SETS], default=["both"],
                    help="what runs the models in Triton: torch (spec.serving.runtime torch, the python backend's "
-                   "eager torch), onnx (runtime auto: ONNX Runtime on the exported model.onnx), or both")
+                   "eager torch), onnx (runtime auto: ONNX Runtime on the exported model.onnx; instances, "
+                   "threads and spinning as the StudentModel defaults them), onnx-spin (the same in one instance "
+                   "with spinning threads, as served before those defaults); both: torch and onnx; all: the three")
     p.add_argument("--concurrency", type=int, nargs="+", default=None, help="default 1 8 32 (--quick: 1 8)")
     p.add_argument("--duration", type=float, default=None,
                    help="seconds of load per concurrency level (default 20, --quick 8)")
@@ -167,6 +215,15 @@ def parse_args() -> argparse.Namespace:
                    help="spec.serving.dynamicBatching.maxQueueDelayMicroseconds (default: the StudentModel's)")
     p.add_argument("--preferred-batch-sizes", type=int, nargs="*", default=None,
                    help="spec.serving.dynamicBatching.preferredBatchSizes (default: the StudentModel's)")
+    p.add_argument("--instances", type=int, default=None,
+                   help="spec.serving.instanceGroup.count (default: the StudentModel's, 1)")
+    p.add_argument("--cpu", default=str(os.cpu_count() or 1),
+                   help="spec.serving.resources.cpu (default: this machine's cores, a Pod given the node); the "
+                   "default instances (one per core) and their intra-op threads follow from it; '' for none")
+    p.add_argument("--load", choices=["python", "wrk"], default="wrk",
+                   help="the load generator: wrk (Debian's wrk, C: leaves the shared cores to the server; "
+                   "scripts/setup.sh installs it) or python (Triton's Python client in threads, as the serving "
+                   "check sends: on 2 cores it competes with the server and limits the small students)")
     p.add_argument("--epochs", type=int, default=1, help="students' training epochs (speed does not depend on it)")
     p.add_argument("--rows", type=int, default=100000, help="classification: BBC titles used (all: 2225)")
     p.add_argument("--sentences", type=int, default=4000, help="embedding: training sentences")
@@ -197,17 +254,18 @@ def main() -> None:
     if args.task in ("embedding", "both"):
         items += embedding_models(root / "emb", args.students, args.sentences, args.epochs)
     print(f"[{clock():.0f}s] {len(items)} models exported under {root}", flush=True)
-    paths = ["torch", "onnx"] if args.path == "both" else [args.path]
+    paths = list(dict.fromkeys(p for given in args.path for p in PATH_SETS.get(given, [given])))
     inproc: dict[Key, dict[str, float]] = {}
     served: dict[Key, list[LoadFigures]] = {}
     for path in paths:
         for item in items:
-            inproc[item.name, path] = in_process(item, path)
+            inproc[item.name, path] = in_process(item, path, args)
             print(f"[{clock():.0f}s] {item.name} {path} in-process: {inproc[item.name, path]}", flush=True)
             served[item.name, path] = served_figures(item, path, root, args)
             print(f"[{clock():.0f}s] {item.name} {path} served", flush=True)
     print_table(
-        "Served vs in-process (Triton python backend; path torch: eager torch, onnx: ONNX Runtime)",
+        "Served vs in-process (Triton python backend; path torch: eager torch, onnx: ONNX Runtime, onnx-spin: "
+        "ONNX Runtime with spinning intra-op threads)",
         ["model", "path", "conc", "req/s", "p50 ms", "p95 ms", "p99 ms", "CPU s/1k req", "errors",
          "in-proc p50 ms b1", "in-proc p99 ms b1", f"in-proc rows/s b{LATENCY_BATCH}", "served/in-proc b1",
          f"served/in-proc b{LATENCY_BATCH}", "x torch path", "x teacher req/s", "x teacher at equal p99"],
@@ -216,9 +274,14 @@ def main() -> None:
          "StudentModel's default serving spec (runtime per path"
          + (f"; maxQueueDelayMicroseconds {args.max_queue_delay_us}" if args.max_queue_delay_us is not None else "")
          + (f"; preferredBatchSizes {args.preferred_batch_sizes}" if args.preferred_batch_sizes else "")
-         + "); closed loop, one row per request, over HTTP (tritonclient)",
+         + (f"; instanceGroup.count {args.instances}" if args.instances else "")
+         + (f"; resources.cpu {args.cpu}" if args.cpu else "")
+         + "); closed loop, one row per request, over HTTP ("
+         + ("wrk, one thread, KServe v2 JSON bodies" if args.load == "wrk" else "tritonclient, a thread per client")
+         + ")",
          f"{args.duration:g} s per concurrency level after {args.warmup:g} s of warm-up; latency as the client sees "
-         "it; CPU: the tritonserver process group's user+system seconds from /proc",
+         "it; CPU: the tritonserver process group's user+system seconds from /proc; in-process: one process with "
+         "the server's threads (instances x intra-op threads) and spinning",
          "served/in-proc b1: served req/s over the in-process rate of one caller sending one row at a time "
          f"(1000 / p50 ms); b{LATENCY_BATCH}: over the in-process rows/s at batch {LATENCY_BATCH}",
          "x teacher: over the teacher served on the same path at the same concurrency; at equal p99: the "

@@ -9,11 +9,13 @@ cd "$(dirname "$0")/.."
 VENV=${KUBESTILL_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/kubestill/venv}
 log() { printf '\033[1m[setup]\033[0m %s\n' "$*" >&2; }
 
-# Debian packages: prometheus (canary analysis, run as a plain process), openssl (the control plane's PKI).
+# Debian packages: prometheus (canary analysis, run as a plain process), openssl (the control plane's PKI), wrk
+# (bench/serving.py --load wrk, and the test of that load).
 missing=()
 command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+command -v wrk >/dev/null 2>&1 || missing+=(wrk)
 if [ ${#missing[@]} -gt 0 ]; then
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   log "apt-get install ${missing[*]}"
