@@ -149,7 +149,7 @@ class OnnxRuntimeOptions(KubeModel):
         "rounded down, at least 1; with no resources.cpu, ONNX Runtime's own default (one per physical core of "
         "the node).",
     )
-    # Off by default, measured with one instance (bench/serving.py, 2 shared cores, closed loop over HTTP):
+    # Off by default, measured with one instance (bench/serving.py, 2 shared cores, Triton's Python client):
     # without spinning the static student cost the server 0.26-0.28 ms of CPU a request at 8 clients instead of
     # 0.34-0.35, 0.15-0.16 instead of 0.23-0.26 at 32 clients, where it served 5,550-6,730 req/s instead of
     # 4,160-4,340; a spinning pool burns the Pod's CPU limit while it waits for work, and Kubernetes throttles
