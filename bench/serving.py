@@ -50,8 +50,9 @@ from kubestill_trainer.latency import measure
 from kubestill_trainer.serving.loader import load_servable
 
 # --path -> the StudentModel's spec.serving (over its defaults), and what model.py must then report running.
-# onnx-spin: one instance whose ONNX Runtime threads spin (ONNX Runtime's own default), which is how every
-# student served before instanceGroup.count and onnxRuntime took their defaults from resources.cpu.
+# onnx-spin: one instance whose ONNX Runtime threads spin (ONNX Runtime's own default), as every student served
+# before instanceGroup.count and onnxRuntime took their defaults from resources.cpu (then with a thread per
+# physical core of the node, here --cpu's: the same on a bench machine, more in a Pod on a bigger node).
 PATHS: dict[str, dict[str, Any]] = {
     "torch": {"runtime": "torch"},
     "onnx": {"runtime": "auto"},
@@ -159,7 +160,7 @@ def in_process(item: Served, path: str, args: argparse.Namespace) -> dict[str, f
     serving = StudentModelSpec.model_validate({"artifactUri": "file:///x", "task": item.task,
                                                "serving": serving_spec(path, args)}).serving
     servable = load_servable(item.export / "model", serving.runtime,
-                             threads=intra_op_threads(serving) * instance_count(serving),
+                             threads=intra_op_threads(serving, item.task) * instance_count(serving, item.task),
                              spinning=serving.onnx_runtime.allow_spinning)
     if servable.runtime != RUNTIMES_SEEN[path]:
         raise RuntimeError(f"{item.name}: no {path} path in {item.export / 'model'} (runtime {servable.runtime})")
@@ -216,7 +217,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--preferred-batch-sizes", type=int, nargs="*", default=None,
                    help="spec.serving.dynamicBatching.preferredBatchSizes (default: the StudentModel's)")
     p.add_argument("--instances", type=int, default=None,
-                   help="spec.serving.instanceGroup.count (default: the StudentModel's, 1)")
+                   help="spec.serving.instanceGroup.count (default: the StudentModel's, from --cpu)")
     p.add_argument("--cpu", default=str(os.cpu_count() or 1),
                    help="spec.serving.resources.cpu (default: this machine's cores, a Pod given the node); the "
                    "default instances (one per core) and their intra-op threads follow from it; '' for none")

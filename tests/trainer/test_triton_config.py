@@ -60,3 +60,12 @@ def test_runtime_parameter(serving: dict[str, str], runtime: str) -> None:
 def test_unknown_runtime_is_refused() -> None:
     with pytest.raises(ValueError, match="runtime"):
         ServingSpec.model_validate({"runtime": "tensorrt"})
+
+
+def test_the_onnx_served_tasks_are_the_trainers() -> None:
+    """The API's ONNX_SERVED_TASKS (what gets an instance per core by default) is what the trainer serves through
+    ONNX Runtime under runtime auto."""
+    from kubestill.api.triton import ONNX_SERVED_TASKS
+    from kubestill_trainer.tasks import task_class
+
+    assert {t for t in Task if task_class(t).serves_onnx} == ONNX_SERVED_TASKS

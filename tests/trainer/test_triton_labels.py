@@ -124,6 +124,21 @@ def test_onnx_runtime_options_reach_the_session(onnx_artifact: Path, model_py: A
     assert res["PROBABILITIES"].shape == (1, len(ARTIFACT_ORDER))
 
 
+def test_a_config_without_the_options_takes_them_from_the_environment(
+        onnx_artifact: Path, model_py: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A config.pbtxt rendered before the options existed (or a model.py exported before it read them): the
+    serving image's load_servable takes them from the container's environment, which the operator sets."""
+    pbtxt = render_config_pbtxt("topics", "classification", ServingSpec(), str(onnx_artifact))
+    params = {k: v for k, v in _parameters(pbtxt).items() if k not in ("intra_op_threads", "allow_spinning")}
+    monkeypatch.setenv("KUBESTILL_INTRA_OP_THREADS", "1")
+    monkeypatch.setenv("KUBESTILL_ALLOW_SPINNING", "1")
+    model = model_py.TritonPythonModel()
+    model.initialize({"model_config": json.dumps({"parameters": params})})
+    options = model.servable.answer.args[0].session.get_session_options()
+    assert options.intra_op_num_threads == 1
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "1"
+
+
 def test_model_py_doctests() -> None:
     import doctest
 

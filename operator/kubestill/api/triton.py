@@ -13,7 +13,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from .v1alpha1.common import InstanceKind, ServingSpec, Task
+from .v1alpha1.common import InstanceKind, ServingRuntime, ServingSpec, Task
 
 # The file in every exported model directory that says how to load and call it (task, format, class labels).
 MODEL_CARD = "kubestill.json"
@@ -106,54 +106,95 @@ def quantity_value(quantity: str) -> float:
 # memory, torch and the tokenizer included, before its batches), and the most instances a default gives.
 INSTANCE_MEMORY_BYTES = 2**30
 MAX_DEFAULT_INSTANCES = 8
+# The tasks whose students runtime auto serves through ONNX Runtime (kubestill_trainer's `serves_onnx`, checked
+# equal by a test): small graphs, one batch at a time per instance. Reranking and generation serve torch, whose
+# models (a causal LM above all) are too big to copy once per core.
+ONNX_SERVED_TASKS = frozenset({Task.CLASSIFICATION, Task.EMBEDDING})
+# The same options as the Triton container's environment, for a model.py that predates its config parameters
+# (model.py is copied from the artifact, exported by whichever trainer made it): the serving image's
+# load_servable takes its defaults from them.
+INTRA_OP_THREADS_ENV = "KUBESTILL_INTRA_OP_THREADS"
+ALLOW_SPINNING_ENV = "KUBESTILL_ALLOW_SPINNING"
 
 
-def instance_count(serving: ServingSpec) -> int:
-    """Model instances (ServingSpec.instanceGroup.count): as given; else on KIND_CPU one per whole core of
-    resources.cpu, at most one per GiB of resources.memory and MAX_DEFAULT_INSTANCES, at least 1; else 1.
-    Each CPU instance is a python-backend process serving one batch at a time, so instances, not threads,
-    are what let a small model use more than one core.
+def instance_count(serving: ServingSpec, task: Task | str) -> int:
+    """Model instances (ServingSpec.instanceGroup.count): as given; else, for a student served through ONNX
+    Runtime (runtime auto, ONNX_SERVED_TASKS) on KIND_CPU, one per `intraOpThreads` (default 1) whole cores of
+    resources.cpu, at most one per GiB of resources.memory and MAX_DEFAULT_INSTANCES, at least 1; else 1 (with
+    the cores as threads: `intra_op_threads`). Each CPU instance is a python-backend process serving one batch
+    at a time, so instances, not threads, are what let a small model use more than one core.
 
-    >>> from .v1alpha1.common import ComputeResources, InstanceGroup
-    >>> instance_count(ServingSpec()), instance_count(ServingSpec(resources=ComputeResources(cpu="2500m")))
+    >>> from .v1alpha1.common import ComputeResources as R, InstanceGroup, OnnxRuntimeOptions, ServingRuntime
+    >>> instance_count(ServingSpec(), "embedding"), instance_count(ServingSpec(resources=R(cpu="2500m")), "embedding")
     (1, 2)
-    >>> instance_count(ServingSpec(resources=ComputeResources(cpu="16", memory="3Gi")))  # memory bounds it
+    >>> instance_count(ServingSpec(resources=R(cpu="16", memory="3Gi")), "classification")  # memory bounds it
     3
-    >>> instance_count(ServingSpec(resources=ComputeResources(cpu="64")))
+    >>> instance_count(ServingSpec(resources=R(cpu="64")), "classification")
     8
-    >>> instance_count(ServingSpec(resources=ComputeResources(cpu="4", gpus=1)))  # KIND_GPU: one per GPU
+    >>> instance_count(ServingSpec(resources=R(cpu="8"), onnx_runtime=OnnxRuntimeOptions(intra_op_threads=3)),
+    ...                "classification")  # 3 threads each: 2 instances on 8 cores
+    2
+    >>> instance_count(ServingSpec(resources=R(cpu="4", gpus=1)), "classification")  # KIND_GPU: one per GPU
     1
-    >>> instance_count(ServingSpec(resources=ComputeResources(cpu="4"), instance_group=InstanceGroup(count=1)))
+    >>> instance_count(ServingSpec(resources=R(cpu="4")), "generation")  # served by torch: one
+    1
+    >>> instance_count(ServingSpec(resources=R(cpu="4"), runtime=ServingRuntime.TORCH), "embedding")
+    1
+    >>> instance_count(ServingSpec(resources=R(cpu="4"), instance_group=InstanceGroup(count=1)), "embedding")
     1
     """
     if serving.instance_group.count is not None:
         return serving.instance_group.count
-    if instance_kind(serving) != InstanceKind.CPU or not serving.resources.cpu:
+    if (instance_kind(serving) != InstanceKind.CPU or not serving.resources.cpu
+            or serving.runtime != ServingRuntime.AUTO or Task(task) not in ONNX_SERVED_TASKS):
         return 1
-    count = min(int(quantity_value(serving.resources.cpu)), MAX_DEFAULT_INSTANCES)
+    cores = int(quantity_value(serving.resources.cpu))
+    count = min(cores // (serving.onnx_runtime.intra_op_threads or 1), MAX_DEFAULT_INSTANCES)
     if serving.resources.memory:
         count = min(count, int(quantity_value(serving.resources.memory) // INSTANCE_MEMORY_BYTES))
     return max(1, count)
 
 
-def intra_op_threads(serving: ServingSpec) -> int:
+def intra_op_threads(serving: ServingSpec, task: Task | str) -> int:
     """Threads per model instance (ServingSpec.onnxRuntime.intraOpThreads): as given, else the container's CPU
-    shared among the instances (`instance_count`), rounded down, at least 1, else 0 (the runtime's default).
+    shared among its instances (`instance_count`, times the GPUs for KIND_GPU: Triton starts `count` on each),
+    rounded down, at least 1; 0 (the runtime's own default) without resources.cpu.
 
-    >>> from .v1alpha1.common import ComputeResources, InstanceGroup, OnnxRuntimeOptions
-    >>> intra_op_threads(ServingSpec()), intra_op_threads(ServingSpec(resources=ComputeResources(cpu="500m")))
-    (0, 1)
-    >>> intra_op_threads(ServingSpec(resources=ComputeResources(cpu="4"), instance_group=InstanceGroup(count=3)))
+    >>> from .v1alpha1.common import ComputeResources as R, InstanceGroup, OnnxRuntimeOptions
+    >>> intra_op_threads(ServingSpec(), "embedding")
+    0
+    >>> intra_op_threads(ServingSpec(resources=R(cpu="500m")), "reranking")
     1
-    >>> intra_op_threads(ServingSpec(resources=ComputeResources(cpu="4"),
-    ...                              onnx_runtime=OnnxRuntimeOptions(intra_op_threads=3)))
+    >>> intra_op_threads(ServingSpec(resources=R(cpu="4"), instance_group=InstanceGroup(count=3)), "embedding")
+    1
+    >>> intra_op_threads(ServingSpec(resources=R(cpu="4")), "generation")  # one instance: every core
+    4
+    >>> intra_op_threads(ServingSpec(resources=R(cpu="8", gpus=2), instance_group=InstanceGroup(count=2)),
+    ...                  "embedding")  # 2 instances on each of 2 GPUs
+    2
+    >>> intra_op_threads(ServingSpec(resources=R(cpu="4"), onnx_runtime=OnnxRuntimeOptions(intra_op_threads=3)),
+    ...                  "embedding")
     3
     """
     if serving.onnx_runtime.intra_op_threads:
         return serving.onnx_runtime.intra_op_threads
     if not serving.resources.cpu:
         return 0
-    return max(1, int(quantity_value(serving.resources.cpu) // instance_count(serving)))
+    instances = instance_count(serving, task)
+    if instance_kind(serving) == InstanceKind.GPU:
+        instances *= max(1, serving.resources.gpus)
+    return max(1, int(quantity_value(serving.resources.cpu) // instances))
+
+
+def runtime_env(serving: ServingSpec, task: Task | str) -> dict[str, str]:
+    """The Triton container's INTRA_OP_THREADS_ENV and ALLOW_SPINNING_ENV (see there).
+
+    >>> from .v1alpha1.common import ComputeResources
+    >>> runtime_env(ServingSpec(resources=ComputeResources(cpu="2")), "embedding")
+    {'KUBESTILL_INTRA_OP_THREADS': '1', 'KUBESTILL_ALLOW_SPINNING': '0'}
+    """
+    return {INTRA_OP_THREADS_ENV: str(intra_op_threads(serving, task)),
+            ALLOW_SPINNING_ENV: "1" if serving.onnx_runtime.allow_spinning else "0"}
 
 
 def render_config_pbtxt(
@@ -179,7 +220,7 @@ def render_config_pbtxt(
         f"max_batch_size: {serving.max_batch_size}",
         *_tensor_block("input", tensors.inputs),
         *_tensor_block("output", tensors.outputs),
-        f"instance_group [ {{ kind: {instance_kind(serving)} count: {instance_count(serving)} }} ]",
+        f"instance_group [ {{ kind: {instance_kind(serving)} count: {instance_count(serving, task)} }} ]",
     ]
     batching = serving.dynamic_batching
     if batching.enabled:
@@ -190,9 +231,9 @@ def render_config_pbtxt(
             f"dynamic_batching {{{preferred} max_queue_delay_microseconds: "
             f"{batching.max_queue_delay_microseconds} }}"
         )
+    env = runtime_env(serving, task)
     params = {"artifact_dir": artifact_dir, "task": str(Task(task)), "runtime": str(serving.runtime),
-              "intra_op_threads": str(intra_op_threads(serving)),
-              "allow_spinning": "1" if serving.onnx_runtime.allow_spinning else "0"}
+              "intra_op_threads": env[INTRA_OP_THREADS_ENV], "allow_spinning": env[ALLOW_SPINNING_ENV]}
     if labels:
         params["labels"] = json.dumps(list(labels))
     for key, value in params.items():

@@ -22,7 +22,7 @@ from kubestill.api.names import (
     triton_name,
 )
 from kubestill.api.storage import is_s3
-from kubestill.api.triton import render_config_pbtxt
+from kubestill.api.triton import render_config_pbtxt, runtime_env
 from kubestill.api.v1alpha1.studentmodel import GRPC_PORT, HTTP_PORT, METRICS_PORT, StudentModelSpec
 
 from .job import container_resources, placement
@@ -155,8 +155,11 @@ def build_triton_deployment(
         ],
         # model.py leaves why it refused to load in the termination log (kubestill.api.triton.LoadFailure);
         # the kubelet copies it into the Pod status, where the operator reads it (else the log tail).
+        # The runtime's threads also as environment: a model.py exported before its config parameters existed
+        # still gets them through the serving image's load_servable (kubestill.api.triton.runtime_env).
         "env": [{"name": "HF_HUB_OFFLINE", "value": "1"},
-                {"name": TERMINATION_LOG_ENV, "value": TERMINATION_LOG}],
+                {"name": TERMINATION_LOG_ENV, "value": TERMINATION_LOG},
+                *({"name": k, "value": v} for k, v in runtime_env(serving, spec.task).items())],
         "terminationMessagePath": TERMINATION_LOG,
         "terminationMessagePolicy": "FallbackToLogsOnError",
         "readinessProbe": {

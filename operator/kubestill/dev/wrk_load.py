@@ -11,6 +11,7 @@ Python closed loop returns.
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import tempfile
 from collections.abc import Callable, Sequence
@@ -68,6 +69,8 @@ def run(url: str, bodies: Sequence[str], concurrency: int, duration_s: float,
         script, data = Path(tmp) / "load.lua", Path(tmp) / "bodies.txt"
         script.write_text(SCRIPT)
         data.write_text("".join(b.replace("\n", " ") + "\n" for b in bodies))
+        if shutil.which("wrk") is None:
+            raise RuntimeError("wrk is not installed (Debian's wrk; scripts/setup.sh installs it)")
         before = cpu_seconds()
         proc = subprocess.run(
             ["wrk", "-t", "1", "-c", str(concurrency), "-d", f"{max(1, round(duration_s))}s", "--timeout", "120s",

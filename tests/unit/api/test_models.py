@@ -95,5 +95,6 @@ def test_defaults_fill_nested_objects() -> None:
     dj = DistillationJob.model_validate(next(d for n, d in _docs() if d["kind"] == "DistillationJob"))
     assert dj.spec.evaluation.min_quality_ratio == 0.97
     assert dj.spec.output.serving.onnx_runtime.allow_spinning is False
+    assert dj.spec.output.serving.instance_group.count is None  # derived from resources.cpu (api/triton.py)
     wire = dj.to_wire()
     assert wire["spec"]["output"]["serving"]["maxBatchSize"] == 64

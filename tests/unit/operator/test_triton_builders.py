@@ -47,9 +47,11 @@ def test_config_map_forces_torch() -> None:
     ({"resources": {"cpu": "4", "gpus": 1}}, 1, "4", "0"),  # KIND_GPU: one instance per GPU
     ({"resources": {"cpu": "7"}, "instanceGroup": {"count": 3}}, 3, "2", "0"),  # 7 cores shared by 3 instances
     ({"resources": {"cpu": "1"}, "instanceGroup": {"count": 4}}, 4, "1", "0"),
-    ({"resources": {"cpu": "8"}, "onnxRuntime": {"intraOpThreads": 3, "allowSpinning": True}}, 8, "3", "1"),
+    ({"resources": {"cpu": "8"}, "onnxRuntime": {"intraOpThreads": 3, "allowSpinning": True}}, 2, "3", "1"),
+    ({"resources": {"cpu": "4"}, "runtime": "torch"}, 1, "4", "0"),  # torch: one instance, every core its threads
+    ({"resources": {"cpu": "8", "gpus": 2}, "instanceGroup": {"count": 2}}, 2, "2", "0"),  # 2 on each GPU
 ], ids=["defaults", "half-a-core", "two-cores", "memory-bound", "capped", "gpu", "shared",
-        "more-instances-than-cores", "explicit"])
+        "more-instances-than-cores", "explicit-threads", "torch", "per-gpu"])
 def test_config_map_renders_instances_and_threads(serving: dict[str, Any], count: int, threads: str,
                                                   spinning: str) -> None:
     sm = _sm(serving=serving)
@@ -57,6 +59,11 @@ def test_config_map_renders_instances_and_threads(serving: dict[str, Any], count
     assert f" count: {count} }} ]" in text
     assert f'key: "intra_op_threads" value: {{ string_value: "{threads}" }}' in text
     assert f'key: "allow_spinning" value: {{ string_value: "{spinning}" }}' in text
+    # The same as the container's environment, for a model.py exported before those parameters.
+    dep = build_triton_deployment(sm, StudentModelSpec.model_validate(sm["spec"]), default_image="t",
+                                  config_digest="abc")
+    env = {e["name"]: e["value"] for e in dep["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert (env["KUBESTILL_INTRA_OP_THREADS"], env["KUBESTILL_ALLOW_SPINNING"]) == (threads, spinning)
 
 
 def test_deployment_and_service() -> None:

@@ -8,6 +8,7 @@ else: `load_for_serving(path)` -> (task, model) and `task.serve(model, inputs)` 
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import partial
@@ -16,6 +17,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from kubestill.api.triton import ALLOW_SPINNING_ENV, INTRA_OP_THREADS_ENV
 from kubestill.api.v1alpha1 import DistillationJobSpec
 from kubestill.api.v1alpha1.common import ServingRuntime
 
@@ -87,13 +89,18 @@ class Servable:
 
 
 def load_servable(path: Path, runtime: ServingRuntime | str = ServingRuntime.AUTO, device: str = "cpu",
-                  threads: int = 0, spinning: bool = True) -> Servable:
+                  threads: int | None = None, spinning: bool | None = None) -> Servable:
     """ONNX Runtime on `path`/model.onnx (or the model_int8.onnx the export kept) when `runtime` is auto, the
     task serves from ONNX and the file is there; the torch model otherwise. `device`: "cpu" or "cuda:<id>"
     (a Triton KIND_GPU instance; ONNX Runtime's CUDA provider, torch on that GPU). `threads`: intra-op CPU
     threads (ONNX Runtime's session, or torch's for the process; 0: the runtime's default); `spinning`: ONNX
-    Runtime's `session.intra_op.allow_spinning` (see ServingSpec.onnxRuntime). Raises ValueError on an
-    unknown runtime, RuntimeError for a GPU device that the runtime cannot use."""
+    Runtime's `session.intra_op.allow_spinning` (see ServingSpec.onnxRuntime). Either left None comes from
+    the Triton container's environment (kubestill.api.triton.runtime_env), else 0 and off. Raises ValueError
+    on an unknown runtime or environment value, RuntimeError for a GPU device that the runtime cannot use."""
+    if threads is None:
+        threads = int(os.environ.get(INTRA_OP_THREADS_ENV) or 0)
+    if spinning is None:
+        spinning = os.environ.get(ALLOW_SPINNING_ENV, "0") == "1"
     mode = ServingRuntime(runtime)
     task, _ = _task(path)
     if mode == ServingRuntime.AUTO and task.serves_onnx and (path / ONNX_FILE).exists():

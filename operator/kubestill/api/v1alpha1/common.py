@@ -133,9 +133,11 @@ class InstanceGroup(KubeModel):
         "(resources.gpus > 0, i.e. nvidia.com/gpu), KIND_CPU otherwise.")
     count: int | None = Field(
         default=None, ge=1, le=64,
-        description="Model instances per server. Empty: on KIND_CPU one per whole core of resources.cpu, no "
-        "more than one per GiB of resources.memory (each instance is a process holding its own copy of the model "
-        "and runtime, ~0.6 GiB for a small student) and at most 8; 1 without resources.cpu, and on KIND_GPU.",
+        description="Model instances per server (on KIND_GPU: per GPU). Empty: for a classification or embedding "
+        "student served through ONNX Runtime (runtime auto) on KIND_CPU, one per onnxRuntime.intraOpThreads "
+        "(default 1) whole cores of resources.cpu, no more than one per GiB of resources.memory and at most 8 "
+        "(each instance is a process holding its own copy of the model and runtime: ~0.6 GiB measured for a small "
+        "student; set count, or more memory, for a bigger one); otherwise 1, with the cores as its threads.",
     )
 
 
@@ -145,9 +147,9 @@ class OnnxRuntimeOptions(KubeModel):
     intra_op_threads: int = Field(
         default=0, ge=0, le=256,
         description="Threads one instance's ONNX Runtime session (or torch, on the torch path) uses inside an "
-        "operator. 0: the container's CPU (resources.cpu) shared among the instances (instanceGroup.count), "
-        "rounded down, at least 1; with no resources.cpu, ONNX Runtime's own default (one per physical core of "
-        "the node).",
+        "operator. 0: the container's CPU (resources.cpu) shared among the instances (instanceGroup.count, per "
+        "GPU on KIND_GPU), rounded down, at least 1; with no resources.cpu, the runtime's own default (one per "
+        "physical core of the node, whatever the Pod's limit).",
     )
     # Off by default, measured with one instance (bench/serving.py, 2 shared cores, Triton's Python client):
     # without spinning the static student cost the server 0.26-0.28 ms of CPU a request at 8 clients instead of
