@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import classification as cls_bench
 import embedding as emb_bench
+import reranking as rr_bench
 from _common import bbc_rows, copy_labels, run_stage, shuffle_train_labels, write_jsonl
 from kubestill_trainer.data import split_rows
 from kubestill_trainer.fit_head import fit_teacher
@@ -25,14 +26,19 @@ from kubestill_trainer.stages.train import run_train
 from kubestill_trainer.storage import resolve_uri
 from kubestill_trainer.tasks.base import Row
 from kubestill_trainer.tasks.embedding import load_sentence_encoder
+from kubestill_trainer.tasks.reranking import candidates, load_reranker
+from kubestill_trainer.tasks.reranking_data import bbc_title_lead_groups
+from kubestill_trainer.tasks.reranking_data import write_jsonl as write_groups
 
 CLS_MAX_LEN = 32  # as bench/classification.py on BBC titles
 EMB_MAX_LEN = 128  # as bench/embedding.py
+RR_MAX_LEN = 96  # as bench/reranking.py
 
 
 @dataclass(frozen=True)
 class Served:
-    """One exported model: `export` is `<run>/export` (model/ + triton/), `texts` what clients send it."""
+    """One exported model: `export` is `<run>/export` (model/ + triton/), `texts` what clients send it (for a
+    reranker the queries, `passages` the passage sent with each)."""
 
     name: str
     task: str
@@ -40,6 +46,13 @@ class Served:
     export: Path
     texts: list[str]
     teacher: bool = False
+    passages: list[str] = field(default_factory=list)
+
+    def requests(self) -> list[dict[str, str]]:
+        """One request's row per text: {input tensor name: text} (kubestill.api.triton.TENSORS)."""
+        if self.task == "reranking":
+            return [{"QUERY": q, "PASSAGE": p} for q, p in zip(self.texts, self.passages, strict=True)]
+        return [{"TEXT": t} for t in self.texts]
 
 
 def _export_run(spec: dict[str, Any], run: Path) -> Path:
@@ -159,6 +172,35 @@ def embedding_models(root: Path, students: list[str], sentences: int, epochs: in
                      _export_run(spec("cut", teacher_run), teacher_run), texts, teacher=True)
     return [teacher, *_students(root, students, labelled, spec, "embedding", "emb", texts,
                                 {k: v[2] for k, v in emb_bench.STUDENTS.items()})]
+
+
+def reranking_models(root: Path, groups: int, epochs: int) -> list[Served]:
+    """BBC News headline -> lead-paragraph groups with TF-IDF hard negatives (bench/reranking.py): the teacher
+    all-MiniLM-L6-v2 as a bi-encoder reranker, and the KD student of 2 layers cut from it (margin-mse +
+    listwise-kl). Clients send (headline, one candidate lead) pairs of the held-out groups."""
+    all_groups = bbc_title_lead_groups(8, limit=groups, seed=rr_bench.SEED)
+    split = split_rows([g["id"] for g in all_groups], 0.8, 0.0, rr_bench.SEED)
+    train = [g for g in all_groups if split[g["id"]] == "train"]
+    test = [Row(g["id"], g["query"], g["passages"]) for g in all_groups if split[g["id"]] != "train"]
+    queries = [r.text for r in test for _ in candidates(r)]
+    passages = [p for r in test for p in candidates(r)]
+    data = write_groups(train, root / "train_groups.jsonl")
+
+    def spec(run: Path) -> dict[str, Any]:
+        return rr_bench.job(data, run, epochs, RR_MAX_LEN, kd=True)
+
+    student_run = root / "student-cut"
+    if not (student_run / "labels" / "rows.jsonl").exists():
+        run_stage(run_label, spec(student_run), student_run)
+    if not (student_run / "train" / "done.json").exists():
+        run_stage(run_train, spec(student_run), student_run)
+    teacher_run = root / "teacher"
+    if not (teacher_run / "train" / "student" / "kubestill.json").exists():
+        load_reranker(resolve_uri(rr_bench.MINILM), RR_MAX_LEN).save(teacher_run / "train" / "student")
+    return [Served("rr-teacher", "reranking", "teacher all-MiniLM-L6-v2 (bi-encoder reranker)",
+                   _export_run(spec(teacher_run), teacher_run), queries, teacher=True, passages=passages),
+            Served("rr-cut", "reranking", "student 2 layers cut from the teacher, KD (margin-mse + listwise-kl)",
+                   _export_run(spec(student_run), student_run), queries, passages=passages)]
 
 
 def rows_of(texts: list[str]) -> list[Row]:

@@ -38,9 +38,8 @@ from typing import Any
 import numpy as np
 
 from _common import LATENCY_BATCH, Stopwatch, fmt, machine_note, print_table
-from _serving_models import Served, classification_models, embedding_models, rows_of
-from kubestill.api.triton import TENSORS, instance_count, intra_op_threads
-from kubestill.api.v1alpha1.common import Task
+from _serving_models import Served, classification_models, embedding_models, reranking_models
+from kubestill.api.triton import ONNX_SERVED_TASKS, instance_count, intra_op_threads
 from kubestill.api.v1alpha1.studentmodel import StudentModelSpec
 from kubestill.builders.triton import CONFIG_KEY, build_triton_config_map, model_name
 from kubestill.dev import wrk_load
@@ -78,13 +77,18 @@ def serve(item: Served, repo: Path, serving: dict[str, Any], extra_env: dict[str
                               extra_env=extra_env)
 
 
+def expected_runtime(item: Served, path: str) -> str:
+    """What model.py must report running: RUNTIMES_SEEN, but torch for a task that serves no ONNX graph."""
+    return RUNTIMES_SEEN[path] if item.task in ONNX_SERVED_TASKS else "torch"
+
+
 def http_sender(server: TritonProcess, item: Served) -> Callable[[int, int], None]:
     """`send(worker, i)`: one request of one row through tritonclient.http, a client per worker thread."""
     import tritonclient.http as httpclient
 
     local = threading.local()
     url = server.http_url.removeprefix("http://")
-    payloads = [np.array([[t.encode()]], dtype=np.object_) for t in item.texts]
+    payloads = [{k: np.array([[v.encode()]], dtype=np.object_) for k, v in row.items()} for row in item.requests()]
     name = model_name(item.name)
 
     def send(worker: int, i: int) -> None:
@@ -92,9 +96,11 @@ def http_sender(server: TritonProcess, item: Served) -> Callable[[int, int], Non
         if client is None:
             client = local.client = httpclient.InferenceServerClient(url, connection_timeout=60,
                                                                      network_timeout=120)
-        inp = httpclient.InferInput("TEXT", [1, 1], "BYTES")
-        inp.set_data_from_numpy(payloads[(worker * 7919 + i) % len(payloads)])
-        client.infer(name, [inp])
+        inputs = []
+        for tensor, array in payloads[(worker * 7919 + i) % len(payloads)].items():
+            inputs.append(httpclient.InferInput(tensor, [1, 1], "BYTES"))
+            inputs[-1].set_data_from_numpy(array)
+        client.infer(name, inputs)
 
     return send
 
@@ -106,8 +112,7 @@ def load_runner(server: TritonProcess, item: Served, tool: str) -> LoadRunner:
     """The closed loop of `tool`: python (kubestill.servecheck's, Triton's Python client in threads, as the
     serving check runs it) or wrk (a C load generator: kubestill.dev.wrk_load)."""
     if tool == "wrk":
-        name = TENSORS[Task(item.task)].inputs[0].name
-        bodies = [wrk_load.v2_body(name, t) for t in item.texts]
+        bodies = [wrk_load.v2_body(row) for row in item.requests()]
         url = f"{server.http_url}/v2/models/{model_name(item.name)}/infer"
         return lambda c, seconds, cpu: wrk_load.run(url, bodies, c, seconds, cpu)
     send = http_sender(server, item)
@@ -140,7 +145,7 @@ def served_figures(item: Served, path: str, root: Path, args: argparse.Namespace
         extra_env["PATH"] = os.pathsep.join([str(args.serving_python), os.environ.get("PATH", "")])
     with serve(item, root / "repo" / path / item.name, serving, extra_env) as server:
         runtime = "onnxruntime" if "served by onnxruntime" in server.log_tail(400) else "torch"
-        if runtime != RUNTIMES_SEEN[path]:
+        if runtime != expected_runtime(item, path):
             raise RuntimeError(f"{item.name}: asked for the {path} path, the server runs {runtime}")
         load = load_runner(server, item, args.load)
         pgid = server.popen.pid
@@ -162,13 +167,13 @@ def in_process(item: Served, path: str, args: argparse.Namespace) -> dict[str, f
     servable = load_servable(item.export / "model", serving.runtime,
                              threads=intra_op_threads(serving, item.task) * instance_count(serving, item.task),
                              spinning=serving.onnx_runtime.allow_spinning)
-    if servable.runtime != RUNTIMES_SEEN[path]:
+    if servable.runtime != expected_runtime(item, path):
         raise RuntimeError(f"{item.name}: no {path} path in {item.export / 'model'} (runtime {servable.runtime})")
 
-    def predict(rows: Sequence[Any]) -> object:
-        return servable.answer({"TEXT": np.array([[r.text.encode()] for r in rows], dtype=np.object_)})
+    def predict(rows: Sequence[dict[str, str]]) -> object:
+        return servable.answer({k: np.array([[r[k].encode()] for r in rows], dtype=np.object_) for k in rows[0]})
 
-    return measure(predict, rows_of(item.texts[:512]), batch_size=LATENCY_BATCH, single=200)
+    return measure(predict, item.requests()[:512], batch_size=LATENCY_BATCH, single=200)  # type: ignore[arg-type]
 
 
 Key = tuple[str, str]  # (model name, path)
@@ -200,7 +205,9 @@ def table_rows(items: list[Served], paths: list[str], inproc: dict[Key, dict[str
 
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--task", choices=["classification", "embedding", "both"], default="both")
+    p.add_argument("--task", choices=["classification", "embedding", "reranking", "both", "all"], default="both",
+                   help="both: classification and embedding; all: also the reranker (its student: 2 layers cut, "
+                   "served by torch on every path, as runtime auto serves a reranker)")
     p.add_argument("--students", nargs="+", choices=["cut", "static"], default=["static", "cut"])
     p.add_argument("--path", nargs="+", choices=[*PATHS, *PATH_SETS], default=["both"],
                    help="what runs the models in Triton: torch (spec.serving.runtime torch, the python backend's "
@@ -227,6 +234,7 @@ def parse_args() -> argparse.Namespace:
                    "check sends: on 2 cores it competes with the server and limits the small students)")
     p.add_argument("--epochs", type=int, default=1, help="students' training epochs (speed does not depend on it)")
     p.add_argument("--rows", type=int, default=100000, help="classification: BBC titles used (all: 2225)")
+    p.add_argument("--groups", type=int, default=800, help="reranking: headline groups used (of 2,225)")
     p.add_argument("--sentences", type=int, default=4000, help="embedding: training sentences")
     p.add_argument("--quick", action="store_true",
                    help="a short run: 600 titles / 1000 sentences, concurrency 1 and 8, 8 s each (unless given)")
@@ -250,10 +258,12 @@ def main() -> None:
     load_at_start = os.getloadavg()[0]
     root = args.workdir or Path(tempfile.mkdtemp(prefix="bench-serving-"))
     items: list[Served] = []
-    if args.task in ("classification", "both"):
+    if args.task in ("classification", "both", "all"):
         items += classification_models(root / "cls", args.students, args.rows, args.epochs)
-    if args.task in ("embedding", "both"):
+    if args.task in ("embedding", "both", "all"):
         items += embedding_models(root / "emb", args.students, args.sentences, args.epochs)
+    if args.task in ("reranking", "all"):
+        items += reranking_models(root / "rr", args.groups, args.epochs)
     print(f"[{clock():.0f}s] {len(items)} models exported under {root}", flush=True)
     paths = list(dict.fromkeys(p for given in args.path for p in PATH_SETS.get(given, [given])))
     inproc: dict[Key, dict[str, float]] = {}

@@ -14,7 +14,7 @@ import json
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from kubestill.dev.served_load import LoadFigures
@@ -39,13 +39,16 @@ end
 """
 
 
-def v2_body(tensor: str, text: str) -> str:
-    """One row of one BYTES tensor as a KServe v2 inference request (JSON, no binary extension).
+def v2_body(row: Mapping[str, str]) -> str:
+    """One row of BYTES tensors ({tensor name: text}) as a KServe v2 inference request (JSON, no binary
+    extension).
 
-    >>> v2_body("TEXT", 'say "hi"')
-    '{"inputs": [{"name": "TEXT", "shape": [1, 1], "datatype": "BYTES", "data": ["say \\\\"hi\\\\""]}]}'
+    >>> v2_body({"QUERY": 'say "hi"', "PASSAGE": "hello"})  # doctest: +NORMALIZE_WHITESPACE
+    '{"inputs": [{"name": "QUERY", "shape": [1, 1], "datatype": "BYTES", "data": ["say \\\\"hi\\\\""]},
+                 {"name": "PASSAGE", "shape": [1, 1], "datatype": "BYTES", "data": ["hello"]}]}'
     """
-    return json.dumps({"inputs": [{"name": tensor, "shape": [1, 1], "datatype": "BYTES", "data": [text]}]})
+    return json.dumps({"inputs": [{"name": name, "shape": [1, 1], "datatype": "BYTES", "data": [text]}
+                                  for name, text in row.items()]})
 
 
 def figures(report: dict[str, int], concurrency: int, cpu_s: float) -> LoadFigures:
