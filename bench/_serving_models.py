@@ -202,6 +202,3 @@ def reranking_models(root: Path, groups: int, epochs: int) -> list[Served]:
             Served("rr-cut", "reranking", "student 2 layers cut from the teacher, KD (margin-mse + listwise-kl)",
                    _export_run(spec(student_run), student_run), queries, passages=passages)]
 
-
-def rows_of(texts: list[str]) -> list[Row]:
-    return [Row(str(i), t) for i, t in enumerate(texts)]
