@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +74,11 @@ def test_all_stages_then_triton_serves_what_evaluate_measured(bbc_teacher: Path,
     export = json.loads((work / "export" / "export.json").read_text())
     assert export["onnx"]["maxAbsDiff"] < 1e-3 and export["int8"]["agreementWithFp32"] >= 0.9
 
+    import tritonclient.http as httpclient
+
+    from kubestill.api.triton import render_config_pbtxt
+    from kubestill.api.v1alpha1.common import ServingSpec
+    from kubestill.dev.served_load import group_processes
     from kubestill.dev.triton import assemble_repository, start_tritonserver
     from kubestill_trainer.labelstore import load_labels
     from kubestill_trainer.serving.loader import load_for_serving
@@ -83,8 +89,6 @@ def test_all_stages_then_triton_serves_what_evaluate_measured(bbc_teacher: Path,
     own = softmax(task.predict(model, rows, 16)["logits"])
     repo = assemble_repository(tmp_path / "repo", "bbc-student", work / "export" / "triton")
     with start_tritonserver(repo, tmp_path / "triton.log") as server:
-        import tritonclient.http as httpclient
-
         client = httpclient.InferenceServerClient(server.http_url.removeprefix("http://"))
         labels, probs = [], []
         for i in range(0, len(rows), 16):  # batches up to max_batch_size
@@ -110,6 +114,41 @@ def test_all_stages_then_triton_serves_what_evaluate_measured(bbc_teacher: Path,
         assert labelled.returncode == 0, labelled.stderr[-3000:]
         meta = json.loads((tmp_path / "work2" / "labels" / "meta.json").read_text())
         assert meta["labels"] == metrics["labels"] and meta["teacher"] == "Triton"
+
+    # As a StudentModel with resources.cpu "2" serves it: the operator's config.pbtxt gives two CPU instances
+    # (two python-backend processes) of one ONNX Runtime thread each, without spinning; under concurrent
+    # clients both processes work and every answer is the one-instance server's.
+    two_instances = render_config_pbtxt("bbc-student", "classification", ServingSpec.model_validate(
+        {"maxBatchSize": 16, "resources": {"cpu": "2", "memory": "4Gi"}}), str(work / "export" / "model"))
+    assert "count: 2" in two_instances and "KIND_CPU" in two_instances
+    repo2 = assemble_repository(tmp_path / "repo2", "bbc-student", work / "export" / "triton", two_instances)
+    with start_tritonserver(repo2, tmp_path / "triton2.log") as server:
+        loaded = [line for line in server.log_tail(400).splitlines() if "kubestill: " in line]
+        assert len(loaded) == 2 and all("onnxruntime" in line and "intra-op threads 1, spinning off" in line
+                                        for line in loaded), loaded
+        before = {pid: cpu for pid, (name, cpu) in group_processes(server.popen.pid).items()
+                  if name.startswith("triton_python")}  # the python backend's stubs, one per instance
+        assert len(before) == 2, group_processes(server.popen.pid)
+
+        def ask(start: int) -> list[np.ndarray]:
+            client = httpclient.InferenceServerClient(server.http_url.removeprefix("http://"))
+            answers = []
+            for _ in range(3):
+                for i in range(start, len(rows), 4):  # one row a request, as most clients send
+                    arr = np.array([[rows[i].text.encode()]], dtype=np.object_)
+                    inp = httpclient.InferInput("TEXT", [1, 1], "BYTES")
+                    inp.set_data_from_numpy(arr)
+                    answers.append(client.infer("bbc-student", [inp]).as_numpy("PROBABILITIES")[0])
+            return answers
+
+        with ThreadPoolExecutor(4) as pool:
+            by_client = list(pool.map(ask, range(4)))
+        for start, answers in enumerate(by_client):
+            expected = [served[i] for i in range(start, len(rows), 4)] * 3
+            np.testing.assert_allclose(np.stack(answers), np.stack(expected), atol=1e-5)
+        after = group_processes(server.popen.pid)
+        worked = {pid: after[pid][1] - cpu for pid, cpu in before.items()}
+        assert all(seconds > 0.05 for seconds in worked.values()), worked
 
 
 def test_killed_train_resumes_from_its_last_checkpoint(bbc_teacher: Path, tmp_path: Path) -> None:

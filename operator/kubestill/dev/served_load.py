@@ -14,7 +14,8 @@ from pathlib import Path
 
 from kubestill.servecheck.load import LoadFigures, closed_loop, summarize
 
-__all__ = ["LoadFigures", "closed_loop", "group_cpu_seconds", "speedup_at_equal_p99", "stat_cpu_ticks", "summarize"]
+__all__ = ["LoadFigures", "closed_loop", "group_cpu_seconds", "group_processes", "speedup_at_equal_p99",
+           "stat_cpu_ticks", "summarize"]
 
 PROC = Path("/proc")
 
@@ -32,21 +33,30 @@ def stat_cpu_ticks(stat_line: str) -> tuple[int, int]:
     return int(rest[2]), int(rest[11]) + int(rest[12])
 
 
-def group_cpu_seconds(pgid: int, proc: Path = PROC) -> float:
-    """User + system CPU seconds of the live processes in process group `pgid` (NaN without /proc)."""
+def group_processes(pgid: int, proc: Path = PROC) -> dict[int, tuple[str, float]]:
+    """The live processes of process group `pgid`: {pid: (command name as /proc shows it, at most 15
+    characters; user + system CPU seconds)}; empty without /proc."""
     if not proc.is_dir():
-        return float("nan")
-    ticks = 0
+        return {}
+    out = {}
     for entry in proc.iterdir():
         if not entry.name.isdigit():
             continue
         try:
-            group, used = stat_cpu_ticks((entry / "stat").read_text())
+            line = (entry / "stat").read_text()
+            group, used = stat_cpu_ticks(line)
         except (OSError, ValueError, IndexError):
             continue  # exited while we read, or not ours to read
         if group == pgid:
-            ticks += used
-    return ticks / os.sysconf("SC_CLK_TCK")
+            out[int(entry.name)] = (line[line.index("(") + 1 : line.rindex(")")], used / os.sysconf("SC_CLK_TCK"))
+    return out
+
+
+def group_cpu_seconds(pgid: int, proc: Path = PROC) -> float:
+    """User + system CPU seconds of the live processes in process group `pgid` (NaN without /proc)."""
+    if not proc.is_dir():
+        return float("nan")
+    return sum(seconds for _, seconds in group_processes(pgid, proc).values())
 
 
 def speedup_at_equal_p99(baseline: LoadFigures, candidate: Sequence[LoadFigures]) -> float | None:

@@ -11,6 +11,7 @@ from kubestill.dev.served_load import (
     LoadFigures,
     closed_loop,
     group_cpu_seconds,
+    group_processes,
     speedup_at_equal_p99,
     stat_cpu_ticks,
     summarize,
@@ -49,6 +50,8 @@ def test_group_cpu_seconds_sums_only_the_group(tmp_path: Path) -> None:
     (tmp_path / "self").mkdir()  # not a pid: skipped
     (tmp_path / "13").mkdir()    # exited while read: no stat, skipped
     assert group_cpu_seconds(10, tmp_path) == pytest.approx(3.0)
+    assert group_processes(10, tmp_path) == {10: ("p", pytest.approx(1.0)), 11: ("p", pytest.approx(2.0))}
+    assert group_processes(10, tmp_path / "absent") == {} and group_cpu_seconds(10, tmp_path / "absent") != 0
 
 
 def test_summary_figures() -> None:
