@@ -5,8 +5,9 @@ Each model's config.pbtxt and model repository come from the operator's own buil
 (`build_triton_config_map`, then the init container's assembly via `kubestill.dev.triton.assemble_repository`),
 with the StudentModel's default serving spec (dynamic batching; instances and threads from --cpu). One
 tritonserver at a time, so the CPU seconds (read from /proc for the server's process group) are that model's
-alone. Load: kubestill.dev.wrk_load (closed loop, one row per request, wrk) or, with --load python,
-kubestill.dev.served_load (the same loop from Triton's Python client in threads, as the serving check sends).
+alone. Load: kubestill.dev.wrk_load (closed loop, wrk) or, with --load python, kubestill.dev.served_load (the
+same loop from Triton's Python client in threads, as the serving check sends); each request of --rows-per-request
+rows (default 1).
 
 In-process: `task.serve(model, batch)`, the very call model.py makes, at batch 1 (p50/p99) and at batch 32
 (rows/s), with the same runtime options. --path torch|onnx|onnx-spin|both|all serves each model with
@@ -40,6 +41,7 @@ import numpy as np
 from _common import LATENCY_BATCH, Stopwatch, fmt, machine_note, print_table
 from _serving_models import Served, classification_models, embedding_models, reranking_models
 from kubestill.api.triton import ONNX_SERVED_TASKS, instance_count, intra_op_threads
+from kubestill.api.v1alpha1.common import ServingSpec
 from kubestill.api.v1alpha1.studentmodel import StudentModelSpec
 from kubestill.builders.triton import CONFIG_KEY, build_triton_config_map, model_name
 from kubestill.dev import wrk_load
@@ -82,13 +84,21 @@ def expected_runtime(item: Served, path: str) -> str:
     return RUNTIMES_SEEN[path] if item.task in ONNX_SERVED_TASKS else "torch"
 
 
-def http_sender(server: TritonProcess, item: Served) -> Callable[[int, int], None]:
-    """`send(worker, i)`: one request of one row through tritonclient.http, a client per worker thread."""
+def request_rows(item: Served, rows_per_request: int) -> list[list[dict[str, str]]]:
+    """The model's request rows in consecutive groups of `rows_per_request` (a short last group dropped)."""
+    rows = item.requests()
+    return [rows[i : i + rows_per_request] for i in range(0, len(rows) - rows_per_request + 1, rows_per_request)]
+
+
+def http_sender(server: TritonProcess, item: Served, rows_per_request: int) -> Callable[[int, int], None]:
+    """`send(worker, i)`: one request of `rows_per_request` rows through tritonclient.http, a client per worker
+    thread."""
     import tritonclient.http as httpclient
 
     local = threading.local()
     url = server.http_url.removeprefix("http://")
-    payloads = [{k: np.array([[v.encode()]], dtype=np.object_) for k, v in row.items()} for row in item.requests()]
+    payloads = [{k: np.array([[row[k].encode()] for row in group], dtype=np.object_) for k in group[0]}
+                for group in request_rows(item, rows_per_request)]
     name = model_name(item.name)
 
     def send(worker: int, i: int) -> None:
@@ -98,7 +108,7 @@ def http_sender(server: TritonProcess, item: Served) -> Callable[[int, int], Non
                                                                      network_timeout=120)
         inputs = []
         for tensor, array in payloads[(worker * 7919 + i) % len(payloads)].items():
-            inputs.append(httpclient.InferInput(tensor, [1, 1], "BYTES"))
+            inputs.append(httpclient.InferInput(tensor, list(array.shape), "BYTES"))
             inputs[-1].set_data_from_numpy(array)
         client.infer(name, inputs)
 
@@ -108,14 +118,14 @@ def http_sender(server: TritonProcess, item: Served) -> Callable[[int, int], Non
 LoadRunner = Callable[[int, float, Callable[[], float]], LoadFigures]  # (concurrency, seconds, cpu_seconds)
 
 
-def load_runner(server: TritonProcess, item: Served, tool: str) -> LoadRunner:
+def load_runner(server: TritonProcess, item: Served, tool: str, rows_per_request: int) -> LoadRunner:
     """The closed loop of `tool`: python (kubestill.servecheck's, Triton's Python client in threads, as the
     serving check runs it) or wrk (a C load generator: kubestill.dev.wrk_load)."""
     if tool == "wrk":
-        bodies = [wrk_load.v2_body(row) for row in item.requests()]
+        bodies = [wrk_load.v2_body(group) for group in request_rows(item, rows_per_request)]
         url = f"{server.http_url}/v2/models/{model_name(item.name)}/infer"
         return lambda c, seconds, cpu: wrk_load.run(url, bodies, c, seconds, cpu)
-    send = http_sender(server, item)
+    send = http_sender(server, item, rows_per_request)
     return lambda c, seconds, cpu: closed_loop(send, c, seconds, cpu)
 
 
@@ -147,7 +157,7 @@ def served_figures(item: Served, path: str, root: Path, args: argparse.Namespace
         runtime = "onnxruntime" if "served by onnxruntime" in server.log_tail(400) else "torch"
         if runtime != expected_runtime(item, path):
             raise RuntimeError(f"{item.name}: asked for the {path} path, the server runs {runtime}")
-        load = load_runner(server, item, args.load)
+        load = load_runner(server, item, args.load, args.rows_per_request)
         pgid = server.popen.pid
         load(max(args.concurrency), args.warmup, lambda: float("nan"))  # warm up: load kernels, fill caches
         out = []
@@ -180,7 +190,7 @@ Key = tuple[str, str]  # (model name, path)
 
 
 def table_rows(items: list[Served], paths: list[str], inproc: dict[Key, dict[str, float]],
-               served: dict[Key, list[LoadFigures]]) -> list[list[str]]:
+               served: dict[Key, list[LoadFigures]], rows_per_request: int) -> list[list[str]]:
     teacher = {i.task: i.name for i in items if i.teacher}
     out = []
     for item in items:
@@ -191,12 +201,14 @@ def table_rows(items: list[Served], paths: list[str], inproc: dict[Key, dict[str
             for fig in served[item.name, path]:
                 ref = None if item.teacher else base.get(fig.concurrency)
                 before = torch_path.get(fig.concurrency) if path != "torch" else None
+                rows_per_s = fig.throughput * rows_per_request
                 out.append([
-                    item.description, path, str(fig.concurrency), fmt(fig.throughput, 1), fmt(fig.p50_ms, 1),
+                    item.description, path, str(fig.concurrency), fmt(fig.throughput, 1), fmt(rows_per_s, 0),
+                    fmt(fig.p50_ms, 1),
                     fmt(fig.p95_ms, 1), fmt(fig.p99_ms, 1), fmt(fig.cpu_s_per_1000, 2), str(fig.errors),
                     fmt(own["batch1_p50_ms"], 2), fmt(own["batch1_p99_ms"], 2), fmt(own["throughput_rows_per_s"], 0),
-                    fmt(fig.throughput / (1000.0 / own["batch1_p50_ms"]), 2),
-                    fmt(fig.throughput / own["throughput_rows_per_s"], 2),
+                    fmt(rows_per_s / (1000.0 / own["batch1_p50_ms"]), 2),
+                    fmt(rows_per_s / own["throughput_rows_per_s"], 2),
                     fmt(fig.throughput / before.throughput if before else None, 1),
                     fmt(fig.throughput / ref.throughput if ref else None, 1),
                     fmt(speedup_at_equal_p99(ref, served[item.name, path]) if ref else None, 1)])
@@ -232,6 +244,9 @@ def parse_args() -> argparse.Namespace:
                    help="the load generator: wrk (Debian's wrk, C: leaves the shared cores to the server; "
                    "scripts/setup.sh installs it) or python (Triton's Python client in threads, as the serving "
                    "check sends: on 2 cores it competes with the server and limits the small students)")
+    p.add_argument("--rows-per-request", type=int, default=1,
+                   help="rows in each request (default 1; at most the StudentModel's maxBatchSize): clients that "
+                   "send batches, as embedding clients often do, spread the per-request HTTP and backend work")
     p.add_argument("--epochs", type=int, default=1, help="students' training epochs (speed does not depend on it)")
     p.add_argument("--rows", type=int, default=100000, help="classification: BBC titles used (all: 2225)")
     p.add_argument("--groups", type=int, default=800, help="reranking: headline groups used (of 2,225)")
@@ -249,6 +264,9 @@ def parse_args() -> argparse.Namespace:
             setattr(args, key, value)
     if args.quick:
         args.rows, args.sentences = min(args.rows, 600), min(args.sentences, 1000)
+    largest = ServingSpec().max_batch_size
+    if not 1 <= args.rows_per_request <= largest:
+        p.error(f"--rows-per-request must be 1..{largest} (the StudentModel's default maxBatchSize)")
     return args
 
 
@@ -277,23 +295,23 @@ def main() -> None:
     print_table(
         "Served vs in-process (Triton python backend; path torch: eager torch, onnx: ONNX Runtime, onnx-spin: "
         "ONNX Runtime with spinning intra-op threads)",
-        ["model", "path", "conc", "req/s", "p50 ms", "p95 ms", "p99 ms", "CPU s/1k req", "errors",
+        ["model", "path", "conc", "req/s", "rows/s", "p50 ms", "p95 ms", "p99 ms", "CPU s/1k req", "errors",
          "in-proc p50 ms b1", "in-proc p99 ms b1", f"in-proc rows/s b{LATENCY_BATCH}", "served/in-proc b1",
          f"served/in-proc b{LATENCY_BATCH}", "x torch path", "x teacher req/s", "x teacher at equal p99"],
-        table_rows(items, paths, inproc, served),
+        table_rows(items, paths, inproc, served, args.rows_per_request),
         ["served: tritonserver (nvidia-pytriton) on loopback, config.pbtxt from the operator's builder with the "
          "StudentModel's default serving spec (runtime per path"
          + (f"; maxQueueDelayMicroseconds {args.max_queue_delay_us}" if args.max_queue_delay_us is not None else "")
          + (f"; preferredBatchSizes {args.preferred_batch_sizes}" if args.preferred_batch_sizes else "")
          + (f"; instanceGroup.count {args.instances}" if args.instances else "")
          + (f"; resources.cpu {args.cpu}" if args.cpu else "")
-         + "); closed loop, one row per request, over HTTP ("
+         + f"); closed loop, {args.rows_per_request} row(s) per request, over HTTP ("
          + ("wrk, one thread, KServe v2 JSON bodies" if args.load == "wrk" else "tritonclient, a thread per client")
          + ")",
          f"{args.duration:g} s per concurrency level after {args.warmup:g} s of warm-up; latency as the client sees "
          "it; CPU: the tritonserver process group's user+system seconds from /proc; in-process: one process with "
          "the server's threads (instances x intra-op threads) and spinning",
-         "served/in-proc b1: served req/s over the in-process rate of one caller sending one row at a time "
+         "served/in-proc b1: served rows/s over the in-process rate of one caller sending one row at a time "
          f"(1000 / p50 ms); b{LATENCY_BATCH}: over the in-process rows/s at batch {LATENCY_BATCH}",
          "x teacher: over the teacher served on the same path at the same concurrency; at equal p99: the "
          "student's best req/s at a p99 no worse than the teacher's there, over the teacher's req/s",

@@ -2,7 +2,7 @@
 generator, so on a machine whose cores the server shares it takes far less of them than Triton's Python client.
 
 `concurrency` connections, each with one request in flight (a closed loop, as kubestill.servecheck.load), from
-one wrk thread; each request is a KServe v2 JSON inference body of one row, cycling through the texts. wrk
+one wrk thread; each request is a KServe v2 JSON inference body (of one row, or of several), cycling through them. wrk
 reports latency percentiles in microseconds (its own histogram) and counts non-2xx answers, socket errors and
 timeouts as errors; the Lua `done` hook prints them as one JSON line, read here into the same LoadFigures the
 Python closed loop returns.
@@ -39,16 +39,20 @@ end
 """
 
 
-def v2_body(row: Mapping[str, str]) -> str:
-    """One row of BYTES tensors ({tensor name: text}) as a KServe v2 inference request (JSON, no binary
-    extension).
+def v2_body(rows: Sequence[Mapping[str, str]]) -> str:
+    """Rows of BYTES tensors ({tensor name: text}, every row the same names) as one KServe v2 inference request
+    of len(rows) rows (JSON, no binary extension). Raises ValueError for no rows or rows of other names.
 
-    >>> v2_body({"QUERY": 'say "hi"', "PASSAGE": "hello"})  # doctest: +NORMALIZE_WHITESPACE
+    >>> v2_body([{"QUERY": 'say "hi"', "PASSAGE": "hello"}])  # doctest: +NORMALIZE_WHITESPACE
     '{"inputs": [{"name": "QUERY", "shape": [1, 1], "datatype": "BYTES", "data": ["say \\\\"hi\\\\""]},
                  {"name": "PASSAGE", "shape": [1, 1], "datatype": "BYTES", "data": ["hello"]}]}'
+    >>> v2_body([{"TEXT": "a"}, {"TEXT": "b"}])
+    '{"inputs": [{"name": "TEXT", "shape": [2, 1], "datatype": "BYTES", "data": ["a", "b"]}]}'
     """
-    return json.dumps({"inputs": [{"name": name, "shape": [1, 1], "datatype": "BYTES", "data": [text]}
-                                  for name, text in row.items()]})
+    if not rows or any(row.keys() != rows[0].keys() for row in rows):
+        raise ValueError(f"a request needs rows of the same tensors, got {[sorted(r) for r in rows]}")
+    return json.dumps({"inputs": [{"name": name, "shape": [len(rows), 1], "datatype": "BYTES",
+                                   "data": [row[name] for row in rows]} for name in rows[0]]})
 
 
 def figures(report: dict[str, int], concurrency: int, cpu_s: float) -> LoadFigures:

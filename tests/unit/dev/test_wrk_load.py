@@ -51,7 +51,7 @@ def test_doctests() -> None:
 def test_every_row_is_sent_and_counted() -> None:
     seen: Counter[str] = Counter()
     with serving(handler(seen, 200)) as url:
-        bodies = [wrk_load.v2_body({"TEXT": t}) for t in TEXTS]
+        bodies = [wrk_load.v2_body([{"TEXT": t}]) for t in TEXTS]
         fig = wrk_load.run(f"{url}/v2/models/m/infer", bodies, 2, 1.0, cpu_seconds=lambda: 1.0)
     # wrk counts what was answered before it stopped; the server may have read one more per connection.
     assert fig.errors == 0 and len(TEXTS) < fig.requests <= sum(seen.values()) <= fig.requests + 2
@@ -61,13 +61,19 @@ def test_every_row_is_sent_and_counted() -> None:
     assert fig.cpu_s == 0.0  # the callable read before and after
 
 
+@pytest.mark.parametrize("rows", [[], [{"TEXT": "a"}, {"QUERY": "b"}]])
+def test_a_request_needs_rows_of_the_same_tensors(rows: list[dict[str, str]]) -> None:
+    with pytest.raises(ValueError, match="same tensors"):
+        wrk_load.v2_body(rows)
+
+
 def test_answers_other_than_2xx_are_errors() -> None:
     seen: Counter[str] = Counter()
     with serving(handler(seen, 500)) as url:
-        fig = wrk_load.run(f"{url}/infer", [wrk_load.v2_body({"TEXT": "x"})], 1, 1)
+        fig = wrk_load.run(f"{url}/infer", [wrk_load.v2_body([{"TEXT": "x"}])], 1, 1)
     assert fig.requests == 0 and 0 < fig.errors <= sum(seen.values()) <= fig.errors + 1
 
 
 def test_a_refused_connection_is_an_error() -> None:
     with pytest.raises(RuntimeError, match="wrk exited"):
-        wrk_load.run("http://127.0.0.1:1/infer", [wrk_load.v2_body({"TEXT": "x"})], 1, 1)
+        wrk_load.run("http://127.0.0.1:1/infer", [wrk_load.v2_body([{"TEXT": "x"}])], 1, 1)
