@@ -40,12 +40,18 @@ import numpy as np
 
 from _common import LATENCY_BATCH, Stopwatch, fmt, machine_note, print_table
 from _serving_models import Served, classification_models, embedding_models, reranking_models
-from kubestill.api.triton import ONNX_SERVED_TASKS, instance_count, intra_op_threads
+from kubestill.api.triton import ONNX_SERVED_TASKS, instance_count, intra_op_threads, runtime_env
 from kubestill.api.v1alpha1.common import ServingSpec
 from kubestill.api.v1alpha1.studentmodel import StudentModelSpec
 from kubestill.builders.triton import CONFIG_KEY, build_triton_config_map, model_name
 from kubestill.dev import wrk_load
-from kubestill.dev.served_load import LoadFigures, closed_loop, group_cpu_seconds, speedup_at_equal_p99
+from kubestill.dev.served_load import (
+    LoadFigures,
+    closed_loop,
+    group_cpu_seconds,
+    group_processes,
+    speedup_at_equal_p99,
+)
 from kubestill.dev.triton import TritonProcess, assemble_repository, start_tritonserver
 from kubestill_trainer.latency import measure
 from kubestill_trainer.serving.loader import load_servable
@@ -72,11 +78,13 @@ def studentmodel(item: Served, serving: dict[str, Any]) -> tuple[dict[str, Any],
 
 
 def serve(item: Served, repo: Path, serving: dict[str, Any], extra_env: dict[str, str]) -> TritonProcess:
+    """tritonserver with the StudentModel's config.pbtxt and its Triton container's runtime environment
+    (kubestill.api.triton.runtime_env: threads, spinning, the tokenizer's pool)."""
     body, spec = studentmodel(item, serving)
     config = build_triton_config_map(body, spec)["data"][CONFIG_KEY]
     assemble_repository(repo, model_name(item.name), item.export / "triton", config)
     return start_tritonserver(repo, log_file=repo.parent / f"{item.name}.log", ready_timeout_s=300,
-                              extra_env=extra_env)
+                              extra_env={**runtime_env(spec.serving, spec.task), **extra_env})
 
 
 def expected_runtime(item: Served, path: str) -> str:
@@ -118,11 +126,14 @@ def http_sender(server: TritonProcess, item: Served, rows_per_request: int) -> C
 LoadRunner = Callable[[int, float, Callable[[], float]], LoadFigures]  # (concurrency, seconds, cpu_seconds)
 
 
-def load_runner(server: TritonProcess, item: Served, tool: str, rows_per_request: int) -> LoadRunner:
-    """The closed loop of `tool`: python (kubestill.servecheck's, Triton's Python client in threads, as the
-    serving check runs it) or wrk (a C load generator: kubestill.dev.wrk_load)."""
-    if tool == "wrk":
-        bodies = [wrk_load.v2_body(group) for group in request_rows(item, rows_per_request)]
+def load_runner(server: TritonProcess, item: Served, args: argparse.Namespace) -> LoadRunner:
+    """The closed loop of `args.load`: python (kubestill.servecheck's, Triton's Python client in threads, as the
+    serving check runs it; outputs in binary) or wrk (a C load generator: kubestill.dev.wrk_load; outputs as
+    `args.outputs` says)."""
+    rows_per_request = args.rows_per_request
+    if args.load == "wrk":
+        bodies = [wrk_load.v2_body(group, binary_output=args.outputs == "binary")
+                  for group in request_rows(item, rows_per_request)]
         url = f"{server.http_url}/v2/models/{model_name(item.name)}/infer"
         return lambda c, seconds, cpu: wrk_load.run(url, bodies, c, seconds, cpu)
     send = http_sender(server, item, rows_per_request)
@@ -148,7 +159,16 @@ def serving_spec(path: str, args: argparse.Namespace) -> dict[str, Any]:
     return serving
 
 
-def served_figures(item: Served, path: str, root: Path, args: argparse.Namespace) -> list[LoadFigures]:
+def backend_share(before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]]) -> float:
+    """The python backend's stubs' part of the server's CPU seconds between two `group_processes` readings
+    (tritonserver's own part: HTTP, the scheduler, the dynamic batcher, shared-memory IPC)."""
+    used = {pid: seconds - before.get(pid, (name, 0.0))[1] for pid, (name, seconds) in after.items()}
+    stubs = sum(s for pid, s in used.items() if after[pid][0].startswith("triton_python"))
+    return stubs / sum(used.values()) if sum(used.values()) > 0 else float("nan")
+
+
+def served_figures(item: Served, path: str, root: Path, args: argparse.Namespace,
+                   shares: dict[tuple[str, str, int], float]) -> list[LoadFigures]:
     serving = serving_spec(path, args)
     extra_env = {}
     if args.serving_python:
@@ -157,12 +177,14 @@ def served_figures(item: Served, path: str, root: Path, args: argparse.Namespace
         runtime = "onnxruntime" if "served by onnxruntime" in server.log_tail(400) else "torch"
         if runtime != expected_runtime(item, path):
             raise RuntimeError(f"{item.name}: asked for the {path} path, the server runs {runtime}")
-        load = load_runner(server, item, args.load, args.rows_per_request)
+        load = load_runner(server, item, args)
         pgid = server.popen.pid
         load(max(args.concurrency), args.warmup, lambda: float("nan"))  # warm up: load kernels, fill caches
         out = []
         for c in args.concurrency:
+            before = group_processes(pgid)
             fig = load(c, args.duration, lambda: group_cpu_seconds(pgid))
+            shares[item.name, path, c] = backend_share(before, group_processes(pgid))
             print(f"  {item.name} c={c}: {fig.throughput:.1f} req/s p50 {fig.p50_ms:.1f} p99 {fig.p99_ms:.1f} ms "
                   f"errors {fig.errors}", flush=True)
             out.append(fig)
@@ -190,7 +212,8 @@ Key = tuple[str, str]  # (model name, path)
 
 
 def table_rows(items: list[Served], paths: list[str], inproc: dict[Key, dict[str, float]],
-               served: dict[Key, list[LoadFigures]], rows_per_request: int) -> list[list[str]]:
+               served: dict[Key, list[LoadFigures]], shares: dict[tuple[str, str, int], float],
+               rows_per_request: int) -> list[list[str]]:
     teacher = {i.task: i.name for i in items if i.teacher}
     out = []
     for item in items:
@@ -205,7 +228,8 @@ def table_rows(items: list[Served], paths: list[str], inproc: dict[Key, dict[str
                 out.append([
                     item.description, path, str(fig.concurrency), fmt(fig.throughput, 1), fmt(rows_per_s, 0),
                     fmt(fig.p50_ms, 1),
-                    fmt(fig.p95_ms, 1), fmt(fig.p99_ms, 1), fmt(fig.cpu_s_per_1000, 2), str(fig.errors),
+                    fmt(fig.p95_ms, 1), fmt(fig.p99_ms, 1), fmt(fig.cpu_s_per_1000, 2),
+                    fmt(100 * shares[item.name, path, fig.concurrency], 0), str(fig.errors),
                     fmt(own["batch1_p50_ms"], 2), fmt(own["batch1_p99_ms"], 2), fmt(own["throughput_rows_per_s"], 0),
                     fmt(rows_per_s / (1000.0 / own["batch1_p50_ms"]), 2),
                     fmt(rows_per_s / own["throughput_rows_per_s"], 2),
@@ -247,6 +271,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--rows-per-request", type=int, default=1,
                    help="rows in each request (default 1; at most the StudentModel's maxBatchSize): clients that "
                    "send batches, as embedding clients often do, spread the per-request HTTP and backend work")
+    p.add_argument("--outputs", choices=["binary", "json"], default="binary",
+                   help="with --load wrk: answers in Triton's binary tensor extension (what Triton's clients ask "
+                   "for) or as JSON numbers (plain KServe v2 clients; costly for embeddings)")
     p.add_argument("--epochs", type=int, default=1, help="students' training epochs (speed does not depend on it)")
     p.add_argument("--rows", type=int, default=100000, help="classification: BBC titles used (all: 2225)")
     p.add_argument("--groups", type=int, default=800, help="reranking: headline groups used (of 2,225)")
@@ -272,6 +299,10 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
+    # The caller's tokenizer settings (scripts/ export TOKENIZERS_PARALLELISM=false) reach neither a Pod nor,
+    # here, the servers (which get the container's runtime_env) or the in-process calls (the library default).
+    for name in ("TOKENIZERS_PARALLELISM", "RAYON_NUM_THREADS"):
+        os.environ.pop(name, None)
     clock = Stopwatch()
     load_at_start = os.getloadavg()[0]
     root = args.workdir or Path(tempfile.mkdtemp(prefix="bench-serving-"))
@@ -286,19 +317,20 @@ def main() -> None:
     paths = list(dict.fromkeys(p for given in args.path for p in PATH_SETS.get(given, [given])))
     inproc: dict[Key, dict[str, float]] = {}
     served: dict[Key, list[LoadFigures]] = {}
+    shares: dict[tuple[str, str, int], float] = {}
     for path in paths:
         for item in items:
             inproc[item.name, path] = in_process(item, path, args)
             print(f"[{clock():.0f}s] {item.name} {path} in-process: {inproc[item.name, path]}", flush=True)
-            served[item.name, path] = served_figures(item, path, root, args)
+            served[item.name, path] = served_figures(item, path, root, args, shares)
             print(f"[{clock():.0f}s] {item.name} {path} served", flush=True)
     print_table(
         "Served vs in-process (Triton python backend; path torch: eager torch, onnx: ONNX Runtime, onnx-spin: "
         "ONNX Runtime with spinning intra-op threads)",
-        ["model", "path", "conc", "req/s", "rows/s", "p50 ms", "p95 ms", "p99 ms", "CPU s/1k req", "errors",
-         "in-proc p50 ms b1", "in-proc p99 ms b1", f"in-proc rows/s b{LATENCY_BATCH}", "served/in-proc b1",
+        ["model", "path", "conc", "req/s", "rows/s", "p50 ms", "p95 ms", "p99 ms", "CPU s/1k req", "backend CPU %",
+         "errors", "in-proc p50 ms b1", "in-proc p99 ms b1", f"in-proc rows/s b{LATENCY_BATCH}", "served/in-proc b1",
          f"served/in-proc b{LATENCY_BATCH}", "x torch path", "x teacher req/s", "x teacher at equal p99"],
-        table_rows(items, paths, inproc, served, args.rows_per_request),
+        table_rows(items, paths, inproc, served, shares, args.rows_per_request),
         ["served: tritonserver (nvidia-pytriton) on loopback, config.pbtxt from the operator's builder with the "
          "StudentModel's default serving spec (runtime per path"
          + (f"; maxQueueDelayMicroseconds {args.max_queue_delay_us}" if args.max_queue_delay_us is not None else "")
@@ -306,11 +338,14 @@ def main() -> None:
          + (f"; instanceGroup.count {args.instances}" if args.instances else "")
          + (f"; resources.cpu {args.cpu}" if args.cpu else "")
          + f"); closed loop, {args.rows_per_request} row(s) per request, over HTTP ("
-         + ("wrk, one thread, KServe v2 JSON bodies" if args.load == "wrk" else "tritonclient, a thread per client")
+         + (f"wrk, one thread, KServe v2 JSON bodies, {args.outputs} outputs" if args.load == "wrk"
+            else "tritonclient, a thread per client, binary outputs")
          + ")",
          f"{args.duration:g} s per concurrency level after {args.warmup:g} s of warm-up; latency as the client sees "
-         "it; CPU: the tritonserver process group's user+system seconds from /proc; in-process: one process with "
-         "the server's threads (instances x intra-op threads) and spinning",
+         "it; CPU: the tritonserver process group's user+system seconds from /proc (backend CPU %: the part "
+         "spent in the python backend's stub processes, which run model.py; the rest is tritonserver's HTTP, "
+         "scheduling and IPC); in-process: one process with the server's threads (instances x intra-op threads) "
+         "and spinning, the tokenizer's own default pool",
          "served/in-proc b1: served rows/s over the in-process rate of one caller sending one row at a time "
          f"(1000 / p50 ms); b{LATENCY_BATCH}: over the in-process rows/s at batch {LATENCY_BATCH}",
          "x teacher: over the teacher served on the same path at the same concurrency; at equal p99: the "

@@ -39,20 +39,26 @@ end
 """
 
 
-def v2_body(rows: Sequence[Mapping[str, str]]) -> str:
+def v2_body(rows: Sequence[Mapping[str, str]], binary_output: bool = True) -> str:
     """Rows of BYTES tensors ({tensor name: text}, every row the same names) as one KServe v2 inference request
-    of len(rows) rows (JSON, no binary extension). Raises ValueError for no rows or rows of other names.
+    of len(rows) rows, in JSON. `binary_output`: ask for the outputs in Triton's binary tensor extension (the
+    `binary_data_output` parameter), as Triton's own clients do when they name no outputs, rather than as JSON
+    numbers. Raises ValueError for no rows or rows of other names.
 
-    >>> v2_body([{"QUERY": 'say "hi"', "PASSAGE": "hello"}])  # doctest: +NORMALIZE_WHITESPACE
+    >>> v2_body([{"QUERY": 'say "hi"', "PASSAGE": "hello"}], False)  # doctest: +NORMALIZE_WHITESPACE
     '{"inputs": [{"name": "QUERY", "shape": [1, 1], "datatype": "BYTES", "data": ["say \\\\"hi\\\\""]},
                  {"name": "PASSAGE", "shape": [1, 1], "datatype": "BYTES", "data": ["hello"]}]}'
-    >>> v2_body([{"TEXT": "a"}, {"TEXT": "b"}])
-    '{"inputs": [{"name": "TEXT", "shape": [2, 1], "datatype": "BYTES", "data": ["a", "b"]}]}'
+    >>> v2_body([{"TEXT": "a"}, {"TEXT": "b"}])  # doctest: +NORMALIZE_WHITESPACE
+    '{"inputs": [{"name": "TEXT", "shape": [2, 1], "datatype": "BYTES", "data": ["a", "b"]}],
+      "parameters": {"binary_data_output": true}}'
     """
     if not rows or any(row.keys() != rows[0].keys() for row in rows):
         raise ValueError(f"a request needs rows of the same tensors, got {[sorted(r) for r in rows]}")
-    return json.dumps({"inputs": [{"name": name, "shape": [len(rows), 1], "datatype": "BYTES",
-                                   "data": [row[name] for row in rows]} for name in rows[0]]})
+    body: dict[str, object] = {"inputs": [{"name": name, "shape": [len(rows), 1], "datatype": "BYTES",
+                                           "data": [row[name] for row in rows]} for name in rows[0]]}
+    if binary_output:
+        body["parameters"] = {"binary_data_output": True}
+    return json.dumps(body)
 
 
 def figures(report: dict[str, int], concurrency: int, cpu_s: float) -> LoadFigures:

@@ -64,6 +64,9 @@ def test_config_map_renders_instances_and_threads(serving: dict[str, Any], count
                                   config_digest="abc")
     env = {e["name"]: e["value"] for e in dep["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert (env["KUBESTILL_INTRA_OP_THREADS"], env["KUBESTILL_ALLOW_SPINNING"]) == (threads, spinning)
+    # The tokenizer's rayon pool: off with one thread an instance, as wide as the instance's threads with more.
+    assert env.get("TOKENIZERS_PARALLELISM") == ("false" if threads == "1" else None)
+    assert env.get("RAYON_NUM_THREADS") == (threads if int(threads) > 1 else None)
 
 
 def test_deployment_and_service() -> None:
