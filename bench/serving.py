@@ -95,7 +95,10 @@ def expected_runtime(item: Served, path: str) -> str:
 def request_rows(item: Served, rows_per_request: int) -> list[list[dict[str, str]]]:
     """The model's request rows in consecutive groups of `rows_per_request` (a short last group dropped)."""
     rows = item.requests()
-    return [rows[i : i + rows_per_request] for i in range(0, len(rows) - rows_per_request + 1, rows_per_request)]
+    groups = [rows[i : i + rows_per_request] for i in range(0, len(rows) - rows_per_request + 1, rows_per_request)]
+    if not groups:
+        raise ValueError(f"{item.name}: {len(rows)} request rows, fewer than --rows-per-request {rows_per_request}")
+    return groups
 
 
 def http_sender(server: TritonProcess, item: Served, rows_per_request: int) -> Callable[[int, int], None]:
@@ -162,7 +165,8 @@ def serving_spec(path: str, args: argparse.Namespace) -> dict[str, Any]:
 def backend_share(before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]]) -> float:
     """The python backend's stubs' part of the server's CPU seconds between two `group_processes` readings
     (tritonserver's own part: HTTP, the scheduler, the dynamic batcher, shared-memory IPC)."""
-    used = {pid: seconds - before.get(pid, (name, 0.0))[1] for pid, (name, seconds) in after.items()}
+    # A process that exited between the readings counts in neither part.
+    used = {pid: seconds - before.get(pid, ("", 0.0))[1] for pid, (_, seconds) in after.items()}
     stubs = sum(s for pid, s in used.items() if after[pid][0].startswith("triton_python"))
     return stubs / sum(used.values()) if sum(used.values()) > 0 else float("nan")
 
@@ -291,6 +295,8 @@ def parse_args() -> argparse.Namespace:
             setattr(args, key, value)
     if args.quick:
         args.rows, args.sentences = min(args.rows, 600), min(args.sentences, 1000)
+    if args.outputs == "json" and args.load != "wrk":
+        p.error("--outputs json needs --load wrk (Triton's Python client always asks for binary outputs)")
     largest = ServingSpec().max_batch_size
     if not 1 <= args.rows_per_request <= largest:
         p.error(f"--rows-per-request must be 1..{largest} (the StudentModel's default maxBatchSize)")
@@ -342,7 +348,8 @@ def main() -> None:
             else "tritonclient, a thread per client, binary outputs")
          + ")",
          f"{args.duration:g} s per concurrency level after {args.warmup:g} s of warm-up; latency as the client sees "
-         "it; CPU: the tritonserver process group's user+system seconds from /proc (backend CPU %: the part "
+         "it; CPU: the tritonserver process group's user+system seconds from /proc, per request (divide by the "
+         "rows a request for a row's; backend CPU %: the part "
          "spent in the python backend's stub processes, which run model.py; the rest is tritonserver's HTTP, "
          "scheduling and IPC); in-process: one process with the server's threads (instances x intra-op threads) "
          "and spinning, the tokenizer's own default pool",

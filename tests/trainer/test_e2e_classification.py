@@ -20,6 +20,8 @@ from .conftest import BBC, run_trainer, trainer_env, write_job
 
 pytestmark = pytest.mark.slow
 
+ROUNDS = 6  # times each client sends its share of the test rows to the two-instance server
+
 
 def _spec(teacher: Path, workdir: Path, **training: Any) -> dict[str, Any]:
     return {
@@ -76,7 +78,7 @@ def test_all_stages_then_triton_serves_what_evaluate_measured(bbc_teacher: Path,
 
     import tritonclient.http as httpclient
 
-    from kubestill.api.triton import render_config_pbtxt
+    from kubestill.api.triton import render_config_pbtxt, runtime_env
     from kubestill.api.v1alpha1.common import ServingSpec
     from kubestill.dev.served_load import group_processes
     from kubestill.dev.triton import assemble_repository, start_tritonserver
@@ -118,11 +120,14 @@ def test_all_stages_then_triton_serves_what_evaluate_measured(bbc_teacher: Path,
     # As a StudentModel with resources.cpu "2" serves it: the operator's config.pbtxt gives two CPU instances
     # (two python-backend processes) of one ONNX Runtime thread each, without spinning; under concurrent
     # clients both processes work and every answer is the one-instance server's.
-    two_instances = render_config_pbtxt("bbc-student", "classification", ServingSpec.model_validate(
-        {"maxBatchSize": 16, "resources": {"cpu": "2", "memory": "4Gi"}}), str(work / "export" / "model"))
+    serving = ServingSpec.model_validate({"maxBatchSize": 16, "resources": {"cpu": "2", "memory": "4Gi"}})
+    two_instances = render_config_pbtxt("bbc-student", "classification", serving, str(work / "export" / "model"))
     assert "count: 2" in two_instances and "KIND_CPU" in two_instances
     repo2 = assemble_repository(tmp_path / "repo2", "bbc-student", work / "export" / "triton", two_instances)
-    with start_tritonserver(repo2, tmp_path / "triton2.log") as server:
+    # The Triton container's environment too (threads, spinning, the tokenizer's pool), not this process's.
+    env = runtime_env(serving, "classification")
+    assert env["TOKENIZERS_PARALLELISM"] == "false"
+    with start_tritonserver(repo2, tmp_path / "triton2.log", extra_env=env) as server:
         loaded = [line for line in server.log_tail(400).splitlines() if "kubestill: " in line]
         assert len(loaded) == 2 and all("onnxruntime" in line and "intra-op threads 1, spinning off" in line
                                         for line in loaded), loaded
@@ -133,7 +138,7 @@ def test_all_stages_then_triton_serves_what_evaluate_measured(bbc_teacher: Path,
         def ask(start: int) -> list[np.ndarray]:
             client = httpclient.InferenceServerClient(server.http_url.removeprefix("http://"))
             answers = []
-            for _ in range(3):
+            for _ in range(ROUNDS):
                 for i in range(start, len(rows), 4):  # one row a request, as most clients send
                     arr = np.array([[rows[i].text.encode()]], dtype=np.object_)
                     inp = httpclient.InferInput("TEXT", [1, 1], "BYTES")
@@ -144,11 +149,13 @@ def test_all_stages_then_triton_serves_what_evaluate_measured(bbc_teacher: Path,
         with ThreadPoolExecutor(4) as pool:
             by_client = list(pool.map(ask, range(4)))
         for start, answers in enumerate(by_client):
-            expected = [served[i] for i in range(start, len(rows), 4)] * 3
-            np.testing.assert_allclose(np.stack(answers), np.stack(expected), atol=1e-5)
+            expected = [served[i] for i in range(start, len(rows), 4)] * ROUNDS
+            # Batches of other sizes pad to other lengths: the earlier tolerance, not bit-equality.
+            np.testing.assert_allclose(np.stack(answers), np.stack(expected), atol=1e-4)
         after = group_processes(server.popen.pid)
         worked = {pid: after[pid][1] - cpu for pid, cpu in before.items()}
-        assert all(seconds > 0.05 for seconds in worked.values()), worked
+        # Relative, not absolute: /proc counts 10 ms ticks and Triton need not split the batches evenly.
+        assert all(seconds >= 0.15 * sum(worked.values()) > 0 for seconds in worked.values()), worked
 
 
 def test_killed_train_resumes_from_its_last_checkpoint(bbc_teacher: Path, tmp_path: Path) -> None:

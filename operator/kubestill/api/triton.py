@@ -193,7 +193,8 @@ def runtime_env(serving: ServingSpec, task: Task | str) -> dict[str, str]:
     on the real tritonserver, static classification student, 2 instances on 2 cores, wrk at 8 clients, two
     rounds each: 4,629 and 4,921 -> 5,368 and 6,337 req/s, server CPU 0.34 and 0.32 -> 0.29 and 0.24 ms a
     request; at 32 clients within the run-to-run spread); with more, RAYON_NUM_THREADS bounds the pool to the
-    instance's threads; without resources.cpu (threads 0: the runtime's defaults, the whole node) neither.
+    instance's threads; with threads 0 (no resources.cpu nor intraOpThreads: the runtime's defaults, the whole
+    node) neither.
 
     >>> from .v1alpha1.common import ComputeResources as R
     >>> runtime_env(ServingSpec(resources=R(cpu="2")), "embedding")  # doctest: +NORMALIZE_WHITESPACE

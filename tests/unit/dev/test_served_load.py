@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
@@ -51,7 +52,7 @@ def test_group_cpu_seconds_sums_only_the_group(tmp_path: Path) -> None:
     (tmp_path / "13").mkdir()    # exited while read: no stat, skipped
     assert group_cpu_seconds(10, tmp_path) == pytest.approx(3.0)
     assert group_processes(10, tmp_path) == {10: ("p", pytest.approx(1.0)), 11: ("p", pytest.approx(2.0))}
-    assert group_processes(10, tmp_path / "absent") == {} and group_cpu_seconds(10, tmp_path / "absent") != 0
+    assert group_processes(10, tmp_path / "absent") == {} and math.isnan(group_cpu_seconds(10, tmp_path / "absent"))
 
 
 def test_summary_figures() -> None:
