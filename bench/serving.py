@@ -154,7 +154,7 @@ def serving_spec(path: str, args: argparse.Namespace) -> dict[str, Any]:
         batching["preferredBatchSizes"] = args.preferred_batch_sizes
     if batching:
         serving["dynamicBatching"] = batching
-    if args.instances:
+    if args.instances is not None:
         serving["instanceGroup"] = {"count": args.instances}
     if args.cpu:
         # What the instances and their threads default to (kubestill.api.triton.instance_count).
@@ -300,7 +300,21 @@ def parse_args() -> argparse.Namespace:
     largest = ServingSpec().max_batch_size
     if not 1 <= args.rows_per_request <= largest:
         p.error(f"--rows-per-request must be 1..{largest} (the StudentModel's default maxBatchSize)")
+    if min(args.concurrency) < 1 or args.duration <= 0 or args.warmup < 0:
+        p.error("--concurrency must be at least 1, --duration above 0 and --warmup not negative")
+    # The serving flags as the StudentModel's API validates them, before any model is trained.
+    for path in selected_paths(args):
+        try:
+            StudentModelSpec.model_validate({"artifactUri": "file:///x", "task": "classification",
+                                             "serving": serving_spec(path, args)})
+        except ValueError as err:  # pydantic's ValidationError names the field
+            p.error(f"--cpu/--instances/--max-queue-delay-us/--preferred-batch-sizes: {err}")
     return args
+
+
+def selected_paths(args: argparse.Namespace) -> list[str]:
+    """--path with its sets (both, all) expanded, each path once, in the order given."""
+    return list(dict.fromkeys(p for given in args.path for p in PATH_SETS.get(given, [given])))
 
 
 def main() -> None:
@@ -320,7 +334,7 @@ def main() -> None:
     if args.task in ("reranking", "all"):
         items += reranking_models(root / "rr", args.groups, args.epochs)
     print(f"[{clock():.0f}s] {len(items)} models exported under {root}", flush=True)
-    paths = list(dict.fromkeys(p for given in args.path for p in PATH_SETS.get(given, [given])))
+    paths = selected_paths(args)
     inproc: dict[Key, dict[str, float]] = {}
     served: dict[Key, list[LoadFigures]] = {}
     shares: dict[tuple[str, str, int], float] = {}
